@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything the build, the tests and the demo need, and nothing twice.
+# Safe to run on every invocation: each step checks before it acts.
+set -euo pipefail
+
+PGRX_VERSION=0.18.1
+PG_MAJOR=15
+APT_PACKAGES=(sudo clang libclang-dev build-essential pkg-config "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR")
+
+log() { printf '[setup] %s\n' "$*"; }
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  log "installing apt packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+  log "installing cargo-pgrx $PGRX_VERSION (a few minutes, once)"
+  cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked --quiet
+fi
+
+PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
+[ -x "$PG_CONFIG" ] || PG_CONFIG=/usr/bin/pg_config
+if ! grep -qs "pg$PG_MAJOR" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+  log "pointing cargo-pgrx at the system PostgreSQL $PG_MAJOR"
+  cargo pgrx init "--pg$PG_MAJOR" /usr/bin/pg_config >/dev/null
+fi
+
+for tool in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$tool" || rustup component add "$tool"
+done
+log "ready"

@@ -1,0 +1,44 @@
+//! Housekeeping that keeps the tables bounded (G6). Not granted to applications: the
+//! dispatcher runs it, and an operator may.
+
+use pgrx::prelude::*;
+
+/// Functions in the `workflow` schema, beside the tables they maintain.
+#[pg_schema]
+mod workflow {
+    use crate::config;
+    use crate::db::{self, Statement};
+    use crate::error::OrRaise;
+    use crate::workflow::validate;
+    use pgrx::datum::{DatumWithOid, Interval};
+    use pgrx::pg_sys::{INT4OID, INTERVALOID};
+    use pgrx::prelude::*;
+
+    /// Deletes one batch of finished runs older than the retention; their checkpoints go with
+    /// them. Small batches keep locks short and let vacuum keep up.
+    static PURGE_FINISHED: Statement = Statement {
+        sql: "WITH doomed AS (
+                  SELECT id FROM workflow.runs
+                   WHERE status <> 'running' AND finished_at <= statement_timestamp() - $1
+                   ORDER BY finished_at
+                   LIMIT $2
+                     FOR UPDATE SKIP LOCKED)
+              DELETE FROM workflow.runs r USING doomed d WHERE r.id = d.id",
+        args: &[INTERVALOID, INT4OID],
+    };
+
+    /// Removes up to `batch_size` workflows that finished more than `workflow.retention` ago;
+    /// returns how many. Call until it returns less than `batch_size` to catch up.
+    #[pg_extern(volatile, parallel_unsafe, security_definer)]
+    #[search_path(pg_catalog, pg_temp)]
+    fn purge_finished(batch_size: default!(Option<i32>, 1000)) -> i64 {
+        let batch = validate::required("batch_size", batch_size).or_raise();
+        let batch = validate::in_range("batch_size", batch.into(), 1, 100_000).or_raise() as i32;
+        let retention = Interval::from_micros(config::retention().as_micros() as i64);
+        Spi::connect_mut(|client| {
+            let args: [DatumWithOid; 2] = [retention.into(), batch.into()];
+            db::execute(client, &PURGE_FINISHED, &args, |rows| Ok(rows.len() as i64))
+        })
+        .or_raise()
+    }
+}

@@ -1,0 +1,6 @@
+//! The SQL surface: thin `wf_*` functions that check arguments, run kept statements and map
+//! errors. All are SECURITY DEFINER with a pinned `search_path`, so an application role
+//! needs only EXECUTE (through `workflow_user`), never rights on the tables.
+
+mod maintenance;
+mod workflows;

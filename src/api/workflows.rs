@@ -1,0 +1,456 @@
+//! Durable workflows: start, checkpoint, finish, inspect, and recover through leases.
+//!
+//! Every function runs inside the caller's transaction (G1). Replays are answered from the
+//! recorded checkpoint (G3) and keyed starts are answered from the first start (G4).
+
+use crate::config;
+use crate::db::{self, Statement};
+use crate::error::{OrRaise, WfError};
+use crate::workflow::validate::{self, ArgError};
+use crate::workflow::{Finish, Status};
+use pgrx::datum::{DatumWithOid, Interval, JsonB, TimestampWithTimeZone};
+use pgrx::pg_sys::{INT4OID, INTERVALOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
+use pgrx::prelude::*;
+use pgrx::spi::SpiResult;
+
+/// How many times wf_start retries when the row it conflicted with vanished (rolled back
+/// or purged) before it could read it. Each retry needs a concurrent delete, so two is a lot.
+const START_RETRIES: usize = 3;
+
+static START: Statement = Statement {
+    sql: "INSERT INTO workflow.runs AS r (name, idempotency_key, input, owner, lease_duration, lease_expires_at)
+          VALUES ($1, $2, $3, COALESCE($4, session_user || ':' || pg_backend_pid()), $5, statement_timestamp() + $5)
+          ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING
+          RETURNING r.id",
+    args: &[TEXTOID, TEXTOID, JSONBOID, TEXTOID, INTERVALOID],
+};
+
+static FIND_BY_KEY: Statement = Statement {
+    sql: "SELECT id FROM workflow.runs WHERE name = $1 AND idempotency_key = $2",
+    args: &[TEXTOID, TEXTOID],
+};
+
+/// Locks the run for the rest of the transaction, so that concurrent checkpoints of one
+/// workflow queue behind each other and a claimer skips it (SKIP LOCKED).
+static LOCK_RUN: Statement = Statement {
+    sql: "SELECT status FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE",
+    args: &[UUIDOID],
+};
+
+/// Records a new step and renews the lease; returns a row only if the step was new.
+static RECORD_STEP: Statement = Statement {
+    sql: "WITH new_step AS (
+              INSERT INTO workflow.checkpoints (workflow_id, step, output)
+              VALUES ($1, $2, COALESCE($3, 'null'::jsonb))
+              ON CONFLICT (workflow_id, step) DO NOTHING
+              RETURNING output)
+          UPDATE workflow.runs
+             SET lease_expires_at = statement_timestamp() + lease_duration,
+                 updated_at = statement_timestamp()
+           WHERE id = $1 AND EXISTS (SELECT FROM new_step)
+          RETURNING id",
+    args: &[UUIDOID, TEXTOID, JSONBOID],
+};
+
+/// Records a sleep as a step, releases the lease and makes the run claimable from `until`.
+static RECORD_SLEEP: Statement = Statement {
+    sql: "WITH new_step AS (
+              INSERT INTO workflow.checkpoints (workflow_id, step, output)
+              VALUES ($1, $2, jsonb_build_object('sleep_until', $3::timestamptz))
+              ON CONFLICT (workflow_id, step) DO NOTHING
+              RETURNING output)
+          UPDATE workflow.runs
+             SET owner = NULL, lease_expires_at = $3, updated_at = statement_timestamp()
+           WHERE id = $1 AND EXISTS (SELECT FROM new_step)
+          RETURNING id",
+    args: &[UUIDOID, TEXTOID, TIMESTAMPTZOID],
+};
+
+/// One row: whether the run exists, and the step's output if it was recorded.
+static READ_STEP: Statement = Statement {
+    sql: "SELECT r.id IS NOT NULL, c.output
+            FROM (SELECT $1::uuid AS id) k
+            LEFT JOIN workflow.runs r ON r.id = k.id
+            LEFT JOIN workflow.checkpoints c ON c.workflow_id = k.id AND c.step = $2",
+    args: &[UUIDOID, TEXTOID],
+};
+
+static FINISH: Statement = Statement {
+    sql: "UPDATE workflow.runs
+             SET status = $2, output = $3, error = $4,
+                 finished_at = statement_timestamp(), updated_at = statement_timestamp(),
+                 owner = NULL, lease_expires_at = NULL
+           WHERE id = $1 AND status = 'running'
+          RETURNING id",
+    args: &[UUIDOID, TEXTOID, JSONBOID, TEXTOID],
+};
+
+static READ_STATUS: Statement = Statement {
+    sql: "SELECT status FROM workflow.runs WHERE id = $1",
+    args: &[UUIDOID],
+};
+
+static STATUS: Statement = Statement {
+    sql: "SELECT name, status, input, output, error, steps_done, last_step,
+                 created_at, updated_at, finished_at, owner, lease_expires_at, recovery_attempts
+            FROM workflow.workflows WHERE id = $1",
+    args: &[UUIDOID],
+};
+
+/// Hands out expired runs. A run already recovered `$5` times is failed instead: a
+/// workflow that kills every process that runs it must not loop forever.
+static CLAIM: Statement = Statement {
+    sql: "WITH candidate AS (
+              SELECT id FROM workflow.runs
+               WHERE name = $1 AND status = 'running' AND lease_expires_at <= statement_timestamp()
+               ORDER BY lease_expires_at
+               LIMIT $4
+                 FOR NO KEY UPDATE SKIP LOCKED),
+          decided AS (
+              SELECT r.id, r.recovery_attempts >= $5 AS give_up
+                FROM workflow.runs r JOIN candidate USING (id))
+          UPDATE workflow.runs r
+             SET recovery_attempts = r.recovery_attempts + 1,
+                 updated_at = statement_timestamp(),
+                 status = CASE WHEN d.give_up THEN 'failed' ELSE 'running' END,
+                 error = CASE WHEN d.give_up
+                              THEN format('recovery abandoned: claimed %s times, workflow.max_recovery_attempts is %s',
+                                          r.recovery_attempts + 1, $5)
+                              ELSE r.error END,
+                 finished_at = CASE WHEN d.give_up THEN statement_timestamp() END,
+                 owner = CASE WHEN d.give_up THEN NULL ELSE $2 END,
+                 lease_duration = $3,
+                 lease_expires_at = CASE WHEN d.give_up THEN NULL ELSE statement_timestamp() + $3 END
+            FROM decided d
+           WHERE r.id = d.id
+          RETURNING r.id, NOT d.give_up",
+    args: &[TEXTOID, TEXTOID, INTERVALOID, INT4OID, INT4OID],
+};
+
+fn payload_size(arg: &'static str, doc: &Option<JsonB>) -> Result<(), ArgError> {
+    match doc {
+        // The text form is what the caller sent and what the limit is documented against.
+        Some(doc) => validate::size(arg, doc.0.to_string().len(), config::max_payload_bytes()),
+        None => Ok(()),
+    }
+}
+
+fn lease_or_default(arg: &'static str, lease: Option<Interval>) -> Result<Interval, ArgError> {
+    match lease {
+        Some(lease) => {
+            validate::positive_interval(arg, lease.months(), lease.days(), lease.micros())?;
+            Ok(lease)
+        }
+        None => Ok(Interval::from_micros(
+            config::lease_duration().as_micros() as i64
+        )),
+    }
+}
+
+/// The run's status, or an error if it does not exist or is not running.
+fn lock_running(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    id: pgrx::Uuid,
+    action: &'static str,
+) -> Result<(), WfError> {
+    let status: Option<String> = db::execute(client, &LOCK_RUN, &[id.into()], |rows| {
+        rows.first().get_one()
+    })?;
+    require_running(id, status, action)
+}
+
+fn require_running(
+    id: pgrx::Uuid,
+    status: Option<String>,
+    action: &'static str,
+) -> Result<(), WfError> {
+    match status {
+        None => Err(WfError::UnknownWorkflow(id)),
+        Some(s) if s == Status::Running.as_str() => Ok(()),
+        Some(status) => Err(WfError::NotRunning { id, status, action }),
+    }
+}
+
+/// Starts a workflow in state `running`, leased to `owner` (default: the session) for
+/// `workflow.lease_duration`. With an idempotency key, a repeated start returns the first id.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_start(
+    name: Option<&str>,
+    input: default!(Option<JsonB>, "NULL"),
+    idempotency_key: default!(Option<&str>, "NULL"),
+    owner: default!(Option<&str>, "NULL"),
+) -> pgrx::Uuid {
+    let name = validate::name("name", name).or_raise();
+    let key = validate::optional_name("idempotency_key", idempotency_key).or_raise();
+    let owner = validate::optional_name("owner", owner).or_raise();
+    payload_size("input", &input).or_raise();
+    let lease = lease_or_default("workflow.lease_duration", None).or_raise();
+
+    Spi::connect_mut(|client| -> Result<pgrx::Uuid, WfError> {
+        for _ in 0..START_RETRIES {
+            let args: [DatumWithOid; 5] = [
+                name.into(),
+                key.into(),
+                copy(&input).into(),
+                owner.into(),
+                lease.into(),
+            ];
+            let created: Option<pgrx::Uuid> =
+                db::execute(client, &START, &args, |rows| first_value(rows))?;
+            if let Some(id) = created {
+                return Ok(id);
+            }
+            // Only a keyed start can conflict; the first start's row is committed by now.
+            let existing: Option<pgrx::Uuid> =
+                db::execute(client, &FIND_BY_KEY, &[name.into(), key.into()], |rows| {
+                    first_value(rows)
+                })?;
+            if let Some(id) = existing {
+                return Ok(id);
+            }
+        }
+        Err(WfError::StartRace)
+    })
+    .or_raise()
+}
+
+/// pgrx's `JsonB` is not `Clone`.
+fn copy(doc: &Option<JsonB>) -> Option<JsonB> {
+    doc.as_ref().map(|doc| JsonB(doc.0.clone()))
+}
+
+/// A column the schema declares NOT NULL.
+fn required<T>(value: Option<T>) -> SpiResult<T> {
+    value.ok_or(pgrx::spi::SpiError::NoTupleTable)
+}
+
+fn first_value<T: FromDatum + IntoDatum>(
+    rows: pgrx::spi::SpiTupleTable<'_>,
+) -> SpiResult<Option<T>> {
+    if rows.is_empty() {
+        Ok(None)
+    } else {
+        rows.first().get_one()
+    }
+}
+
+/// Records that `step` completed with `output`. A step already recorded is not written
+/// again: its recorded output is returned (G3). Renews the lease.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_checkpoint(
+    workflow: Option<pgrx::Uuid>,
+    step: Option<&str>,
+    output: default!(Option<JsonB>, "NULL"),
+) -> JsonB {
+    let id = validate::required("workflow", workflow).or_raise();
+    let step = validate::name("step", step).or_raise();
+    payload_size("output", &output).or_raise();
+
+    Spi::connect_mut(|client| -> Result<JsonB, WfError> {
+        lock_running(client, id, "wf_checkpoint")?;
+        let args: [DatumWithOid; 3] = [id.into(), step.into(), copy(&output).into()];
+        let recorded_now = db::execute(client, &RECORD_STEP, &args, |rows| Ok(!rows.is_empty()))?;
+        if recorded_now {
+            return Ok(output.unwrap_or(JsonB(serde_json::Value::Null)));
+        }
+        let (_, previous): (Option<bool>, Option<JsonB>) =
+            db::execute(client, &READ_STEP, &[id.into(), step.into()], |rows| {
+                rows.first().get_two()
+            })?;
+        Ok(previous.unwrap_or(JsonB(serde_json::Value::Null)))
+    })
+    .or_raise()
+}
+
+/// The recorded output of `step` (JSON `null` if it was recorded without one), or SQL NULL
+/// if the step has not completed.
+#[pg_extern(stable, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_step(workflow: Option<pgrx::Uuid>, step: Option<&str>) -> Option<JsonB> {
+    let id = validate::required("workflow", workflow).or_raise();
+    let step = validate::name("step", step).or_raise();
+    let (exists, output): (Option<bool>, Option<JsonB>) = Spi::connect_mut(|client| {
+        db::execute(client, &READ_STEP, &[id.into(), step.into()], |rows| {
+            rows.first().get_two()
+        })
+    })
+    .or_raise();
+    if exists != Some(true) {
+        WfError::UnknownWorkflow(id).raise();
+    }
+    output
+}
+
+fn finish(id: pgrx::Uuid, finish: Finish, output: Option<JsonB>, error: Option<&str>) {
+    Spi::connect_mut(|client| -> Result<(), WfError> {
+        let args: [DatumWithOid; 4] = [
+            id.into(),
+            finish.status().as_str().into(),
+            output.into(),
+            error.into(),
+        ];
+        let finished = db::execute(client, &FINISH, &args, |rows| Ok(!rows.is_empty()))?;
+        if finished {
+            return Ok(());
+        }
+        let status: Option<String> =
+            db::execute(client, &READ_STATUS, &[id.into()], |rows| first_value(rows))?;
+        require_running(id, status, finish.action())
+    })
+    .or_raise()
+}
+
+/// Marks a running workflow `completed` with its final output.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_complete(workflow: Option<pgrx::Uuid>, output: default!(Option<JsonB>, "NULL")) {
+    let id = validate::required("workflow", workflow).or_raise();
+    payload_size("output", &output).or_raise();
+    finish(id, Finish::Complete, output, None);
+}
+
+/// Marks a running workflow `failed` with the reason.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_fail(workflow: Option<pgrx::Uuid>, error: Option<&str>) {
+    let id = validate::required("workflow", workflow).or_raise();
+    let error = validate::text("error", error, config::max_payload_bytes()).or_raise();
+    finish(id, Finish::Fail, None, Some(error));
+}
+
+/// Marks a running workflow `cancelled`.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_cancel(workflow: Option<pgrx::Uuid>) {
+    let id = validate::required("workflow", workflow).or_raise();
+    finish(id, Finish::Cancel, None, None);
+}
+
+/// One row describing the workflow: progress, outcome, owner and lease.
+#[pg_extern(stable, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_status(
+    workflow: Option<pgrx::Uuid>,
+) -> TableIterator<
+    'static,
+    (
+        name!(name, String),
+        name!(status, String),
+        name!(input, Option<JsonB>),
+        name!(output, Option<JsonB>),
+        name!(error, Option<String>),
+        name!(steps_done, i32),
+        name!(last_step, Option<String>),
+        name!(created_at, TimestampWithTimeZone),
+        name!(updated_at, TimestampWithTimeZone),
+        name!(finished_at, Option<TimestampWithTimeZone>),
+        name!(owner, Option<String>),
+        name!(lease_expires_at, Option<TimestampWithTimeZone>),
+        name!(recovery_attempts, i32),
+    ),
+> {
+    let id = validate::required("workflow", workflow).or_raise();
+    let row = Spi::connect_mut(|client| {
+        db::execute(client, &STATUS, &[id.into()], |rows| {
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let row = rows.first();
+            Ok(Some((
+                required(row.get::<String>(1)?)?,
+                required(row.get::<String>(2)?)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get::<i32>(6)?.unwrap_or(0),
+                row.get(7)?,
+                required(row.get(8)?)?,
+                required(row.get(9)?)?,
+                row.get(10)?,
+                row.get(11)?,
+                row.get(12)?,
+                row.get::<i32>(13)?.unwrap_or(0),
+            )))
+        })
+    })
+    .or_raise();
+    match row {
+        Some(row) => TableIterator::once(row),
+        None => WfError::UnknownWorkflow(id).raise(),
+    }
+}
+
+/// Hands `owner` up to `max` running workflows of `name` whose lease has expired, leased for
+/// `lease` (default `workflow.lease_duration`). Concurrent claimers never share a workflow.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_claim(
+    name: Option<&str>,
+    owner: Option<&str>,
+    lease: default!(Option<Interval>, "NULL"),
+    max: default!(Option<i32>, 1),
+) -> SetOfIterator<'static, pgrx::Uuid> {
+    const MAX_CLAIM: i64 = 10_000;
+    let name = validate::name("name", name).or_raise();
+    let owner = validate::name("owner", owner).or_raise();
+    let lease = lease_or_default("lease", lease).or_raise();
+    let max = validate::required("max", max).or_raise();
+    let max = validate::in_range("max", max.into(), 1, MAX_CLAIM).or_raise() as i32;
+    let cap = config::max_recovery_attempts();
+
+    let claimed = Spi::connect_mut(|client| -> Result<Vec<pgrx::Uuid>, WfError> {
+        let mut claimed = Vec::new();
+        // A workflow failed for too many recoveries uses up a slot of the batch; look again
+        // until the batch is full or nothing expired is left.
+        loop {
+            let wanted = max - claimed.len() as i32;
+            let args: [DatumWithOid; 5] = [
+                name.into(),
+                owner.into(),
+                lease.into(),
+                wanted.into(),
+                cap.into(),
+            ];
+            let (rows, mut handed): (usize, Vec<pgrx::Uuid>) =
+                db::execute(client, &CLAIM, &args, |rows| {
+                    let count = rows.len();
+                    let mut handed = Vec::with_capacity(count);
+                    for row in rows {
+                        if row.get::<bool>(2)? == Some(true) {
+                            handed.extend(row.get::<pgrx::Uuid>(1)?);
+                        }
+                    }
+                    Ok((count, handed))
+                })?;
+            claimed.append(&mut handed);
+            if rows < wanted as usize || claimed.len() as i32 >= max {
+                return Ok(claimed);
+            }
+        }
+    })
+    .or_raise();
+    SetOfIterator::new(claimed)
+}
+
+/// A durable timer: records `step`, releases the lease, and makes the workflow claimable
+/// from `until` on. Replay-safe: a recorded sleep writes nothing.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_sleep(
+    workflow: Option<pgrx::Uuid>,
+    step: Option<&str>,
+    until: Option<TimestampWithTimeZone>,
+) {
+    let id = validate::required("workflow", workflow).or_raise();
+    let step = validate::name("step", step).or_raise();
+    let until = validate::required("until", until).or_raise();
+    Spi::connect_mut(|client| -> Result<(), WfError> {
+        lock_running(client, id, "wf_sleep")?;
+        let args: [DatumWithOid; 3] = [id.into(), step.into(), until.into()];
+        db::execute(client, &RECORD_SLEEP, &args, |_| Ok(()))?;
+        Ok(())
+    })
+    .or_raise()
+}

@@ -1,0 +1,80 @@
+//! `workflow`: durable workflows and a transactional outbox inside PostgreSQL.
+//!
+//! # Layout
+//! Data flows one way, and each module has one job:
+//!
+//! - [`api`] — the SQL surface (`wf_*`), thin: check arguments, run statements, map errors.
+//! - [`workflow`] — the model in plain Rust: states, transitions, argument rules.
+//! - [`db`] — SPI with kept, typed plans; the only place that talks to the executor.
+//! - [`error`] — every error with its SQLSTATE, raised in one place.
+//! - [`config`] — every `workflow.*` setting with its default and range.
+//! - `schema.sql` — tables, indexes, views and grants, shipped with the extension;
+//!   `sql/` holds the upgrade scripts between released versions.
+//!
+//! The contract is `SPEC.md` (shared with the team); the README is the user's reference.
+
+use pgrx::prelude::*;
+
+mod api;
+mod config;
+mod db;
+mod error;
+mod workflow;
+
+pgrx::pg_module_magic!();
+
+extension_sql_file!("schema.sql", name = "schema", bootstrap);
+
+// Applications get EXECUTE on the wf_* functions through `workflow_user` only; internal
+// functions stay with the extension owner.
+extension_sql!(
+    r#"
+DO $$
+DECLARE
+    fn regprocedure;
+BEGIN
+    FOR fn IN
+        SELECT p.oid::regprocedure
+          FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_depend d
+            ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+          JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'workflow'
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
+        IF fn::text LIKE 'wf\_%' THEN
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO workflow_user', fn);
+        END IF;
+    END LOOP;
+END
+$$;
+"#,
+    name = "grants",
+    finalize
+);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    config::register();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn smoke() {
+        let id = Spi::get_one::<pgrx::Uuid>("SELECT wf_start('smoke')").unwrap();
+        assert!(id.is_some());
+    }
+}
+
+/// Settings for the `#[pg_test]` cluster.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}
