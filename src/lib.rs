@@ -39,6 +39,7 @@ BEGIN
           JOIN pg_catalog.pg_depend d
             ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
           JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'workflow'
+         WHERE p.proname LIKE 'wf\_%' OR p.pronamespace = 'workflow'::regnamespace
     LOOP
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
         IF fn::text LIKE 'wf\_%' THEN
@@ -58,16 +59,7 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
-mod tests {
-    use pgrx::prelude::*;
-
-    #[pg_test]
-    fn smoke() {
-        let id = Spi::get_one::<pgrx::Uuid>("SELECT wf_start('smoke')").unwrap();
-        assert!(id.is_some());
-    }
-}
+mod pg_tests;
 
 /// Settings for the `#[pg_test]` cluster.
 #[cfg(test)]

@@ -153,9 +153,7 @@ fn lock_running(
     id: pgrx::Uuid,
     action: &'static str,
 ) -> Result<(), WfError> {
-    let status: Option<String> = db::execute(client, &LOCK_RUN, &[id.into()], |rows| {
-        rows.first().get_one()
-    })?;
+    let status: Option<String> = db::execute(client, &LOCK_RUN, &[id.into()], first_value)?;
     require_running(id, status, action)
 }
 
@@ -196,8 +194,7 @@ fn wf_start(
                 owner.into(),
                 lease.into(),
             ];
-            let created: Option<pgrx::Uuid> =
-                db::execute(client, &START, &args, |rows| first_value(rows))?;
+            let created: Option<pgrx::Uuid> = db::execute(client, &START, &args, first_value)?;
             if let Some(id) = created {
                 return Ok(id);
             }
@@ -295,8 +292,7 @@ fn finish(id: pgrx::Uuid, finish: Finish, output: Option<JsonB>, error: Option<&
         if finished {
             return Ok(());
         }
-        let status: Option<String> =
-            db::execute(client, &READ_STATUS, &[id.into()], |rows| first_value(rows))?;
+        let status: Option<String> = db::execute(client, &READ_STATUS, &[id.into()], first_value)?;
         require_running(id, status, finish.action())
     })
     .or_raise()
@@ -329,6 +325,8 @@ fn wf_cancel(workflow: Option<pgrx::Uuid>) {
 }
 
 /// One row describing the workflow: progress, outcome, owner and lease.
+// pgrx needs the row type spelled out in the signature to name the columns.
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_status(

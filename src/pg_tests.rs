@@ -1,0 +1,769 @@
+//! In-transaction tests (`#[pg_test]`): each runs inside one transaction that is rolled back,
+//! so they prove behaviour within a transaction — semantics, errors, savepoints — and never
+//! anything that needs a commit (see `tests/` for those).
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    // Runs a statement in a subtransaction and reports its SQLSTATE and message, or NULL.
+    extension_sql!(
+        r#"
+CREATE FUNCTION tests.error_of(query text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE query;
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END
+$$;
+-- Roles under test need the helper too.
+GRANT USAGE ON SCHEMA tests TO PUBLIC;
+"#,
+        name = "test_helpers",
+        requires = [tests]
+    );
+
+    fn one<T: FromDatum + IntoDatum>(query: &str) -> Option<T> {
+        Spi::get_one::<T>(query).unwrap_or_else(|e| panic!("{query}: {e}"))
+    }
+
+    fn run(query: &str) {
+        Spi::run(query).unwrap_or_else(|e| panic!("{query}: {e}"))
+    }
+
+    /// The error a statement raises, as "SQLSTATE: message".
+    fn error_of(query: &str) -> String {
+        Spi::get_one_with_args::<String>("SELECT tests.error_of($1)", &[query.into()])
+            .unwrap()
+            .unwrap_or_else(|| panic!("expected an error from: {query}"))
+    }
+
+    fn assert_error(query: &str, sqlstate: &str, message_part: &str) {
+        let error = error_of(query);
+        assert!(
+            error.starts_with(sqlstate) && error.contains(message_part),
+            "{query}\n  expected {sqlstate} containing {message_part:?}\n  got {error}"
+        );
+    }
+
+    fn start(name: &str) -> String {
+        one::<pgrx::Uuid>(&format!("SELECT wf_start('{name}')"))
+            .unwrap()
+            .to_string()
+    }
+
+    fn expire_lease(id: &str) {
+        run(&format!(
+            "UPDATE workflow.runs SET lease_expires_at = now() - interval '1 second' WHERE id = '{id}'"
+        ));
+    }
+
+    // ---- wf_start ----
+
+    #[pg_test]
+    fn wf_start_creates_a_running_workflow_leased_to_its_session() {
+        let id = start("transfer");
+        let row = format!("SELECT {{}} FROM wf_status('{id}')");
+        assert_eq!(
+            one::<String>(&row.replace("{}", "status")).as_deref(),
+            Some("running")
+        );
+        let owner = one::<String>(&row.replace("{}", "owner")).unwrap();
+        let session = one::<String>("SELECT session_user || ':' || pg_backend_pid()").unwrap();
+        assert_eq!(owner, session);
+        let lease_left = one::<f64>(&row.replace(
+            "{}",
+            "extract(epoch FROM lease_expires_at - statement_timestamp())::float8",
+        ))
+        .unwrap();
+        assert!(
+            (59.0..=60.0).contains(&lease_left),
+            "default lease is 60s, got {lease_left}"
+        );
+    }
+
+    #[pg_test]
+    fn wf_start_records_input_and_the_given_owner() {
+        let id =
+            one::<pgrx::Uuid>(r#"SELECT wf_start('transfer', '{"amount": 5}', owner => 'app-1')"#)
+                .unwrap();
+        let row = format!("SELECT {{}} FROM wf_status('{id}')");
+        assert_eq!(
+            one::<String>(&row.replace("{}", "owner")).as_deref(),
+            Some("app-1")
+        );
+        assert_eq!(
+            one::<i64>(&row.replace("{}", "(input->>'amount')::bigint")),
+            Some(5)
+        );
+    }
+
+    #[pg_test]
+    fn wf_start_takes_its_lease_from_the_setting() {
+        run("SET LOCAL workflow.lease_duration = '5min'");
+        let id = start("transfer");
+        let lease = one::<f64>(&format!(
+            "SELECT extract(epoch FROM lease_expires_at - statement_timestamp())::float8 FROM wf_status('{id}')"
+        ))
+        .unwrap();
+        assert!((299.0..=300.0).contains(&lease), "{lease}");
+    }
+
+    #[pg_test]
+    fn g4_wf_start_with_a_known_key_returns_the_first_id_and_creates_nothing() {
+        let first = one::<pgrx::Uuid>("SELECT wf_start('transfer', '{\"n\":1}', 'key-1')").unwrap();
+        let second =
+            one::<pgrx::Uuid>("SELECT wf_start('transfer', '{\"n\":2}', 'key-1')").unwrap();
+        assert_eq!(first, second);
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM workflow.runs WHERE idempotency_key = 'key-1'"),
+            Some(1)
+        );
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT (input->>'n')::bigint FROM wf_status('{first}')"
+            )),
+            Some(1),
+            "the repeated start must not overwrite the input"
+        );
+    }
+
+    #[pg_test]
+    fn g4_the_same_key_under_another_name_is_another_workflow() {
+        let a = one::<pgrx::Uuid>("SELECT wf_start('transfer', NULL, 'key-1')").unwrap();
+        let b = one::<pgrx::Uuid>("SELECT wf_start('refund', NULL, 'key-1')").unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[pg_test]
+    fn wf_start_without_a_key_always_creates() {
+        assert_ne!(start("transfer"), start("transfer"));
+    }
+
+    // ---- wf_checkpoint and wf_step ----
+
+    #[pg_test]
+    fn wf_checkpoint_records_a_step_and_returns_its_output() {
+        let id = start("transfer");
+        let out = one::<pgrx::JsonB>(&format!(
+            "SELECT wf_checkpoint('{id}', 'debit', '{{\"ok\":true}}')"
+        ))
+        .unwrap();
+        assert_eq!(out.0, serde_json::json!({"ok": true}));
+        let step = one::<pgrx::JsonB>(&format!("SELECT wf_step('{id}', 'debit')")).unwrap();
+        assert_eq!(step.0, serde_json::json!({"ok": true}));
+        let row = format!("SELECT {{}} FROM wf_status('{id}')");
+        assert_eq!(one::<i32>(&row.replace("{}", "steps_done")), Some(1));
+        assert_eq!(
+            one::<String>(&row.replace("{}", "last_step")).as_deref(),
+            Some("debit")
+        );
+    }
+
+    #[pg_test]
+    fn g3_replayed_checkpoint_writes_nothing_and_returns_the_recorded_output() {
+        let id = start("transfer");
+        run(&format!(
+            "SELECT wf_checkpoint('{id}', 'debit', '{{\"balance\":90}}')"
+        ));
+        let before = one::<String>(&format!(
+            "SELECT ctid::text FROM workflow.checkpoints WHERE workflow_id = '{id}'"
+        ));
+        let replay = one::<pgrx::JsonB>(&format!(
+            "SELECT wf_checkpoint('{id}', 'debit', '{{\"balance\":80}}')"
+        ))
+        .unwrap();
+        assert_eq!(
+            replay.0,
+            serde_json::json!({"balance": 90}),
+            "the first output wins"
+        );
+        let after = one::<String>(&format!(
+            "SELECT ctid::text FROM workflow.checkpoints WHERE workflow_id = '{id}'"
+        ));
+        assert_eq!(before, after, "the checkpoint row must not be rewritten");
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM workflow.checkpoints WHERE workflow_id = '{id}'"
+            )),
+            Some(1)
+        );
+    }
+
+    #[pg_test]
+    fn g3_a_step_recorded_without_output_reads_as_json_null_not_as_missing() {
+        let id = start("transfer");
+        assert_eq!(
+            one::<bool>(&format!("SELECT wf_step('{id}', 'debit') IS NULL")),
+            Some(true)
+        );
+        run(&format!("SELECT wf_checkpoint('{id}', 'debit')"));
+        assert_eq!(
+            one::<String>(&format!("SELECT wf_step('{id}', 'debit')::text")).as_deref(),
+            Some("null")
+        );
+    }
+
+    #[pg_test]
+    fn wf_checkpoint_renews_the_lease_by_the_owners_lease_duration() {
+        let id = start("transfer");
+        expire_lease(&id);
+        run(&format!("SELECT wf_checkpoint('{id}', 'debit')"));
+        let left = one::<f64>(&format!(
+            "SELECT extract(epoch FROM lease_expires_at - statement_timestamp())::float8 FROM wf_status('{id}')"
+        ))
+        .unwrap();
+        assert!((59.0..=60.0).contains(&left), "{left}");
+    }
+
+    #[pg_test]
+    fn wf_checkpoint_keeps_steps_apart_per_workflow() {
+        let (a, b) = (start("transfer"), start("transfer"));
+        run(&format!("SELECT wf_checkpoint('{a}', 'debit', '1')"));
+        assert_eq!(
+            one::<bool>(&format!("SELECT wf_step('{b}', 'debit') IS NULL")),
+            Some(true)
+        );
+    }
+
+    #[pg_test]
+    fn g1_a_checkpoint_rolled_back_to_a_savepoint_is_not_recorded() {
+        let id = start("transfer");
+        run(&format!(
+            "DO $$ BEGIN
+                 BEGIN
+                     PERFORM wf_checkpoint('{id}', 'debit', '1');
+                     RAISE EXCEPTION 'business rule failed';
+                 EXCEPTION WHEN raise_exception THEN NULL;
+                 END;
+             END $$"
+        ));
+        assert_eq!(
+            one::<bool>(&format!("SELECT wf_step('{id}', 'debit') IS NULL")),
+            Some(true)
+        );
+        assert_eq!(
+            one::<i32>(&format!("SELECT steps_done FROM wf_status('{id}')")),
+            Some(0)
+        );
+    }
+
+    #[pg_test]
+    fn g1_a_start_rolled_back_to_a_savepoint_leaves_no_workflow_and_frees_its_key() {
+        run("DO $$ BEGIN
+                 BEGIN
+                     PERFORM wf_start('transfer', NULL, 'rolled-back');
+                     RAISE EXCEPTION 'abort';
+                 EXCEPTION WHEN raise_exception THEN NULL;
+                 END;
+             END $$");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM workflow.runs WHERE idempotency_key = 'rolled-back'"),
+            Some(0)
+        );
+        assert!(one::<pgrx::Uuid>("SELECT wf_start('transfer', NULL, 'rolled-back')").is_some());
+    }
+
+    // ---- terminal transitions ----
+
+    #[pg_test]
+    fn wf_complete_finishes_with_output_and_releases_the_lease() {
+        let id = start("transfer");
+        run(&format!("SELECT wf_complete('{id}', '{{\"done\":1}}')"));
+        let row = format!("SELECT {{}} FROM wf_status('{id}')");
+        assert_eq!(
+            one::<String>(&row.replace("{}", "status")).as_deref(),
+            Some("completed")
+        );
+        assert_eq!(
+            one::<i64>(&row.replace("{}", "(output->>'done')::bigint")),
+            Some(1)
+        );
+        assert_eq!(
+            one::<bool>(&row.replace(
+                "{}",
+                "finished_at IS NOT NULL AND owner IS NULL AND lease_expires_at IS NULL"
+            )),
+            Some(true)
+        );
+    }
+
+    #[pg_test]
+    fn wf_fail_and_wf_cancel_record_their_outcome() {
+        let (failed, cancelled) = (start("transfer"), start("transfer"));
+        run(&format!("SELECT wf_fail('{failed}', 'card declined')"));
+        run(&format!("SELECT wf_cancel('{cancelled}')"));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || '/' || error FROM wf_status('{failed}')"
+            ))
+            .as_deref(),
+            Some("failed/card declined")
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT status FROM wf_status('{cancelled}')")).as_deref(),
+            Some("cancelled")
+        );
+    }
+
+    #[pg_test]
+    fn a_terminal_workflow_accepts_no_more_steps_or_transitions() {
+        let id = start("transfer");
+        run(&format!("SELECT wf_checkpoint('{id}', 'debit')"));
+        run(&format!("SELECT wf_complete('{id}')"));
+        let not_running = format!("workflow {id} is completed");
+        assert_error(
+            &format!("SELECT wf_checkpoint('{id}', 'credit')"),
+            "55000",
+            &not_running,
+        );
+        assert_error(
+            &format!("SELECT wf_checkpoint('{id}', 'debit')"),
+            "55000",
+            &not_running,
+        );
+        assert_error(
+            &format!("SELECT wf_sleep('{id}', 'wait', now())"),
+            "55000",
+            &not_running,
+        );
+        assert_error(
+            &format!("SELECT wf_complete('{id}')"),
+            "55000",
+            "wf_complete needs a running workflow",
+        );
+        assert_error(
+            &format!("SELECT wf_fail('{id}', 'late')"),
+            "55000",
+            "wf_fail",
+        );
+        assert_error(&format!("SELECT wf_cancel('{id}')"), "55000", "wf_cancel");
+        assert_eq!(
+            one::<String>(&format!("SELECT wf_step('{id}', 'debit')::text")).as_deref(),
+            Some("null")
+        );
+    }
+
+    // ---- wf_claim and wf_sleep ----
+
+    #[pg_test]
+    fn a_live_lease_is_not_claimable() {
+        let name = "claim-live";
+        start(name);
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM wf_claim('{name}', 'other', max => 10)"
+            )),
+            Some(0)
+        );
+    }
+
+    #[pg_test]
+    fn an_expired_lease_is_claimed_with_a_new_owner_lease_and_attempt() {
+        let name = "claim-expired";
+        let id = start(name);
+        expire_lease(&id);
+        let claimed = one::<pgrx::Uuid>(&format!(
+            "SELECT wf_claim('{name}', 'rescuer', interval '2 minutes')"
+        ))
+        .unwrap();
+        assert_eq!(claimed.to_string(), id);
+        let row = format!("SELECT {{}} FROM wf_status('{id}')");
+        assert_eq!(
+            one::<String>(&row.replace("{}", "owner")).as_deref(),
+            Some("rescuer")
+        );
+        assert_eq!(one::<i32>(&row.replace("{}", "recovery_attempts")), Some(1));
+        let left = one::<f64>(&row.replace(
+            "{}",
+            "extract(epoch FROM lease_expires_at - statement_timestamp())::float8",
+        ))
+        .unwrap();
+        assert!((119.0..=120.0).contains(&left), "{left}");
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM wf_claim('{name}', 'third')")),
+            Some(0),
+            "claimed once only"
+        );
+        // The claimer's lease length is what its checkpoints renew by.
+        expire_lease(&id);
+        run(&format!("SELECT wf_checkpoint('{id}', 'step')"));
+        let renewed = one::<f64>(&row.replace(
+            "{}",
+            "extract(epoch FROM lease_expires_at - statement_timestamp())::float8",
+        ))
+        .unwrap();
+        assert!((119.0..=120.0).contains(&renewed), "{renewed}");
+    }
+
+    #[pg_test]
+    fn wf_claim_hands_out_at_most_max_oldest_expiry_first_and_only_of_its_name() {
+        let name = "claim-max";
+        let ids: Vec<String> = (0..3).map(|_| start(name)).collect();
+        for (age, id) in ids.iter().enumerate() {
+            run(&format!(
+                "UPDATE workflow.runs SET lease_expires_at = now() - interval '{} minutes' WHERE id = '{id}'",
+                age + 1
+            ));
+        }
+        let other = start("claim-other-name");
+        expire_lease(&other);
+        let claimed = one::<String>(&format!(
+            "SELECT string_agg(id::text, ',') FROM wf_claim('{name}', 'r', max => 2) id"
+        ))
+        .unwrap();
+        assert_eq!(claimed, format!("{},{}", ids[2], ids[1]));
+    }
+
+    #[pg_test]
+    fn past_max_recovery_attempts_a_claim_fails_the_workflow() {
+        run("SET LOCAL workflow.max_recovery_attempts = 2");
+        let name = "claim-cap";
+        let id = start(name);
+        for attempt in 1..=2 {
+            expire_lease(&id);
+            assert_eq!(
+                one::<i64>(&format!("SELECT count(*) FROM wf_claim('{name}', 'r')")),
+                Some(1),
+                "attempt {attempt}"
+            );
+        }
+        expire_lease(&id);
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM wf_claim('{name}', 'r')")),
+            Some(0)
+        );
+        let row = format!("SELECT {{}} FROM wf_status('{id}')");
+        assert_eq!(
+            one::<String>(&row.replace("{}", "status")).as_deref(),
+            Some("failed")
+        );
+        assert_eq!(one::<i32>(&row.replace("{}", "recovery_attempts")), Some(3));
+        assert!(
+            one::<String>(&row.replace("{}", "error"))
+                .unwrap()
+                .contains("max_recovery_attempts is 2")
+        );
+    }
+
+    #[pg_test]
+    fn a_failed_workflow_does_not_use_up_a_claim_slot() {
+        run("SET LOCAL workflow.max_recovery_attempts = 10");
+        let name = "claim-slot";
+        let doomed = start(name);
+        run(&format!(
+            "UPDATE workflow.runs SET recovery_attempts = 10, lease_expires_at = now() - interval '1 hour' WHERE id = '{doomed}'"
+        ));
+        let healthy = start(name);
+        expire_lease(&healthy);
+        let claimed = one::<String>(&format!(
+            "SELECT string_agg(id::text, ',') FROM wf_claim('{name}', 'r') id"
+        ));
+        assert_eq!(claimed, Some(healthy));
+        assert_eq!(
+            one::<String>(&format!("SELECT status FROM wf_status('{doomed}')")).as_deref(),
+            Some("failed")
+        );
+    }
+
+    #[pg_test]
+    fn wf_sleep_releases_the_lease_until_its_time_and_is_replay_safe() {
+        let name = "sleeper";
+        let id = start(name);
+        run(&format!(
+            "SELECT wf_sleep('{id}', 'cool-off', now() + interval '1 hour')"
+        ));
+        let row = format!("SELECT {{}} FROM wf_status('{id}')");
+        assert_eq!(one::<bool>(&row.replace("{}", "owner IS NULL")), Some(true));
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM wf_claim('{name}', 'r')")),
+            Some(0),
+            "asleep"
+        );
+        // Replaying the sleep with another time changes nothing.
+        run(&format!(
+            "SELECT wf_sleep('{id}', 'cool-off', now() - interval '1 hour')"
+        ));
+        assert_eq!(
+            one::<bool>(&row.replace("{}", "lease_expires_at = now() + interval '1 hour'")),
+            Some(true)
+        );
+        assert!(
+            one::<String>(&format!(
+                "SELECT wf_step('{id}', 'cool-off')->>'sleep_until'"
+            ))
+            .is_some()
+        );
+        run(&format!(
+            "UPDATE workflow.runs SET lease_expires_at = now() WHERE id = '{id}'"
+        ));
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM wf_claim('{name}', 'r')")),
+            Some(1),
+            "awake"
+        );
+    }
+
+    // ---- views and retention ----
+
+    #[pg_test]
+    fn the_views_show_runs_and_steps() {
+        let id = start("viewed");
+        run(&format!(
+            "SELECT wf_checkpoint('{id}', 'a', '1'), wf_checkpoint('{id}', 'b', '2')"
+        ));
+        assert_eq!(
+            one::<String>(&format!("SELECT name || ' ' || steps_done || ' ' || last_step FROM workflow.workflows WHERE id = '{id}'")).as_deref(),
+            Some("viewed 2 b")
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT string_agg(step, ',' ORDER BY recorded_at, step) FROM workflow.steps WHERE workflow_id = '{id}'")).as_deref(),
+            Some("a,b")
+        );
+    }
+
+    #[pg_test]
+    fn purge_finished_removes_old_finished_runs_with_their_steps_in_batches() {
+        run("SET LOCAL workflow.retention = '1h'");
+        let (old, recent, running) = (start("purge"), start("purge"), start("purge"));
+        for id in [&old, &recent] {
+            run(&format!(
+                "SELECT wf_checkpoint('{id}', 's'), wf_complete('{id}')"
+            ));
+        }
+        run(&format!(
+            "UPDATE workflow.runs SET finished_at = now() - interval '2 hours' WHERE id = '{old}'"
+        ));
+        let removed = one::<i64>("SELECT workflow.purge_finished(1000)").unwrap();
+        assert!(removed >= 1);
+        let left = one::<String>("SELECT string_agg(id::text, ',' ORDER BY created_at, id::text) FROM workflow.runs WHERE name = 'purge'").unwrap();
+        assert!(
+            !left.contains(&old) && left.contains(&recent) && left.contains(&running),
+            "{left}"
+        );
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM workflow.checkpoints WHERE workflow_id = '{old}'"
+            )),
+            Some(0)
+        );
+        assert_error(
+            "SELECT workflow.purge_finished(0)",
+            "22023",
+            "batch_size must be between 1 and 100000",
+        );
+    }
+
+    // ---- bad input ----
+
+    #[pg_test]
+    fn null_arguments_are_rejected_with_22004() {
+        let id = start("nulls");
+        for (query, arg) in [
+            ("SELECT wf_start(NULL)".to_string(), "name"),
+            ("SELECT wf_checkpoint(NULL, 's')".to_string(), "workflow"),
+            (format!("SELECT wf_checkpoint('{id}', NULL)"), "step"),
+            (format!("SELECT wf_step('{id}', NULL)"), "step"),
+            ("SELECT wf_complete(NULL)".to_string(), "workflow"),
+            (format!("SELECT wf_fail('{id}', NULL)"), "error"),
+            ("SELECT wf_cancel(NULL)".to_string(), "workflow"),
+            ("SELECT * FROM wf_status(NULL)".to_string(), "workflow"),
+            ("SELECT wf_claim('n', NULL)".to_string(), "owner"),
+            ("SELECT wf_claim('n', 'o', max => NULL)".to_string(), "max"),
+            (format!("SELECT wf_sleep('{id}', 's', NULL)"), "until"),
+        ] {
+            assert_error(&query, "22004", &format!("{arg} must not be NULL"));
+        }
+    }
+
+    #[pg_test]
+    fn empty_long_and_unprintable_names_are_rejected() {
+        assert_error("SELECT wf_start('')", "22023", "name must not be empty");
+        assert_error("SELECT wf_start('   ')", "22023", "name must not be empty");
+        assert_error(
+            "SELECT wf_start('a', NULL, '')",
+            "22023",
+            "idempotency_key must not be empty",
+        );
+        assert_error(
+            "SELECT wf_start('a', owner => '')",
+            "22023",
+            "owner must not be empty",
+        );
+        assert_error(
+            "SELECT wf_start(repeat('x', 256))",
+            "22001",
+            "name is 256 characters long; at most 255",
+        );
+        assert_error(
+            "SELECT wf_start(E'tab\\there')",
+            "22023",
+            "name must not contain control characters",
+        );
+        let id = start("names");
+        assert_error(
+            &format!("SELECT wf_checkpoint('{id}', '')"),
+            "22023",
+            "step must not be empty",
+        );
+        assert_error(
+            &format!("SELECT wf_fail('{id}', ' ')"),
+            "22023",
+            "error must not be empty",
+        );
+    }
+
+    #[pg_test]
+    fn oversized_documents_are_rejected_with_54000() {
+        run("SET LOCAL workflow.max_payload_bytes = '1kB'");
+        let big = "(SELECT jsonb_build_object('blob', repeat('x', 2000)))";
+        assert_error(
+            &format!("SELECT wf_start('big', {big})"),
+            "54000",
+            "input is 2011 bytes; workflow.max_payload_bytes allows at most 1024",
+        );
+        let id = start("big");
+        assert_error(
+            &format!("SELECT wf_checkpoint('{id}', 's', {big})"),
+            "54000",
+            "output is",
+        );
+        assert_error(
+            &format!("SELECT wf_complete('{id}', {big})"),
+            "54000",
+            "output is",
+        );
+        assert_error(
+            &format!("SELECT wf_fail('{id}', repeat('x', 2000))"),
+            "54000",
+            "error is 2000 bytes",
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT status FROM wf_status('{id}')")).as_deref(),
+            Some("running")
+        );
+    }
+
+    #[pg_test]
+    fn unknown_workflows_are_rejected_with_p0002() {
+        let unknown = "00000000-0000-0000-0000-000000000001";
+        let message = format!("workflow {unknown} does not exist");
+        for query in [
+            format!("SELECT wf_checkpoint('{unknown}', 's')"),
+            format!("SELECT wf_step('{unknown}', 's')"),
+            format!("SELECT wf_complete('{unknown}')"),
+            format!("SELECT wf_fail('{unknown}', 'e')"),
+            format!("SELECT wf_cancel('{unknown}')"),
+            format!("SELECT * FROM wf_status('{unknown}')"),
+            format!("SELECT wf_sleep('{unknown}', 's', now())"),
+        ] {
+            assert_error(&query, "P0002", &message);
+        }
+    }
+
+    #[pg_test]
+    fn bad_claim_arguments_are_rejected() {
+        assert_error(
+            "SELECT wf_claim('n', 'o', interval '0')",
+            "22023",
+            "lease must be a positive interval",
+        );
+        assert_error(
+            "SELECT wf_claim('n', 'o', interval '-1 minute')",
+            "22023",
+            "lease must be a positive interval",
+        );
+        assert_error(
+            "SELECT wf_claim('n', 'o', max => 0)",
+            "22023",
+            "max must be between 1 and 10000, not 0",
+        );
+        assert_error(
+            "SELECT wf_claim('', 'o')",
+            "22023",
+            "name must not be empty",
+        );
+    }
+
+    #[pg_test]
+    fn settings_reject_values_out_of_range() {
+        assert_error(
+            "SET workflow.lease_duration = 0",
+            "22023",
+            "workflow.lease_duration",
+        );
+        assert_error(
+            "SET workflow.max_payload_bytes = 10",
+            "22023",
+            "workflow.max_payload_bytes",
+        );
+        assert_error(
+            "SET workflow.max_recovery_attempts = -1",
+            "22023",
+            "workflow.max_recovery_attempts",
+        );
+        assert_error("SET workflow.no_such_setting = 1", "42602", "workflow");
+    }
+
+    // ---- security ----
+
+    #[pg_test]
+    fn an_application_role_can_use_the_api_but_not_the_tables() {
+        run("CREATE ROLE wf_test_app NOLOGIN");
+        run("CREATE ROLE wf_test_stranger NOLOGIN");
+        run("GRANT workflow_user TO wf_test_app");
+        run("SET LOCAL ROLE wf_test_app");
+        let id = start("as-app");
+        run(&format!(
+            "SELECT wf_checkpoint('{id}', 'debit'), wf_complete('{id}')"
+        ));
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM workflow.workflows WHERE id = '{id}'"
+            )),
+            Some(1)
+        );
+        assert_error(
+            "SELECT count(*) FROM workflow.runs",
+            "42501",
+            "permission denied",
+        );
+        assert_error(
+            "SELECT workflow.purge_finished()",
+            "42501",
+            "permission denied",
+        );
+        run("RESET ROLE");
+        run("SET LOCAL ROLE wf_test_stranger");
+        assert_error(
+            "SELECT wf_start('as-stranger')",
+            "42501",
+            "permission denied",
+        );
+        assert_error(
+            "SELECT * FROM workflow.workflows",
+            "42501",
+            "permission denied",
+        );
+        run("RESET ROLE");
+    }
+
+    #[pg_test]
+    fn the_api_is_immune_to_the_callers_search_path() {
+        run("CREATE SCHEMA evil");
+        run(
+            "CREATE FUNCTION evil.statement_timestamp() RETURNS timestamptz LANGUAGE sql AS 'SELECT now() - interval ''1 year'''",
+        );
+        run("SET LOCAL search_path = evil, public, pg_catalog");
+        let id = start("pinned");
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT lease_expires_at > now() FROM public.wf_status('{id}')"
+            )),
+            Some(true)
+        );
+    }
+}
