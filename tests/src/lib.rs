@@ -1,1 +1,222 @@
-pub fn x() {}
+//! The out-of-process test harness: throwaway PostgreSQL clusters with the installed
+//! `workflow` extension, and real client connections to them.
+//!
+//! Each test binary shares one cluster ([`shared_cluster`]); tests keep apart by using
+//! workflow names of their own ([`unique`]). A cluster lives in its own directory under
+//! the temp dir, owned by `postgres` (initdb refuses root), listens only on a Unix socket
+//! in that directory, and is stopped and removed when the test binary exits.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+
+pub use tokio_postgres;
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+const PORT: u16 = 5432;
+
+pub struct Cluster {
+    dir: PathBuf,
+}
+
+impl Cluster {
+    /// Creates and starts a cluster with `CREATE EXTENSION workflow` done in `postgres`.
+    /// `settings` are extra `postgresql.conf` lines.
+    pub fn start(settings: &[&str]) -> Cluster {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "workflow-it-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create cluster dir");
+        let cluster = Cluster { dir };
+        chown_to_postgres(&cluster.dir);
+        as_postgres(PG_BIN, "initdb")
+            .args([
+                "--auth=trust",
+                "--no-sync",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-U",
+                "postgres",
+                "-D",
+            ])
+            .arg(cluster.data_dir())
+            .run("initdb");
+        let mut conf = format!(
+            "listen_addresses = ''\nport = {PORT}\nunix_socket_directories = '{}'\n\
+             fsync = off\nlog_min_messages = warning\n",
+            cluster.dir.display()
+        );
+        for line in settings {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        append(&cluster.data_dir().join("postgresql.conf"), &conf);
+        cluster.pg_ctl_start();
+        cluster.psql("CREATE EXTENSION workflow");
+        cluster
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The connection string for a client of this cluster.
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host={} port={PORT} user=postgres dbname=postgres",
+            self.dir.display()
+        )
+    }
+
+    pub async fn connect(&self) -> Client {
+        connect(&self.conninfo()).await
+    }
+
+    fn pg_ctl_start(&self) {
+        as_postgres(PG_BIN, "pg_ctl")
+            .args(["start", "-w", "-t", "60", "-D"])
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .run("pg_ctl start");
+    }
+
+    /// Runs SQL through psql as the superuser; panics on error.
+    pub fn psql(&self, sql: &str) {
+        as_postgres(PG_BIN, "psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.conninfo())
+            .args(["-c", sql])
+            .run("psql");
+    }
+
+    fn stop(&self) {
+        let _ = as_postgres(PG_BIN, "pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.data_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The cluster shared by all tests of one test binary, started on first use and stopped
+/// when the binary exits.
+pub fn shared_cluster() -> &'static Cluster {
+    static SHARED: OnceLock<Cluster> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        extern "C" fn stop_shared() {
+            if let Some(cluster) = SHARED.get() {
+                cluster.stop();
+            }
+        }
+        // SAFETY: registering a plain extern "C" fn with no captured state.
+        unsafe { libc::atexit(stop_shared) };
+        Cluster::start(&[])
+    })
+}
+
+pub async fn connect(conninfo: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(conninfo, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {conninfo}: {e}"));
+    tokio::spawn(async move {
+        // The connection ends when the client is dropped or the server goes away; tests that
+        // kill backends expect that.
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A name no other test uses, so tests sharing a cluster never see each other's rows.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn sqlstate(error: &tokio_postgres::Error) -> &str {
+    error.code().map(|c| c.code()).unwrap_or("no sqlstate")
+}
+
+fn as_postgres(bin_dir: &str, tool: &str) -> Command {
+    let program = Path::new(bin_dir).join(tool);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let mut command = Command::new("sudo");
+        command.args(["-n", "-u", "postgres"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn chown_to_postgres(dir: &Path) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(dir)
+            .run("chown");
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open postgresql.conf");
+    file.write_all(text.as_bytes())
+        .expect("write postgresql.conf");
+}
+
+trait RunChecked {
+    fn run(&mut self, what: &str);
+}
+
+impl RunChecked for Command {
+    fn run(&mut self, what: &str) {
+        let output = self.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            output.status.success(),
+            "{what} failed: {}\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

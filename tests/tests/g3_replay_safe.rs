@@ -1,0 +1,167 @@
+//! G3: a workflow interrupted by a crash resumes from its last checkpoint, and no step is
+//! recorded twice — not on replay, not under concurrent replays.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Barrier;
+use uuid::Uuid;
+use workflow_tests::{eventually, shared_cluster, unique};
+
+#[tokio::test]
+async fn g3_after_a_crash_the_recovered_workflow_resumes_from_its_last_checkpoint() {
+    let cluster = shared_cluster();
+    let name = unique("resume");
+    let worker = cluster.connect().await;
+    worker
+        .batch_execute("SET workflow.lease_duration = '1s'")
+        .await
+        .unwrap();
+    let id: Uuid = worker
+        .query_one("SELECT wf_start($1)", &[&name])
+        .await
+        .unwrap()
+        .get(0);
+    worker
+        .execute(
+            "SELECT wf_checkpoint($1, 'debit', '{\"balance\": 90}')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    // The crash: killed in the middle of the next step's transaction.
+    worker.batch_execute("BEGIN").await.unwrap();
+    worker
+        .execute(
+            "SELECT wf_checkpoint($1, 'credit', '{\"balance\": 110}')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let pid: i32 = worker
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let rescuer = cluster.connect().await;
+    rescuer
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+
+    let claimed: Uuid = eventually(
+        "the lease to expire and the claim to succeed",
+        Duration::from_secs(20),
+        || async {
+            rescuer
+                .query_opt("SELECT wf_claim($1, 'rescuer')", &[&name])
+                .await
+                .unwrap()
+                .map(|row| row.get(0))
+        },
+    )
+    .await;
+    assert_eq!(claimed, id);
+
+    let row = rescuer
+        .query_one(
+            "SELECT wf_step($1, 'debit')::text, wf_step($1, 'credit') IS NULL",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        r#"{"balance": 90}"#,
+        "the committed step survives"
+    );
+    assert!(
+        row.get::<_, bool>(1),
+        "the interrupted step was never recorded"
+    );
+
+    // Replaying the whole workflow re-records nothing that was done.
+    let replayed: String = rescuer
+        .query_one(
+            "SELECT wf_checkpoint($1, 'debit', '{\"balance\": 0}')::text",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(replayed, r#"{"balance": 90}"#);
+    rescuer
+        .execute(
+            "SELECT wf_checkpoint($1, 'credit', '{\"balance\": 110}')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    rescuer
+        .execute("SELECT wf_complete($1)", &[&id])
+        .await
+        .unwrap();
+    let row = rescuer
+        .query_one(
+            "SELECT status, steps_done, recovery_attempts FROM wf_status($1)",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, i32>(1),
+            row.get::<_, i32>(2)
+        ),
+        ("completed".into(), 2, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn g3_concurrent_replays_of_one_step_record_it_once_and_agree_on_its_output() {
+    const REPLAYS: usize = 6;
+    let cluster = shared_cluster();
+    let setup = cluster.connect().await;
+    let id: Uuid = setup
+        .query_one("SELECT wf_start($1)", &[&unique("replays")])
+        .await
+        .unwrap()
+        .get(0);
+    let barrier = Arc::new(Barrier::new(REPLAYS));
+    let mut replays = Vec::new();
+    for replay in 0..REPLAYS {
+        let client = cluster.connect().await;
+        let barrier = Arc::clone(&barrier);
+        replays.push(tokio::spawn(async move {
+            client.batch_execute("BEGIN").await.unwrap();
+            barrier.wait().await;
+            let output = serde_json::json!({ "replay": replay });
+            let recorded: serde_json::Value = client
+                .query_one("SELECT wf_checkpoint($1, 'charge', $2)", &[&id, &output])
+                .await
+                .unwrap()
+                .get(0);
+            client.batch_execute("COMMIT").await.unwrap();
+            recorded
+        }));
+    }
+    let mut outputs = Vec::new();
+    for replay in replays {
+        outputs.push(replay.await.unwrap());
+    }
+    outputs.dedup();
+    assert_eq!(
+        outputs.len(),
+        1,
+        "every replay sees the one recorded output: {outputs:?}"
+    );
+    let count: i64 = setup
+        .query_one(
+            "SELECT count(*) FROM workflow.checkpoints WHERE workflow_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1);
+}
