@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 echo "== format and lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --features workflow/pg_test -- -D warnings
@@ -14,8 +17,12 @@ echo "== in-transaction tests (#[pg_test]) and unit tests"
 # initdb refuses root, so the test cluster runs as postgres in a directory it owns.
 pgtest_root="${TMPDIR:-/tmp}/workflow-pgtest"
 install -d -o postgres -g postgres "$pgtest_root"
-cargo pgrx test pg15 --runas postgres --pgdata "$pgtest_root/data"
+cargo pgrx test pg15 --runas postgres --pgdata "$pgtest_root/data" 2>&1 | tee -a "$log"
 
 echo "== out-of-process tests (real clusters, real connections)"
 bash scripts/install.sh
-cargo test -p workflow-tests -- --test-threads=4
+cargo test -p workflow-tests --tests -- --test-threads=4 2>&1 | tee -a "$log"
+
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "workflow: %d passed, %d failed\n", p, f }' "$log"

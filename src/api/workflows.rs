@@ -19,7 +19,7 @@ const START_RETRIES: usize = 3;
 
 static START: Statement = Statement {
     sql: "INSERT INTO workflow.runs AS r (name, idempotency_key, input, owner, lease_duration, lease_expires_at)
-          VALUES ($1, $2, $3, COALESCE($4, session_user || ':' || pg_backend_pid()), $5, statement_timestamp() + $5)
+          VALUES ($1, $2, $3, COALESCE($4, session_user || ':' || pg_backend_pid()), $5, clock_timestamp() + $5)
           ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING
           RETURNING r.id",
     args: &[TEXTOID, TEXTOID, JSONBOID, TEXTOID, INTERVALOID],
@@ -45,7 +45,7 @@ static RECORD_STEP: Statement = Statement {
               ON CONFLICT (workflow_id, step) DO NOTHING
               RETURNING output)
           UPDATE workflow.runs
-             SET lease_expires_at = statement_timestamp() + lease_duration,
+             SET lease_expires_at = clock_timestamp() + lease_duration,
                  updated_at = statement_timestamp()
            WHERE id = $1 AND EXISTS (SELECT FROM new_step)
           RETURNING id",
@@ -97,12 +97,15 @@ static STATUS: Statement = Statement {
     args: &[UUIDOID],
 };
 
+// Leases are measured on the wall clock, not the statement's start: a recovery loop in a
+// procedure, or a long transaction, must see a lease expire while it runs.
+
 /// Hands out expired runs. A run already recovered `$5` times is failed instead: a
 /// workflow that kills every process that runs it must not loop forever.
 static CLAIM: Statement = Statement {
     sql: "WITH candidate AS (
               SELECT id FROM workflow.runs
-               WHERE name = $1 AND status = 'running' AND lease_expires_at <= statement_timestamp()
+               WHERE name = $1 AND status = 'running' AND lease_expires_at <= (SELECT clock_timestamp())
                ORDER BY lease_expires_at
                LIMIT $4
                  FOR NO KEY UPDATE SKIP LOCKED),
@@ -120,7 +123,7 @@ static CLAIM: Statement = Statement {
                  finished_at = CASE WHEN d.give_up THEN statement_timestamp() END,
                  owner = CASE WHEN d.give_up THEN NULL ELSE $2 END,
                  lease_duration = $3,
-                 lease_expires_at = CASE WHEN d.give_up THEN NULL ELSE statement_timestamp() + $3 END
+                 lease_expires_at = CASE WHEN d.give_up THEN NULL ELSE clock_timestamp() + $3 END
             FROM decided d
            WHERE r.id = d.id
           RETURNING r.id, NOT d.give_up",
