@@ -1,9 +1,12 @@
 //! Every `workflow.*` setting: its default, its range, and a typed accessor.
 //!
-//! All of these are `USERSET` where a session may sensibly choose its own value (a demo or
-//! a test shortening a lease), and every one takes effect on the next call that reads it.
+//! Settings a session may sensibly choose for itself (a lease, a payload limit) are
+//! `USERSET` and take effect on the next call. The dispatcher's settings are `SIGHUP`: they
+//! take effect on reload (`pg_reload_conf()`), except `workflow.databases`, which decides
+//! which workers exist and so needs a restart.
 
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
 use std::time::Duration;
 
 const SECONDS_PER_DAY: i32 = 24 * 60 * 60;
@@ -12,9 +15,18 @@ static LEASE_DURATION: GucSetting<i32> = GucSetting::<i32>::new(60);
 static MAX_RECOVERY_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
 static RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * SECONDS_PER_DAY);
 static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
+static DATABASES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static MAX_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
+static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
+static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
+static ALLOW_PRIVATE_NETWORKS: GucSetting<bool> = GucSetting::<bool>::new(false);
 
-/// Registers the settings; called once from `_PG_init`.
-pub fn register() {
+/// Registers the settings; called once from `_PG_init`. `preloading`: whether the library
+/// loads through shared_preload_libraries, the only time a restart-only setting can be made.
+pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"workflow.lease_duration",
         c"How long a workflow stays leased to its starter or claimer without a checkpoint.",
@@ -58,6 +70,76 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::UNIT_BYTE,
     );
+    if preloading {
+        GucRegistry::define_string_guc(
+            c"workflow.databases",
+            c"Comma-separated databases that each get a webhook dispatcher.",
+            c"One background worker per listed database delivers its outbox. Needs a restart.",
+            &DATABASES,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"workflow.max_concurrency",
+        c"Most HTTP requests a dispatcher has in flight at once.",
+        c"Range 1 to 1000.",
+        &MAX_CONCURRENCY,
+        1,
+        1000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"workflow.batch_size",
+        c"Most messages a dispatcher claims in one transaction.",
+        c"Range 1 to 10000.",
+        &BATCH_SIZE,
+        1,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"workflow.poll_interval",
+        c"How often an idle dispatcher looks for due messages without being woken.",
+        c"Commits that enqueue wake the dispatcher at once; this is the fallback for \
+          retries and delayed messages. Range 10ms to 1h.",
+        &POLL_INTERVAL_MS,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"workflow.request_timeout",
+        c"How long one webhook request may take, response body included.",
+        c"A named endpoint's timeout overrides it. Range 100ms to 1h.",
+        &REQUEST_TIMEOUT_MS,
+        100,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"workflow.max_attempts",
+        c"Attempts before a message that keeps failing is dead.",
+        c"A named endpoint's max_attempts overrides it. Range 1 to 1000.",
+        &MAX_ATTEMPTS,
+        1,
+        1000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"workflow.allow_private_networks",
+        c"Allow webhooks to loopback, private, link-local and metadata addresses.",
+        c"Off by default: a message cannot make the database server reach into its own \
+          network (SSRF). Resolved addresses are checked, not only host names.",
+        &ALLOW_PRIVATE_NETWORKS,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     // SAFETY: called from _PG_init on the main thread, after our variables are defined.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"workflow".as_ptr()) };
 }
@@ -76,4 +158,43 @@ pub fn retention() -> Duration {
 
 pub fn max_payload_bytes() -> usize {
     MAX_PAYLOAD_BYTES.get().max(0) as usize
+}
+
+/// The databases named in `workflow.databases`, trimmed, without duplicates or blanks.
+pub fn databases() -> Vec<String> {
+    let raw = DATABASES
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut names: Vec<String> = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
+pub fn max_concurrency() -> usize {
+    MAX_CONCURRENCY.get().max(1) as usize
+}
+
+pub fn batch_size() -> usize {
+    BATCH_SIZE.get().max(1) as usize
+}
+
+pub fn poll_interval() -> Duration {
+    Duration::from_millis(POLL_INTERVAL_MS.get().max(10) as u64)
+}
+
+pub fn request_timeout() -> Duration {
+    Duration::from_millis(REQUEST_TIMEOUT_MS.get().max(100) as u64)
+}
+
+pub fn max_attempts() -> i32 {
+    MAX_ATTEMPTS.get().max(1)
+}
+
+pub fn allow_private_networks() -> bool {
+    ALLOW_PRIVATE_NETWORKS.get()
 }

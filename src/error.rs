@@ -11,17 +11,38 @@ use pgrx::{PgLogLevel, PgSqlErrorCode};
 pub enum WfError {
     #[error(transparent)]
     InvalidArgument(#[from] ArgError),
+    #[error("{arg} {reason}")]
+    InvalidUrl { arg: &'static str, reason: String },
+    #[error("{arg} {reason}")]
+    InvalidHeaders { arg: &'static str, reason: String },
+    #[error("secret {position}: {reason}")]
+    InvalidSecret { position: usize, reason: String },
+    #[error("step needs workflow: a durable HTTP step belongs to a workflow")]
+    StepWithoutWorkflow,
+    #[error("endpoint name {0:?} looks like a URL; endpoint names must not contain \"://\"")]
+    EndpointNameIsUrl(String),
     #[error("workflow {0} does not exist")]
     UnknownWorkflow(pgrx::Uuid),
+    #[error("message {0} does not exist")]
+    UnknownMessage(i64),
+    #[error("endpoint {0:?} does not exist")]
+    UnknownEndpoint(String),
     #[error("workflow {id} is {status}; {action} needs a running workflow")]
     NotRunning {
         id: pgrx::Uuid,
         status: String,
         action: &'static str,
     },
-    #[error(
-        "the workflow with this name and idempotency_key was started and removed concurrently, repeatedly"
-    )]
+    #[error("message {id} is {status}; {action} needs a {allowed} message")]
+    MessageState {
+        id: i64,
+        status: String,
+        action: &'static str,
+        allowed: &'static str,
+    },
+    #[error("{0} is not supported yet")]
+    NotSupported(&'static str),
+    #[error("the row with this idempotency_key was created and removed concurrently, repeatedly")]
     StartRace,
     #[error("internal error in the workflow extension: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
@@ -40,8 +61,17 @@ impl WfError {
                 | ArgError::NotPositive { .. }
                 | ArgError::OutOfRange { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             },
-            WfError::UnknownWorkflow(_) => ERRCODE_NO_DATA_FOUND,
-            WfError::NotRunning { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            WfError::InvalidUrl { .. }
+            | WfError::InvalidHeaders { .. }
+            | WfError::InvalidSecret { .. }
+            | WfError::StepWithoutWorkflow
+            | WfError::EndpointNameIsUrl(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            WfError::UnknownWorkflow(_) | WfError::UnknownMessage(_) => ERRCODE_NO_DATA_FOUND,
+            WfError::UnknownEndpoint(_) => ERRCODE_UNDEFINED_OBJECT,
+            WfError::NotRunning { .. } | WfError::MessageState { .. } => {
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            WfError::NotSupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             WfError::StartRace => ERRCODE_T_R_SERIALIZATION_FAILURE,
             WfError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -54,6 +84,12 @@ impl WfError {
             ),
             WfError::NotRunning { .. } => Some(
                 "A completed, failed or cancelled workflow accepts no more steps; start a new one.",
+            ),
+            WfError::UnknownEndpoint(_) => {
+                Some("Create it with wf_endpoint(name, url), or pass an http(s):// URL.")
+            }
+            WfError::InvalidSecret { .. } => Some(
+                "Pass whsec_<base64 of 24 to 64 bytes>, several separated by spaces, or 'generate'.",
             ),
             WfError::StartRace => Some("Retry the transaction."),
             _ => None,

@@ -5,6 +5,10 @@
 //!
 //! - [`api`] — the SQL surface (`wf_*`), thin: check arguments, run statements, map errors.
 //! - [`workflow`] — the model in plain Rust: states, transitions, argument rules.
+//! - [`delivery`] — the delivery protocol in plain Rust: signing, retry policy, URL and
+//!   address checks, header rules.
+//! - [`dispatcher`] — the background worker: wake on commit, claim, send (tokio + reqwest
+//!   on their own threads), record, housekeeping.
 //! - [`db`] — SPI with kept, typed plans; the only place that talks to the executor.
 //! - [`error`] — every error with its SQLSTATE, raised in one place.
 //! - [`config`] — every `workflow.*` setting with its default and range.
@@ -18,6 +22,8 @@ use pgrx::prelude::*;
 mod api;
 mod config;
 mod db;
+mod delivery;
+mod dispatcher;
 mod error;
 mod workflow;
 
@@ -42,7 +48,8 @@ BEGIN
          WHERE p.proname LIKE 'wf\_%' OR p.pronamespace = 'workflow'::regnamespace
     LOOP
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
-        IF fn::text LIKE 'wf\_%' THEN
+        -- Endpoints hold secrets and destinations: the owner's business, not the app's.
+        IF fn::text LIKE 'wf\_%' AND fn::text NOT LIKE 'wf\_endpoint%' THEN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO workflow_user', fn);
         END IF;
     END LOOP;
@@ -55,7 +62,16 @@ $$;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    config::register();
+    // The dispatcher and its shared memory exist only when the library is preloaded; the
+    // SQL API works without them, and messages wait.
+    // SAFETY: reading postmaster globals during library load.
+    let preloading =
+        unsafe { pg_sys::process_shared_preload_libraries_in_progress && !pg_sys::IsBinaryUpgrade };
+    config::register(preloading);
+    if preloading {
+        dispatcher::wake::init_shared_memory();
+        dispatcher::register_workers();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

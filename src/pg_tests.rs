@@ -766,4 +766,360 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             Some(true)
         );
     }
+
+    // ---- the outbox ----
+
+    const HOOK: &str = "https://hooks.example.com/in";
+
+    fn enqueue(extra: &str) -> i64 {
+        one::<i64>(&format!(
+            "SELECT wf_enqueue('{HOOK}', '{{\"n\": 1}}'{extra})"
+        ))
+        .unwrap()
+    }
+
+    #[pg_test]
+    fn wf_enqueue_adds_a_pending_message_with_a_stable_webhook_id() {
+        let id = enqueue("");
+        let row = format!("SELECT {{}} FROM workflow.messages WHERE id = {id}");
+        assert_eq!(
+            one::<String>(&row.replace("{}", "status || ' ' || attempts || ' ' || target"))
+                .unwrap(),
+            format!("pending 0 {HOOK}")
+        );
+        assert_eq!(
+            one::<bool>(&row.replace("{}", "webhook_id ~ '^msg_[0-9a-f]{32}$'")),
+            Some(true)
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT status FROM wf_message({id})")).as_deref(),
+            Some("pending")
+        );
+    }
+
+    #[pg_test]
+    fn wf_enqueue_with_a_known_key_returns_the_first_message() {
+        let first = enqueue(", idempotency_key => 'order-1'");
+        let second = enqueue(", idempotency_key => 'order-1'");
+        assert_eq!(first, second);
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM workflow.messages WHERE idempotency_key = 'order-1'"),
+            Some(1)
+        );
+    }
+
+    #[pg_test]
+    fn wf_enqueue_honours_deliver_at() {
+        let id = enqueue(", deliver_at => now() + interval '1 day'");
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT next_attempt_at = now() + interval '1 day' FROM workflow.messages WHERE id = {id}"
+            )),
+            Some(true)
+        );
+    }
+
+    #[pg_test]
+    fn wf_enqueue_to_a_named_endpoint_and_its_errors() {
+        run("SELECT wf_endpoint('billing', 'https://billing.example.com/hook')");
+        let id = one::<i64>("SELECT wf_enqueue('billing', '{}')").unwrap();
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT target FROM workflow.messages WHERE id = {id}"
+            ))
+            .as_deref(),
+            Some("billing")
+        );
+        assert_error(
+            "SELECT wf_enqueue('shipping', '{}')",
+            "42704",
+            "endpoint \"shipping\" does not exist",
+        );
+    }
+
+    #[pg_test]
+    fn wf_enqueue_rejects_bad_input_at_once() {
+        assert_error(
+            "SELECT wf_enqueue(NULL, '{}')",
+            "22004",
+            "target must not be NULL",
+        );
+        assert_error(
+            &format!("SELECT wf_enqueue('{HOOK}', NULL)"),
+            "22004",
+            "payload must not be NULL",
+        );
+        assert_error(
+            "SELECT wf_enqueue('ftp://example.com/x', '{}')",
+            "22023",
+            "target must use http or https",
+        );
+        assert_error(
+            "SELECT wf_enqueue('https://user:pw@example.com/', '{}')",
+            "22023",
+            "target must not carry a user name or password",
+        );
+        assert_error(
+            "SELECT wf_enqueue('https://', '{}')",
+            "22023",
+            "target is not a valid URL",
+        );
+        assert_error(
+            &format!("SELECT wf_enqueue('{HOOK}', '{{}}', '{{\"webhook-id\": \"x\"}}')"),
+            "22023",
+            "cannot be overridden",
+        );
+        assert_error(
+            &format!("SELECT wf_enqueue('{HOOK}', '{{}}', '[1]')"),
+            "22023",
+            "headers must be a JSON object",
+        );
+        assert_error(
+            &format!("SELECT wf_enqueue('{HOOK}', '{{}}', step => 'charge')"),
+            "22023",
+            "step needs workflow",
+        );
+        assert_error(
+            &format!("SELECT wf_enqueue('{HOOK}', '{{}}', idempotency_key => '')"),
+            "22023",
+            "idempotency_key must not be empty",
+        );
+        run("SET LOCAL workflow.max_payload_bytes = '1kB'");
+        assert_error(
+            &format!("SELECT wf_enqueue('{HOOK}', jsonb_build_object('x', repeat('y', 2000)))"),
+            "54000",
+            "payload is",
+        );
+    }
+
+    #[pg_test]
+    fn wf_enqueue_for_a_workflow_needs_it_running() {
+        let unknown = "00000000-0000-0000-0000-000000000002";
+        assert_error(
+            &format!("SELECT wf_enqueue('{HOOK}', '{{}}', workflow => '{unknown}', step => 's')"),
+            "P0002",
+            "does not exist",
+        );
+        let id = start("enqueuer");
+        run(&format!("SELECT wf_complete('{id}')"));
+        assert_error(
+            &format!("SELECT wf_enqueue('{HOOK}', '{{}}', workflow => '{id}', step => 's')"),
+            "55000",
+            "wf_enqueue needs a running workflow",
+        );
+    }
+
+    #[pg_test]
+    fn cancelling_a_workflow_cancels_its_pending_messages() {
+        let id = start("cancelled-with-messages");
+        let message = enqueue(&format!(", workflow => '{id}', step => 'notify'"));
+        let other = enqueue("");
+        run(&format!("SELECT wf_cancel('{id}')"));
+        assert_eq!(
+            one::<String>(&format!("SELECT status FROM wf_message({message})")).as_deref(),
+            Some("cancelled")
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT status FROM wf_message({other})")).as_deref(),
+            Some("pending")
+        );
+    }
+
+    #[pg_test]
+    fn messages_can_be_cancelled_and_retried_only_from_the_right_state() {
+        let id = enqueue("");
+        assert_error(
+            &format!("SELECT wf_retry({id})"),
+            "55000",
+            "message {id} is pending; wf_retry needs a dead or cancelled message"
+                .replace("{id}", &id.to_string())
+                .as_str(),
+        );
+        run(&format!("SELECT wf_cancel_message({id})"));
+        assert_error(
+            &format!("SELECT wf_cancel_message({id})"),
+            "55000",
+            "wf_cancel_message needs a pending message",
+        );
+        run(&format!(
+            "UPDATE workflow.outbox SET attempts = 3 WHERE id = {id}"
+        ));
+        run(&format!("SELECT wf_retry({id})"));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || ' ' || attempts FROM wf_message({id})"
+            ))
+            .as_deref(),
+            Some("pending 0")
+        );
+        for query in [
+            "SELECT * FROM wf_message(-1)",
+            "SELECT wf_retry(-1)",
+            "SELECT wf_cancel_message(-1)",
+        ] {
+            assert_error(query, "P0002", "message -1 does not exist");
+        }
+        assert_error("SELECT wf_retry(NULL)", "22004", "id must not be NULL");
+    }
+
+    #[pg_test]
+    fn the_dead_letters_view_shows_only_dead_messages() {
+        let (dead, alive) = (enqueue(""), enqueue(""));
+        run(&format!(
+            "UPDATE workflow.outbox SET status = 'dead', finished_at = now() WHERE id = {dead}"
+        ));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(id::text, ',') FROM workflow.dead_letters WHERE id IN ({dead}, {alive})"
+            )),
+            Some(dead.to_string())
+        );
+    }
+
+    #[pg_test]
+    fn wf_stats_counts_messages_and_says_when_no_dispatcher_runs() {
+        enqueue("");
+        let row = "SELECT {} FROM wf_stats()";
+        assert!(one::<i64>(&row.replace("{}", "pending")).unwrap() >= 1);
+        assert_eq!(
+            one::<bool>(&row.replace("{}", "dispatcher_running")),
+            Some(false),
+            "this test cluster does not preload the library"
+        );
+        assert_eq!(
+            one::<bool>(&row.replace("{}", "oldest_pending_age IS NOT NULL")),
+            Some(true)
+        );
+    }
+
+    // ---- endpoints ----
+
+    #[pg_test]
+    fn wf_endpoint_creates_updates_and_hides_its_secrets() {
+        let secret =
+            one::<String>("SELECT wf_endpoint('crm', 'https://crm.example.com/hook', 'generate')")
+                .unwrap();
+        assert!(secret.starts_with("whsec_"), "{secret}");
+        run(
+            "SELECT wf_endpoint('crm', 'https://crm.example.com/v2', headers => '{\"x-tenant\": \"acme\"}', max_attempts => 3)",
+        );
+        let row = "SELECT {} FROM workflow.endpoints WHERE name = 'crm'";
+        assert_eq!(
+            one::<String>(&row.replace("{}", "url")).as_deref(),
+            Some("https://crm.example.com/v2")
+        );
+        assert_eq!(
+            one::<i32>(&row.replace("{}", "secret_count")),
+            Some(1),
+            "a NULL secret keeps the current one"
+        );
+        assert_eq!(one::<i32>(&row.replace("{}", "max_attempts")), Some(3));
+        assert_eq!(
+            one::<bool>(
+                "SELECT NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = 'workflow' AND table_name = 'endpoints' AND column_name ILIKE '%secret%' AND column_name <> 'secret_count')"
+            ),
+            Some(true)
+        );
+        let rotation = format!("{secret} whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        assert!(
+            one::<String>(&format!(
+                "SELECT wf_endpoint('crm', 'https://crm.example.com/v2', '{rotation}')"
+            ))
+            .is_none()
+        );
+        assert_eq!(one::<i32>(&row.replace("{}", "secret_count")), Some(2));
+    }
+
+    #[pg_test]
+    fn wf_endpoint_rejects_bad_settings() {
+        let url = "https://x.example.com/";
+        assert_error(
+            &format!("SELECT wf_endpoint('e', '{url}', 'secret')"),
+            "22023",
+            "secret 1: a secret must have the form whsec_<base64>",
+        );
+        assert_error(
+            &format!(
+                "SELECT wf_endpoint('e', '{url}', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_c2hvcnQ=')"
+            ),
+            "22023",
+            "secret 2:",
+        );
+        assert_error(
+            "SELECT wf_endpoint('e', 'gopher://x')",
+            "22023",
+            "url must use http or https",
+        );
+        assert_error(
+            "SELECT wf_endpoint('e', NULL)",
+            "22004",
+            "url must not be NULL",
+        );
+        assert_error(
+            &format!("SELECT wf_endpoint('https://e', '{url}')"),
+            "22023",
+            "looks like a URL",
+        );
+        assert_error(
+            &format!(
+                "SELECT wf_endpoint('e', '{url}', headers => '{{\"Idempotency-Key\": \"x\"}}')"
+            ),
+            "22023",
+            "cannot be overridden",
+        );
+        assert_error(
+            &format!("SELECT wf_endpoint('e', '{url}', timeout => interval '0')"),
+            "22023",
+            "timeout must be a positive interval",
+        );
+        assert_error(
+            &format!("SELECT wf_endpoint('e', '{url}', max_attempts => 0)"),
+            "22023",
+            "max_attempts must be between 1 and 1000",
+        );
+        assert_error(
+            &format!("SELECT wf_endpoint('e', '{url}', max_concurrency => 4)"),
+            "0A000",
+            "max_concurrency is not supported yet",
+        );
+        assert_error(
+            &format!("SELECT wf_endpoint('e', '{url}', rate_per_second => 4)"),
+            "0A000",
+            "rate_per_second is not supported yet",
+        );
+        assert_error(
+            "SELECT wf_endpoint_enable('nope')",
+            "42704",
+            "endpoint \"nope\" does not exist",
+        );
+    }
+
+    #[pg_test]
+    fn an_application_role_can_enqueue_but_not_manage_endpoints_or_read_secrets() {
+        run("SELECT wf_endpoint('audited', 'https://audit.example.com/', 'generate')");
+        run("CREATE ROLE wf_test_sender NOLOGIN");
+        run("GRANT workflow_user TO wf_test_sender");
+        run("SET LOCAL ROLE wf_test_sender");
+        assert!(one::<i64>("SELECT wf_enqueue('audited', '{}')").is_some());
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM workflow.endpoints WHERE name = 'audited'"),
+            Some(1)
+        );
+        assert_error(
+            "SELECT wf_endpoint('audited', 'https://evil.example.com/')",
+            "42501",
+            "permission denied",
+        );
+        assert_error(
+            "SELECT secrets FROM workflow.endpoint_settings",
+            "42501",
+            "permission denied",
+        );
+        assert_error(
+            "SELECT * FROM workflow.outbox",
+            "42501",
+            "permission denied",
+        );
+        run("RESET ROLE");
+    }
 }

@@ -70,6 +70,101 @@ SELECT c.workflow_id, r.name AS workflow_name, c.step, c.output, c.recorded_at
   JOIN workflow.runs r ON r.id = c.workflow_id;
 COMMENT ON VIEW workflow.steps IS 'Every recorded step checkpoint, in recording order per workflow';
 
+-- Named webhook destinations. Secrets never leave this table: the view hides them.
+CREATE TABLE workflow.endpoint_settings (
+    name             text        PRIMARY KEY,
+    url              text        NOT NULL,
+    -- Standard Webhooks secrets (whsec_<base64>); several during a rotation, each signs.
+    secrets          text[]      NOT NULL DEFAULT '{}',
+    headers          jsonb,
+    timeout          interval,
+    max_attempts     integer,
+    disabled_at      timestamptz,
+    disabled_reason  text,
+    created_at       timestamptz NOT NULL DEFAULT statement_timestamp(),
+    updated_at       timestamptz NOT NULL DEFAULT statement_timestamp()
+);
+
+-- The outbox. A pending message is due when next_attempt_at has passed; a claim moves
+-- next_attempt_at to the end of the dispatcher's lease, so a dispatcher that dies mid-send
+-- leaves the message due again when the lease runs out.
+CREATE TABLE workflow.outbox (
+    id               bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- Exactly one of url (a URL target) and endpoint (a named endpoint) is set.
+    url              text,
+    endpoint         text        REFERENCES workflow.endpoint_settings (name) ON UPDATE CASCADE,
+    payload          jsonb       NOT NULL,
+    headers          jsonb,
+    idempotency_key  text,
+    -- Stable across retries, so receivers can de-duplicate (Standard Webhooks webhook-id).
+    webhook_id       text        NOT NULL DEFAULT 'msg_' || replace(gen_random_uuid()::text, '-', ''),
+    status           text        NOT NULL DEFAULT 'pending'
+                                 CHECK (status IN ('pending', 'delivered', 'dead', 'cancelled')),
+    attempts         integer     NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL DEFAULT statement_timestamp(),
+    ordering_key     text,
+    -- A durable HTTP step: on delivery the response is checkpointed as this step.
+    workflow_id      uuid        REFERENCES workflow.runs (id) ON DELETE SET NULL,
+    step             text,
+    last_status_code integer,
+    last_error       text,
+    created_at       timestamptz NOT NULL DEFAULT statement_timestamp(),
+    delivered_at     timestamptz,
+    finished_at      timestamptz,
+    CONSTRAINT outbox_one_target CHECK ((url IS NULL) <> (endpoint IS NULL)),
+    CONSTRAINT outbox_step_with_workflow CHECK ((step IS NULL) OR (workflow_id IS NOT NULL)),
+    CONSTRAINT outbox_finished_iff_not_pending CHECK ((status = 'pending') = (finished_at IS NULL))
+) WITH (fillfactor = 80); -- every message is updated at least twice: keep those updates HOT
+
+-- Shaped like the claim query: due pending messages in due order.
+CREATE INDEX outbox_due ON workflow.outbox (next_attempt_at) WHERE status = 'pending';
+-- The head of each ordering key: the lowest pending id.
+CREATE INDEX outbox_ordering ON workflow.outbox (ordering_key, id)
+    WHERE status = 'pending' AND ordering_key IS NOT NULL;
+CREATE UNIQUE INDEX outbox_idempotency ON workflow.outbox (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+-- Retention and the statistics of the last minute.
+CREATE INDEX outbox_finished ON workflow.outbox (finished_at) WHERE status <> 'pending';
+CREATE INDEX outbox_workflow ON workflow.outbox (workflow_id) WHERE workflow_id IS NOT NULL;
+
+-- One row per HTTP attempt, written in the dispatcher's batched outcome transaction.
+CREATE TABLE workflow.delivery_attempts (
+    id             bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id     bigint      NOT NULL REFERENCES workflow.outbox (id) ON DELETE CASCADE,
+    attempt        integer     NOT NULL,
+    started_at     timestamptz NOT NULL,
+    duration_ms    real        NOT NULL,
+    status_code    integer,
+    error          text,
+    response_body  text
+);
+-- wf_retry restarts a message's attempt count, so (message_id, attempt) can repeat.
+CREATE INDEX delivery_attempts_message ON workflow.delivery_attempts (message_id, attempt);
+CREATE INDEX delivery_attempts_started ON workflow.delivery_attempts (started_at);
+
+CREATE VIEW workflow.endpoints AS
+SELECT name, url, cardinality(secrets) AS secret_count, headers, timeout, max_attempts,
+       disabled_at, disabled_reason, created_at, updated_at
+  FROM workflow.endpoint_settings;
+COMMENT ON VIEW workflow.endpoints IS 'Named endpoints, without their secrets';
+
+CREATE VIEW workflow.messages AS
+SELECT id, coalesce(endpoint, url) AS target, endpoint, payload, headers, idempotency_key,
+       webhook_id, status, attempts, next_attempt_at, ordering_key, workflow_id, step,
+       last_status_code, last_error, created_at, delivered_at, finished_at
+  FROM workflow.outbox;
+COMMENT ON VIEW workflow.messages IS 'Every outbox message and where its delivery stands';
+
+CREATE VIEW workflow.dead_letters AS
+SELECT * FROM workflow.messages WHERE status = 'dead';
+COMMENT ON VIEW workflow.dead_letters IS 'Messages that will not be sent again unless wf_retry revives them';
+
+CREATE VIEW workflow.attempts AS
+SELECT message_id, attempt, started_at, duration_ms, status_code, error, response_body
+  FROM workflow.delivery_attempts
+ ORDER BY id;
+COMMENT ON VIEW workflow.attempts IS 'One row per HTTP delivery attempt';
+
 -- The application role: members may call the wf_* functions and read the views, nothing
 -- more. Roles are cluster-wide, so it may already exist from another database.
 DO $$
@@ -80,4 +175,5 @@ BEGIN
 END
 $$;
 GRANT USAGE ON SCHEMA workflow TO workflow_user;
-GRANT SELECT ON workflow.workflows, workflow.steps TO workflow_user;
+GRANT SELECT ON workflow.workflows, workflow.steps, workflow.messages, workflow.dead_letters,
+    workflow.attempts, workflow.endpoints TO workflow_user;

@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 
 /// Functions in the `workflow` schema, beside the tables they maintain.
 #[pg_schema]
-mod workflow {
+pub(crate) mod workflow {
     use crate::config;
     use crate::db::{self, Statement};
     use crate::error::OrRaise;
@@ -16,7 +16,7 @@ mod workflow {
 
     /// Deletes one batch of finished runs older than the retention; their checkpoints go with
     /// them. Small batches keep locks short and let vacuum keep up.
-    static PURGE_FINISHED: Statement = Statement {
+    pub static PURGE_FINISHED: Statement = Statement {
         sql: "WITH doomed AS (
                   SELECT id FROM workflow.runs
                    WHERE status <> 'running' AND finished_at <= statement_timestamp() - $1

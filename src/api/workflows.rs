@@ -160,7 +160,7 @@ fn lock_running(
     require_running(id, status, action)
 }
 
-fn require_running(
+pub(super) fn require_running(
     id: pgrx::Uuid,
     status: Option<String>,
     action: &'static str,
@@ -221,7 +221,7 @@ fn copy(doc: &Option<JsonB>) -> Option<JsonB> {
 }
 
 /// A column the schema declares NOT NULL.
-fn required<T>(value: Option<T>) -> SpiResult<T> {
+pub(super) fn required<T>(value: Option<T>) -> SpiResult<T> {
     value.ok_or(pgrx::spi::SpiError::NoTupleTable)
 }
 
@@ -293,6 +293,14 @@ fn finish(id: pgrx::Uuid, finish: Finish, output: Option<JsonB>, error: Option<&
         ];
         let finished = db::execute(client, &FINISH, &args, |rows| Ok(!rows.is_empty()))?;
         if finished {
+            if finish == Finish::Cancel {
+                db::execute(
+                    client,
+                    &super::outbox::CANCEL_WORKFLOW_MESSAGES,
+                    &[id.into()],
+                    |_| Ok(()),
+                )?;
+            }
             return Ok(());
         }
         let status: Option<String> = db::execute(client, &READ_STATUS, &[id.into()], first_value)?;

@@ -1,0 +1,358 @@
+//! The outbox: messages enqueued in the caller's transaction, delivered by the dispatcher
+//! after commit. Enqueue validates everything it can at once, so a message that commits
+//! can be sent.
+
+use crate::config;
+use crate::db::{self, Statement};
+use crate::delivery::{headers, target};
+use crate::dispatcher::wake;
+use crate::error::{OrRaise, WfError};
+use crate::workflow::validate::{self, ArgError};
+use pgrx::datum::{DatumWithOid, JsonB, TimestampWithTimeZone};
+use pgrx::pg_sys::{INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+static ENDPOINT_EXISTS: Statement = Statement {
+    sql: "SELECT true FROM workflow.endpoint_settings WHERE name = $1",
+    args: &[TEXTOID],
+};
+
+static WORKFLOW_STATUS: Statement = Statement {
+    // KEY SHARE: the workflow cannot be deleted under the message's reference.
+    sql: "SELECT status FROM workflow.runs WHERE id = $1 FOR KEY SHARE",
+    args: &[UUIDOID],
+};
+
+/// Serialises enqueuers of one ordering key until they commit, so that id order is commit
+/// order for the key. The class id keeps our locks apart from the application's.
+static LOCK_ORDERING_KEY: Statement = Statement {
+    sql: "SELECT pg_advisory_xact_lock(2053731434, hashtext($1))",
+    args: &[TEXTOID],
+};
+
+static ENQUEUE: Statement = Statement {
+    sql: "INSERT INTO workflow.outbox AS m
+              (url, endpoint, payload, headers, idempotency_key, next_attempt_at, workflow_id, step, ordering_key)
+          VALUES ($1, $2, $3, $4, $5, COALESCE($6, statement_timestamp()), $7, $8, $9)
+          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+          RETURNING m.id",
+    args: &[TEXTOID, TEXTOID, JSONBOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID, TEXTOID, TEXTOID],
+};
+
+static FIND_BY_KEY: Statement = Statement {
+    sql: "SELECT id FROM workflow.outbox WHERE idempotency_key = $1",
+    args: &[TEXTOID],
+};
+
+static MESSAGE: Statement = Statement {
+    sql: "SELECT target, status, attempts, next_attempt_at, last_status_code, last_error,
+                 delivered_at, created_at, webhook_id
+            FROM workflow.messages WHERE id = $1",
+    args: &[INT8OID],
+};
+
+static RETRY: Statement = Statement {
+    sql: "UPDATE workflow.outbox
+             SET status = 'pending', attempts = 0, next_attempt_at = statement_timestamp(),
+                 finished_at = NULL, delivered_at = NULL
+           WHERE id = $1 AND status IN ('dead', 'cancelled')
+          RETURNING id",
+    args: &[INT8OID],
+};
+
+static CANCEL: Statement = Statement {
+    sql: "UPDATE workflow.outbox SET status = 'cancelled', finished_at = statement_timestamp()
+           WHERE id = $1 AND status = 'pending'
+          RETURNING id",
+    args: &[INT8OID],
+};
+
+static MESSAGE_STATUS: Statement = Statement {
+    sql: "SELECT status FROM workflow.outbox WHERE id = $1",
+    args: &[INT8OID],
+};
+
+/// Cancels the undelivered messages of a workflow being cancelled.
+pub static CANCEL_WORKFLOW_MESSAGES: Statement = Statement {
+    sql: "UPDATE workflow.outbox SET status = 'cancelled', finished_at = statement_timestamp()
+           WHERE workflow_id = $1 AND status = 'pending'",
+    args: &[UUIDOID],
+};
+
+static STATS: Statement = Statement {
+    sql: "WITH counts AS (
+              SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+                     count(*) FILTER (WHERE status = 'delivered') AS delivered,
+                     count(*) FILTER (WHERE status = 'dead') AS dead,
+                     count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+                FROM workflow.outbox),
+          oldest AS (
+              SELECT clock_timestamp() - min(created_at) AS age
+                FROM workflow.outbox WHERE status = 'pending'),
+          last_minute AS (
+              SELECT count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS deliveries,
+                     count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299) AS failures
+                FROM workflow.delivery_attempts
+               WHERE started_at >= clock_timestamp() - interval '1 minute'),
+          latency AS (
+              SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+                     percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
+                FROM (SELECT extract(epoch FROM delivered_at - created_at) * 1000 AS ms
+                        FROM workflow.outbox
+                       WHERE status = 'delivered' AND finished_at >= clock_timestamp() - interval '1 minute') d)
+          SELECT c.pending, c.delivered, c.dead, c.cancelled, o.age, m.deliveries, m.failures,
+                 l.p50, l.p99,
+                 EXISTS (SELECT FROM pg_catalog.pg_stat_activity
+                          WHERE backend_type = 'workflow dispatcher' AND datname = current_database())
+            FROM counts c, oldest o, last_minute m, latency l",
+    args: &[],
+};
+
+fn payload_size(arg: &'static str, doc: &JsonB) -> Result<(), ArgError> {
+    validate::size(arg, doc.0.to_string().len(), config::max_payload_bytes())
+}
+
+fn header_doc(arg: &'static str, doc: &Option<JsonB>) -> Result<(), WfError> {
+    if let Some(doc) = doc {
+        headers::parse(&doc.0).map_err(|e| WfError::InvalidHeaders {
+            arg,
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+fn first_value<T: FromDatum + IntoDatum>(
+    rows: pgrx::spi::SpiTupleTable<'_>,
+) -> pgrx::spi::SpiResult<Option<T>> {
+    if rows.is_empty() {
+        Ok(None)
+    } else {
+        rows.first().get_one()
+    }
+}
+
+/// Where a message goes: a URL, or a registered endpoint.
+enum Target<'a> {
+    Url(&'a str),
+    Endpoint(&'a str),
+}
+
+fn parse_target(text: Option<&str>) -> Result<Target<'_>, WfError> {
+    let text = validate::required("target", text)?;
+    if target::is_url(text) {
+        target::parse_url(text).map_err(|e| WfError::InvalidUrl {
+            arg: "target",
+            reason: e.to_string(),
+        })?;
+        Ok(Target::Url(text))
+    } else {
+        Ok(Target::Endpoint(validate::name("target", Some(text))?))
+    }
+}
+
+fn require_endpoint(client: &mut SpiClient<'_>, name: &str) -> Result<(), WfError> {
+    let exists: Option<bool> = db::execute(client, &ENDPOINT_EXISTS, &[name.into()], first_value)?;
+    exists
+        .map(|_| ())
+        .ok_or_else(|| WfError::UnknownEndpoint(name.to_string()))
+}
+
+/// Adds a message to the outbox in the caller's transaction; returns its id. With an
+/// idempotency key, a repeated enqueue returns the first message's id and adds nothing.
+#[allow(clippy::too_many_arguments)] // the SQL signature is the SPEC's
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_enqueue(
+    target: Option<&str>,
+    payload: Option<JsonB>,
+    headers: default!(Option<JsonB>, "NULL"),
+    idempotency_key: default!(Option<&str>, "NULL"),
+    deliver_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    workflow: default!(Option<pgrx::Uuid>, "NULL"),
+    step: default!(Option<&str>, "NULL"),
+    ordering_key: default!(Option<&str>, "NULL"),
+) -> i64 {
+    let target = parse_target(target).or_raise();
+    let payload = validate::required("payload", payload).or_raise();
+    payload_size("payload", &payload).or_raise();
+    header_doc("headers", &headers).or_raise();
+    let key = validate::optional_name("idempotency_key", idempotency_key).or_raise();
+    let step = validate::optional_name("step", step).or_raise();
+    if step.is_some() && workflow.is_none() {
+        WfError::StepWithoutWorkflow.raise();
+    }
+    let ordering_key = validate::optional_name("ordering_key", ordering_key).or_raise();
+
+    let id = Spi::connect_mut(|client| -> Result<i64, WfError> {
+        let (url, endpoint) = match target {
+            Target::Url(url) => (Some(url), None),
+            Target::Endpoint(name) => {
+                require_endpoint(client, name)?;
+                (None, Some(name))
+            }
+        };
+        if let Some(id) = workflow {
+            let status: Option<String> =
+                db::execute(client, &WORKFLOW_STATUS, &[id.into()], first_value)?;
+            super::workflows::require_running(id, status, "wf_enqueue")?;
+        }
+        if let Some(key) = ordering_key {
+            db::execute(client, &LOCK_ORDERING_KEY, &[key.into()], |_| Ok(()))?;
+        }
+        let args: [DatumWithOid; 9] = [
+            url.into(),
+            endpoint.into(),
+            payload.into(),
+            headers.into(),
+            key.into(),
+            deliver_at.into(),
+            workflow.into(),
+            step.into(),
+            ordering_key.into(),
+        ];
+        if let Some(id) = db::execute(client, &ENQUEUE, &args, first_value::<i64>)? {
+            return Ok(id);
+        }
+        // Only a keyed enqueue can conflict, and the first one has committed by now.
+        db::execute(client, &FIND_BY_KEY, &[key.into()], first_value::<i64>)?
+            .ok_or(WfError::StartRace)
+    })
+    .or_raise();
+    wake::on_commit();
+    id
+}
+
+/// Where one message's delivery stands.
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelled out to name the columns
+#[pg_extern(stable, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_message(
+    id: Option<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(target, String),
+        name!(status, String),
+        name!(attempts, i32),
+        name!(next_attempt_at, Option<TimestampWithTimeZone>),
+        name!(last_status_code, Option<i32>),
+        name!(last_error, Option<String>),
+        name!(delivered_at, Option<TimestampWithTimeZone>),
+        name!(created_at, TimestampWithTimeZone),
+        name!(webhook_id, String),
+    ),
+> {
+    let id = validate::required("id", id).or_raise();
+    let row = Spi::connect_mut(|client| {
+        db::execute(client, &MESSAGE, &[id.into()], |rows| {
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let row = rows.first();
+            let status: String = row.get(2)?.unwrap_or_default();
+            // The next attempt time only means something while the message is pending.
+            let next = if status == "pending" {
+                row.get(4)?
+            } else {
+                None
+            };
+            Ok(Some((
+                row.get::<String>(1)?.unwrap_or_default(),
+                status,
+                row.get::<i32>(3)?.unwrap_or(0),
+                next,
+                row.get(5)?,
+                row.get(6)?,
+                row.get(7)?,
+                super::workflows::required(row.get(8)?)?,
+                row.get::<String>(9)?.unwrap_or_default(),
+            )))
+        })
+    })
+    .or_raise();
+    match row {
+        Some(row) => TableIterator::once(row),
+        None => WfError::UnknownMessage(id).raise(),
+    }
+}
+
+fn transition(id: i64, stmt: &'static Statement, action: &'static str, allowed: &'static str) {
+    Spi::connect_mut(|client| -> Result<(), WfError> {
+        if db::execute(client, stmt, &[id.into()], |rows| Ok(!rows.is_empty()))? {
+            return Ok(());
+        }
+        let status: Option<String> =
+            db::execute(client, &MESSAGE_STATUS, &[id.into()], first_value)?;
+        Err(match status {
+            None => WfError::UnknownMessage(id),
+            Some(status) => WfError::MessageState {
+                id,
+                status,
+                action,
+                allowed,
+            },
+        })
+    })
+    .or_raise()
+}
+
+/// Sends a dead or cancelled message again, with its attempts counted afresh.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_retry(id: Option<i64>) {
+    let id = validate::required("id", id).or_raise();
+    transition(id, &RETRY, "wf_retry", "dead or cancelled");
+    wake::on_commit();
+}
+
+/// Stops a pending message. A request already in flight may still arrive.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_cancel_message(id: Option<i64>) {
+    let id = validate::required("id", id).or_raise();
+    transition(id, &CANCEL, "wf_cancel_message", "pending");
+}
+
+/// One row of outbox health: counts by state, the oldest pending message's age, the last
+/// minute's deliveries, failures and commit-to-delivery latency, and whether a dispatcher
+/// serves this database.
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelled out to name the columns
+#[pg_extern(stable, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_stats() -> TableIterator<
+    'static,
+    (
+        name!(pending, i64),
+        name!(delivered, i64),
+        name!(dead, i64),
+        name!(cancelled, i64),
+        name!(oldest_pending_age, Option<pgrx::datum::Interval>),
+        name!(deliveries_last_minute, i64),
+        name!(failures_last_minute, i64),
+        name!(latency_p50_ms, Option<f64>),
+        name!(latency_p99_ms, Option<f64>),
+        name!(dispatcher_running, bool),
+    ),
+> {
+    let row = Spi::connect_mut(|client| {
+        db::execute(client, &STATS, &[], |rows| {
+            let row = rows.first();
+            Ok((
+                row.get::<i64>(1)?.unwrap_or(0),
+                row.get::<i64>(2)?.unwrap_or(0),
+                row.get::<i64>(3)?.unwrap_or(0),
+                row.get::<i64>(4)?.unwrap_or(0),
+                row.get(5)?,
+                row.get::<i64>(6)?.unwrap_or(0),
+                row.get::<i64>(7)?.unwrap_or(0),
+                row.get(8)?,
+                row.get(9)?,
+                row.get::<bool>(10)?.unwrap_or(false),
+            ))
+        })
+    })
+    .or_raise();
+    TableIterator::once(row)
+}

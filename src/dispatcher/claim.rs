@@ -1,0 +1,164 @@
+//! Claiming due messages: one short transaction hands a batch to this dispatcher with a
+//! lease, and commits before any HTTP starts.
+
+use crate::db::{self, Statement};
+use crate::delivery::headers;
+use crate::delivery::signing::Secret;
+use pgrx::datum::{DatumWithOid, Interval};
+use pgrx::pg_sys::{INT4OID, INTERVALOID};
+use pgrx::spi::{SpiClient, SpiResult};
+use std::time::Duration;
+
+/// Beyond the request timeout, how long a claim holds a message: if the dispatcher has
+/// not recorded an outcome by then, it died, and the message is due again.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(10);
+
+/// Claims up to `$1` due messages, oldest due first. A message waits while its named
+/// endpoint is disabled, and while an older message of its ordering key is pending (the
+/// key's head is the only one sent, so a failing head blocks only its own key).
+static CLAIM: Statement = Statement {
+    sql: "WITH due AS (
+              SELECT m.id, e.url AS endpoint_url, e.secrets, e.headers AS endpoint_headers,
+                     e.timeout, e.max_attempts
+                FROM workflow.outbox m
+                LEFT JOIN workflow.endpoint_settings e ON e.name = m.endpoint
+               WHERE m.status = 'pending'
+                 AND m.next_attempt_at <= (SELECT clock_timestamp())
+                 AND e.disabled_at IS NULL
+                 AND (m.ordering_key IS NULL OR NOT EXISTS (
+                        SELECT FROM workflow.outbox p
+                         WHERE p.ordering_key = m.ordering_key AND p.status = 'pending' AND p.id < m.id))
+               ORDER BY m.next_attempt_at
+               LIMIT $1
+                 FOR UPDATE OF m SKIP LOCKED)
+          UPDATE workflow.outbox m
+             SET attempts = m.attempts + 1,
+                 next_attempt_at = clock_timestamp() + COALESCE(due.timeout, $2) + $3
+            FROM due
+           WHERE m.id = due.id
+          RETURNING m.id, m.attempts, COALESCE(due.endpoint_url, m.url), m.payload::text,
+                    due.endpoint_headers::text, m.headers::text, m.idempotency_key, m.webhook_id,
+                    due.secrets, COALESCE(due.max_attempts, $4),
+                    (extract(epoch FROM COALESCE(due.timeout, $2)) * 1000)::bigint,
+                    m.step IS NOT NULL, m.endpoint IS NOT NULL",
+    args: &[INT4OID, INTERVALOID, INTERVALOID, INT4OID],
+};
+
+/// How long until the earliest pending message is due (or a lease runs out).
+static NEXT_DUE: Statement = Statement {
+    sql: "SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::bigint
+            FROM workflow.outbox WHERE status = 'pending'",
+    args: &[],
+};
+
+/// One claimed delivery attempt, with everything the HTTP side needs and nothing of Postgres.
+#[derive(Debug)]
+pub struct Job {
+    pub id: i64,
+    /// 1 for the first attempt.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub url: String,
+    pub body: String,
+    pub webhook_id: String,
+    pub idempotency_key: Option<String>,
+    /// Endpoint headers, then message headers (a message header wins over the endpoint's).
+    pub headers: Vec<(String, String)>,
+    pub secrets: Vec<Secret>,
+    pub timeout: Duration,
+    pub durable_step: bool,
+    pub named_endpoint: bool,
+}
+
+pub struct Settings {
+    pub request_timeout: Duration,
+    pub max_attempts: i32,
+}
+
+fn interval(duration: Duration) -> Interval {
+    Interval::from_micros(duration.as_micros().min(i64::MAX as u128) as i64)
+}
+
+/// Claims up to `limit` jobs; call inside a transaction and commit before sending.
+pub fn claim(client: &mut SpiClient<'_>, limit: usize, settings: &Settings) -> SpiResult<Vec<Job>> {
+    let args: [DatumWithOid; 4] = [
+        (limit.min(i32::MAX as usize) as i32).into(),
+        interval(settings.request_timeout).into(),
+        interval(LEASE_MARGIN).into(),
+        settings.max_attempts.into(),
+    ];
+    db::execute(client, &CLAIM, &args, |rows| {
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let endpoint_headers: Option<String> = row.get(5)?;
+            let message_headers: Option<String> = row.get(6)?;
+            let secrets: Option<Vec<Option<String>>> = row.get(9)?;
+            jobs.push(Job {
+                id: row.get(1)?.unwrap_or_default(),
+                attempt: row.get(2)?.unwrap_or(1),
+                url: row.get(3)?.unwrap_or_default(),
+                body: row.get(4)?.unwrap_or_default(),
+                headers: merge_headers(endpoint_headers.as_deref(), message_headers.as_deref()),
+                idempotency_key: row.get(7)?,
+                webhook_id: row.get(8)?.unwrap_or_default(),
+                secrets: secrets
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| Secret::parse(&s).ok())
+                    .collect(),
+                max_attempts: row.get(10)?.unwrap_or(1),
+                timeout: Duration::from_millis(row.get::<i64>(11)?.unwrap_or(30_000).max(1) as u64),
+                durable_step: row.get(12)?.unwrap_or(false),
+                named_endpoint: row.get(13)?.unwrap_or(false),
+            });
+        }
+        Ok(jobs)
+    })
+}
+
+/// Milliseconds until the next pending message is due; `None` when none is pending.
+pub fn next_due(client: &mut SpiClient<'_>) -> SpiResult<Option<Duration>> {
+    let millis: Option<i64> = db::execute(client, &NEXT_DUE, &[], |rows| rows.first().get_one())?;
+    Ok(millis.map(|ms| Duration::from_millis(ms.max(0) as u64)))
+}
+
+/// Both documents were validated at enqueue; anything unparsable now is dropped, never sent.
+fn merge_headers(endpoint: Option<&str>, message: Option<&str>) -> Vec<(String, String)> {
+    let mut merged: Vec<(String, String)> = Vec::new();
+    for doc in [endpoint, message].into_iter().flatten() {
+        let Ok(value) = serde_json::from_str(doc) else {
+            continue;
+        };
+        for (name, value) in headers::parse(&value).unwrap_or_default() {
+            merged.retain(|(existing, _)| *existing != name);
+            merged.push((name, value));
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_headers;
+
+    #[test]
+    fn message_headers_win_over_endpoint_headers() {
+        let merged = merge_headers(
+            Some(r#"{"x-a": "endpoint", "x-b": "b"}"#),
+            Some(r#"{"X-A": "message"}"#),
+        );
+        assert_eq!(
+            merged,
+            vec![
+                ("x-b".to_string(), "b".to_string()),
+                ("x-a".to_string(), "message".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn unparsable_or_reserved_headers_are_dropped() {
+        assert!(merge_headers(Some("not json"), Some(r#"{"webhook-id": "forged"}"#)).is_empty());
+    }
+}

@@ -1,0 +1,37 @@
+//! Retention (G6): delivered and cancelled messages, with their attempts, and finished
+//! workflows, with their steps, are deleted after `workflow.retention`, a small batch per
+//! transaction so that locks stay short and autovacuum keeps up. Dead messages stay until
+//! an operator retries or removes them.
+
+use crate::db::{self, Statement};
+use pgrx::datum::{DatumWithOid, Interval};
+use pgrx::pg_sys::{INT4OID, INTERVALOID};
+use pgrx::spi::{SpiClient, SpiResult};
+use std::time::Duration;
+
+pub const BATCH: i32 = 500;
+/// Batches per round, so that a large backlog cannot starve delivery.
+pub const MAX_BATCHES: usize = 20;
+
+static PURGE_MESSAGES: Statement = Statement {
+    sql: "WITH doomed AS (
+              SELECT id FROM workflow.outbox
+               WHERE status IN ('delivered', 'cancelled') AND finished_at <= clock_timestamp() - $1
+               ORDER BY finished_at
+               LIMIT $2
+                 FOR UPDATE SKIP LOCKED)
+          DELETE FROM workflow.outbox m USING doomed d WHERE m.id = d.id",
+    args: &[INTERVALOID, INT4OID],
+};
+
+/// Deletes one batch of each kind; returns how many rows went.
+pub fn purge_batch(client: &mut SpiClient<'_>, retention: Duration) -> SpiResult<usize> {
+    let retention = Interval::from_micros(retention.as_micros().min(i64::MAX as u128) as i64);
+    let args: [DatumWithOid; 2] = [retention.into(), BATCH.into()];
+    let messages = db::execute(client, &PURGE_MESSAGES, &args, |rows| Ok(rows.len()))?;
+    let args: [DatumWithOid; 2] = [retention.into(), BATCH.into()];
+    let workflows = db::execute(client, &crate::api::PURGE_FINISHED, &args, |rows| {
+        Ok(rows.len())
+    })?;
+    Ok(messages + workflows)
+}

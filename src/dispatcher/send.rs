@@ -1,0 +1,377 @@
+//! The HTTP side of the dispatcher: a tokio runtime and a reqwest client on threads of
+//! their own. Nothing here touches Postgres. Jobs come in through [`Sender::send`];
+//! outcomes go back through a channel, and a byte on a socket pair wakes the main thread,
+//! which waits on that socket beside its latch.
+
+use super::claim::Job;
+use crate::delivery::{signing, target};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Most of a response body that is read; the rest is not waited for.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+const HTTP_THREADS: usize = 2;
+const USER_AGENT: &str = concat!("workflow/", env!("CARGO_PKG_VERSION"));
+
+/// What one attempt produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub id: i64,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub named_endpoint: bool,
+    pub durable_step: bool,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    /// `None` when no response arrived.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// Set when the destination was refused before any request (SSRF guard): retrying
+    /// cannot help until the settings change.
+    pub refused: bool,
+    pub body: Option<String>,
+    pub retry_after: Option<Duration>,
+    /// Response headers, kept only for durable steps, which checkpoint them.
+    pub headers: Option<serde_json::Value>,
+}
+
+pub struct Sender {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    allow_private: Arc<AtomicBool>,
+    results: mpsc::Receiver<Outcome>,
+    results_tx: mpsc::Sender<Outcome>,
+    wake_read: UnixStream,
+    wake_write: Arc<UnixStream>,
+}
+
+impl Sender {
+    /// Builds the runtime and the client. Call in the worker, after fork, never in the
+    /// postmaster.
+    pub fn start(allow_private_networks: bool, max_concurrency: usize) -> std::io::Result<Sender> {
+        let allow_private = Arc::new(AtomicBool::new(allow_private_networks));
+        // Threads inherit the signal mask of their creator: with every signal blocked here
+        // and in each thread tokio starts, Postgres' handlers only ever run on the main thread.
+        let runtime = with_signals_blocked(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(HTTP_THREADS)
+                .thread_name("workflow-http")
+                .on_thread_start(block_signals_in_this_thread)
+                .enable_all()
+                .build()
+        })?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_private: Arc::clone(&allow_private),
+            }))
+            .pool_max_idle_per_host(max_concurrency)
+            .tcp_nodelay(true)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(std::io::Error::other)?;
+        let (results_tx, results) = mpsc::channel();
+        let (wake_read, wake_write) = UnixStream::pair()?;
+        wake_read.set_nonblocking(true)?;
+        wake_write.set_nonblocking(true)?;
+        Ok(Sender {
+            runtime,
+            client,
+            allow_private,
+            results,
+            results_tx,
+            wake_read,
+            wake_write: Arc::new(wake_write),
+        })
+    }
+
+    pub fn set_allow_private_networks(&self, allow: bool) {
+        self.allow_private.store(allow, Ordering::Relaxed);
+    }
+
+    /// The socket that becomes readable when outcomes are waiting.
+    pub fn wake_fd(&self) -> RawFd {
+        self.wake_read.as_raw_fd()
+    }
+
+    pub fn send(&self, job: Job) {
+        let client = self.client.clone();
+        let results = self.results_tx.clone();
+        let wake = Arc::clone(&self.wake_write);
+        let allow_private = self.allow_private.load(Ordering::Relaxed);
+        self.runtime.spawn(async move {
+            let outcome = attempt(&client, job, allow_private).await;
+            // The receiver lives as long as the dispatcher; if it is gone, so are we.
+            let _ = results.send(outcome);
+            // A full socket buffer already holds a wake-up.
+            let _ = (&*wake).write(&[1]);
+        });
+    }
+
+    /// Every outcome that has arrived, without waiting.
+    pub fn finished(&self) -> Vec<Outcome> {
+        let mut drained = [0u8; 256];
+        while matches!(std::io::Read::read(&mut &self.wake_read, &mut drained), Ok(n) if n > 0) {}
+        self.results.try_iter().collect()
+    }
+
+    /// Stops the runtime without waiting for requests still in flight: their messages stay
+    /// leased and are sent again when the lease runs out.
+    pub fn shutdown(self) {
+        self.runtime.shutdown_timeout(Duration::ZERO);
+    }
+}
+
+async fn attempt(client: &reqwest::Client, job: Job, allow_private: bool) -> Outcome {
+    let started_at = SystemTime::now();
+    let clock = Instant::now();
+    let mut outcome = Outcome {
+        id: job.id,
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        named_endpoint: job.named_endpoint,
+        durable_step: job.durable_step,
+        started_at,
+        duration: Duration::ZERO,
+        status: None,
+        error: None,
+        refused: false,
+        body: None,
+        retry_after: None,
+        headers: None,
+    };
+    match request(client, &job, allow_private, started_at).await {
+        Ok(response) => {
+            outcome.status = Some(response.status);
+            outcome.body = Some(response.body);
+            outcome.retry_after = response.retry_after;
+            outcome.headers = job.durable_step.then_some(response.headers);
+            outcome.error = response.body_error;
+        }
+        Err(Failure::Refused(reason)) => {
+            outcome.refused = true;
+            outcome.error = Some(reason);
+        }
+        Err(Failure::Transport(reason)) => outcome.error = Some(reason),
+    }
+    outcome.duration = clock.elapsed();
+    outcome
+}
+
+struct Response {
+    status: u16,
+    body: String,
+    body_error: Option<String>,
+    retry_after: Option<Duration>,
+    headers: serde_json::Value,
+}
+
+enum Failure {
+    Refused(String),
+    Transport(String),
+}
+
+async fn request(
+    client: &reqwest::Client,
+    job: &Job,
+    allow_private: bool,
+    now: SystemTime,
+) -> Result<Response, Failure> {
+    let url = target::parse_url(&job.url).map_err(|e| Failure::Refused(format!("the URL {e}")))?;
+    if !allow_private {
+        let literal: Option<IpAddr> = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(ip.into()),
+            Some(url::Host::Ipv6(ip)) => Some(ip.into()),
+            _ => None,
+        };
+        if let Some(ip) = literal.filter(|ip| !target::is_public(*ip)) {
+            return Err(Failure::Refused(refusal(&ip.to_string())));
+        }
+    }
+    let timestamp = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let mut builder = client.post(url).timeout(job.timeout);
+    // Caller headers first, so that ours, set after, win even if one slipped through.
+    for (name, value) in &job.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder = builder
+        .header("content-type", "application/json")
+        .header("webhook-id", &job.webhook_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "idempotency-key",
+            job.idempotency_key.as_deref().unwrap_or(&job.webhook_id),
+        );
+    if let Some(signature) = signing::signature_header(
+        &job.secrets,
+        &job.webhook_id,
+        timestamp,
+        job.body.as_bytes(),
+    ) {
+        builder = builder.header("webhook-signature", signature);
+    }
+    let mut response = builder
+        .body(job.body.clone())
+        .send()
+        .await
+        .map_err(|e| classify(&e))?;
+
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| crate::delivery::retry::parse_retry_after(v, SystemTime::now()));
+    let headers = if job.durable_step {
+        let map: serde_json::Map<String, serde_json::Value> = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.as_str().to_string(),
+                    serde_json::Value::String(v.to_str().ok()?.to_string()),
+                ))
+            })
+            .collect();
+        serde_json::Value::Object(map)
+    } else {
+        serde_json::Value::Null
+    };
+    let mut body = Vec::new();
+    let mut body_error = None;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_RESPONSE_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= MAX_RESPONSE_BYTES {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            // The status already decided the outcome; a broken body is only worth noting.
+            Err(e) => {
+                body_error = Some(format!(
+                    "reading the response body failed: {}",
+                    describe(&e)
+                ));
+                break;
+            }
+        }
+    }
+    Ok(Response {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        body_error,
+        retry_after,
+        headers,
+    })
+}
+
+fn classify(error: &reqwest::Error) -> Failure {
+    if let Some(refused) = source_chain(error).find_map(|e| e.downcast_ref::<Refused>()) {
+        return Failure::Refused(refused.0.clone());
+    }
+    Failure::Transport(describe(error))
+}
+
+fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    // reqwest's own message names the URL; the causes say what actually went wrong.
+    let causes: Vec<String> = source_chain(error).skip(1).map(|e| e.to_string()).collect();
+    if causes.is_empty() {
+        format!("{kind}: {error}")
+    } else {
+        format!("{kind}: {}", causes.join(": "))
+    }
+}
+
+fn source_chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
+}
+
+fn refusal(what: &str) -> String {
+    format!(
+        "refused: {what} is not a public address (loopback, private, link-local or metadata); \
+         set workflow.allow_private_networks = on to allow it"
+    )
+}
+
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Resolves host names and, unless private networks are allowed, keeps only public
+/// addresses: the check is on what the name resolves to, so DNS cannot smuggle a
+/// request into the internal network.
+struct GuardedResolver {
+    allow_private: Arc<AtomicBool>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private.load(Ordering::Relaxed);
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let usable: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|addr| allow_private || target::is_public(addr.ip()))
+                .collect();
+            if usable.is_empty() {
+                let error: Box<dyn std::error::Error + Send + Sync> =
+                    Box::new(Refused(refusal(&host)));
+                return Err(error);
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(usable.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: plain POSIX signal mask calls on the current thread with valid sets.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut previous);
+        let result = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+        result
+    }
+}
+
+fn block_signals_in_this_thread() {
+    // SAFETY: as above.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+}

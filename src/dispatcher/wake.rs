@@ -1,0 +1,111 @@
+//! Wake on commit: a transaction that enqueued sets its database's dispatcher latch when it
+//! commits, so delivery starts within milliseconds instead of at the next poll. A rollback
+//! wakes nothing. The idea is pg_net's `wake_at_commit`.
+//!
+//! Each dispatcher publishes its latch in a slot of shared memory. The commit callback
+//! finds the slot of `MyDatabaseId` and sets that latch: a few atomic loads, nothing that
+//! can fail (a panic in a commit callback would take the backend down).
+
+use pgrx::callbacks::{PgXactCallbackEvent, register_xact_callback};
+use pgrx::prelude::*;
+use pgrx::{PGRXSharedMemory, PgAtomic, pg_shmem_init, pg_sys};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+
+/// The most databases `workflow.databases` may list.
+pub const MAX_DISPATCHERS: usize = 32;
+
+#[derive(Default)]
+#[repr(C)]
+struct Slot {
+    database: AtomicU32,
+    /// Address of the dispatcher's `PGPROC.procLatch`, in shared memory; 0 when vacant.
+    latch: AtomicUsize,
+}
+
+#[repr(C)]
+pub struct Slots {
+    slots: [Slot; MAX_DISPATCHERS],
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots {
+            slots: std::array::from_fn(|_| Slot::default()),
+        }
+    }
+}
+
+// SAFETY: only atomics, valid at any address and in any process.
+unsafe impl PGRXSharedMemory for Slots {}
+
+// SAFETY: the name is ours alone.
+static SLOTS: PgAtomic<Slots> = unsafe { PgAtomic::new(c"workflow_dispatcher_slots") };
+
+/// Set in `_PG_init` when the library is preloaded, before the postmaster forks anyone, so
+/// every backend knows whether `SLOTS` exists. Without preload there is no dispatcher and
+/// nothing to wake.
+static SHARED_MEMORY: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Whether this transaction already registered its commit wake.
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Requests the slots; only from `_PG_init` during `shared_preload_libraries`.
+pub fn init_shared_memory() {
+    pg_shmem_init!(SLOTS);
+    SHARED_MEMORY.store(true, Ordering::Release);
+}
+
+/// Called by the dispatcher serving `MyDatabaseId`, once connected.
+pub fn publish_latch(slot: usize) {
+    if !SHARED_MEMORY.load(Ordering::Acquire) || slot >= MAX_DISPATCHERS {
+        return;
+    }
+    let slot = &SLOTS.get().slots[slot];
+    // SAFETY: MyProc and MyDatabaseId are set once the worker is connected.
+    unsafe {
+        let latch = &raw mut (*pg_sys::MyProc).procLatch;
+        slot.database
+            .store(pg_sys::MyDatabaseId.to_u32(), Ordering::Release);
+        slot.latch.store(latch as usize, Ordering::Release);
+    }
+}
+
+/// Arms a wake-up of this database's dispatcher for when the current transaction commits.
+/// Cheap to call for every enqueue: only the first call in a transaction registers.
+pub fn on_commit() {
+    if !SHARED_MEMORY.load(Ordering::Acquire) || ARMED.with(Cell::get) {
+        return;
+    }
+    ARMED.with(|armed| armed.set(true));
+    register_xact_callback(PgXactCallbackEvent::Commit, || {
+        disarm();
+        wake_dispatcher();
+    });
+    register_xact_callback(PgXactCallbackEvent::Abort, disarm);
+    // A prepared transaction commits later, elsewhere; the poll delivers it.
+    register_xact_callback(PgXactCallbackEvent::Prepare, disarm);
+}
+
+fn disarm() {
+    ARMED.with(|armed| armed.set(false));
+}
+
+fn wake_dispatcher() {
+    // SAFETY: a backend connected to a database reads its own MyDatabaseId.
+    let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    for slot in &SLOTS.get().slots {
+        if slot.database.load(Ordering::Acquire) != database {
+            continue;
+        }
+        let latch = slot.latch.load(Ordering::Acquire);
+        if latch != 0 {
+            // SAFETY: the address is a PGPROC latch in shared memory, valid for the life of
+            // the cluster; if its dispatcher died and the PGPROC was reused, the worst case
+            // is one spurious wake-up of another process.
+            unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
+        }
+    }
+}

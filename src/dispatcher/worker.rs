@@ -1,0 +1,215 @@
+//! The dispatcher's main loop, on the Postgres main thread: the only thread that touches
+//! Postgres. Every database access is a short transaction between HTTP rounds.
+
+use super::claim::{self, Settings};
+use super::housekeeping;
+use super::record;
+use super::send::Sender;
+use super::wake;
+use crate::config;
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+use std::time::{Duration, Instant};
+
+/// How often retention runs.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
+/// After SIGTERM, how long requests in flight may take to finish and be recorded. The rest
+/// stay leased and are sent again after a restart (at-least-once).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+static EXTENSION_INSTALLED: &str =
+    "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'workflow')";
+
+struct State {
+    sender: Sender,
+    in_flight: usize,
+    next_housekeeping: Instant,
+}
+
+pub fn run(slot: usize) {
+    let sender = match Sender::start(config::allow_private_networks(), config::max_concurrency()) {
+        Ok(sender) => sender,
+        Err(e) => {
+            // Restarted by the postmaster after RESTART_AFTER; better than a half-alive worker.
+            log!("workflow dispatcher could not start its HTTP client: {e}");
+            return;
+        }
+    };
+    wake::publish_latch(slot);
+    let mut state = State {
+        sender,
+        in_flight: 0,
+        next_housekeeping: Instant::now(),
+    };
+
+    loop {
+        if BackgroundWorker::sigterm_received() {
+            shut_down(state);
+            return;
+        }
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: reloading the configuration on the main thread, outside a transaction.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            state
+                .sender
+                .set_allow_private_networks(config::allow_private_networks());
+        }
+        record_finished(&mut state);
+        let round = claim_and_send(&mut state);
+        housekeep(&mut state);
+
+        let full = state.in_flight >= config::max_concurrency();
+        if round.claimed_a_full_batch && !full {
+            continue; // more may be due right now
+        }
+        let sleep = match round.next_due {
+            Some(due) if !full => due.min(config::poll_interval()),
+            _ => config::poll_interval(),
+        };
+        wait(state.sender.wake_fd(), sleep);
+    }
+}
+
+fn record_finished(state: &mut State) {
+    let outcomes = state.sender.finished();
+    if outcomes.is_empty() {
+        return;
+    }
+    state.in_flight = state.in_flight.saturating_sub(outcomes.len());
+    in_transaction(|| {
+        Spi::connect_mut(|client| record::record(client, &outcomes)).map_err(|e| e.to_string())
+    });
+}
+
+struct Round {
+    claimed_a_full_batch: bool,
+    next_due: Option<Duration>,
+}
+
+fn claim_and_send(state: &mut State) -> Round {
+    let capacity = config::max_concurrency().saturating_sub(state.in_flight);
+    let limit = capacity.min(config::batch_size());
+    let settings = Settings {
+        request_timeout: config::request_timeout(),
+        max_attempts: config::max_attempts(),
+    };
+    let claimed = in_transaction(|| {
+        Spi::connect_mut(|client| {
+            // Idle, not failing, in a database that does not have the extension (yet).
+            let installed: bool = client
+                .select(EXTENSION_INSTALLED, None, &[])?
+                .first()
+                .get_one()?
+                .unwrap_or(false);
+            if !installed {
+                return Ok((Vec::new(), None));
+            }
+            let jobs = if limit > 0 {
+                claim::claim(client, limit, &settings)?
+            } else {
+                Vec::new()
+            };
+            let next_due = if jobs.len() < limit {
+                claim::next_due(client)?
+            } else {
+                Some(Duration::ZERO)
+            };
+            Ok((jobs, next_due))
+        })
+        .map_err(|e: pgrx::spi::SpiError| e.to_string())
+    });
+    let Some((jobs, next_due)) = claimed else {
+        return Round {
+            claimed_a_full_batch: false,
+            next_due: None,
+        };
+    };
+    let claimed_a_full_batch = limit > 0 && jobs.len() == limit;
+    state.in_flight += jobs.len();
+    // Committed: the HTTP side may start.
+    for job in jobs {
+        state.sender.send(job);
+    }
+    Round {
+        claimed_a_full_batch,
+        next_due,
+    }
+}
+
+fn housekeep(state: &mut State) {
+    if Instant::now() < state.next_housekeeping {
+        return;
+    }
+    state.next_housekeeping = Instant::now() + HOUSEKEEPING_EVERY;
+    let retention = config::retention();
+    for _ in 0..housekeeping::MAX_BATCHES {
+        let removed = in_transaction(|| {
+            Spi::connect_mut(|client| housekeeping::purge_batch(client, retention))
+                .map_err(|e| e.to_string())
+        });
+        if removed.unwrap_or(0) < housekeeping::BATCH as usize {
+            break;
+        }
+    }
+}
+
+/// Stops claiming, records what finishes within the grace period, and leaves the rest
+/// leased for the next dispatcher.
+fn shut_down(mut state: State) {
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while state.in_flight > 0 && Instant::now() < deadline {
+        record_finished(&mut state);
+        if state.in_flight > 0 {
+            wait(
+                state.sender.wake_fd(),
+                deadline.saturating_duration_since(Instant::now()),
+            );
+        }
+    }
+    record_finished(&mut state);
+    if state.in_flight > 0 {
+        log!(
+            "workflow dispatcher stopping with {} requests in flight; their messages will be sent again",
+            state.in_flight
+        );
+    }
+    state.sender.shutdown();
+}
+
+/// Runs `f` in its own transaction and reports table statistics afterwards, so autovacuum
+/// sees the dispatcher's writes. An SPI failure is logged and the round skipped; a Postgres
+/// ERROR ends the worker, which the postmaster restarts.
+fn in_transaction<T>(
+    f: impl FnOnce() -> Result<T, String> + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
+) -> Option<T> {
+    let result = BackgroundWorker::transaction(f);
+    // SAFETY: on the main thread, between transactions.
+    unsafe { pg_sys::pgstat_report_stat(false) };
+    match result {
+        Ok(value) => Some(value),
+        Err(e) => {
+            log!("workflow dispatcher: {e}");
+            None
+        }
+    }
+}
+
+/// Sleeps until the latch is set (a commit that enqueued, a signal), an HTTP outcome
+/// arrives on `socket`, or `timeout` passes. Exits if the postmaster dies.
+fn wait(socket: std::os::fd::RawFd, timeout: Duration) {
+    let events = pg_sys::WL_LATCH_SET
+        | pg_sys::WL_SOCKET_READABLE
+        | pg_sys::WL_TIMEOUT
+        | pg_sys::WL_EXIT_ON_PM_DEATH;
+    // SAFETY: MyLatch is this process's latch; the socket stays open while we wait.
+    unsafe {
+        pg_sys::WaitLatchOrSocket(
+            pg_sys::MyLatch,
+            events as i32,
+            socket,
+            timeout.as_millis().min(i64::MAX as u128) as _,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+}
