@@ -14,7 +14,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio_postgres::{Client, NoTls};
 
+pub mod receiver;
+
 pub use tokio_postgres;
+
+/// Settings of a cluster with the dispatcher running. Private networks are allowed because
+/// the test receiver listens on loopback; the SSRF tests turn that off. The poll interval is
+/// long so that only wake-on-commit can explain a fast delivery.
+pub const DISPATCHER_SETTINGS: &[&str] = &[
+    "shared_preload_libraries = 'workflow'",
+    "workflow.allow_private_networks = on",
+    "workflow.request_timeout = '1s'",
+    "workflow.poll_interval = '10s'",
+];
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const PORT: u16 = 5432;
@@ -98,6 +110,23 @@ impl Cluster {
             .run("psql");
     }
 
+    /// Kills the whole server without a shutdown checkpoint: a crash.
+    pub fn stop_immediate(&self) {
+        as_postgres(PG_BIN, "pg_ctl")
+            .args(["stop", "-m", "immediate", "-w", "-D"])
+            .arg(self.data_dir())
+            .run("pg_ctl stop -m immediate");
+    }
+
+    /// Starts the server again after a stop; it recovers from the WAL.
+    pub fn start_again(&self) {
+        self.pg_ctl_start();
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
     fn stop(&self) {
         let _ = as_postgres(PG_BIN, "pg_ctl")
             .args(["stop", "-m", "immediate", "-D"])
@@ -115,10 +144,20 @@ impl Drop for Cluster {
     }
 }
 
+static SHARED: OnceLock<Cluster> = OnceLock::new();
+
 /// The cluster shared by all tests of one test binary, started on first use and stopped
-/// when the binary exits.
+/// when the binary exits. Without the dispatcher.
 pub fn shared_cluster() -> &'static Cluster {
-    static SHARED: OnceLock<Cluster> = OnceLock::new();
+    shared_with(&[])
+}
+
+/// Like [`shared_cluster`], with the dispatcher preloaded ([`DISPATCHER_SETTINGS`]).
+pub fn dispatch_cluster() -> &'static Cluster {
+    shared_with(DISPATCHER_SETTINGS)
+}
+
+fn shared_with(settings: &[&str]) -> &'static Cluster {
     SHARED.get_or_init(|| {
         extern "C" fn stop_shared() {
             if let Some(cluster) = SHARED.get() {
@@ -127,8 +166,40 @@ pub fn shared_cluster() -> &'static Cluster {
         }
         // SAFETY: registering a plain extern "C" fn with no captured state.
         unsafe { libc::atexit(stop_shared) };
-        Cluster::start(&[])
+        Cluster::start(settings)
     })
+}
+
+/// The pid of the database's dispatcher, once it is running.
+pub async fn dispatcher_pid(client: &Client, deadline: Duration) -> i32 {
+    eventually("the dispatcher to appear in pg_stat_activity", deadline, || async {
+        client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'workflow dispatcher' AND datname = current_database()",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|row| row.get(0))
+    })
+    .await
+}
+
+/// Waits until message `id` reaches `status`; returns its attempt count.
+pub async fn message_reaches(client: &Client, id: i64, status: &str, deadline: Duration) -> i32 {
+    eventually(
+        &format!("message {id} to be {status}"),
+        deadline,
+        || async {
+            let row = client
+                .query_one("SELECT status, attempts FROM wf_message($1)", &[&id])
+                .await
+                .unwrap();
+            (row.get::<_, String>(0) == status).then(|| row.get(1))
+        },
+    )
+    .await
 }
 
 pub async fn connect(conninfo: &str) -> Client {

@@ -1,0 +1,186 @@
+//! A real HTTP receiver for webhook tests: every request is recorded with its arrival time,
+//! and each path answers from a script of replies (200 once the script is used up).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// How the receiver answers one request.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Status(u16),
+    /// A status with extra response headers and a body.
+    Full {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    /// Waits, then answers with the status.
+    After(Duration, u16),
+    /// Drops the connection without answering.
+    Reset,
+}
+
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    received: Mutex<Vec<Received>>,
+    scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
+    arrived: Notify,
+}
+
+pub struct Receiver {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Receiver {
+    /// Listens on 127.0.0.1, on a free port, for the life of the test runtime.
+    pub async fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let shared = Arc::new(Shared::default());
+        let accepting = Arc::clone(&shared);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let shared = Arc::clone(&accepting);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| handle(Arc::clone(&shared), request));
+                    // A Reset reply ends the connection with an error: expected.
+                    let _ = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver { addr, shared }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Replies for the next requests to `path`, in order.
+    pub fn script(&self, path: &str, replies: impl IntoIterator<Item = Reply>) {
+        self.shared
+            .scripts
+            .lock()
+            .unwrap()
+            .entry(path.to_string())
+            .or_default()
+            .extend(replies);
+    }
+
+    pub fn received(&self, path: &str) -> Vec<Received> {
+        self.shared
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `path` has received at least `count` requests; panics after `deadline`.
+    pub async fn wait_for(&self, path: &str, count: usize, deadline: Duration) -> Vec<Received> {
+        let start = Instant::now();
+        loop {
+            let notified = self.shared.arrived.notified();
+            let got = self.received(path);
+            if got.len() >= count {
+                return got;
+            }
+            let left = deadline.checked_sub(start.elapsed()).unwrap_or_else(|| {
+                panic!(
+                    "{path}: {} of {count} requests arrived within {deadline:?}",
+                    got.len()
+                )
+            });
+            let _ = tokio::time::timeout(left, notified).await;
+        }
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let at = Instant::now();
+    let path = request.uri().path().to_string();
+    let headers = request.headers().clone();
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    shared.received.lock().unwrap().push(Received {
+        path: path.clone(),
+        headers,
+        body,
+        at,
+    });
+    shared.arrived.notify_waiters();
+
+    let reply = shared
+        .scripts
+        .lock()
+        .unwrap()
+        .get_mut(&path)
+        .and_then(VecDeque::pop_front);
+    let (status, extra, body) = match reply.unwrap_or(Reply::Status(200)) {
+        Reply::Status(status) => (status, Vec::new(), String::new()),
+        Reply::Full {
+            status,
+            headers,
+            body,
+        } => (status, headers, body),
+        Reply::After(delay, status) => {
+            tokio::time::sleep(delay).await;
+            (status, Vec::new(), String::new())
+        }
+        Reply::Reset => return Err(std::io::Error::other("scripted connection reset")),
+    };
+    let mut response = Response::builder().status(status);
+    for (name, value) in extra {
+        response = response.header(name, value);
+    }
+    Ok(response
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid scripted response"))
+}
