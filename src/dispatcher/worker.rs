@@ -11,8 +11,9 @@ use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
-/// How often retention runs.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
+/// Retention runs every poll interval, within these bounds.
+const HOUSEKEEPING_MIN: Duration = Duration::from_secs(1);
+const HOUSEKEEPING_MAX: Duration = Duration::from_secs(30);
 /// After SIGTERM, how long requests in flight may take to finish and be recorded. The rest
 /// stay leased and are sent again after a restart (at-least-once).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -24,6 +25,10 @@ struct State {
     sender: Sender,
     in_flight: usize,
     next_housekeeping: Instant,
+    /// Whether this database has the extension. Checked in a transaction of its own, so
+    /// the claim that follows starts after `CREATE EXTENSION` committed and sees its tables.
+    /// (A `DROP EXTENSION` later makes the claim fail; the restarted worker checks again.)
+    installed: bool,
 }
 
 pub fn run(slot: usize) {
@@ -40,6 +45,7 @@ pub fn run(slot: usize) {
         sender,
         in_flight: 0,
         next_housekeeping: Instant::now(),
+        installed: false,
     };
 
     loop {
@@ -53,6 +59,13 @@ pub fn run(slot: usize) {
             state
                 .sender
                 .set_allow_private_networks(config::allow_private_networks());
+        }
+        if !state.installed {
+            state.installed = in_transaction(extension_installed).unwrap_or(false);
+            if !state.installed {
+                wait(state.sender.wake_fd(), config::poll_interval());
+                continue;
+            }
         }
         record_finished(&mut state);
         let round = claim_and_send(&mut state);
@@ -136,11 +149,18 @@ fn claim_and_send(state: &mut State) -> Round {
     }
 }
 
+fn extension_installed() -> Result<bool, String> {
+    Spi::get_one::<bool>(EXTENSION_INSTALLED)
+        .map(|found| found.unwrap_or(false))
+        .map_err(|e| e.to_string())
+}
+
 fn housekeep(state: &mut State) {
     if Instant::now() < state.next_housekeeping {
         return;
     }
-    state.next_housekeeping = Instant::now() + HOUSEKEEPING_EVERY;
+    state.next_housekeeping =
+        Instant::now() + config::poll_interval().clamp(HOUSEKEEPING_MIN, HOUSEKEEPING_MAX);
     let retention = config::retention();
     for _ in 0..housekeeping::MAX_BATCHES {
         let removed = in_transaction(|| {

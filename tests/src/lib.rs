@@ -203,15 +203,20 @@ pub async fn message_reaches(client: &Client, id: i64, status: &str, deadline: D
 }
 
 pub async fn connect(conninfo: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(conninfo, NoTls)
+    try_connect(conninfo)
         .await
-        .unwrap_or_else(|e| panic!("connect to {conninfo}: {e}"));
+        .unwrap_or_else(|e| panic!("connect to {conninfo}: {e}"))
+}
+
+/// A connection, or the reason there is none (the server may be restarting).
+pub async fn try_connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(conninfo, NoTls).await?;
     tokio::spawn(async move {
         // The connection ends when the client is dropped or the server goes away; tests that
         // kill backends expect that.
         let _ = connection.await;
     });
-    client
+    Ok(client)
 }
 
 /// A name no other test uses, so tests sharing a cluster never see each other's rows.

@@ -461,3 +461,50 @@ async fn the_dispatcher_is_visible_and_reports_table_statistics() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sharing_an_ordering_key_go_one_at_a_time_in_commit_order() {
+    let (client, receiver) = setup().await;
+    let (ordered, other) = (path("ordered"), path("other-key"));
+    // The head fails once: the rest of its key waits, another key does not.
+    receiver.script(&ordered, [Reply::Status(503)]);
+    let key = unique("account");
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id: i64 = client
+            .query_one(
+                "SELECT wf_enqueue($1, jsonb_build_object('n', $2::int), ordering_key => $3)",
+                &[&receiver.url(&ordered), &n, &key],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        ids.push(id);
+    }
+    let unrelated: i64 = client
+        .query_one(
+            "SELECT wf_enqueue($1, '{}', ordering_key => $2)",
+            &[&receiver.url(&other), &unique("other")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    message_reaches(&client, unrelated, "delivered", DEADLINE).await;
+    for id in &ids {
+        message_reaches(&client, *id, "delivered", DEADLINE).await;
+    }
+    let order: Vec<i64> = receiver
+        .received(&ordered)
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        order,
+        vec![0, 0, 1, 2],
+        "the failing head is retried before the next message goes"
+    );
+}

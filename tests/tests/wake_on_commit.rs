@@ -1,0 +1,74 @@
+//! Wake on commit: the commit of a transaction that enqueued wakes the dispatcher at once;
+//! the poll interval (10 s on this cluster) is only the fallback.
+
+use std::time::{Duration, Instant};
+use workflow_tests::receiver::Receiver;
+use workflow_tests::{dispatch_cluster, dispatcher_pid, message_reaches, unique};
+
+const MESSAGES: usize = 100;
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn median_commit_to_receipt_is_under_20ms() {
+    let client = dispatch_cluster().connect().await;
+    dispatcher_pid(&client, DEADLINE).await;
+    let receiver = Receiver::start().await;
+    let path = format!("/{}", unique("latency"));
+    let url = receiver.url(&path);
+    // One delivery first, so the dispatcher's connection to the receiver is warm.
+    let warm: i64 = client
+        .query_one("SELECT wf_enqueue($1, '{}')", &[&url])
+        .await
+        .unwrap()
+        .get(0);
+    message_reaches(&client, warm, "delivered", DEADLINE).await;
+
+    let mut latencies = Vec::with_capacity(MESSAGES);
+    for n in 1..=MESSAGES {
+        client.batch_execute("BEGIN").await.unwrap();
+        client
+            .execute("SELECT wf_enqueue($1, '{}')", &[&url])
+            .await
+            .unwrap();
+        let committing = Instant::now();
+        client.batch_execute("COMMIT").await.unwrap();
+        let arrived = receiver.wait_for(&path, n + 1, DEADLINE).await[n].at;
+        latencies.push(arrived.saturating_duration_since(committing));
+    }
+    latencies.sort();
+    let median = latencies[MESSAGES / 2];
+    let p99 = latencies[MESSAGES * 99 / 100];
+    eprintln!("commit-to-receipt over {MESSAGES} messages: median {median:?}, p99 {p99:?}");
+    assert!(
+        median < Duration::from_millis(20),
+        "median commit-to-receipt {median:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_enqueue_sends_nothing() {
+    let client = dispatch_cluster().connect().await;
+    let pid = dispatcher_pid(&client, DEADLINE).await;
+    let receiver = Receiver::start().await;
+    let path = format!("/{}", unique("rolled-back"));
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute("SELECT wf_enqueue($1, '{}')", &[&receiver.url(&path)])
+        .await
+        .unwrap();
+    client.batch_execute("ROLLBACK").await.unwrap();
+    // A commit afterwards is delivered; the rolled-back message never is.
+    let sentinel = format!("/{}", unique("sentinel"));
+    let id: i64 = client
+        .query_one("SELECT wf_enqueue($1, '{}')", &[&receiver.url(&sentinel)])
+        .await
+        .unwrap()
+        .get(0);
+    message_reaches(&client, id, "delivered", DEADLINE).await;
+    assert!(receiver.received(&path).is_empty());
+    assert_eq!(
+        dispatcher_pid(&client, DEADLINE).await,
+        pid,
+        "the dispatcher did not restart along the way"
+    );
+}
