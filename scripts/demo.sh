@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The money-transfer demo: a workflow that survives a crash between its two steps.
+# The money-transfer demo: a workflow that survives a crash between its two steps, and a
+# webhook that leaves with the final commit.
 #
-# Starts a throwaway cluster in .demo/ (as the postgres user), installs the extension, and
-# moves 25 from alice to bob in two transactions. The process "crashes" in the middle of
-# the second one; a recovering process claims the workflow once its lease expires, skips
-# the step that is already done, finishes the transfer and completes the workflow.
+# Starts a throwaway cluster in .demo/ (as the postgres user) with the dispatcher
+# preloaded, installs the extension, and moves 25 from alice to bob in two transactions.
+# The process "crashes" in the middle of the second one; a recovering process claims the
+# workflow once its lease expires, skips the step that is already done, finishes the
+# transfer, completes the workflow and enqueues a signed transfer.completed webhook, all in
+# one commit. A local receiver verifies the signature and prints the webhook.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -15,6 +18,8 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 say "Installing what the demo needs and building the extension (first run: several minutes)"
 bash scripts/install.sh >/dev/null
+cargo build -q -p workflow-tests --bin demo-receiver
+receiver_bin="$root/target/debug/demo-receiver"
 
 # The cluster lives in the project folder unless the postgres user cannot reach it
 # (a checkout under /root, say): then in the temp dir.
@@ -38,6 +43,9 @@ cat >>"$data/postgresql.conf" <<EOF
 listen_addresses = ''
 port = $PORT
 unix_socket_directories = '$demo_dir'
+shared_preload_libraries = 'workflow'
+# The demo's receiver listens on 127.0.0.1, which the SSRF guard refuses by default.
+workflow.allow_private_networks = on
 EOF
 as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$demo_dir/server.log" -w start >/dev/null
 
@@ -51,6 +59,14 @@ CREATE TABLE accounts (id text PRIMARY KEY, balance numeric NOT NULL CHECK (bala
 INSERT INTO accounts VALUES ('alice', 100), ('bob', 0);
 SELECT * FROM accounts ORDER BY id;
 SQL
+
+say "A webhook endpoint for the bank's notifications, with a generated signing secret"
+receiver_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+secret=$(sql -At -c "SELECT wf_endpoint('bank-notifications', 'http://127.0.0.1:$receiver_port/webhooks', 'generate')")
+echo "  endpoint bank-notifications -> http://127.0.0.1:$receiver_port/webhooks, secret ${secret:0:12}..."
+"$receiver_bin" "$receiver_port" "$secret" >"$demo_dir/receiver.log" 2>&1 &
+receiver_pid=$!
+trap 'kill $receiver_pid 2>/dev/null || true' EXIT
 
 say "Process A: start the transfer (idempotency key transfer-0001), debit alice and checkpoint, in one transaction"
 # A leases the workflow for 3 s: long enough to work, short enough for the demo to wait out.
@@ -97,7 +113,7 @@ done
 [ -n "$claimed" ] || { echo "the transfer never became claimable" >&2; exit 1; }
 echo "  process-B claimed workflow $claimed (recovery attempt 1)"
 
-say "Process B resumes: debit is done (wf_step), so it only credits bob, checkpoints and completes, in one transaction"
+say "Process B resumes: debit is done (wf_step), so it credits bob, checkpoints, completes and enqueues the webhook, in one transaction"
 sql <<'SQL'
 SELECT wf_start('transfer', NULL, 'transfer-0001') AS id \gset
 SELECT wf_step(:'id', 'debit') IS NOT NULL AS debit_done \gset
@@ -110,7 +126,11 @@ BEGIN;
 UPDATE accounts SET balance = balance + 25 WHERE id = 'bob';
 SELECT wf_checkpoint(:'id', 'credit', jsonb_build_object('bob', balance)) AS credit_checkpoint
   FROM accounts WHERE id = 'bob';
-SELECT wf_complete(:'id', '{"transferred": 25}');
+SELECT wf_complete(:'id', '{"transferred": 25}') \gset
+SELECT wf_enqueue('bank-notifications',
+                  jsonb_build_object('type', 'transfer.completed', 'workflow', :'id', 'amount', 25),
+                  idempotency_key => 'transfer-0001.completed') AS message_id \gset
+\echo   enqueued webhook message :message_id
 COMMIT;
 \echo
 \echo   Final state of the workflow:
@@ -120,7 +140,21 @@ SELECT * FROM wf_status(:'id');
 SELECT * FROM accounts ORDER BY id;
 SQL
 
-say "Done. The cluster is still running."
+say "The dispatcher delivers the webhook once the transaction commits"
+delivered=""
+for _ in $(seq 150); do
+  delivered=$(sql -At -c "SELECT status FROM workflow.messages WHERE idempotency_key = 'transfer-0001.completed'")
+  [ "$delivered" = delivered ] && break
+  sleep 0.2
+done
+[ "$delivered" = delivered ] || { echo "the webhook was not delivered; see $demo_dir/server.log" >&2; exit 1; }
+cat "$demo_dir/receiver.log"
+sql <<'SQL'
+SELECT id, target, status, attempts, delivered_at - created_at AS commit_to_delivery FROM workflow.messages;
+SELECT message_id, attempt, status_code, round(duration_ms::numeric, 1) AS duration_ms FROM workflow.attempts;
+SQL
+
+say "Done. The cluster is still running (the receiver stops with this script)."
 cat <<EOF
   Connect:  psql -h $demo_dir -p $PORT -U postgres
   Stop:     sudo -u postgres $PG_BIN/pg_ctl -D $data stop
