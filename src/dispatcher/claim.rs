@@ -44,10 +44,13 @@ static CLAIM: Statement = Statement {
     args: &[INT4OID, INTERVALOID, INTERVALOID, INT4OID],
 };
 
-/// How long until the earliest pending message is due (or a lease runs out).
+/// How long until the next pending message becomes due (or a lease runs out). Messages
+/// already due but not claimable — behind a disabled endpoint or an ordering key's head —
+/// do not count: what unblocks them (an enable, a head's outcome, a cancel) wakes the
+/// dispatcher itself, and counting them would make it spin.
 static NEXT_DUE: Statement = Statement {
     sql: "SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::bigint
-            FROM workflow.outbox WHERE status = 'pending'",
+            FROM workflow.outbox WHERE status = 'pending' AND next_attempt_at > (SELECT clock_timestamp())",
     args: &[],
 };
 

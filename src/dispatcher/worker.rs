@@ -102,26 +102,20 @@ struct Round {
 fn claim_and_send(state: &mut State) -> Round {
     let capacity = config::max_concurrency().saturating_sub(state.in_flight);
     let limit = capacity.min(config::batch_size());
+    if limit == 0 {
+        // Full: the next HTTP completion wakes us through the socket.
+        return Round {
+            claimed_a_full_batch: false,
+            next_due: None,
+        };
+    }
     let settings = Settings {
         request_timeout: config::request_timeout(),
         max_attempts: config::max_attempts(),
     };
     let claimed = in_transaction(|| {
         Spi::connect_mut(|client| {
-            // Idle, not failing, in a database that does not have the extension (yet).
-            let installed: bool = client
-                .select(EXTENSION_INSTALLED, None, &[])?
-                .first()
-                .get_one()?
-                .unwrap_or(false);
-            if !installed {
-                return Ok((Vec::new(), None));
-            }
-            let jobs = if limit > 0 {
-                claim::claim(client, limit, &settings)?
-            } else {
-                Vec::new()
-            };
+            let jobs = claim::claim(client, limit, &settings)?;
             let next_due = if jobs.len() < limit {
                 claim::next_due(client)?
             } else {
@@ -137,7 +131,7 @@ fn claim_and_send(state: &mut State) -> Round {
             next_due: None,
         };
     };
-    let claimed_a_full_batch = limit > 0 && jobs.len() == limit;
+    let claimed_a_full_batch = jobs.len() == limit;
     state.in_flight += jobs.len();
     // Committed: the HTTP side may start.
     for job in jobs {

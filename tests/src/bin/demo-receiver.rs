@@ -27,7 +27,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let webhook = Arc::clone(&webhook);
         tokio::spawn(async move {
             let service = service_fn(move |request| receive(Arc::clone(&webhook), request));
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -38,17 +40,32 @@ async fn receive(
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let headers = request.headers().clone();
     let body = request.into_body().collect().await?.to_bytes();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string()
+    };
     let verdict = webhook.verify(&body, &headers);
     println!(
         "receiver got {} (webhook-id {}, idempotency-key {}): signature {}\n  body: {}",
-        headers.get("webhook-signature").map_or("an unsigned webhook", |_| "a signed webhook"),
+        headers
+            .get("webhook-signature")
+            .map_or("an unsigned webhook", |_| "a signed webhook"),
         header("webhook-id"),
         header("idempotency-key"),
-        if verdict.is_ok() { "verified" } else { "INVALID" },
+        if verdict.is_ok() {
+            "verified"
+        } else {
+            "INVALID"
+        },
         String::from_utf8_lossy(&body)
     );
     let _ = std::io::stdout().flush();
     let status = if verdict.is_ok() { 200 } else { 401 };
-    Ok(Response::builder().status(status).body(Full::new(Bytes::new())).expect("static response"))
+    Ok(Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::new()))
+        .expect("static response"))
 }
