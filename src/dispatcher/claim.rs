@@ -9,8 +9,11 @@ use pgrx::pg_sys::{INT4OID, INTERVALOID};
 use pgrx::spi::{SpiClient, SpiResult};
 use std::time::Duration;
 
-/// Beyond the request timeout, how long a claim holds a message: if the dispatcher has
+/// A claim holds a message for `LEASE_GENERATIONS` request timeouts plus this margin: the
+/// dispatcher claims up to one generation of requests ahead of what it sends, so a claimed
+/// message may wait for one request timeout before its own starts. If the dispatcher has
 /// not recorded an outcome by then, it died, and the message is due again.
+pub const LEASE_GENERATIONS: i32 = 2;
 pub const LEASE_MARGIN: Duration = Duration::from_secs(10);
 
 /// Claims up to `$1` due messages, oldest due first. A message waits while its named
@@ -33,7 +36,7 @@ static CLAIM: Statement = Statement {
                  FOR UPDATE OF m SKIP LOCKED)
           UPDATE workflow.outbox m
              SET attempts = m.attempts + 1,
-                 next_attempt_at = clock_timestamp() + COALESCE(due.timeout, $2) + $3
+                 next_attempt_at = clock_timestamp() + COALESCE(due.timeout, $2) * $5 + $3
             FROM due
            WHERE m.id = due.id
           RETURNING m.id, m.attempts, COALESCE(due.endpoint_url, m.url), m.payload::text,
@@ -41,7 +44,7 @@ static CLAIM: Statement = Statement {
                     due.secrets, COALESCE(due.max_attempts, $4),
                     (extract(epoch FROM COALESCE(due.timeout, $2)) * 1000)::bigint,
                     m.step IS NOT NULL, m.endpoint IS NOT NULL",
-    args: &[INT4OID, INTERVALOID, INTERVALOID, INT4OID],
+    args: &[INT4OID, INTERVALOID, INTERVALOID, INT4OID, INT4OID],
 };
 
 /// How long until the next pending message becomes due (or a lease runs out). Messages
@@ -84,11 +87,12 @@ fn interval(duration: Duration) -> Interval {
 
 /// Claims up to `limit` jobs; call inside a transaction and commit before sending.
 pub fn claim(client: &mut SpiClient<'_>, limit: usize, settings: &Settings) -> SpiResult<Vec<Job>> {
-    let args: [DatumWithOid; 4] = [
+    let args: [DatumWithOid; 5] = [
         (limit.min(i32::MAX as usize) as i32).into(),
         interval(settings.request_timeout).into(),
         interval(LEASE_MARGIN).into(),
         settings.max_attempts.into(),
+        LEASE_GENERATIONS.into(),
     ];
     db::execute(client, &CLAIM, &args, |rows| {
         let mut jobs = Vec::with_capacity(rows.len());

@@ -43,6 +43,10 @@ pub struct Outcome {
 
 pub struct Sender {
     runtime: tokio::runtime::Runtime,
+    /// One permit per request allowed in flight (`workflow.max_concurrency`); claimed jobs
+    /// beyond that wait for a permit.
+    permits: Arc<tokio::sync::Semaphore>,
+    max_concurrency: usize,
     client: reqwest::Client,
     allow_private: Arc<AtomicBool>,
     results: mpsc::Receiver<Outcome>,
@@ -82,6 +86,8 @@ impl Sender {
         wake_write.set_nonblocking(true)?;
         Ok(Sender {
             runtime,
+            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrency)),
+            max_concurrency,
             client,
             allow_private,
             results,
@@ -95,6 +101,24 @@ impl Sender {
         self.allow_private.store(allow, Ordering::Relaxed);
     }
 
+    /// Applies a reloaded `workflow.max_concurrency`; a decrease takes effect as requests
+    /// in flight finish.
+    pub fn set_max_concurrency(&mut self, max: usize) {
+        if max > self.max_concurrency {
+            self.permits.add_permits(max - self.max_concurrency);
+        } else if max < self.max_concurrency {
+            let permits = Arc::clone(&self.permits);
+            let surplus = (self.max_concurrency - max) as u32;
+            // Take the surplus permits as they come free, and keep them.
+            self.runtime.spawn(async move {
+                if let Ok(taken) = permits.acquire_many(surplus).await {
+                    taken.forget();
+                }
+            });
+        }
+        self.max_concurrency = max;
+    }
+
     /// The socket that becomes readable when outcomes are waiting.
     pub fn wake_fd(&self) -> RawFd {
         self.wake_read.as_raw_fd()
@@ -105,7 +129,12 @@ impl Sender {
         let results = self.results_tx.clone();
         let wake = Arc::clone(&self.wake_write);
         let allow_private = self.allow_private.load(Ordering::Relaxed);
+        let permits = Arc::clone(&self.permits);
         self.runtime.spawn(async move {
+            // Closed only at shutdown, when nothing is recorded any more.
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
             let outcome = attempt(&client, job, allow_private).await;
             // The receiver lives as long as the dispatcher; if it is gone, so are we.
             let _ = results.send(outcome);

@@ -1,10 +1,15 @@
 //! The dispatcher's main loop, on the Postgres main thread: the only thread that touches
 //! Postgres. Every database access is a short transaction between HTTP rounds.
+//!
+//! A round is one transaction: record the outcomes that arrived, claim what there is room
+//! for, look up when the next message is due. Claims may run ahead of the HTTP side by one
+//! generation of requests (up to `2 × max_concurrency` outstanding), so that the threads
+//! always have work queued while the main thread records and claims.
 
 use super::claim::{self, Settings};
 use super::housekeeping;
 use super::record;
-use super::send::Sender;
+use super::send::{Outcome, Sender};
 use super::wake;
 use crate::config;
 use pgrx::bgworkers::BackgroundWorker;
@@ -17,18 +22,26 @@ const HOUSEKEEPING_MAX: Duration = Duration::from_secs(30);
 /// After SIGTERM, how long requests in flight may take to finish and be recorded. The rest
 /// stay leased and are sent again after a restart (at-least-once).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Claimed messages, in flight or queued for a free connection, per allowed request.
+const OUTSTANDING_PER_SLOT: usize = claim::LEASE_GENERATIONS as usize;
 
 static EXTENSION_INSTALLED: &str =
     "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'workflow')";
 
 struct State {
     sender: Sender,
-    in_flight: usize,
+    /// Claimed and not yet recorded: in flight or queued on the HTTP side.
+    outstanding: usize,
     next_housekeeping: Instant,
     /// Whether this database has the extension. Checked in a transaction of its own, so
     /// the claim that follows starts after `CREATE EXTENSION` committed and sees its tables.
     /// (A `DROP EXTENSION` later makes the claim fail; the restarted worker checks again.)
     installed: bool,
+}
+
+struct Round {
+    claimed_a_full_batch: bool,
+    next_due: Option<Duration>,
 }
 
 pub fn run(slot: usize) {
@@ -43,7 +56,7 @@ pub fn run(slot: usize) {
     wake::publish_latch(slot);
     let mut state = State {
         sender,
-        in_flight: 0,
+        outstanding: 0,
         next_housekeeping: Instant::now(),
         installed: false,
     };
@@ -59,6 +72,7 @@ pub fn run(slot: usize) {
             state
                 .sender
                 .set_allow_private_networks(config::allow_private_networks());
+            state.sender.set_max_concurrency(config::max_concurrency());
         }
         if !state.installed {
             state.installed = in_transaction(extension_installed).unwrap_or(false);
@@ -67,11 +81,10 @@ pub fn run(slot: usize) {
                 continue;
             }
         }
-        record_finished(&mut state);
-        let round = claim_and_send(&mut state);
+        let round = record_and_claim(&mut state);
         housekeep(&mut state);
 
-        let full = state.in_flight >= config::max_concurrency();
+        let full = state.outstanding >= max_outstanding();
         if round.claimed_a_full_batch && !full {
             continue; // more may be due right now
         }
@@ -83,27 +96,19 @@ pub fn run(slot: usize) {
     }
 }
 
-fn record_finished(state: &mut State) {
+fn max_outstanding() -> usize {
+    config::max_concurrency() * OUTSTANDING_PER_SLOT
+}
+
+/// One round's transaction: the outcomes that arrived, then a claim for the room left.
+fn record_and_claim(state: &mut State) -> Round {
     let outcomes = state.sender.finished();
-    if outcomes.is_empty() {
-        return;
-    }
-    state.in_flight = state.in_flight.saturating_sub(outcomes.len());
-    in_transaction(|| {
-        Spi::connect_mut(|client| record::record(client, &outcomes)).map_err(|e| e.to_string())
-    });
-}
-
-struct Round {
-    claimed_a_full_batch: bool,
-    next_due: Option<Duration>,
-}
-
-fn claim_and_send(state: &mut State) -> Round {
-    let capacity = config::max_concurrency().saturating_sub(state.in_flight);
-    let limit = capacity.min(config::batch_size());
-    if limit == 0 {
-        // Full: the next HTTP completion wakes us through the socket.
+    state.outstanding = state.outstanding.saturating_sub(outcomes.len());
+    let limit = max_outstanding()
+        .saturating_sub(state.outstanding)
+        .min(config::batch_size());
+    if outcomes.is_empty() && limit == 0 {
+        // Full, and nothing to record: the next HTTP completion wakes us.
         return Round {
             claimed_a_full_batch: false,
             next_due: None,
@@ -113,8 +118,12 @@ fn claim_and_send(state: &mut State) -> Round {
         request_timeout: config::request_timeout(),
         max_attempts: config::max_attempts(),
     };
-    let claimed = in_transaction(|| {
+    let result = in_transaction(|| {
         Spi::connect_mut(|client| {
+            record::record(client, &outcomes)?;
+            if limit == 0 {
+                return Ok((Vec::new(), None));
+            }
             let jobs = claim::claim(client, limit, &settings)?;
             let next_due = if jobs.len() < limit {
                 claim::next_due(client)?
@@ -125,14 +134,16 @@ fn claim_and_send(state: &mut State) -> Round {
         })
         .map_err(|e: pgrx::spi::SpiError| e.to_string())
     });
-    let Some((jobs, next_due)) = claimed else {
+    // If the transaction failed, the outcomes are lost and their messages stay leased: they
+    // are sent again when the lease runs out (at-least-once).
+    let Some((jobs, next_due)) = result else {
         return Round {
             claimed_a_full_batch: false,
             next_due: None,
         };
     };
-    let claimed_a_full_batch = jobs.len() == limit;
-    state.in_flight += jobs.len();
+    let claimed_a_full_batch = limit > 0 && jobs.len() == limit;
+    state.outstanding += jobs.len();
     // Committed: the HTTP side may start.
     for job in jobs {
         state.sender.send(job);
@@ -141,6 +152,16 @@ fn claim_and_send(state: &mut State) -> Round {
         claimed_a_full_batch,
         next_due,
     }
+}
+
+fn record_only(state: &mut State, outcomes: Vec<Outcome>) {
+    if outcomes.is_empty() {
+        return;
+    }
+    state.outstanding = state.outstanding.saturating_sub(outcomes.len());
+    in_transaction(|| {
+        Spi::connect_mut(|client| record::record(client, &outcomes)).map_err(|e| e.to_string())
+    });
 }
 
 fn extension_installed() -> Result<bool, String> {
@@ -171,20 +192,22 @@ fn housekeep(state: &mut State) {
 /// leased for the next dispatcher.
 fn shut_down(mut state: State) {
     let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while state.in_flight > 0 && Instant::now() < deadline {
-        record_finished(&mut state);
-        if state.in_flight > 0 {
+    while state.outstanding > 0 && Instant::now() < deadline {
+        let outcomes = state.sender.finished();
+        record_only(&mut state, outcomes);
+        if state.outstanding > 0 {
             wait(
                 state.sender.wake_fd(),
                 deadline.saturating_duration_since(Instant::now()),
             );
         }
     }
-    record_finished(&mut state);
-    if state.in_flight > 0 {
+    let outcomes = state.sender.finished();
+    record_only(&mut state, outcomes);
+    if state.outstanding > 0 {
         log!(
-            "workflow dispatcher stopping with {} requests in flight; their messages will be sent again",
-            state.in_flight
+            "workflow dispatcher stopping with {} requests outstanding; their messages will be sent again",
+            state.outstanding
         );
     }
     state.sender.shutdown();

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The benchmarks: builds the extension and the runner in release mode, then runs B1–B7 on a
+# throwaway cluster and rewrites BENCHMARKS.md. `--quick` runs smaller sizes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh --release >/dev/null
+cargo build -q --release -p workflow-bench
+exec target/release/workflow-bench "$@"

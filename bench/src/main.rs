@@ -1,0 +1,484 @@
+//! The benchmark runner: `workflow-bench` (see `bench/run.sh`) starts a throwaway cluster
+//! and receivers, runs B1–B7, prints one table and rewrites `BENCHMARKS.md`.
+//!
+//! Every figure is a median of several runs, and every ratio compares two things measured
+//! in the same run on the same machine. Subcommands `receiver` and `bare-client` are the
+//! helper processes it starts.
+
+mod bare;
+mod pgbench;
+mod receiver;
+mod report;
+
+use report::{Figure, Report};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+use workflow_tests::{Cluster, dispatcher_pid};
+
+/// Sizes of one benchmark run; `--quick` shrinks them for a smoke run.
+#[derive(Clone, Copy)]
+pub struct Sizes {
+    pub runs: usize,
+    pub drain_messages: usize,
+    pub storage_messages: usize,
+    pub pgbench_seconds: u32,
+    pub latency_messages: usize,
+}
+
+const FULL: Sizes = Sizes {
+    runs: 3,
+    drain_messages: 100_000,
+    storage_messages: 1_000_000,
+    pgbench_seconds: 15,
+    latency_messages: 1_000,
+};
+const QUICK: Sizes = Sizes {
+    runs: 3,
+    drain_messages: 20_000,
+    storage_messages: 100_000,
+    pgbench_seconds: 8,
+    latency_messages: 500,
+};
+
+pub const CONCURRENCY: usize = 32;
+const SLOW_RECEIVER: Duration = Duration::from_millis(20);
+
+/// The cluster's settings, printed with the results.
+pub const SETTINGS: &[&str] = &[
+    "shared_preload_libraries = 'workflow'",
+    "workflow.allow_private_networks = on",
+    "workflow.max_concurrency = 32",
+    "workflow.batch_size = 100",
+    "workflow.poll_interval = '1s'",
+    "workflow.request_timeout = '10s'",
+    "fsync = on",
+    "synchronous_commit = on",
+    "shared_buffers = '256MB'",
+    "max_wal_size = '2GB'",
+    "autovacuum_naptime = '5s'",
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match args.first().map(String::as_str) {
+        Some("receiver") => {
+            let port = args[1].parse().expect("port");
+            let delay = Duration::from_millis(args[2].parse().expect("delay in ms"));
+            runtime
+                .block_on(receiver::serve(port, delay))
+                .expect("receiver");
+        }
+        Some("bare-client") => {
+            let run = runtime.block_on(bare::run(
+                &args[1],
+                args[2].parse().expect("n"),
+                args[3].parse().expect("c"),
+            ));
+            println!("{} {}", run.elapsed.as_secs_f64(), run.cpu.as_secs_f64());
+        }
+        _ => {
+            let quick = args.iter().any(|a| a == "--quick");
+            let sizes = if quick { QUICK } else { FULL };
+            runtime.block_on(run_all(sizes, quick));
+        }
+    }
+}
+
+/// A helper process that is killed when dropped.
+struct Helper(Child);
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn start_receiver(delay: Duration) -> (Helper, String) {
+    let port = free_port();
+    let child = Command::new(std::env::current_exe().expect("own path"))
+        .args([
+            "receiver",
+            &port.to_string(),
+            &delay.as_millis().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start receiver");
+    // Ready when it accepts connections.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the receiver did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Helper(child), format!("http://127.0.0.1:{port}/hook"))
+}
+
+/// Runs the bare client as its own process; returns (elapsed, CPU).
+fn bare_client(url: &str, requests: usize) -> (Duration, Duration) {
+    let output = Command::new(std::env::current_exe().expect("own path"))
+        .args([
+            "bare-client",
+            url,
+            &requests.to_string(),
+            &CONCURRENCY.to_string(),
+        ])
+        .output()
+        .expect("bare client");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut parts = text
+        .split_whitespace()
+        .map(|p| p.parse::<f64>().expect("bare client output"));
+    (
+        Duration::from_secs_f64(parts.next().unwrap()),
+        Duration::from_secs_f64(parts.next().unwrap()),
+    )
+}
+
+pub fn cpu_of_self() -> Duration {
+    // SAFETY: getrusage fills the struct we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// User + system CPU of a process (all its threads), from /proc.
+fn cpu_of_pid(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let (utime, stime) = (
+        fields.get(11).copied().unwrap_or(0),
+        fields.get(12).copied().unwrap_or(0),
+    );
+    Duration::from_secs_f64((utime + stime) as f64 / ticks)
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+async fn count(client: &Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+/// Enqueues `n` messages that are not due yet, in batches, then makes them all due at once
+/// and wakes the dispatcher. Returns when they are due.
+async fn preload(client: &Client, url: &str, n: usize) {
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(10_000) as i32;
+        client
+            .execute(
+                "SELECT wf_enqueue($1, jsonb_build_object('bench', 'drain', 'n', n), deliver_at => now() + interval '1 day')
+                   FROM generate_series(1, $2) n",
+                &[&url, &batch],
+            )
+            .await
+            .expect("preload");
+        left -= batch as usize;
+    }
+}
+
+async fn release_and_drain(client: &Client, url: &str) -> Duration {
+    let started = Instant::now();
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "UPDATE workflow.outbox SET next_attempt_at = now() WHERE status = 'pending'",
+            &[],
+        )
+        .await
+        .unwrap();
+    // An enqueue arms the commit wake-up.
+    client
+        .execute("SELECT wf_enqueue($1, '{}')", &[&url])
+        .await
+        .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+    loop {
+        if count(
+            client,
+            "SELECT count(*) FROM workflow.outbox WHERE status = 'pending'",
+        )
+        .await
+            == 0
+        {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn clear_outbox(client: &Client) {
+    client
+        .batch_execute("TRUNCATE workflow.outbox, workflow.delivery_attempts")
+        .await
+        .unwrap();
+}
+
+/// B3/B4 and B7: drain a preloaded outbox against the bare client, same receiver.
+async fn drain(
+    client: &Client,
+    dispatcher: i32,
+    url: &str,
+    sizes: Sizes,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let n = sizes.drain_messages;
+    let (mut ours, mut bare, mut our_cpu, mut bare_cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=sizes.runs {
+        clear_outbox(client).await;
+        preload(client, url, n).await;
+        let cpu_before = cpu_of_pid(dispatcher);
+        let elapsed = release_and_drain(client, url).await;
+        let cpu = cpu_of_pid(dispatcher) - cpu_before;
+        let lost = count(
+            client,
+            "SELECT count(*) FROM workflow.outbox WHERE status <> 'delivered'",
+        )
+        .await;
+        assert_eq!(lost, 0, "every message must be delivered");
+        let (bare_elapsed, bare_cpu_used) = bare_client(url, n);
+        eprintln!(
+            "  run {run}: dispatcher {:.0}/s ({:.2}s CPU), bare client {:.0}/s ({:.2}s CPU)",
+            (n + 1) as f64 / elapsed.as_secs_f64(),
+            cpu.as_secs_f64(),
+            n as f64 / bare_elapsed.as_secs_f64(),
+            bare_cpu_used.as_secs_f64()
+        );
+        ours.push((n + 1) as f64 / elapsed.as_secs_f64());
+        bare.push(n as f64 / bare_elapsed.as_secs_f64());
+        our_cpu.push(cpu.as_secs_f64() * 10_000.0 / (n + 1) as f64);
+        bare_cpu.push(bare_cpu_used.as_secs_f64() * 10_000.0 / n as f64);
+    }
+    clear_outbox(client).await;
+    (ours, bare, our_cpu, bare_cpu)
+}
+
+/// B5: commit → receipt at a steady 100 messages/s, against a bare client's request latency.
+async fn latency(client: &Client, sizes: Sizes) -> (Vec<f64>, Vec<f64>) {
+    let receiver = workflow_tests::receiver::Receiver::start().await;
+    let url = receiver.url("/latency");
+    let mut commit_to_receipt = Vec::with_capacity(sizes.latency_messages);
+    let mut next = Instant::now();
+    for n in 0..sizes.latency_messages {
+        next += Duration::from_millis(10);
+        tokio::time::sleep_until(next.into()).await;
+        client.batch_execute("BEGIN").await.unwrap();
+        client
+            .execute("SELECT wf_enqueue($1, '{}')", &[&url])
+            .await
+            .unwrap();
+        let committing = Instant::now();
+        client.batch_execute("COMMIT").await.unwrap();
+        let arrived = receiver
+            .wait_for("/latency", n + 1, Duration::from_secs(30))
+            .await[n]
+            .at;
+        commit_to_receipt
+            .push(arrived.saturating_duration_since(committing).as_secs_f64() * 1000.0);
+    }
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .expect("client");
+    let bare_url = receiver.url("/bare");
+    let mut bare = Vec::with_capacity(sizes.latency_messages);
+    let mut next = Instant::now();
+    for _ in 0..sizes.latency_messages {
+        next += Duration::from_millis(10);
+        tokio::time::sleep_until(next.into()).await;
+        bare.push(bare::one(&http, &bare_url).await.as_secs_f64() * 1000.0);
+    }
+    clear_outbox(client).await;
+    (commit_to_receipt, bare)
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// B6: a million messages delivered with retention 0; then the outbox's size.
+async fn storage(
+    cluster: &Cluster,
+    client: &Client,
+    url: &str,
+    sizes: Sizes,
+) -> (f64, i64, Duration) {
+    cluster.psql("ALTER SYSTEM SET workflow.retention = 0");
+    cluster.psql("SELECT pg_reload_conf()");
+    let started = Instant::now();
+    let mut left = sizes.storage_messages;
+    while left > 0 {
+        let batch = left.min(10_000) as i32;
+        client
+            .execute("SELECT wf_enqueue($1, jsonb_build_object('bench', 'storage', 'n', n)) FROM generate_series(1, $2) n", &[&url, &batch])
+            .await
+            .expect("enqueue");
+        left -= batch as usize;
+        // Keep the backlog bounded, as a steady load would.
+        while count(
+            client,
+            "SELECT count(*) FROM workflow.outbox WHERE status = 'pending'",
+        )
+        .await
+            > 20_000
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    while count(client, "SELECT count(*) FROM workflow.outbox").await > 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let elapsed = started.elapsed();
+    // Give autovacuum (naptime 5 s) its chance to reclaim, as it would under steady load.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut dead = i64::MAX;
+    while Instant::now() < deadline {
+        dead = count(
+            client,
+            "SELECT coalesce(sum(n_dead_tup), 0)::bigint FROM pg_stat_user_tables WHERE schemaname = 'workflow' AND relname IN ('outbox', 'delivery_attempts')",
+        )
+        .await;
+        if dead == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let bytes = count(
+        client,
+        "SELECT (pg_total_relation_size('workflow.outbox') + pg_total_relation_size('workflow.delivery_attempts'))::bigint",
+    )
+    .await;
+    cluster.psql("ALTER SYSTEM RESET workflow.retention");
+    cluster.psql("SELECT pg_reload_conf()");
+    (bytes as f64 / (1024.0 * 1024.0), dead, elapsed)
+}
+
+async fn run_all(sizes: Sizes, quick: bool) {
+    let started = Instant::now();
+    eprintln!("starting the cluster and the receivers");
+    let cluster = Cluster::start(SETTINGS);
+    let client = cluster.connect().await;
+    let dispatcher = dispatcher_pid(&client, Duration::from_secs(30)).await;
+    let (_fast, fast_url) = start_receiver(Duration::ZERO);
+    let (_slow, slow_url) = start_receiver(SLOW_RECEIVER);
+    let mut report = Report::new(sizes, quick);
+
+    eprintln!("B1: enqueue overhead (pgbench TPC-B-like)");
+    let setup = pgbench::Setup::new(&cluster, &fast_url);
+    for clients in [1, 8] {
+        let (ours, base) = setup.enqueue_overhead(clients, sizes);
+        report.ratio(Figure::new(
+            &format!("B1 TPC-B + wf_enqueue, {clients} client(s)"),
+            "TPS",
+            ours,
+            base,
+            0.90,
+            true,
+        ));
+    }
+    clear_outbox(&client).await;
+
+    eprintln!("B2: a 3-transaction transfer workflow, sequential");
+    let (ours, base) = setup.transfer_workflow(sizes);
+    report.ratio(Figure::new(
+        "B2 transfer workflow (3 transactions)",
+        "workflows/s",
+        ours,
+        base,
+        0.85,
+        true,
+    ));
+    clear_outbox(&client).await;
+
+    eprintln!(
+        "B3: drain {} messages, receiver answers at once",
+        sizes.drain_messages
+    );
+    let (ours, bare, our_cpu, bare_cpu) = drain(&client, dispatcher, &fast_url, sizes).await;
+    report.ratio(Figure::new(
+        "B3 dispatch throughput",
+        "deliveries/s",
+        ours,
+        bare,
+        0.50,
+        true,
+    ));
+    report.ratio(Figure::new(
+        "B7 CPU per 10,000 deliveries",
+        "CPU s",
+        our_cpu,
+        bare_cpu,
+        3.0,
+        false,
+    ));
+
+    eprintln!(
+        "B4: drain {} messages, receiver answers after 20 ms",
+        sizes.drain_messages
+    );
+    let (ours, bare, _, _) = drain(&client, dispatcher, &slow_url, sizes).await;
+    report.ratio(Figure::new(
+        "B4 dispatch throughput, 20 ms receiver",
+        "deliveries/s",
+        ours,
+        bare,
+        0.50,
+        true,
+    ));
+
+    eprintln!("B5: commit → receipt at 100 messages/s");
+    let (ours, bare) = latency(&client, sizes).await;
+    report.latency(
+        percentile(&ours, 0.5),
+        percentile(&ours, 0.99),
+        percentile(&bare, 0.5),
+        percentile(&bare, 0.99),
+    );
+
+    eprintln!(
+        "B6: {} messages delivered with retention 0",
+        sizes.storage_messages
+    );
+    let (megabytes, dead, elapsed) = storage(&cluster, &client, &fast_url, sizes).await;
+    report.storage(megabytes, dead, elapsed);
+
+    report.finish(started.elapsed());
+}

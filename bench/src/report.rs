@@ -1,0 +1,221 @@
+//! The results: one table on stdout and `BENCHMARKS.md`, rewritten on every full run.
+
+use crate::{SETTINGS, Sizes, median};
+use std::fmt::Write;
+use std::time::Duration;
+
+pub struct Figure {
+    name: String,
+    unit: String,
+    ours: f64,
+    base: f64,
+    ratio: f64,
+    target: f64,
+    higher_is_better: bool,
+    runs: usize,
+}
+
+impl Figure {
+    /// Pairs of (ours, baseline) from the same runs; the ratio is the median of the
+    /// per-run ratios.
+    pub fn new(
+        name: &str,
+        unit: &str,
+        ours: Vec<f64>,
+        base: Vec<f64>,
+        target: f64,
+        higher_is_better: bool,
+    ) -> Figure {
+        let ratios = ours.iter().zip(&base).map(|(o, b)| o / b).collect();
+        Figure {
+            name: name.to_string(),
+            unit: unit.to_string(),
+            runs: ours.len(),
+            ours: median(ours),
+            base: median(base),
+            ratio: median(ratios),
+            target,
+            higher_is_better,
+        }
+    }
+
+    fn met(&self) -> bool {
+        if self.higher_is_better {
+            self.ratio >= self.target
+        } else {
+            self.ratio <= self.target
+        }
+    }
+}
+
+pub struct Report {
+    sizes: Sizes,
+    quick: bool,
+    rows: Vec<String>,
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**not met**" }
+}
+
+impl Report {
+    pub fn new(sizes: Sizes, quick: bool) -> Report {
+        Report {
+            sizes,
+            quick,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn ratio(&mut self, f: Figure) {
+        let op = if f.higher_is_better { "≥" } else { "≤" };
+        let row = format!(
+            "| {} | {:.2} {} | {:.2} {} | **{:.2}** | {op} {:.2} | {} | {} |",
+            f.name,
+            f.ours,
+            f.unit,
+            f.base,
+            f.unit,
+            f.ratio,
+            f.target,
+            verdict(f.met()),
+            f.runs
+        );
+        println!("{row}");
+        self.rows.push(row);
+    }
+
+    pub fn latency(&mut self, p50: f64, p99: f64, bare_p50: f64, bare_p99: f64) {
+        let row = format!(
+            "| B5 commit → receipt at 100 msg/s | p50 {p50:.2} ms, p99 {p99:.2} ms | bare request p50 {bare_p50:.2} ms, p99 {bare_p99:.2} ms | — | p50 ≤ 5 ms, p99 ≤ 25 ms | {} | {} messages |",
+            verdict(p50 <= 5.0 && p99 <= 25.0),
+            self.sizes.latency_messages
+        );
+        println!("{row}");
+        self.rows.push(row);
+    }
+
+    pub fn storage(&mut self, megabytes: f64, dead: i64, elapsed: Duration) {
+        let row = format!(
+            "| B6 storage after {} deliveries, retention 0 | {megabytes:.2} MB, {dead} dead tuples | — | — | < 10 MB, dead tuples reclaimed | {} | 1 ({:.0} s, {:.0} msg/s) |",
+            self.sizes.storage_messages,
+            verdict(megabytes < 10.0 && dead == 0),
+            elapsed.as_secs_f64(),
+            self.sizes.storage_messages as f64 / elapsed.as_secs_f64()
+        );
+        println!("{row}");
+        self.rows.push(row);
+    }
+
+    pub fn finish(self, took: Duration) {
+        let mut md = String::new();
+        let command = if self.quick {
+            "bash bench/run.sh --quick"
+        } else {
+            "bash bench/run.sh"
+        };
+        let _ = writeln!(md, "# Benchmarks\n");
+        let _ = writeln!(
+            md,
+            "Written by `{command}` ({:.0} min). Every figure is the median of the runs shown; every \
+             ratio is the median of per-run ratios between the extension and a baseline measured \
+             in the same run, on the same cluster and machine.{}\n",
+            took.as_secs_f64() / 60.0,
+            if self.quick {
+                " **Quick mode**: smaller sizes than the targets name; run without `--quick` for the full sizes."
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            md,
+            "| benchmark | with the extension | baseline | ratio | target | verdict | runs |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        for row in &self.rows {
+            let _ = writeln!(md, "{row}");
+        }
+        let _ = writeln!(md, "\n## What each figure measures\n");
+        let _ = writeln!(
+            md,
+            "- **B1**: pgbench's TPC-B-like transaction plus one `wf_enqueue` (scale 10, `-M prepared`, {} s per run), \
+             against the same transaction plus one `INSERT` into a bare table with the outbox's columns, \
+             defaults, constraints and indexes. The messages are due a day later, so this is the cost of \
+             enqueueing (commit wake-up of the dispatcher included); sending is measured by B3 and B7.",
+            self.sizes.pgbench_seconds
+        );
+        let _ = writeln!(
+            md,
+            "- **B2**: one client running start + debit + checkpoint / credit + checkpoint / enqueue + checkpoint \
+             + complete as three transactions, against the same rows written to bare tables shaped like the \
+             extension's (including foreign keys and the lease renewal)."
+        );
+        let _ = writeln!(
+            md,
+            "- **B3/B4**: {} messages committed with a future `deliver_at`, released in one commit; time until none \
+             is pending. Baseline: a bare reqwest client (same concurrency, {}, same receiver process) sending the \
+             same number of requests with no database.",
+            self.sizes.drain_messages,
+            crate::CONCURRENCY
+        );
+        let _ = writeln!(
+            md,
+            "- **B5**: one commit every 10 ms; receipt time at an in-process receiver minus the time COMMIT was sent."
+        );
+        let _ = writeln!(
+            md,
+            "- **B6**: {} messages enqueued in batches of 10,000 (backlog kept under 20,000) with `workflow.retention = 0`; \
+             size of the outbox and attempts tables with their indexes and TOAST once everything is delivered \
+             and purged, after autovacuum had up to a minute.",
+            self.sizes.storage_messages
+        );
+        let _ = writeln!(
+            md,
+            "- **B7**: the dispatcher process's user + system CPU (all threads, from /proc) during B3, per 10,000 deliveries, against the bare client's.\n"
+        );
+        let _ = writeln!(md, "## Machine\n\n{}\n", machine());
+        let _ = writeln!(md, "## Cluster settings\n\n```");
+        for line in SETTINGS {
+            let _ = writeln!(md, "{line}");
+        }
+        let _ = writeln!(
+            md,
+            "```\n\nPostgreSQL 15 (Debian), release build of the extension, receivers on loopback."
+        );
+        let notes = std::fs::read_to_string(notes_path()).unwrap_or_default();
+        if !notes.is_empty() {
+            let _ = writeln!(md, "\n{notes}");
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md");
+        std::fs::write(&path, md).expect("write BENCHMARKS.md");
+        eprintln!("wrote {}", path.display());
+    }
+}
+
+/// Hand-written analysis (profiles, before/after of each change), kept across runs.
+fn notes_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("NOTES.md")
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kb: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    format!(
+        "{cores} cores ({model}), {:.1} GiB memory",
+        mem_kb / 1024.0 / 1024.0
+    )
+}
