@@ -8,6 +8,7 @@
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult, SpiTupleTable};
+use pgrx::{FromDatum, IntoDatum};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -42,4 +43,18 @@ pub fn execute<'conn, R>(
 ) -> SpiResult<R> {
     let plan = plan(client, stmt)?;
     read(client.update(&*plan, None, args)?)
+}
+
+/// The first column of the first row, or `None` when there is no row.
+pub fn first_value<T: FromDatum + IntoDatum>(rows: SpiTupleTable<'_>) -> SpiResult<Option<T>> {
+    if rows.is_empty() {
+        Ok(None)
+    } else {
+        rows.first().get_one()
+    }
+}
+
+/// A column the schema declares NOT NULL.
+pub fn required<T>(value: Option<T>) -> SpiResult<T> {
+    value.ok_or(pgrx::spi::SpiError::NoTupleTable)
 }

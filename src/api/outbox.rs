@@ -3,7 +3,7 @@
 //! can be sent.
 
 use crate::config;
-use crate::db::{self, Statement};
+use crate::db::{self, Statement, first_value, required};
 use crate::delivery::{headers, target};
 use crate::dispatcher::wake;
 use crate::error::{OrRaise, WfError};
@@ -121,16 +121,6 @@ fn header_doc(arg: &'static str, doc: &Option<JsonB>) -> Result<(), WfError> {
         })?;
     }
     Ok(())
-}
-
-fn first_value<T: FromDatum + IntoDatum>(
-    rows: pgrx::spi::SpiTupleTable<'_>,
-) -> pgrx::spi::SpiResult<Option<T>> {
-    if rows.is_empty() {
-        Ok(None)
-    } else {
-        rows.first().get_one()
-    }
 }
 
 /// Where a message goes: a URL, or a registered endpoint.
@@ -266,7 +256,7 @@ fn wf_message(
                 row.get(5)?,
                 row.get(6)?,
                 row.get(7)?,
-                super::workflows::required(row.get(8)?)?,
+                required(row.get(8)?)?,
                 row.get::<String>(9)?.unwrap_or_default(),
             )))
         })

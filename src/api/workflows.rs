@@ -4,14 +4,13 @@
 //! recorded checkpoint (G3) and keyed starts are answered from the first start (G4).
 
 use crate::config;
-use crate::db::{self, Statement};
+use crate::db::{self, Statement, first_value, required};
 use crate::error::{OrRaise, WfError};
 use crate::workflow::validate::{self, ArgError};
 use crate::workflow::{Finish, Status};
 use pgrx::datum::{DatumWithOid, Interval, JsonB, TimestampWithTimeZone};
 use pgrx::pg_sys::{INT4OID, INTERVALOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
 use pgrx::prelude::*;
-use pgrx::spi::SpiResult;
 
 /// How many times wf_start retries when the row it conflicted with vanished (rolled back
 /// or purged) before it could read it. Each retry needs a concurrent delete, so two is a lot.
@@ -202,10 +201,12 @@ fn wf_start(
                 return Ok(id);
             }
             // Only a keyed start can conflict; the first start's row is committed by now.
-            let existing: Option<pgrx::Uuid> =
-                db::execute(client, &FIND_BY_KEY, &[name.into(), key.into()], |rows| {
-                    first_value(rows)
-                })?;
+            let existing: Option<pgrx::Uuid> = db::execute(
+                client,
+                &FIND_BY_KEY,
+                &[name.into(), key.into()],
+                first_value,
+            )?;
             if let Some(id) = existing {
                 return Ok(id);
             }
@@ -218,21 +219,6 @@ fn wf_start(
 /// pgrx's `JsonB` is not `Clone`.
 fn copy(doc: &Option<JsonB>) -> Option<JsonB> {
     doc.as_ref().map(|doc| JsonB(doc.0.clone()))
-}
-
-/// A column the schema declares NOT NULL.
-pub(super) fn required<T>(value: Option<T>) -> SpiResult<T> {
-    value.ok_or(pgrx::spi::SpiError::NoTupleTable)
-}
-
-fn first_value<T: FromDatum + IntoDatum>(
-    rows: pgrx::spi::SpiTupleTable<'_>,
-) -> SpiResult<Option<T>> {
-    if rows.is_empty() {
-        Ok(None)
-    } else {
-        rows.first().get_one()
-    }
 }
 
 /// Records that `step` completed with `output`. A step already recorded is not written

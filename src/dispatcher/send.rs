@@ -131,7 +131,7 @@ impl Sender {
         let allow_private = self.allow_private.load(Ordering::Relaxed);
         let permits = Arc::clone(&self.permits);
         self.runtime.spawn(async move {
-            // Closed only at shutdown, when nothing is recorded any more.
+            // The semaphore is never closed; if it were, there would be nothing to do.
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };

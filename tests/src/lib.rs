@@ -243,6 +243,52 @@ where
     }
 }
 
+/// Polls a query returning one boolean until it is true, or panics with `what` after
+/// `deadline`.
+pub async fn until_true(
+    client: &Client,
+    what: &str,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    deadline: Duration,
+) {
+    eventually(what, deadline, || async {
+        let done: bool = client
+            .query_one(sql, params)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0);
+        done.then_some(())
+    })
+    .await
+}
+
+/// Waits until the backend `pid` has exited.
+pub async fn backend_exits(client: &Client, pid: i32, deadline: Duration) {
+    let sql = "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)";
+    until_true(
+        client,
+        &format!("backend {pid} to exit"),
+        sql,
+        &[&pid],
+        deadline,
+    )
+    .await
+}
+
+/// Waits until the named endpoint has been disabled.
+pub async fn endpoint_disabled(client: &Client, endpoint: &str, deadline: Duration) {
+    let sql = "SELECT disabled_at IS NOT NULL FROM workflow.endpoints WHERE name = $1";
+    until_true(
+        client,
+        &format!("endpoint {endpoint} to be disabled"),
+        sql,
+        &[&endpoint],
+        deadline,
+    )
+    .await
+}
+
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(error: &tokio_postgres::Error) -> &str {
     error.code().map(|c| c.code()).unwrap_or("no sqlstate")

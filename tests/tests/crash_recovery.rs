@@ -182,22 +182,7 @@ async fn sigterm_ends_the_dispatcher_quickly_and_a_new_one_finishes_the_work() {
         .execute("SELECT pg_terminate_backend($1)", &[&pid])
         .await
         .unwrap();
-    eventually(
-        "the dispatcher to exit",
-        Duration::from_secs(10),
-        || async {
-            let gone: bool = client
-                .query_one(
-                    "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)",
-                    &[&pid],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            gone.then_some(())
-        },
-    )
-    .await;
+    workflow_tests::backend_exits(&client, pid, Duration::from_secs(10)).await;
     let exit = asked.elapsed();
     assert!(
         exit < Duration::from_secs(5),

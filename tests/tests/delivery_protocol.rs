@@ -334,18 +334,7 @@ async fn a_410_from_a_named_endpoint_disables_it_and_keeps_its_messages() {
         .unwrap();
     receiver.script(&path, [Reply::Status(410)]);
     let id = enqueue(&client, &endpoint, serde_json::json!({})).await;
-    workflow_tests::eventually("the endpoint to be disabled", DEADLINE, || async {
-        let disabled: bool = client
-            .query_one(
-                "SELECT disabled_at IS NOT NULL FROM workflow.endpoints WHERE name = $1",
-                &[&endpoint],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        disabled.then_some(())
-    })
-    .await;
+    workflow_tests::endpoint_disabled(&client, &endpoint, DEADLINE).await;
     let status: String = client
         .query_one("SELECT status FROM wf_message($1)", &[&id])
         .await

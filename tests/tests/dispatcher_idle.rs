@@ -38,18 +38,7 @@ async fn a_backlog_behind_a_disabled_endpoint_does_not_make_the_dispatcher_spin(
         .unwrap();
     receiver.script(&path, [Reply::Status(410)]);
     enqueue(&client, &endpoint, serde_json::json!({})).await;
-    workflow_tests::eventually("the endpoint to be disabled", DEADLINE, || async {
-        let disabled: bool = client
-            .query_one(
-                "SELECT disabled_at IS NOT NULL FROM workflow.endpoints WHERE name = $1",
-                &[&endpoint],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        disabled.then_some(())
-    })
-    .await;
+    workflow_tests::endpoint_disabled(&client, &endpoint, DEADLINE).await;
     let scans = || async {
         let scans: i64 = client
             .query_one(

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 use uuid::Uuid;
-use workflow_tests::{eventually, shared_cluster, unique};
+use workflow_tests::{shared_cluster, unique};
 
 #[tokio::test]
 async fn g1_a_workflow_and_its_steps_appear_only_when_the_caller_commits() {
@@ -142,22 +142,7 @@ async fn g1_a_dropped_connection_rolls_back_its_open_transaction() {
     drop(doomed);
 
     let observer = cluster.connect().await;
-    eventually(
-        "the dropped backend to exit",
-        Duration::from_secs(20),
-        || async {
-            let gone: bool = observer
-                .query_one(
-                    "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)",
-                    &[&pid],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            gone.then_some(())
-        },
-    )
-    .await;
+    workflow_tests::backend_exits(&observer, pid, Duration::from_secs(20)).await;
     let count: i64 = observer
         .query_one(
             "SELECT count(*) FROM workflow.runs WHERE name = $1",
