@@ -43,6 +43,9 @@ const QUICK: Sizes = Sizes {
 
 pub const CONCURRENCY: usize = 32;
 const SLOW_RECEIVER: Duration = Duration::from_millis(20);
+/// B6 enqueues in batches and waits while more than this many messages are pending: a
+/// steady load, not one burst of a million.
+const STORAGE_BACKLOG: i64 = 10_000;
 
 /// The cluster's settings, printed with the results.
 pub const SETTINGS: &[&str] = &[
@@ -358,7 +361,7 @@ async fn storage(
             "SELECT count(*) FROM workflow.outbox WHERE status = 'pending'",
         )
         .await
-            > 20_000
+            > STORAGE_BACKLOG
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

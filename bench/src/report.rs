@@ -164,7 +164,7 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "- **B6**: {} messages enqueued in batches of 10,000 (backlog kept under 20,000) with `workflow.retention = 0`; \
+            "- **B6**: {} messages enqueued in batches of 10,000 (the next batch waits while more than 10,000 are pending) with `workflow.retention = 0`; \
              size of the outbox and attempts tables with their indexes and TOAST once everything is delivered \
              and purged, after autovacuum had up to a minute.",
             self.sizes.storage_messages
