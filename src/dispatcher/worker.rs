@@ -244,7 +244,8 @@ fn wait(socket: std::os::fd::RawFd, timeout: Duration) {
             pg_sys::MyLatch,
             events as i32,
             socket,
-            timeout.as_millis().min(i64::MAX as u128) as _,
+            // Rounded up: a timeout that rounds down to 0 ms would make the wait a busy loop.
+            timeout.as_micros().div_ceil(1000).min(i64::MAX as u128) as _,
             pg_sys::PG_WAIT_EXTENSION,
         );
         pg_sys::ResetLatch(pg_sys::MyLatch);
