@@ -295,25 +295,20 @@ async fn drain(
 /// B5: commit → receipt at a steady 100 messages/s, against a bare client's request latency.
 async fn latency(client: &Client, sizes: Sizes) -> (Vec<f64>, Vec<f64>) {
     let receiver = workflow_tests::receiver::Receiver::start().await;
-    let url = receiver.url("/latency");
     let mut commit_to_receipt = Vec::with_capacity(sizes.latency_messages);
     let mut next = Instant::now();
     for n in 0..sizes.latency_messages {
         next += Duration::from_millis(10);
         tokio::time::sleep_until(next.into()).await;
-        client.batch_execute("BEGIN").await.unwrap();
-        client
-            .execute("SELECT wf_enqueue($1, '{}')", &[&url])
-            .await
-            .unwrap();
-        let committing = Instant::now();
-        client.batch_execute("COMMIT").await.unwrap();
-        let arrived = receiver
-            .wait_for("/latency", n + 1, Duration::from_secs(30))
-            .await[n]
-            .at;
-        commit_to_receipt
-            .push(arrived.saturating_duration_since(committing).as_secs_f64() * 1000.0);
+        let latency = workflow_tests::receiver::commit_to_receipt(
+            client,
+            &receiver,
+            "/latency",
+            n,
+            Duration::from_secs(30),
+        )
+        .await;
+        commit_to_receipt.push(latency.as_secs_f64() * 1000.0);
     }
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)

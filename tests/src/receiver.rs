@@ -136,6 +136,27 @@ impl Receiver {
     }
 }
 
+/// Enqueues one message to `path` of `receiver` in its own transaction and returns the time
+/// from sending COMMIT to the message's arrival, which must be the `path`'s request number
+/// `arrival` (0-based).
+pub async fn commit_to_receipt(
+    client: &tokio_postgres::Client,
+    receiver: &Receiver,
+    path: &str,
+    arrival: usize,
+    deadline: Duration,
+) -> Duration {
+    client.batch_execute("BEGIN").await.expect("BEGIN");
+    client
+        .execute("SELECT wf_enqueue($1, '{}')", &[&receiver.url(path)])
+        .await
+        .expect("wf_enqueue");
+    let committing = Instant::now();
+    client.batch_execute("COMMIT").await.expect("COMMIT");
+    let arrived = receiver.wait_for(path, arrival + 1, deadline).await[arrival].at;
+    arrived.saturating_duration_since(committing)
+}
+
 async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,

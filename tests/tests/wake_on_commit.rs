@@ -1,8 +1,8 @@
 //! Wake on commit: the commit of a transaction that enqueued wakes the dispatcher at once;
 //! the poll interval (10 s on this cluster) is only the fallback.
 
-use std::time::{Duration, Instant};
-use workflow_tests::receiver::Receiver;
+use std::time::Duration;
+use workflow_tests::receiver::{Receiver, commit_to_receipt};
 use workflow_tests::{dispatch_cluster, dispatcher_pid, message_reaches, unique};
 
 const MESSAGES: usize = 100;
@@ -25,15 +25,7 @@ async fn median_commit_to_receipt_is_under_20ms() {
 
     let mut latencies = Vec::with_capacity(MESSAGES);
     for n in 1..=MESSAGES {
-        client.batch_execute("BEGIN").await.unwrap();
-        client
-            .execute("SELECT wf_enqueue($1, '{}')", &[&url])
-            .await
-            .unwrap();
-        let committing = Instant::now();
-        client.batch_execute("COMMIT").await.unwrap();
-        let arrived = receiver.wait_for(&path, n + 1, DEADLINE).await[n].at;
-        latencies.push(arrived.saturating_duration_since(committing));
+        latencies.push(commit_to_receipt(&client, &receiver, &path, n, DEADLINE).await);
     }
     latencies.sort();
     let median = latencies[MESSAGES / 2];
