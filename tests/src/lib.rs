@@ -289,6 +289,23 @@ pub async fn endpoint_disabled(client: &Client, endpoint: &str, deadline: Durati
     .await
 }
 
+/// Starts a workflow named `name` (no input, key or owner) and returns its id.
+pub async fn start_workflow(client: &Client, name: &str) -> uuid::Uuid {
+    client
+        .query_one("SELECT wf_start($1)", &[&name])
+        .await
+        .expect("wf_start")
+        .get(0)
+}
+
+/// Checkpoints `step` of workflow `id` without output.
+pub async fn checkpoint(client: &Client, id: uuid::Uuid, step: &str) {
+    client
+        .execute("SELECT wf_checkpoint($1, $2)", &[&id, &step])
+        .await
+        .expect("wf_checkpoint");
+}
+
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(error: &tokio_postgres::Error) -> &str {
     error.code().map(|c| c.code()).unwrap_or("no sqlstate")

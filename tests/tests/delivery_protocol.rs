@@ -2,7 +2,6 @@
 //! outcome classification, retries and backoff, dead letters, and the durable HTTP step.
 
 use std::time::Duration;
-use uuid::Uuid;
 use workflow_tests::receiver::{Receiver, Reply};
 use workflow_tests::{dispatch_cluster, dispatcher_pid, message_reaches, unique};
 
@@ -392,11 +391,7 @@ async fn the_durable_http_step_checkpoints_the_response() {
             body: r#"{"charge_id": "ch_1"}"#.into(),
         }],
     );
-    let workflow: Uuid = client
-        .query_one("SELECT wf_start($1)", &[&unique("payment")])
-        .await
-        .unwrap()
-        .get(0);
+    let workflow = workflow_tests::start_workflow(&client, &unique("payment")).await;
     let id: i64 = client
         .query_one(
             "SELECT wf_enqueue($1, '{}', workflow => $2, step => 'charge')",

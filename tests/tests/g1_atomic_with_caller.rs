@@ -26,15 +26,8 @@ async fn g1_a_workflow_and_its_steps_appear_only_when_the_caller_commits() {
     };
 
     writer.batch_execute("BEGIN").await.unwrap();
-    let id: Uuid = writer
-        .query_one("SELECT wf_start($1)", &[&name])
-        .await
-        .unwrap()
-        .get(0);
-    writer
-        .execute("SELECT wf_checkpoint($1, 'debit')", &[&id])
-        .await
-        .unwrap();
+    let id = workflow_tests::start_workflow(&writer, &name).await;
+    workflow_tests::checkpoint(&writer, id, "debit").await;
     assert_eq!(
         visible(name.clone()).await,
         0,
@@ -55,10 +48,7 @@ async fn g1_a_rolled_back_transaction_leaves_nothing() {
         .await
         .unwrap()
         .get(0);
-    client
-        .execute("SELECT wf_checkpoint($1, 'debit')", &[&id])
-        .await
-        .unwrap();
+    workflow_tests::checkpoint(&client, id, "debit").await;
     client
         .execute("SELECT wf_complete($1)", &[&id])
         .await
@@ -83,23 +73,13 @@ async fn g1_a_savepoint_rollback_undoes_only_what_followed_it() {
     let cluster = shared_cluster();
     let client = cluster.connect().await;
     client.batch_execute("BEGIN").await.unwrap();
-    let id: Uuid = client
-        .query_one("SELECT wf_start($1)", &[&unique("savepoint")])
-        .await
-        .unwrap()
-        .get(0);
-    client
-        .execute("SELECT wf_checkpoint($1, 'debit')", &[&id])
-        .await
-        .unwrap();
+    let id = workflow_tests::start_workflow(&client, &unique("savepoint")).await;
+    workflow_tests::checkpoint(&client, id, "debit").await;
     client
         .batch_execute("SAVEPOINT before_credit")
         .await
         .unwrap();
-    client
-        .execute("SELECT wf_checkpoint($1, 'credit')", &[&id])
-        .await
-        .unwrap();
+    workflow_tests::checkpoint(&client, id, "credit").await;
     client
         .execute("SELECT wf_complete($1)", &[&id])
         .await

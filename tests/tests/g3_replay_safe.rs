@@ -16,11 +16,7 @@ async fn g3_after_a_crash_the_recovered_workflow_resumes_from_its_last_checkpoin
         .batch_execute("SET workflow.lease_duration = '1s'")
         .await
         .unwrap();
-    let id: Uuid = worker
-        .query_one("SELECT wf_start($1)", &[&name])
-        .await
-        .unwrap()
-        .get(0);
+    let id = workflow_tests::start_workflow(&worker, &name).await;
     worker
         .execute(
             "SELECT wf_checkpoint($1, 'debit', '{\"balance\": 90}')",
@@ -122,11 +118,7 @@ async fn g3_concurrent_replays_of_one_step_record_it_once_and_agree_on_its_outpu
     const REPLAYS: usize = 6;
     let cluster = shared_cluster();
     let setup = cluster.connect().await;
-    let id: Uuid = setup
-        .query_one("SELECT wf_start($1)", &[&unique("replays")])
-        .await
-        .unwrap()
-        .get(0);
+    let id = workflow_tests::start_workflow(&setup, &unique("replays")).await;
     let barrier = Arc::new(Barrier::new(REPLAYS));
     let mut replays = Vec::new();
     for replay in 0..REPLAYS {

@@ -63,11 +63,7 @@ async fn a_freshly_started_workflow_is_not_claimable_by_others_while_its_lease_r
 
     // Uncommitted: invisible, so certainly not claimable.
     starter.batch_execute("BEGIN").await.unwrap();
-    let id: Uuid = starter
-        .query_one("SELECT wf_start($1)", &[&name])
-        .await
-        .unwrap()
-        .get(0);
+    let id = workflow_tests::start_workflow(&starter, &name).await;
     assert!(claim(&other, &name, "other", 10).await.is_empty());
     starter.batch_execute("COMMIT").await.unwrap();
 
