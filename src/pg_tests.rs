@@ -1122,4 +1122,91 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         );
         run("RESET ROLE");
     }
+
+    /// The plans of one of the dispatcher's statements, generic (what the dispatcher runs)
+    /// and custom (what Postgres would pick by itself for these arguments), over an outbox
+    /// of 5,000 due and 5,000 delivered messages with fresh statistics.
+    fn dispatcher_plans(
+        statement: &crate::db::Statement,
+        types: &str,
+        args: &str,
+    ) -> Vec<serde_json::Value> {
+        run("INSERT INTO workflow.outbox (url, payload, next_attempt_at)
+             SELECT 'https://example.com/', '{}', now() - interval '1 minute' FROM generate_series(1, 5000)");
+        run("INSERT INTO workflow.outbox (url, payload, status, finished_at, delivered_at)
+             SELECT 'https://example.com/', '{}', 'delivered', now() - interval '1 day', now() - interval '1 day'
+               FROM generate_series(1, 5000)");
+        run("ANALYZE workflow.outbox");
+        run(&format!(
+            "PREPARE dispatcher_statement({types}) AS {}",
+            statement.sql
+        ));
+        let plans = ["force_generic_plan", "force_custom_plan"]
+            .iter()
+            .map(|mode| {
+                run(&format!("SET LOCAL plan_cache_mode = {mode}"));
+                one::<pgrx::Json>(&format!(
+                    "EXPLAIN (FORMAT JSON) EXECUTE dispatcher_statement({args})"
+                ))
+                .unwrap()
+                .0
+            })
+            .collect();
+        run("DEALLOCATE dispatcher_statement");
+        plans
+    }
+
+    /// Plan nodes whose work grows with the whole outbox rather than with the batch: a
+    /// sequential scan of it, a sort, a merge join.
+    fn backlog_sized_nodes(node: &serde_json::Value, found: &mut Vec<String>) {
+        let kind = node["Node Type"].as_str().unwrap_or_default();
+        let relation = node["Relation Name"].as_str().unwrap_or_default();
+        if (kind == "Seq Scan" && relation == "outbox") || kind == "Sort" || kind == "Merge Join" {
+            found.push(format!("{kind} {relation}"));
+        }
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            backlog_sized_nodes(child, found);
+        }
+        if let Some(plan) = node.get("Plan") {
+            backlog_sized_nodes(plan, found);
+        }
+    }
+
+    fn assert_batch_sized(plans: Vec<serde_json::Value>) {
+        for plan in plans {
+            let mut found = Vec::new();
+            for root in plan.as_array().into_iter().flatten() {
+                backlog_sized_nodes(root, &mut found);
+            }
+            assert!(found.is_empty(), "backlog-sized work {found:?} in {plan:#}");
+        }
+    }
+
+    #[pg_test]
+    fn the_claim_walks_the_due_index_and_stops_at_the_batch() {
+        assert_batch_sized(dispatcher_plans(
+            &crate::dispatcher::claim::CLAIM,
+            "int4, interval, interval, int4, int4",
+            "64, '10s', '10s', 10, 2",
+        ));
+    }
+
+    #[pg_test]
+    fn recording_outcomes_touches_only_their_messages() {
+        assert_batch_sized(dispatcher_plans(
+            &crate::dispatcher::record::RECORD,
+            "int8[], int4[], float8[], float4[], int4[], text[], text[], text[], float8[]",
+            "'{1,2}', '{1,1}', '{0,0}', '{5,5}', '{200,200}', '{NULL,NULL}', '{\"\",\"\"}', \
+             '{delivered,delivered}', '{0,0}'",
+        ));
+    }
+
+    #[pg_test]
+    fn retention_walks_the_finished_index_and_stops_at_the_batch() {
+        assert_batch_sized(dispatcher_plans(
+            &crate::dispatcher::housekeeping::PURGE_MESSAGES,
+            "interval, int4",
+            "'1 hour', 500",
+        ));
+    }
 }

@@ -19,31 +19,47 @@ pub const LEASE_MARGIN: Duration = Duration::from_secs(10);
 /// Claims up to `$1` due messages, oldest due first. A message waits while its named
 /// endpoint is disabled, and while an older message of its ordering key is pending (the
 /// key's head is the only one sent, so a failing head blocks only its own key).
-static CLAIM: Statement = Statement {
+///
+/// The dispatcher runs this as a generic plan (see `worker`), which cannot know `$1`, so
+/// the statement is shaped to leave the planner no costly choice:
+/// - `due` walks `outbox_due` in index order and stops after `$1` rows: every filter is a
+///   per-row `NOT EXISTS`. (Joining the endpoint's settings here let the planner hash-join
+///   and sort the whole backlog: 13 ms per claim with 20,000 messages due, against 0.15 ms.)
+/// - the update finds the claimed rows by primary key from one array, not by a join, which
+///   a generic plan estimated at a tenth of the table and ran as a merge join over the whole
+///   primary key;
+/// - the endpoint's settings are joined to the claimed rows only.
+pub static CLAIM: Statement = Statement {
     sql: "WITH due AS (
-              SELECT m.id, e.url AS endpoint_url, e.secrets, e.headers AS endpoint_headers,
-                     e.timeout, e.max_attempts
+              SELECT m.id
                 FROM workflow.outbox m
-                LEFT JOIN workflow.endpoint_settings e ON e.name = m.endpoint
                WHERE m.status = 'pending'
                  AND m.next_attempt_at <= (SELECT clock_timestamp())
-                 AND e.disabled_at IS NULL
+                 AND (m.endpoint IS NULL OR NOT EXISTS (
+                        SELECT FROM workflow.endpoint_settings d
+                         WHERE d.name = m.endpoint AND d.disabled_at IS NOT NULL))
                  AND (m.ordering_key IS NULL OR NOT EXISTS (
                         SELECT FROM workflow.outbox p
                          WHERE p.ordering_key = m.ordering_key AND p.status = 'pending' AND p.id < m.id))
                ORDER BY m.next_attempt_at
                LIMIT $1
-                 FOR UPDATE OF m SKIP LOCKED)
-          UPDATE workflow.outbox m
-             SET attempts = m.attempts + 1,
-                 next_attempt_at = clock_timestamp() + COALESCE(due.timeout, $2) * $5 + $3
-            FROM due
-           WHERE m.id = due.id
-          RETURNING m.id, m.attempts, COALESCE(due.endpoint_url, m.url), m.payload::text,
-                    due.endpoint_headers::text, m.headers::text, m.idempotency_key, m.webhook_id,
-                    due.secrets, COALESCE(due.max_attempts, $4),
-                    (extract(epoch FROM COALESCE(due.timeout, $2)) * 1000)::bigint,
-                    m.step IS NOT NULL, m.endpoint IS NOT NULL",
+                 FOR UPDATE OF m SKIP LOCKED),
+          claimed AS (
+              UPDATE workflow.outbox m
+                 SET attempts = m.attempts + 1,
+                     next_attempt_at = clock_timestamp()
+                         + COALESCE((SELECT e.timeout FROM workflow.endpoint_settings e
+                                      WHERE e.name = m.endpoint), $2) * $5
+                         + $3
+               WHERE m.id = ANY (ARRAY(SELECT id FROM due))
+              RETURNING m.id, m.attempts, m.url, m.endpoint, m.payload, m.headers,
+                        m.idempotency_key, m.webhook_id, m.step)
+          SELECT c.id, c.attempts, COALESCE(e.url, c.url), c.payload::text,
+                 e.headers::text, c.headers::text, c.idempotency_key, c.webhook_id,
+                 e.secrets, COALESCE(e.max_attempts, $4),
+                 (extract(epoch FROM COALESCE(e.timeout, $2)) * 1000)::bigint,
+                 c.step IS NOT NULL, c.endpoint IS NOT NULL
+            FROM claimed c LEFT JOIN workflow.endpoint_settings e ON e.name = c.endpoint",
     args: &[INT4OID, INTERVALOID, INTERVALOID, INT4OID, INT4OID],
 };
 

@@ -13,14 +13,24 @@ pub const BATCH: i32 = 500;
 /// Batches per round, so that a large backlog cannot starve delivery.
 pub const MAX_BATCHES: usize = 20;
 
-static PURGE_MESSAGES: Statement = Statement {
+/// The attempts go with their messages (there is no cascading foreign key, see the
+/// schema). Both deletes find their rows by key from one array, so their plans do not
+/// depend on a guess of how many rows `LIMIT $2` yields.
+pub(crate) static PURGE_MESSAGES: Statement = Statement {
     sql: "WITH doomed AS (
               SELECT id FROM workflow.outbox
                WHERE status IN ('delivered', 'cancelled') AND finished_at <= clock_timestamp() - $1
                ORDER BY finished_at
                LIMIT $2
-                 FOR UPDATE SKIP LOCKED)
-          DELETE FROM workflow.outbox m USING doomed d WHERE m.id = d.id",
+                 FOR UPDATE SKIP LOCKED),
+          gone AS (
+              DELETE FROM workflow.outbox m
+               WHERE m.id = ANY (ARRAY(SELECT id FROM doomed))
+              RETURNING m.id),
+          attempts AS (
+              DELETE FROM workflow.delivery_attempts a
+               WHERE a.message_id = ANY (ARRAY(SELECT id FROM gone)))
+          SELECT id FROM gone",
     args: &[INTERVALOID, INT4OID],
 };
 

@@ -1,15 +1,15 @@
 //! Recording outcomes: every finished attempt of a round in one short transaction, as one
-//! statement over arrays — an attempt row each, the message's new state, endpoints
-//! disabled by a 410, and the checkpoints of durable HTTP steps.
+//! statement over arrays — an attempt row each, and the message's new state. The rare
+//! consequences — endpoints disabled by a 410, checkpoints of durable HTTP steps — are
+//! statements of their own, run only for a round that has them.
 
 use super::send::Outcome;
 use crate::db::{self, Statement};
 use crate::delivery::retry::{self, Decision};
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::{
-    BOOLARRAYOID, FLOAT4ARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
-};
+use pgrx::pg_sys::{FLOAT4ARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
 use pgrx::spi::{SpiClient, SpiResult};
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 /// The part of a response body kept in `workflow.attempts`.
@@ -17,43 +17,32 @@ pub const RECORDED_BODY_BYTES: usize = 4096;
 
 /// An outcome only changes its message if the message is still pending in the attempt that
 /// produced it: a cancel, or a newer claim after this dispatcher lost its lease, wins.
-static RECORD: Statement = Statement {
+/// Returns the messages it changed. The outbox is reached by key from the id array, so the
+/// plan does not hinge on a join order.
+pub(crate) static RECORD: Statement = Statement {
     sql: "WITH o AS (
               SELECT * FROM unnest($1::int8[], $2::int4[], $3::float8[], $4::float4[], $5::int4[],
-                                   $6::text[], $7::text[], $8::text[], $9::float8[], $10::text[], $11::bool[])
+                                   $6::text[], $7::text[], $8::text[], $9::float8[])
                        AS o(id, attempt, started, duration_ms, status_code, error, body, outcome,
-                            delay_s, step_output, disable)),
+                            delay_s)),
           logged AS (
               INSERT INTO workflow.delivery_attempts
                      (message_id, attempt, started_at, duration_ms, status_code, error, response_body)
               SELECT o.id, o.attempt, to_timestamp(o.started), o.duration_ms, o.status_code, o.error, o.body
                 FROM o
-               WHERE EXISTS (SELECT FROM workflow.outbox m WHERE m.id = o.id)),
-          updated AS (
-              UPDATE workflow.outbox m
-                 SET status = o.outcome,
-                     next_attempt_at = CASE WHEN o.outcome = 'pending'
-                                            THEN clock_timestamp() + make_interval(secs => o.delay_s)
-                                            ELSE m.next_attempt_at END,
-                     last_status_code = o.status_code,
-                     last_error = o.error,
-                     delivered_at = CASE WHEN o.outcome = 'delivered' THEN clock_timestamp() END,
-                     finished_at = CASE WHEN o.outcome = 'pending' THEN NULL ELSE clock_timestamp() END
-                FROM o
-               WHERE m.id = o.id AND m.status = 'pending' AND m.attempts = o.attempt
-              RETURNING m.endpoint, m.workflow_id, m.step, o.outcome, o.step_output, o.disable),
-          disabled AS (
-              UPDATE workflow.endpoint_settings e
-                 SET disabled_at = clock_timestamp(),
-                     disabled_reason = 'the endpoint answered 410 Gone',
-                     updated_at = clock_timestamp()
-                FROM updated u
-               WHERE u.disable AND e.name = u.endpoint AND e.disabled_at IS NULL)
-          INSERT INTO workflow.checkpoints (workflow_id, step, output)
-          SELECT u.workflow_id, u.step, u.step_output::jsonb
-            FROM updated u JOIN workflow.runs r ON r.id = u.workflow_id AND r.status = 'running'
-           WHERE u.outcome = 'delivered' AND u.step IS NOT NULL
-          ON CONFLICT (workflow_id, step) DO NOTHING",
+               WHERE EXISTS (SELECT FROM workflow.outbox m WHERE m.id = o.id))
+          UPDATE workflow.outbox m
+             SET status = o.outcome,
+                 next_attempt_at = CASE WHEN o.outcome = 'pending'
+                                        THEN clock_timestamp() + make_interval(secs => o.delay_s)
+                                        ELSE m.next_attempt_at END,
+                 last_status_code = o.status_code,
+                 last_error = o.error,
+                 delivered_at = CASE WHEN o.outcome = 'delivered' THEN clock_timestamp() END,
+                 finished_at = CASE WHEN o.outcome = 'pending' THEN NULL ELSE clock_timestamp() END
+            FROM o
+           WHERE m.id = ANY ($1) AND m.id = o.id AND m.status = 'pending' AND m.attempts = o.attempt
+          RETURNING m.id",
     args: &[
         INT8ARRAYOID,
         INT4ARRAYOID,
@@ -64,9 +53,31 @@ static RECORD: Statement = Statement {
         TEXTARRAYOID,
         TEXTARRAYOID,
         FLOAT8ARRAYOID,
-        TEXTARRAYOID,
-        BOOLARRAYOID,
     ],
+};
+
+/// A delivered durable HTTP step: its response becomes the step's checkpoint, unless the
+/// workflow finished meanwhile or the step was recorded some other way.
+static CHECKPOINT_STEPS: Statement = Statement {
+    sql: "INSERT INTO workflow.checkpoints (workflow_id, step, output)
+          SELECT m.workflow_id, m.step, o.output::jsonb
+            FROM unnest($1::int8[], $2::text[]) AS o(id, output)
+            JOIN workflow.outbox m ON m.id = o.id
+            JOIN workflow.runs r ON r.id = m.workflow_id AND r.status = 'running'
+           WHERE m.step IS NOT NULL
+          ON CONFLICT (workflow_id, step) DO NOTHING",
+    args: &[INT8ARRAYOID, TEXTARRAYOID],
+};
+
+/// A 410 Gone from a named endpoint disables it; its messages wait for wf_endpoint_enable.
+static DISABLE_ENDPOINTS: Statement = Statement {
+    sql: "UPDATE workflow.endpoint_settings e
+             SET disabled_at = clock_timestamp(),
+                 disabled_reason = 'the endpoint answered 410 Gone',
+                 updated_at = clock_timestamp()
+            FROM workflow.outbox m
+           WHERE m.id = ANY ($1) AND e.name = m.endpoint AND e.disabled_at IS NULL",
+    args: &[INT8ARRAYOID],
 };
 
 /// Records a round of outcomes; call inside a transaction.
@@ -88,11 +99,9 @@ pub fn record(client: &mut SpiClient<'_>, outcomes: &[Outcome]) -> SpiResult<()>
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let (mut delays, mut steps, mut disables) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
+    let mut delays = Vec::with_capacity(n);
+    // Only the few outcomes with consequences beyond their message.
+    let (mut steps, mut disables) = (Vec::new(), Vec::new());
     for outcome in outcomes {
         let decision = if outcome.refused {
             Decision::Dead
@@ -132,10 +141,16 @@ pub fn record(client: &mut SpiClient<'_>, outcomes: &[Outcome]) -> SpiResult<()>
         );
         states.push(state);
         delays.push(delay);
-        steps.push(step_output(outcome));
-        disables.push(decision == Decision::DisableEndpoint);
+        if decision == Decision::Delivered
+            && let Some(output) = step_output(outcome)
+        {
+            steps.push((outcome.id, output));
+        }
+        if decision == Decision::DisableEndpoint {
+            disables.push(outcome.id);
+        }
     }
-    let args: [DatumWithOid; 11] = [
+    let args: [DatumWithOid; 9] = [
         ids.into(),
         attempts.into(),
         started.into(),
@@ -145,10 +160,27 @@ pub fn record(client: &mut SpiClient<'_>, outcomes: &[Outcome]) -> SpiResult<()>
         bodies.into(),
         states.into(),
         delays.into(),
-        steps.into(),
-        disables.into(),
     ];
-    db::execute(client, &RECORD, &args, |_| Ok(()))
+    let changed = db::execute(client, &RECORD, &args, |rows| {
+        rows.map(|row| row.get::<i64>(1).map(Option::unwrap_or_default))
+            .collect::<SpiResult<HashSet<i64>>>()
+    })?;
+    // A consequence only follows an outcome that changed its message.
+    steps.retain(|(id, _)| changed.contains(id));
+    disables.retain(|id| changed.contains(id));
+    if !steps.is_empty() {
+        let (ids, outputs): (Vec<i64>, Vec<String>) = steps.into_iter().unzip();
+        db::execute(
+            client,
+            &CHECKPOINT_STEPS,
+            &[ids.into(), outputs.into()],
+            |_| Ok(()),
+        )?;
+    }
+    if !disables.is_empty() {
+        db::execute(client, &DISABLE_ENDPOINTS, &[disables.into()], |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 /// The checkpoint of a durable HTTP step: status, headers, and the body as JSON when it is

@@ -10,6 +10,7 @@ use super::claim::{self, Settings};
 use super::housekeeping;
 use super::record;
 use super::send::{Outcome, Sender};
+use super::statistics;
 use super::wake;
 use crate::config;
 use pgrx::bgworkers::BackgroundWorker;
@@ -120,6 +121,7 @@ fn record_and_claim(state: &mut State) -> Round {
     };
     let result = in_transaction(|| {
         Spi::connect_mut(|client| {
+            statistics::refresh_if_grown(client)?;
             record::record(client, &outcomes)?;
             if limit == 0 {
                 return Ok((Vec::new(), None));

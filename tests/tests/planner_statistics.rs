@@ -1,0 +1,63 @@
+//! The dispatcher keeps the outbox's planner statistics current while a burst fills it, so
+//! plans made while the table was empty do not meet the backlog. Autovacuum is off here:
+//! what refreshes the statistics can only be the dispatcher.
+
+use std::time::Duration;
+use workflow_tests::receiver::Receiver;
+use workflow_tests::{Cluster, DISPATCHER_SETTINGS, dispatcher_pid, message_reaches, unique};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const BURST: i32 = 5_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_into_an_empty_outbox_is_analyzed_by_the_dispatcher() {
+    let mut settings = DISPATCHER_SETTINGS.to_vec();
+    settings.push("autovacuum = off");
+    let cluster = Cluster::start(&settings);
+    let client = cluster.connect().await;
+    dispatcher_pid(&client, DEADLINE).await;
+
+    // The idle state: statistics that say the outbox is empty, and a dispatcher whose
+    // plans were made against it.
+    client
+        .batch_execute("VACUUM ANALYZE workflow.outbox")
+        .await
+        .unwrap();
+    let receiver = Receiver::start().await;
+    let first: i64 = client
+        .query_one(
+            "SELECT wf_enqueue($1, '{}')",
+            &[&receiver.url(&format!("/{}", unique("first")))],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    message_reaches(&client, first, "delivered", DEADLINE).await;
+    let described: f32 = client
+        .query_one(
+            "SELECT reltuples FROM pg_class WHERE oid = 'workflow.outbox'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(described <= 1.0, "the outbox starts out described as empty");
+
+    // The burst, due tomorrow so that sending does not change the table under the test.
+    client
+        .execute(
+            "SELECT wf_enqueue($1, jsonb_build_object('n', n), deliver_at => now() + interval '1 day')
+               FROM generate_series(1, $2) n",
+            &[&receiver.url("/burst"), &BURST],
+        )
+        .await
+        .unwrap();
+    workflow_tests::until_true(
+        &client,
+        "the dispatcher analyzes the outbox",
+        "SELECT reltuples >= $1 FROM pg_class WHERE oid = 'workflow.outbox'::regclass",
+        &[&(BURST as f32 * 0.9)],
+        DEADLINE,
+    )
+    .await;
+}
