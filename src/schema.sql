@@ -85,9 +85,10 @@ CREATE TABLE workflow.endpoint_settings (
     updated_at       timestamptz NOT NULL DEFAULT statement_timestamp()
 );
 
--- The outbox. A pending message is due when next_attempt_at has passed; a claim moves
--- next_attempt_at to the end of the dispatcher's lease, so a dispatcher that dies mid-send
--- leaves the message due again when the lease runs out.
+-- The outbox. A pending message is due when next_attempt_at has passed and no dispatcher
+-- holds it: a claim sets leased_until, so a dispatcher that dies mid-send leaves the
+-- message due again when the lease runs out. The lease is a column of its own, in no
+-- index, so that a claim is a HOT update (no index entries; fillfactor leaves the room).
 CREATE TABLE workflow.outbox (
     id               bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     -- Exactly one of url (a URL target) and endpoint (a named endpoint) is set.
@@ -102,6 +103,7 @@ CREATE TABLE workflow.outbox (
                                  CHECK (status IN ('pending', 'delivered', 'dead', 'cancelled')),
     attempts         integer     NOT NULL DEFAULT 0,
     next_attempt_at  timestamptz NOT NULL DEFAULT statement_timestamp(),
+    leased_until     timestamptz,
     ordering_key     text,
     -- A durable HTTP step: on delivery the response is checkpointed as this step.
     workflow_id      uuid        REFERENCES workflow.runs (id) ON DELETE SET NULL,
@@ -114,7 +116,20 @@ CREATE TABLE workflow.outbox (
     CONSTRAINT outbox_one_target CHECK ((url IS NULL) <> (endpoint IS NULL)),
     CONSTRAINT outbox_step_with_workflow CHECK ((step IS NULL) OR (workflow_id IS NOT NULL)),
     CONSTRAINT outbox_finished_iff_not_pending CHECK ((status = 'pending') = (finished_at IS NULL))
-) WITH (fillfactor = 80); -- every message is updated at least twice: keep those updates HOT
+) WITH (
+    -- A claim updates a batch of neighbouring rows at once; half of each page left free
+    -- lets most of those updates stay on their page, HOT.
+    fillfactor = 50,
+    -- A queue: rows die as fast as they arrive. Vacuum by the number of dead rows rather
+    -- than a share of a table that is usually near-empty, and unthrottled (the table is
+    -- small), so its indexes do not grow between passes.
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 2000,
+    autovacuum_vacuum_insert_scale_factor = 0,
+    autovacuum_vacuum_insert_threshold = 2000,
+    autovacuum_analyze_scale_factor = 0.05,
+    autovacuum_vacuum_cost_delay = 0
+);
 
 -- Shaped like the claim query: due pending messages in due order.
 CREATE INDEX outbox_due ON workflow.outbox (next_attempt_at) WHERE status = 'pending';
@@ -143,6 +158,13 @@ CREATE TABLE workflow.delivery_attempts (
     response_body  text,
     -- wf_retry restarts a message's attempt count, so (message_id, attempt) can repeat.
     PRIMARY KEY (message_id, id)
+) WITH (
+    -- Deleted with its messages by retention: vacuum it like the outbox.
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 2000,
+    autovacuum_vacuum_insert_scale_factor = 0,
+    autovacuum_vacuum_insert_threshold = 2000,
+    autovacuum_vacuum_cost_delay = 0
 );
 -- The statistics of the last minute. Rows arrive in time order, which is what BRIN needs.
 CREATE INDEX delivery_attempts_started ON workflow.delivery_attempts USING brin (started_at);
@@ -167,8 +189,11 @@ COMMENT ON VIEW workflow.endpoints IS 'Named endpoints, without their secrets';
 
 CREATE VIEW workflow.messages AS
 SELECT id, coalesce(endpoint, url) AS target, endpoint, payload, headers, idempotency_key,
-       webhook_id, status, attempts, next_attempt_at, ordering_key, workflow_id, step,
-       last_status_code, last_error, created_at, delivered_at, finished_at
+       webhook_id, status, attempts,
+       -- While a dispatcher holds the message, no attempt starts before its lease ends.
+       CASE WHEN status = 'pending' THEN greatest(next_attempt_at, leased_until) END AS next_attempt_at,
+       ordering_key, workflow_id, step, last_status_code, last_error, created_at, delivered_at,
+       finished_at
   FROM workflow.outbox;
 COMMENT ON VIEW workflow.messages IS 'Every outbox message and where its delivery stands';
 

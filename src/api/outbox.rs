@@ -55,14 +55,14 @@ static MESSAGE: Statement = Statement {
 static RETRY: Statement = Statement {
     sql: "UPDATE workflow.outbox
              SET status = 'pending', attempts = 0, next_attempt_at = statement_timestamp(),
-                 finished_at = NULL, delivered_at = NULL
+                 leased_until = NULL, finished_at = NULL, delivered_at = NULL
            WHERE id = $1 AND status IN ('dead', 'cancelled')
           RETURNING id",
     args: &[INT8OID],
 };
 
 static CANCEL: Statement = Statement {
-    sql: "UPDATE workflow.outbox SET status = 'cancelled', finished_at = statement_timestamp()
+    sql: "UPDATE workflow.outbox SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp()
            WHERE id = $1 AND status = 'pending'
           RETURNING id",
     args: &[INT8OID],
@@ -75,7 +75,7 @@ static MESSAGE_STATUS: Statement = Statement {
 
 /// Cancels the undelivered messages of a workflow being cancelled.
 pub static CANCEL_WORKFLOW_MESSAGES: Statement = Statement {
-    sql: "UPDATE workflow.outbox SET status = 'cancelled', finished_at = statement_timestamp()
+    sql: "UPDATE workflow.outbox SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp()
            WHERE workflow_id = $1 AND status = 'pending'",
     args: &[UUIDOID],
 };
@@ -210,7 +210,10 @@ fn wf_enqueue(
             .ok_or(WfError::StartRace)
     })
     .or_raise();
-    wake::on_commit();
+    match deliver_at {
+        Some(due) => wake::on_commit_for(due.into_inner()),
+        None => wake::on_commit(),
+    }
     id
 }
 

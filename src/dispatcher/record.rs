@@ -36,6 +36,7 @@ pub(crate) static RECORD: Statement = Statement {
                  next_attempt_at = CASE WHEN o.outcome = 'pending'
                                         THEN clock_timestamp() + make_interval(secs => o.delay_s)
                                         ELSE m.next_attempt_at END,
+                 leased_until = NULL,
                  last_status_code = o.status_code,
                  last_error = o.error,
                  delivered_at = CASE WHEN o.outcome = 'delivered' THEN clock_timestamp() END,

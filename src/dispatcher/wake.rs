@@ -5,12 +5,23 @@
 //! Each dispatcher publishes its latch in a slot of shared memory. The commit callback
 //! finds the slot of `MyDatabaseId` and sets that latch: a few atomic loads, nothing that
 //! can fail (a panic in a commit callback would take the backend down).
+//!
+//! A message due later than the dispatcher's next look at the outbox needs no wake-up:
+//! each dispatcher also publishes when it will look again without being woken, and a
+//! commit wakes it only for a message due before that. Scheduled messages (`deliver_at`
+//! in the future) then cost the dispatcher nothing at commit time; before, every such
+//! commit made it run a round, on the cores the committing clients were using.
+//! No wake-up is lost: the dispatcher publishes an upper bound (now + poll interval)
+//! before it reads the outbox, and only lowers it, to its actual wake time, before it
+//! sleeps; a commit that reads either value and does not wake it is due after the
+//! dispatcher looks again anyway.
 
 use pgrx::callbacks::{PgXactCallbackEvent, register_xact_callback};
 use pgrx::prelude::*;
 use pgrx::{PGRXSharedMemory, PgAtomic, pg_shmem_init, pg_sys};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// The most databases `workflow.databases` may list.
 pub const MAX_DISPATCHERS: usize = 32;
@@ -21,6 +32,8 @@ struct Slot {
     database: AtomicU32,
     /// Address of the dispatcher's `PGPROC.procLatch`, in shared memory; 0 when vacant.
     latch: AtomicUsize,
+    /// When the dispatcher will look at the outbox again unwoken (a `TimestampTz`).
+    looks_again_at: AtomicI64,
 }
 
 #[repr(C)]
@@ -50,6 +63,8 @@ static SHARED_MEMORY: AtomicBool = AtomicBool::new(false);
 thread_local! {
     /// Whether this transaction already registered its commit wake.
     static ARMED: Cell<bool> = const { Cell::new(false) };
+    /// The earliest due time this transaction enqueued (a `TimestampTz`).
+    static EARLIEST_DUE: Cell<i64> = const { Cell::new(i64::MAX) };
 }
 
 /// Requests the slots; only from `_PG_init` during `shared_preload_libraries`.
@@ -67,22 +82,51 @@ pub fn publish_latch(slot: usize) {
     // SAFETY: MyProc and MyDatabaseId are set once the worker is connected.
     unsafe {
         let latch = &raw mut (*pg_sys::MyProc).procLatch;
+        slot.looks_again_at.store(i64::MAX, Ordering::SeqCst);
         slot.database
             .store(pg_sys::MyDatabaseId.to_u32(), Ordering::Release);
         slot.latch.store(latch as usize, Ordering::Release);
     }
 }
 
-/// Arms a wake-up of this database's dispatcher for when the current transaction commits.
-/// Cheap to call for every enqueue: only the first call in a transaction registers.
+/// Called by the dispatcher: it will look at the outbox again within `within`, woken or
+/// not. Before a round, with the longest sleep it may take; before sleeping, with the
+/// sleep it takes.
+pub fn looks_again_within(slot: usize, within: Duration) {
+    if !SHARED_MEMORY.load(Ordering::Acquire) || slot >= MAX_DISPATCHERS {
+        return;
+    }
+    // SAFETY: reading the clock, on the dispatcher's main thread.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let within = i64::try_from(within.as_micros()).unwrap_or(i64::MAX);
+    SLOTS.get().slots[slot]
+        .looks_again_at
+        .store(now.saturating_add(within), Ordering::SeqCst);
+}
+
+/// Arms a wake-up of this database's dispatcher for when the current transaction commits:
+/// something is due now.
 pub fn on_commit() {
-    if !SHARED_MEMORY.load(Ordering::Acquire) || ARMED.with(Cell::get) {
+    // SAFETY: reading the clock.
+    on_commit_for(unsafe { pg_sys::GetCurrentTimestamp() });
+}
+
+/// Arms a wake-up for a message due at `due` (a `TimestampTz`), taken only if the
+/// dispatcher would not look again by then. Cheap to call for every enqueue: only the
+/// first call in a transaction registers callbacks.
+pub fn on_commit_for(due: pg_sys::TimestampTz) {
+    if !SHARED_MEMORY.load(Ordering::Acquire) {
+        return;
+    }
+    EARLIEST_DUE.with(|earliest| earliest.set(earliest.get().min(due)));
+    if ARMED.with(Cell::get) {
         return;
     }
     ARMED.with(|armed| armed.set(true));
     register_xact_callback(PgXactCallbackEvent::Commit, || {
+        let due = EARLIEST_DUE.with(Cell::get);
         disarm();
-        wake_dispatcher();
+        wake_dispatcher(due);
     });
     register_xact_callback(PgXactCallbackEvent::Abort, disarm);
     // A prepared transaction commits later, elsewhere; the poll delivers it.
@@ -91,9 +135,10 @@ pub fn on_commit() {
 
 fn disarm() {
     ARMED.with(|armed| armed.set(false));
+    EARLIEST_DUE.with(|earliest| earliest.set(i64::MAX));
 }
 
-fn wake_dispatcher() {
+fn wake_dispatcher(due: pg_sys::TimestampTz) {
     // SAFETY: a backend connected to a database reads its own MyDatabaseId.
     let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
     for slot in &SLOTS.get().slots {
@@ -101,7 +146,7 @@ fn wake_dispatcher() {
             continue;
         }
         let latch = slot.latch.load(Ordering::Acquire);
-        if latch != 0 {
+        if latch != 0 && due < slot.looks_again_at.load(Ordering::SeqCst) {
             // SAFETY: the address is a PGPROC latch in shared memory, valid for the life of
             // the cluster; if its dispatcher died and the PGPROC was reused, the worst case
             // is one spurious wake-up of another process.

@@ -30,6 +30,8 @@ static EXTENSION_INSTALLED: &str =
     "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'workflow')";
 
 struct State {
+    /// This dispatcher's slot in shared memory (see `wake`).
+    slot: usize,
     sender: Sender,
     /// Claimed and not yet recorded: in flight or queued on the HTTP side.
     outstanding: usize,
@@ -56,6 +58,7 @@ pub fn run(slot: usize) {
     };
     wake::publish_latch(slot);
     let mut state = State {
+        slot,
         sender,
         outstanding: 0,
         next_housekeeping: Instant::now(),
@@ -78,10 +81,13 @@ pub fn run(slot: usize) {
         if !state.installed {
             state.installed = in_transaction(extension_installed).unwrap_or(false);
             if !state.installed {
-                wait(state.sender.wake_fd(), config::poll_interval());
+                sleep(&state, config::poll_interval());
                 continue;
             }
         }
+        // Before the round reads the outbox: commits from here on wake us for anything due
+        // before the longest sleep this round can end in.
+        wake::looks_again_within(state.slot, config::poll_interval());
         let round = record_and_claim(&mut state);
         housekeep(&mut state);
 
@@ -89,12 +95,27 @@ pub fn run(slot: usize) {
         if round.claimed_a_full_batch && !full {
             continue; // more may be due right now
         }
-        let sleep = match round.next_due {
+        let nap = match round.next_due {
             Some(due) if !full => due.min(config::poll_interval()),
             _ => config::poll_interval(),
         };
-        wait(state.sender.wake_fd(), sleep);
+        sleep(&state, nap);
     }
+}
+
+/// Publishes when we look again, then waits that long at most. Statistics still held back
+/// (a backend sends them at most once a second) cap the nap, so that an idle dispatcher's
+/// last writes reach pgstat — and autovacuum — in a second, not a poll interval.
+fn sleep(state: &State, nap: Duration) {
+    // SAFETY: on the main thread, between transactions.
+    let stats_due_in = unsafe { pg_sys::pgstat_report_stat(false) };
+    let nap = if stats_due_in > 0 {
+        nap.min(Duration::from_millis(stats_due_in as u64))
+    } else {
+        nap
+    };
+    wake::looks_again_within(state.slot, nap);
+    wait(state.sender.wake_fd(), nap);
 }
 
 fn max_outstanding() -> usize {

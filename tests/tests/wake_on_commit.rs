@@ -64,3 +64,32 @@ async fn a_rolled_back_enqueue_sends_nothing() {
         "the dispatcher did not restart along the way"
     );
 }
+
+/// A message scheduled before the dispatcher's next poll wakes it for its due time: it
+/// arrives when due, not at the poll 10 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_message_is_sent_when_due_not_at_the_next_poll() {
+    let client = dispatch_cluster().connect().await;
+    dispatcher_pid(&client, DEADLINE).await;
+    let receiver = Receiver::start().await;
+    let path = format!("/{}", unique("scheduled"));
+    let due = std::time::SystemTime::now() + Duration::from_secs(2);
+    let enqueued = std::time::Instant::now();
+    client
+        .execute(
+            "SELECT wf_enqueue($1, '{}', deliver_at => $2)",
+            &[&receiver.url(&path), &due],
+        )
+        .await
+        .unwrap();
+    let received = receiver.wait_for(&path, 1, DEADLINE).await;
+    let after = received[0].at.duration_since(enqueued);
+    assert!(
+        after >= Duration::from_millis(1900),
+        "sent {after:?} after enqueueing, before it was due"
+    );
+    assert!(
+        after < Duration::from_secs(6),
+        "sent {after:?} after enqueueing, 2 s after its due time: at a poll, not when due"
+    );
+}
