@@ -27,7 +27,8 @@ pub struct Sizes {
 }
 
 const FULL: Sizes = Sizes {
-    runs: 3,
+    // Five: single runs on this machine vary by up to a factor of two (disk flushes).
+    runs: 5,
     drain_messages: 100_000,
     storage_messages: 1_000_000,
     pgbench_seconds: 15,
@@ -443,6 +444,20 @@ async fn storage(
         "SELECT (pg_total_relation_size('workflow.outbox') + pg_total_relation_size('workflow.delivery_attempts'))::bigint",
     )
     .await;
+    for row in client
+        .query(
+            "SELECT c.relname::text, pg_relation_size(c.oid) FROM pg_class c
+              WHERE c.relnamespace = 'workflow'::regnamespace AND c.relkind IN ('r', 'i', 't')
+                AND pg_relation_size(c.oid) > 0
+              ORDER BY 2 DESC",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let (relation, size): (String, i64) = (row.get(0), row.get(1));
+        eprintln!("  {relation}: {:.2} MB", size as f64 / (1024.0 * 1024.0));
+    }
     cluster.psql("ALTER SYSTEM RESET workflow.retention");
     cluster.psql("SELECT pg_reload_conf()");
     (bytes as f64 / (1024.0 * 1024.0), dead, elapsed)

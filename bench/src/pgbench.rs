@@ -104,8 +104,15 @@ impl Setup {
     ) -> (Vec<f64>, Vec<f64>) {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for run in 1..=sizes.runs {
-            let base_tps = self.tps(base, clients, sizes.pgbench_seconds);
-            let ours_tps = self.tps(ours, clients, sizes.pgbench_seconds);
+            // Whichever goes second meets the tables, WAL and checkpoints the first left
+            // behind: alternate the order (baseline first in odd runs).
+            let (base_tps, ours_tps) = if run % 2 == 1 {
+                let base_tps = self.tps(base, clients, sizes.pgbench_seconds);
+                (base_tps, self.tps(ours, clients, sizes.pgbench_seconds))
+            } else {
+                let ours_tps = self.tps(ours, clients, sizes.pgbench_seconds);
+                (self.tps(base, clients, sizes.pgbench_seconds), ours_tps)
+            };
             eprintln!("  run {run}: with the extension {ours_tps:.0}/s, baseline {base_tps:.0}/s");
             a.push(ours_tps);
             b.push(base_tps);
