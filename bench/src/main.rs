@@ -20,6 +20,8 @@ use workflow_tests::{Cluster, dispatcher_pid};
 #[derive(Clone, Copy)]
 pub struct Sizes {
     pub runs: usize,
+    /// B1 and B2, whose single runs vary most.
+    pub pgbench_runs: usize,
     pub drain_messages: usize,
     pub storage_messages: usize,
     pub pgbench_seconds: u32,
@@ -27,8 +29,9 @@ pub struct Sizes {
 }
 
 const FULL: Sizes = Sizes {
-    // Five: single runs on this machine vary by up to a factor of two (disk flushes).
-    runs: 5,
+    runs: 3,
+    // Single pgbench runs on this machine vary by up to a factor of two (disk flushes).
+    pgbench_runs: 5,
     drain_messages: 100_000,
     storage_messages: 1_000_000,
     pgbench_seconds: 15,
@@ -36,6 +39,7 @@ const FULL: Sizes = Sizes {
 };
 const QUICK: Sizes = Sizes {
     runs: 3,
+    pgbench_runs: 3,
     drain_messages: 20_000,
     storage_messages: 100_000,
     pgbench_seconds: 8,

@@ -103,7 +103,7 @@ impl Setup {
         sizes: Sizes,
     ) -> (Vec<f64>, Vec<f64>) {
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        for run in 1..=sizes.runs {
+        for run in 1..=sizes.pgbench_runs {
             // Whichever goes second meets the tables, WAL and checkpoints the first left
             // behind: alternate the order (baseline first in odd runs).
             let (base_tps, ours_tps) = if run % 2 == 1 {

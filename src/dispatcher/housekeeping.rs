@@ -10,8 +10,9 @@ use pgrx::spi::{SpiClient, SpiResult};
 use std::time::Duration;
 
 pub const BATCH: i32 = 500;
-/// Batches per round, so that a large backlog cannot starve delivery.
-pub const MAX_BATCHES: usize = 20;
+/// Batches per round, so that a large backlog cannot starve delivery; while retention is
+/// behind, it runs again after every round.
+pub const MAX_BATCHES: usize = 4;
 
 /// The attempts go with their messages (there is no cascading foreign key, see the
 /// schema). Both deletes find their rows by key from one array, so their plans do not

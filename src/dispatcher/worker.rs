@@ -197,18 +197,25 @@ fn housekeep(state: &mut State) {
     if Instant::now() < state.next_housekeeping {
         return;
     }
-    state.next_housekeeping =
-        Instant::now() + config::poll_interval().clamp(HOUSEKEEPING_MIN, HOUSEKEEPING_MAX);
     let retention = config::retention();
+    let mut caught_up = false;
     for _ in 0..housekeeping::MAX_BATCHES {
         let removed = in_transaction(|| {
             Spi::connect_mut(|client| housekeeping::purge_batch(client, retention))
                 .map_err(|e| e.to_string())
         });
         if removed.unwrap_or(0) < housekeeping::BATCH as usize {
+            caught_up = true;
             break;
         }
     }
+    // Behind (every batch was full): go on after the next round rather than a poll
+    // interval later, so that retention keeps pace with delivery.
+    state.next_housekeeping = if caught_up {
+        Instant::now() + config::poll_interval().clamp(HOUSEKEEPING_MIN, HOUSEKEEPING_MAX)
+    } else {
+        Instant::now()
+    };
 }
 
 /// Stops claiming, records what finishes within the grace period, and leaves the rest
