@@ -141,19 +141,20 @@ impl Report {
             "- **B1**: pgbench's TPC-B-like transaction plus one `wf_enqueue` (scale 10, `-M prepared`, {} s per run), \
              against the same transaction plus one `INSERT` into a bare table with the outbox's columns, \
              defaults, constraints and indexes. The messages are due a day later, so this is the cost of \
-             enqueueing (commit wake-up of the dispatcher included); sending is measured by B3 and B7.",
+             enqueueing (commit wake-up of the dispatcher included); sending is measured by B3 and B7. \
+             Runs alternate which of the pair goes first.",
             self.sizes.pgbench_seconds
         );
         let _ = writeln!(
             md,
             "- **B2**: one client running start + debit + checkpoint / credit + checkpoint / enqueue + checkpoint \
              + complete as three transactions, against the same rows written to bare tables shaped like the \
-             extension's (including foreign keys and the lease renewal)."
+             extension's (including foreign keys and the lease renewal). Runs alternate which goes first."
         );
         let _ = writeln!(
             md,
-            "- **B3/B4**: {} messages committed with a future `deliver_at`, released in one commit; time until none \
-             is pending. Baseline: a bare reqwest client (same concurrency, {}, same receiver process) sending the \
+            "- **B3/B4**: {} messages committed with a future `deliver_at`, released in one commit; time from \
+             just before that COMMIT to the last message's `finished_at`. Baseline: a bare reqwest client (same concurrency, {}, same receiver process) sending the \
              same number of requests with no database.",
             self.sizes.drain_messages,
             crate::CONCURRENCY
