@@ -1202,6 +1202,15 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     }
 
     #[pg_test]
+    fn forgetting_deliveries_touches_only_their_messages() {
+        assert_batch_sized(dispatcher_plans(
+            &crate::dispatcher::record::FORGET_DELIVERED,
+            "int8[], int4[]",
+            "'{1,2}', '{1,1}'",
+        ));
+    }
+
+    #[pg_test]
     fn retention_walks_the_finished_index_and_stops_at_the_batch() {
         assert_batch_sized(dispatcher_plans(
             &crate::dispatcher::housekeeping::PURGE_MESSAGES,

@@ -7,9 +7,11 @@ use super::send::Outcome;
 use crate::db::{self, Statement};
 use crate::delivery::retry::{self, Decision};
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::{FLOAT4ARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
+use pgrx::pg_sys::{
+    FLOAT4ARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, UUIDARRAYOID,
+};
 use pgrx::spi::{SpiClient, SpiResult};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 /// The part of a response body kept in `workflow.attempts`.
@@ -43,7 +45,7 @@ pub(crate) static RECORD: Statement = Statement {
                  finished_at = CASE WHEN o.outcome = 'pending' THEN NULL ELSE clock_timestamp() END
             FROM o
            WHERE m.id = ANY ($1) AND m.id = o.id AND m.status = 'pending' AND m.attempts = o.attempt
-          RETURNING m.id",
+          RETURNING m.id, m.workflow_id, m.step",
     args: &[
         INT8ARRAYOID,
         INT4ARRAYOID,
@@ -57,17 +59,33 @@ pub(crate) static RECORD: Statement = Statement {
     ],
 };
 
+/// With `workflow.retention = 0` nothing finished is kept, so a delivered message is
+/// deleted by the statement that learns of its delivery, with any attempts it had: no
+/// outcome update, no attempt row, nothing left for retention. (Same condition as
+/// `RECORD`: only a message still pending in the attempt that produced the outcome.)
+pub(crate) static FORGET_DELIVERED: Statement = Statement {
+    sql: "WITH o AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS o(id, attempt)),
+          gone AS (
+              DELETE FROM workflow.outbox m
+               USING o
+               WHERE m.id = ANY ($1) AND m.id = o.id AND m.status = 'pending' AND m.attempts = o.attempt
+              RETURNING m.id, m.workflow_id, m.step),
+          attempts AS (
+              DELETE FROM workflow.delivery_attempts a
+               WHERE a.message_id = ANY (ARRAY(SELECT id FROM gone)))
+          SELECT id, workflow_id, step FROM gone",
+    args: &[INT8ARRAYOID, INT4ARRAYOID],
+};
+
 /// A delivered durable HTTP step: its response becomes the step's checkpoint, unless the
 /// workflow finished meanwhile or the step was recorded some other way.
 static CHECKPOINT_STEPS: Statement = Statement {
     sql: "INSERT INTO workflow.checkpoints (workflow_id, step, output)
-          SELECT m.workflow_id, m.step, o.output::jsonb
-            FROM unnest($1::int8[], $2::text[]) AS o(id, output)
-            JOIN workflow.outbox m ON m.id = o.id
-            JOIN workflow.runs r ON r.id = m.workflow_id AND r.status = 'running'
-           WHERE m.step IS NOT NULL
+          SELECT o.workflow_id, o.step, o.output::jsonb
+            FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(workflow_id, step, output)
+            JOIN workflow.runs r ON r.id = o.workflow_id AND r.status = 'running'
           ON CONFLICT (workflow_id, step) DO NOTHING",
-    args: &[INT8ARRAYOID, TEXTARRAYOID],
+    args: &[UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID],
 };
 
 /// A 410 Gone from a named endpoint disables it; its messages wait for wf_endpoint_enable.
@@ -81,8 +99,13 @@ static DISABLE_ENDPOINTS: Statement = Statement {
     args: &[INT8ARRAYOID],
 };
 
-/// Records a round of outcomes; call inside a transaction.
-pub fn record(client: &mut SpiClient<'_>, outcomes: &[Outcome]) -> SpiResult<()> {
+/// Records a round of outcomes; call inside a transaction. `keep_delivered` is false when
+/// `workflow.retention` is 0.
+pub fn record(
+    client: &mut SpiClient<'_>,
+    outcomes: &[Outcome],
+    keep_delivered: bool,
+) -> SpiResult<()> {
     if outcomes.is_empty() {
         return Ok(());
     }
@@ -101,8 +124,9 @@ pub fn record(client: &mut SpiClient<'_>, outcomes: &[Outcome]) -> SpiResult<()>
         Vec::with_capacity(n),
     );
     let mut delays = Vec::with_capacity(n);
+    let (mut forget_ids, mut forget_attempts) = (Vec::new(), Vec::new());
     // Only the few outcomes with consequences beyond their message.
-    let (mut steps, mut disables) = (Vec::new(), Vec::new());
+    let (mut steps, mut disables) = (HashMap::new(), Vec::new());
     for outcome in outcomes {
         let decision = if outcome.refused {
             Decision::Dead
@@ -122,6 +146,16 @@ pub fn record(client: &mut SpiClient<'_>, outcomes: &[Outcome]) -> SpiResult<()>
             Decision::Dead => ("dead", 0.0),
             Decision::DisableEndpoint => ("pending", 0.0),
         };
+        if decision == Decision::Delivered
+            && let Some(output) = step_output(outcome)
+        {
+            steps.insert(outcome.id, output);
+        }
+        if decision == Decision::Delivered && !keep_delivered {
+            forget_ids.push(outcome.id);
+            forget_attempts.push(outcome.attempt);
+            continue;
+        }
         ids.push(outcome.id);
         attempts.push(outcome.attempt);
         started.push(
@@ -142,42 +176,53 @@ pub fn record(client: &mut SpiClient<'_>, outcomes: &[Outcome]) -> SpiResult<()>
         );
         states.push(state);
         delays.push(delay);
-        if decision == Decision::Delivered
-            && let Some(output) = step_output(outcome)
-        {
-            steps.push((outcome.id, output));
-        }
         if decision == Decision::DisableEndpoint {
             disables.push(outcome.id);
         }
     }
-    let args: [DatumWithOid; 9] = [
-        ids.into(),
-        attempts.into(),
-        started.into(),
-        durations.into(),
-        codes.into(),
-        errors.into(),
-        bodies.into(),
-        states.into(),
-        delays.into(),
-    ];
-    let changed = db::execute(client, &RECORD, &args, |rows| {
-        rows.map(|row| row.get::<i64>(1).map(Option::unwrap_or_default))
-            .collect::<SpiResult<HashSet<i64>>>()
-    })?;
-    // A consequence only follows an outcome that changed its message.
-    steps.retain(|(id, _)| changed.contains(id));
-    disables.retain(|id| changed.contains(id));
-    if !steps.is_empty() {
-        let (ids, outputs): (Vec<i64>, Vec<String>) = steps.into_iter().unzip();
-        db::execute(
-            client,
-            &CHECKPOINT_STEPS,
-            &[ids.into(), outputs.into()],
-            |_| Ok(()),
-        )?;
+    // The messages each statement changed, with the workflow step a delivery checkpoints.
+    let mut changed: HashMap<i64, Option<(pgrx::Uuid, String)>> = HashMap::new();
+    let mut read_changed = |rows: pgrx::spi::SpiTupleTable<'_>| -> SpiResult<()> {
+        for row in rows {
+            let id = row.get::<i64>(1)?.unwrap_or_default();
+            let workflow = row.get::<pgrx::Uuid>(2)?;
+            let step = row.get::<String>(3)?;
+            changed.insert(id, workflow.zip(step));
+        }
+        Ok(())
+    };
+    if !ids.is_empty() {
+        let args: [DatumWithOid; 9] = [
+            ids.into(),
+            attempts.into(),
+            started.into(),
+            durations.into(),
+            codes.into(),
+            errors.into(),
+            bodies.into(),
+            states.into(),
+            delays.into(),
+        ];
+        db::execute(client, &RECORD, &args, &mut read_changed)?;
     }
+    if !forget_ids.is_empty() {
+        let args: [DatumWithOid; 2] = [forget_ids.into(), forget_attempts.into()];
+        db::execute(client, &FORGET_DELIVERED, &args, &mut read_changed)?;
+    }
+    // A consequence only follows an outcome that changed its message.
+    let (mut workflows, mut names, mut outputs) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, output) in steps {
+        if let Some(Some((workflow, step))) = changed.get(&id) {
+            workflows.push(*workflow);
+            names.push(step.clone());
+            outputs.push(output);
+        }
+    }
+    if !workflows.is_empty() {
+        let args: [DatumWithOid; 3] = [workflows.into(), names.into(), outputs.into()];
+        db::execute(client, &CHECKPOINT_STEPS, &args, |_| Ok(()))?;
+    }
+    disables.retain(|id| changed.contains_key(id));
     if !disables.is_empty() {
         db::execute(client, &DISABLE_ENDPOINTS, &[disables.into()], |_| Ok(()))?;
     }

@@ -140,10 +140,11 @@ fn record_and_claim(state: &mut State) -> Round {
         request_timeout: config::request_timeout(),
         max_attempts: config::max_attempts(),
     };
+    let keep_delivered = keeps_delivered();
     let result = in_transaction(|| {
         Spi::connect_mut(|client| {
             statistics::refresh_if_grown(client)?;
-            record::record(client, &outcomes)?;
+            record::record(client, &outcomes, keep_delivered)?;
             if limit == 0 {
                 return Ok((Vec::new(), None));
             }
@@ -182,9 +183,16 @@ fn record_only(state: &mut State, outcomes: Vec<Outcome>) {
         return;
     }
     state.outstanding = state.outstanding.saturating_sub(outcomes.len());
+    let keep_delivered = keeps_delivered();
     in_transaction(|| {
-        Spi::connect_mut(|client| record::record(client, &outcomes)).map_err(|e| e.to_string())
+        Spi::connect_mut(|client| record::record(client, &outcomes, keep_delivered))
+            .map_err(|e| e.to_string())
     });
+}
+
+/// `workflow.retention = 0` keeps nothing finished: a delivered message goes at once.
+fn keeps_delivered() -> bool {
+    !config::retention().is_zero()
 }
 
 fn extension_installed() -> Result<bool, String> {

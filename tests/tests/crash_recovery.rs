@@ -252,3 +252,66 @@ async fn g6_retention_removes_delivered_messages_with_their_attempts_and_keeps_d
         .get(0);
     assert_eq!(status, "dead", "dead letters stay for an operator");
 }
+
+/// With `workflow.retention = 0` a delivered message is deleted by the statement that
+/// records its delivery, with the attempts of its earlier failures; a durable HTTP step
+/// is still checkpointed from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g6_retention_zero_forgets_a_delivery_at_once_and_keeps_its_step() {
+    let cluster = cluster(&["workflow.retention = 0"]);
+    let client = cluster.connect().await;
+    dispatcher_pid(&client, DEADLINE).await;
+    let receiver = Receiver::start().await;
+    receiver.script(
+        "/charge",
+        [
+            Reply::Status(503),
+            Reply::Full {
+                status: 201,
+                headers: vec![],
+                body: r#"{"charge_id": "ch_1"}"#.into(),
+            },
+        ],
+    );
+    let workflow = workflow_tests::start_workflow(&client, &unique("forgotten")).await;
+    let id: i64 = client
+        .query_one(
+            "SELECT wf_enqueue($1, '{}', workflow => $2, step => 'charge')",
+            &[&receiver.url("/charge"), &workflow],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    workflow_tests::until_true(
+        &client,
+        "the delivered step to be checkpointed",
+        "SELECT wf_step($1, 'charge') IS NOT NULL",
+        &[&workflow],
+        DEADLINE,
+    )
+    .await;
+    assert_eq!(
+        receiver.received("/charge").len(),
+        2,
+        "one failure, then the delivery"
+    );
+    let step: serde_json::Value = client
+        .query_one("SELECT wf_step($1, 'charge')", &[&workflow])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(step["status"], 201);
+    let left: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM workflow.outbox WHERE id = $1)
+                  + (SELECT count(*) FROM workflow.delivery_attempts WHERE message_id = $1)",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        left, 0,
+        "the message and its attempts went with the delivery"
+    );
+}
