@@ -180,9 +180,14 @@ pub fn record(
             disables.push(outcome.id);
         }
     }
-    // The messages each statement changed, with the workflow step a delivery checkpoints.
+    // The messages each statement changed, with the workflow step a delivery checkpoints;
+    // read only when a consequence needs them (most rounds have none).
+    let consequences = !steps.is_empty() || !disables.is_empty();
     let mut changed: HashMap<i64, Option<(pgrx::Uuid, String)>> = HashMap::new();
     let mut read_changed = |rows: pgrx::spi::SpiTupleTable<'_>| -> SpiResult<()> {
+        if !consequences {
+            return Ok(());
+        }
         for row in rows {
             let id = row.get::<i64>(1)?.unwrap_or_default();
             let workflow = row.get::<pgrx::Uuid>(2)?;

@@ -306,6 +306,15 @@ pub async fn checkpoint(client: &Client, id: uuid::Uuid, step: &str) {
         .expect("wf_checkpoint");
 }
 
+/// The recorded output of a workflow's step (`wf_step`); JSON `null` when it is not done.
+pub async fn step_output(client: &Client, id: uuid::Uuid, step: &str) -> serde_json::Value {
+    client
+        .query_one("SELECT coalesce(wf_step($1, $2), 'null')", &[&id, &step])
+        .await
+        .expect("wf_step")
+        .get(0)
+}
+
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(error: &tokio_postgres::Error) -> &str {
     error.code().map(|c| c.code()).unwrap_or("no sqlstate")

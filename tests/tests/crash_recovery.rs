@@ -295,11 +295,7 @@ async fn g6_retention_zero_forgets_a_delivery_at_once_and_keeps_its_step() {
         2,
         "one failure, then the delivery"
     );
-    let step: serde_json::Value = client
-        .query_one("SELECT wf_step($1, 'charge')", &[&workflow])
-        .await
-        .unwrap()
-        .get(0);
+    let step = workflow_tests::step_output(&client, workflow, "charge").await;
     assert_eq!(step["status"], 201);
     let left: i64 = client
         .query_one(

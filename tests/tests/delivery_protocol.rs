@@ -401,11 +401,7 @@ async fn the_durable_http_step_checkpoints_the_response() {
         .unwrap()
         .get(0);
     message_reaches(&client, id, "delivered", DEADLINE).await;
-    let step: serde_json::Value = client
-        .query_one("SELECT wf_step($1, 'charge')", &[&workflow])
-        .await
-        .unwrap()
-        .get(0);
+    let step = workflow_tests::step_output(&client, workflow, "charge").await;
     assert_eq!(step["status"], 201);
     assert_eq!(step["body"], serde_json::json!({"charge_id": "ch_1"}));
     assert_eq!(step["headers"]["x-charge"], "ch_1");
