@@ -24,6 +24,7 @@ mod config;
 mod db;
 mod delivery;
 mod dispatcher;
+mod document;
 mod error;
 mod workflow;
 

@@ -557,6 +557,89 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         );
     }
 
+    #[pg_test]
+    fn purging_a_workflow_keeps_its_dead_messages_and_their_reference() {
+        run("SET LOCAL workflow.retention = '1h'");
+        let id = start("purge-messages");
+        let message = one::<i64>(&format!(
+            "SELECT wf_enqueue('{HOOK}', '{{}}', workflow => '{id}', step => 'call')"
+        ))
+        .unwrap();
+        run(&format!("SELECT wf_complete('{id}')"));
+        run(&format!(
+            "UPDATE workflow.runs SET finished_at = now() - interval '2 hours' WHERE id = '{id}'"
+        ));
+        run(&format!(
+            "UPDATE workflow.outbox SET status = 'dead', finished_at = now() WHERE id = {message}"
+        ));
+        assert!(one::<i64>("SELECT workflow.purge_finished(1000)").unwrap() >= 1);
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || ' ' || workflow_id || ' ' || step FROM workflow.outbox WHERE id = {message}"
+            )),
+            Some(format!("dead {id} call"))
+        );
+    }
+
+    /// The invariants the schema leaves to its writers (see the domains in schema.sql),
+    /// after every transition the functions make; the dispatcher's transitions are checked
+    /// the same way in tests/tests/delivery_protocol.rs.
+    #[pg_test]
+    fn the_invariants_between_columns_hold() {
+        let ids: Vec<String> = (0..5).map(|_| start("invariants")).collect();
+        run(&format!(
+            "SELECT wf_checkpoint('{}', 'a'), wf_complete('{}', '1')",
+            ids[0], ids[0]
+        ));
+        run(&format!("SELECT wf_fail('{}', 'no')", ids[1]));
+        run(&format!(
+            "SELECT wf_enqueue('{HOOK}', '{{}}', workflow => '{}', step => 'call')",
+            ids[2]
+        ));
+        run(&format!("SELECT wf_cancel('{}')", ids[2]));
+        run(&format!(
+            "SELECT wf_sleep('{}', 'nap', now() - interval '1 second')",
+            ids[3]
+        ));
+        run("SELECT count(*) FROM wf_claim('invariants', 'me', max => 5)");
+        run("SELECT wf_endpoint('inv', 'https://inv.example.com/hook')");
+        let cancelled = one::<i64>("SELECT wf_enqueue('inv', '{}')").unwrap();
+        run(&format!("SELECT wf_cancel_message({cancelled})"));
+        run(&format!("SELECT wf_retry({cancelled})"));
+        run(&format!(
+            "SELECT wf_enqueue('{HOOK}', '{{}}', ordering_key => 'k')"
+        ));
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM workflow.runs WHERE (status = 'running') <> (finished_at IS NULL)"
+            ),
+            Some(0)
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM workflow.outbox
+                  WHERE (status = 'pending') <> (finished_at IS NULL)
+                     OR (url IS NULL) = (endpoint IS NULL)
+                     OR (step IS NOT NULL AND workflow_id IS NULL)"
+            ),
+            Some(0)
+        );
+        // The domains still refuse a status that does not exist.
+        assert_error(
+            &format!(
+                "UPDATE workflow.runs SET status = 'paused' WHERE id = '{}'",
+                ids[4]
+            ),
+            "23514",
+            "run_status",
+        );
+        assert_error(
+            &format!("UPDATE workflow.outbox SET status = 'sent' WHERE id = {cancelled}"),
+            "23514",
+            "message_status",
+        );
+    }
+
     // ---- bad input ----
 
     #[pg_test]
@@ -623,7 +706,20 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         assert_error(
             &format!("SELECT wf_start('big', {big})"),
             "54000",
-            "input is 2011 bytes; workflow.max_payload_bytes allows at most 1024",
+            "bytes; workflow.max_payload_bytes allows at most 1024",
+        );
+        // Measured uncompressed: a document read from a table arrives compressed.
+        run(
+            "CREATE TEMP TABLE docs AS SELECT jsonb_build_object('blob', repeat('x', 20000)) AS doc",
+        );
+        assert_eq!(
+            one::<bool>("SELECT pg_column_size(doc) < 1024 FROM docs"),
+            Some(true)
+        );
+        assert_error(
+            "SELECT wf_start('big', doc) FROM docs",
+            "54000",
+            "input is 200",
         );
         let id = start("big");
         assert_error(

@@ -14,16 +14,23 @@ pub(crate) mod workflow {
     use pgrx::pg_sys::{INT4OID, INTERVALOID};
     use pgrx::prelude::*;
 
-    /// Deletes one batch of finished runs older than the retention; their checkpoints go with
-    /// them. Small batches keep locks short and let vacuum keep up.
+    /// Deletes one batch of finished runs older than the retention, with their checkpoints
+    /// (there is no cascading foreign key, see the schema). Small batches keep locks short and let vacuum keep up.
     pub static PURGE_FINISHED: Statement = Statement {
         sql: "WITH doomed AS (
                   SELECT id FROM workflow.runs
                    WHERE status <> 'running' AND finished_at <= statement_timestamp() - $1
                    ORDER BY finished_at
                    LIMIT $2
-                     FOR UPDATE SKIP LOCKED)
-              DELETE FROM workflow.runs r USING doomed d WHERE r.id = d.id",
+                     FOR UPDATE SKIP LOCKED),
+              gone AS (
+                  DELETE FROM workflow.runs r
+                   WHERE r.id = ANY (ARRAY(SELECT id FROM doomed))
+                  RETURNING r.id),
+              steps AS (
+                  DELETE FROM workflow.checkpoints c
+                   WHERE c.workflow_id = ANY (ARRAY(SELECT id FROM gone)))
+              SELECT id FROM gone",
         args: &[INTERVALOID, INT4OID],
     };
 

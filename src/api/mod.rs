@@ -8,3 +8,16 @@ mod maintenance;
 pub use maintenance::workflow::PURGE_FINISHED;
 mod outbox;
 mod workflows;
+
+use crate::config;
+use crate::document::Document;
+use crate::workflow::validate::{self, ArgError};
+
+/// Inputs, outputs and payloads are limited by their size as stored (uncompressed jsonb),
+/// which is what they cost the tables and the dispatcher.
+fn payload_size(arg: &'static str, doc: Option<Document>) -> Result<(), ArgError> {
+    match doc {
+        Some(doc) => validate::size(arg, doc.size(), config::max_payload_bytes()),
+        None => Ok(()),
+    }
+}

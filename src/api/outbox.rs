@@ -2,12 +2,12 @@
 //! after commit. Enqueue validates everything it can at once, so a message that commits
 //! can be sent.
 
-use crate::config;
 use crate::db::{self, Statement, first_value, required};
 use crate::delivery::{headers, target};
 use crate::dispatcher::wake;
+use crate::document::Document;
 use crate::error::{OrRaise, WfError};
-use crate::workflow::validate::{self, ArgError};
+use crate::workflow::validate;
 use pgrx::datum::{DatumWithOid, JsonB, TimestampWithTimeZone};
 use pgrx::pg_sys::{INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
 use pgrx::prelude::*;
@@ -109,10 +109,6 @@ static STATS: Statement = Statement {
     args: &[],
 };
 
-fn payload_size(arg: &'static str, doc: &JsonB) -> Result<(), ArgError> {
-    validate::size(arg, doc.0.to_string().len(), config::max_payload_bytes())
-}
-
 fn header_doc(arg: &'static str, doc: &Option<JsonB>) -> Result<(), WfError> {
     if let Some(doc) = doc {
         headers::parse(&doc.0).map_err(|e| WfError::InvalidHeaders {
@@ -156,7 +152,7 @@ fn require_endpoint(client: &mut SpiClient<'_>, name: &str) -> Result<(), WfErro
 #[search_path(pg_catalog, pg_temp)]
 fn wf_enqueue(
     target: Option<&str>,
-    payload: Option<JsonB>,
+    payload: Option<Document>,
     headers: default!(Option<JsonB>, "NULL"),
     idempotency_key: default!(Option<&str>, "NULL"),
     deliver_at: default!(Option<TimestampWithTimeZone>, "NULL"),
@@ -166,7 +162,7 @@ fn wf_enqueue(
 ) -> i64 {
     let target = parse_target(target).or_raise();
     let payload = validate::required("payload", payload).or_raise();
-    payload_size("payload", &payload).or_raise();
+    super::payload_size("payload", Some(payload)).or_raise();
     header_doc("headers", &headers).or_raise();
     let key = validate::optional_name("idempotency_key", idempotency_key).or_raise();
     let step = validate::optional_name("step", step).or_raise();

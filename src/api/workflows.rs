@@ -5,10 +5,11 @@
 
 use crate::config;
 use crate::db::{self, Statement, first_value, required};
+use crate::document::Document;
 use crate::error::{OrRaise, WfError};
 use crate::workflow::validate::{self, ArgError};
 use crate::workflow::{Finish, Status};
-use pgrx::datum::{DatumWithOid, Interval, JsonB, TimestampWithTimeZone};
+use pgrx::datum::{DatumWithOid, Interval, TimestampWithTimeZone};
 use pgrx::pg_sys::{INT4OID, INTERVALOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
 use pgrx::prelude::*;
 
@@ -29,26 +30,38 @@ static FIND_BY_KEY: Statement = Statement {
     args: &[TEXTOID, TEXTOID],
 };
 
-/// Locks the run for the rest of the transaction, so that concurrent checkpoints of one
-/// workflow queue behind each other and a claimer skips it (SKIP LOCKED).
+/// Records a new step and renews the lease, in one statement (a checkpoint is the hot path
+/// of every workflow). The run is locked first, for the rest of the transaction, so that
+/// concurrent checkpoints of one workflow queue behind each other and a claimer skips it
+/// (SKIP LOCKED); the step is written only while the run is `running`, and the lease is
+/// renewed only when the step is new, so a replay writes nothing (G3). Returns the run's
+/// status (NULL: no such run), whether the step was recorded now, and otherwise its
+/// recorded output as of the statement's snapshot.
+static CHECKPOINT: Statement = Statement {
+    sql: "WITH run AS (
+              SELECT status FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE),
+          new_step AS (
+              INSERT INTO workflow.checkpoints (workflow_id, step, output)
+              SELECT $1, $2, COALESCE($3, 'null'::jsonb) FROM run WHERE status = 'running'
+              ON CONFLICT (workflow_id, step) DO NOTHING
+              RETURNING workflow_id),
+          renewed AS (
+              UPDATE workflow.runs
+                 SET lease_expires_at = clock_timestamp() + lease_duration,
+                     updated_at = statement_timestamp()
+               WHERE id = (SELECT workflow_id FROM new_step)
+              RETURNING id)
+          SELECT (SELECT status FROM run),
+                 EXISTS (SELECT FROM renewed),
+                 (SELECT output FROM workflow.checkpoints
+                   WHERE workflow_id = $1 AND step = $2 AND NOT EXISTS (SELECT FROM renewed))",
+    args: &[UUIDOID, TEXTOID, JSONBOID],
+};
+
+/// Locks the run for the rest of the transaction, like a checkpoint does.
 static LOCK_RUN: Statement = Statement {
     sql: "SELECT status FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE",
     args: &[UUIDOID],
-};
-
-/// Records a new step and renews the lease; returns a row only if the step was new.
-static RECORD_STEP: Statement = Statement {
-    sql: "WITH new_step AS (
-              INSERT INTO workflow.checkpoints (workflow_id, step, output)
-              VALUES ($1, $2, COALESCE($3, 'null'::jsonb))
-              ON CONFLICT (workflow_id, step) DO NOTHING
-              RETURNING output)
-          UPDATE workflow.runs
-             SET lease_expires_at = clock_timestamp() + lease_duration,
-                 updated_at = statement_timestamp()
-           WHERE id = $1 AND EXISTS (SELECT FROM new_step)
-          RETURNING id",
-    args: &[UUIDOID, TEXTOID, JSONBOID],
 };
 
 /// Records a sleep as a step, releases the lease and makes the run claimable from `until`.
@@ -129,14 +142,6 @@ static CLAIM: Statement = Statement {
     args: &[TEXTOID, TEXTOID, INTERVALOID, INT4OID, INT4OID],
 };
 
-fn payload_size(arg: &'static str, doc: &Option<JsonB>) -> Result<(), ArgError> {
-    match doc {
-        // The text form is what the caller sent and what the limit is documented against.
-        Some(doc) => validate::size(arg, doc.0.to_string().len(), config::max_payload_bytes()),
-        None => Ok(()),
-    }
-}
-
 fn lease_or_default(arg: &'static str, lease: Option<Interval>) -> Result<Interval, ArgError> {
     match lease {
         Some(lease) => {
@@ -177,14 +182,14 @@ pub(super) fn require_running(
 #[search_path(pg_catalog, pg_temp)]
 fn wf_start(
     name: Option<&str>,
-    input: default!(Option<JsonB>, "NULL"),
+    input: default!(Option<Document>, "NULL"),
     idempotency_key: default!(Option<&str>, "NULL"),
     owner: default!(Option<&str>, "NULL"),
 ) -> pgrx::Uuid {
     let name = validate::name("name", name).or_raise();
     let key = validate::optional_name("idempotency_key", idempotency_key).or_raise();
     let owner = validate::optional_name("owner", owner).or_raise();
-    payload_size("input", &input).or_raise();
+    super::payload_size("input", input).or_raise();
     let lease = lease_or_default("workflow.lease_duration", None).or_raise();
 
     Spi::connect_mut(|client| -> Result<pgrx::Uuid, WfError> {
@@ -192,7 +197,7 @@ fn wf_start(
             let args: [DatumWithOid; 5] = [
                 name.into(),
                 key.into(),
-                copy(&input).into(),
+                input.into(),
                 owner.into(),
                 lease.into(),
             ];
@@ -216,11 +221,6 @@ fn wf_start(
     .or_raise()
 }
 
-/// pgrx's `JsonB` is not `Clone`.
-fn copy(doc: &Option<JsonB>) -> Option<JsonB> {
-    doc.as_ref().map(|doc| JsonB(doc.0.clone()))
-}
-
 /// Records that `step` completed with `output`. A step already recorded is not written
 /// again: its recorded output is returned (G3). Renews the lease.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
@@ -228,39 +228,57 @@ fn copy(doc: &Option<JsonB>) -> Option<JsonB> {
 fn wf_checkpoint(
     workflow: Option<pgrx::Uuid>,
     step: Option<&str>,
-    output: default!(Option<JsonB>, "NULL"),
-) -> JsonB {
+    output: default!(Option<Document>, "NULL"),
+) -> Document {
     let id = validate::required("workflow", workflow).or_raise();
     let step = validate::name("step", step).or_raise();
-    payload_size("output", &output).or_raise();
+    super::payload_size("output", output).or_raise();
 
-    Spi::connect_mut(|client| -> Result<JsonB, WfError> {
-        lock_running(client, id, "wf_checkpoint")?;
-        let args: [DatumWithOid; 3] = [id.into(), step.into(), copy(&output).into()];
-        let recorded_now = db::execute(client, &RECORD_STEP, &args, |rows| Ok(!rows.is_empty()))?;
-        if recorded_now {
-            return Ok(output.unwrap_or(JsonB(serde_json::Value::Null)));
+    let previous = Spi::connect_mut(|client| -> Result<Option<Document>, WfError> {
+        let args: [DatumWithOid; 3] = [id.into(), step.into(), output.into()];
+        let (status, recorded_now, previous): (Option<String>, Option<bool>, Option<Document>) =
+            db::execute(client, &CHECKPOINT, &args, |rows| rows.first().get_three())?;
+        require_running(id, status, "wf_checkpoint")?;
+        if recorded_now == Some(true) {
+            return Ok(None);
         }
-        let (_, previous): (Option<bool>, Option<JsonB>) =
-            db::execute(client, &READ_STEP, &[id.into(), step.into()], |rows| {
-                rows.first().get_two()
-            })?;
-        Ok(previous.unwrap_or(JsonB(serde_json::Value::Null)))
+        let previous = match previous {
+            Some(previous) => previous,
+            // The step was recorded by a transaction that committed after this statement's
+            // snapshot was taken, while it waited for the run's lock: read it again.
+            None => read_step(client, id, step)?
+                .1
+                .unwrap_or_else(Document::null),
+        };
+        Ok(Some(previous.transfer()))
     })
-    .or_raise()
+    .or_raise();
+    previous.unwrap_or_else(|| output.unwrap_or_else(Document::null))
+}
+
+/// Whether the run exists, and the step's recorded output.
+fn read_step(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    id: pgrx::Uuid,
+    step: &str,
+) -> Result<(Option<bool>, Option<Document>), WfError> {
+    Ok(db::execute(
+        client,
+        &READ_STEP,
+        &[id.into(), step.into()],
+        |rows| rows.first().get_two(),
+    )?)
 }
 
 /// The recorded output of `step` (JSON `null` if it was recorded without one), or SQL NULL
 /// if the step has not completed.
 #[pg_extern(stable, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn wf_step(workflow: Option<pgrx::Uuid>, step: Option<&str>) -> Option<JsonB> {
+fn wf_step(workflow: Option<pgrx::Uuid>, step: Option<&str>) -> Option<Document> {
     let id = validate::required("workflow", workflow).or_raise();
     let step = validate::name("step", step).or_raise();
-    let (exists, output): (Option<bool>, Option<JsonB>) = Spi::connect_mut(|client| {
-        db::execute(client, &READ_STEP, &[id.into(), step.into()], |rows| {
-            rows.first().get_two()
-        })
+    let (exists, output) = Spi::connect_mut(|client| {
+        read_step(client, id, step).map(|(exists, output)| (exists, output.map(Document::transfer)))
     })
     .or_raise();
     if exists != Some(true) {
@@ -269,7 +287,7 @@ fn wf_step(workflow: Option<pgrx::Uuid>, step: Option<&str>) -> Option<JsonB> {
     output
 }
 
-fn finish(id: pgrx::Uuid, finish: Finish, output: Option<JsonB>, error: Option<&str>) {
+fn finish(id: pgrx::Uuid, finish: Finish, output: Option<Document>, error: Option<&str>) {
     Spi::connect_mut(|client| -> Result<(), WfError> {
         let args: [DatumWithOid; 4] = [
             id.into(),
@@ -298,9 +316,9 @@ fn finish(id: pgrx::Uuid, finish: Finish, output: Option<JsonB>, error: Option<&
 /// Marks a running workflow `completed` with its final output.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn wf_complete(workflow: Option<pgrx::Uuid>, output: default!(Option<JsonB>, "NULL")) {
+fn wf_complete(workflow: Option<pgrx::Uuid>, output: default!(Option<Document>, "NULL")) {
     let id = validate::required("workflow", workflow).or_raise();
-    payload_size("output", &output).or_raise();
+    super::payload_size("output", output).or_raise();
     finish(id, Finish::Complete, output, None);
 }
 
@@ -333,8 +351,8 @@ fn wf_status(
     (
         name!(name, String),
         name!(status, String),
-        name!(input, Option<JsonB>),
-        name!(output, Option<JsonB>),
+        name!(input, Option<Document>),
+        name!(output, Option<Document>),
         name!(error, Option<String>),
         name!(steps_done, i32),
         name!(last_step, Option<String>),
@@ -356,8 +374,8 @@ fn wf_status(
             Ok(Some((
                 required(row.get::<String>(1)?)?,
                 required(row.get::<String>(2)?)?,
-                row.get(3)?,
-                row.get(4)?,
+                row.get::<Document>(3)?.map(Document::transfer),
+                row.get::<Document>(4)?.map(Document::transfer),
                 row.get(5)?,
                 row.get::<i32>(6)?.unwrap_or(0),
                 row.get(7)?,

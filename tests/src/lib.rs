@@ -315,6 +315,31 @@ pub async fn step_output(client: &Client, id: uuid::Uuid, step: &str) -> serde_j
         .get(0)
 }
 
+/// Checks, over every row, the invariants between columns that the schema leaves to its
+/// writers (see the domains in schema.sql). They hold in every committed state, so any
+/// test may call this at any point.
+pub async fn assert_invariants(client: &Client) {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM workflow.runs
+                      WHERE (status = 'running') <> (finished_at IS NULL)),
+                    (SELECT count(*) FROM workflow.outbox
+                      WHERE (status = 'pending') <> (finished_at IS NULL)
+                         OR (url IS NULL) = (endpoint IS NULL)
+                         OR (step IS NOT NULL AND workflow_id IS NULL)
+                         OR (status = 'delivered') <> (delivered_at IS NOT NULL))",
+            &[],
+        )
+        .await
+        .expect("invariants query");
+    let (runs, messages): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(
+        (runs, messages),
+        (0, 0),
+        "rows breaking an invariant (runs, messages)"
+    );
+}
+
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(error: &tokio_postgres::Error) -> &str {
     error.code().map(|c| c.code()).unwrap_or("no sqlstate")

@@ -317,6 +317,7 @@ async fn after_max_attempts_a_message_is_dead_and_wf_retry_revives_it() {
         attempt_codes(&client, id).await,
         vec![Some(500), Some(502), Some(200)]
     );
+    workflow_tests::assert_invariants(&client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

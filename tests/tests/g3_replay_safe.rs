@@ -157,3 +157,53 @@ async fn g3_concurrent_replays_of_one_step_record_it_once_and_agree_on_its_outpu
         .get(0);
     assert_eq!(count, 1);
 }
+
+/// Replays that queue behind the transaction recording the step took their snapshot
+/// before it committed: each must still answer with the recorded output, not with null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn g3_replays_queued_behind_the_first_record_answer_with_its_output() {
+    const REPLAYS: usize = 3;
+    let cluster = shared_cluster();
+    let setup = cluster.connect().await;
+    let id = workflow_tests::start_workflow(&setup, &unique("queued")).await;
+    let first = cluster.connect().await;
+    first.batch_execute("BEGIN").await.unwrap();
+    let recorded = serde_json::json!({ "replay": "first" });
+    first
+        .execute("SELECT wf_checkpoint($1, 'charge', $2)", &[&id, &recorded])
+        .await
+        .unwrap();
+
+    let mut replays = Vec::new();
+    let mut pids = Vec::new();
+    for replay in 0..REPLAYS {
+        let client = cluster.connect().await;
+        pids.push(
+            client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+        );
+        replays.push(tokio::spawn(async move {
+            let output = serde_json::json!({ "replay": replay });
+            client
+                .query_one("SELECT wf_checkpoint($1, 'charge', $2)", &[&id, &output])
+                .await
+                .unwrap()
+                .get::<_, serde_json::Value>(0)
+        }));
+    }
+    workflow_tests::until_true(
+        &setup,
+        "every replay waits for the first record's lock",
+        "SELECT count(*) = $1 FROM pg_stat_activity WHERE pid = ANY ($2) AND wait_event_type = 'Lock'",
+        &[&(REPLAYS as i64), &pids],
+        Duration::from_secs(10),
+    )
+    .await;
+    first.batch_execute("COMMIT").await.unwrap();
+    for replay in replays {
+        assert_eq!(replay.await.unwrap(), recorded);
+    }
+}
