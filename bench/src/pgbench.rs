@@ -20,15 +20,13 @@ UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
 INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
 ";
 
-/// Bare tables shaped like the extension's (same columns, defaults, constraints, indexes and
-/// foreign keys), for the baselines.
+/// Bare tables shaped like the extension's (same columns, domains, defaults, constraints and
+/// indexes; like the extension's, without foreign keys), for the baselines.
 const BARE_TABLES: &str = "
 DROP TABLE IF EXISTS bench_outbox, bench_steps, bench_runs;
 CREATE TABLE bench_runs (LIKE workflow.runs INCLUDING ALL);
 CREATE TABLE bench_steps (LIKE workflow.checkpoints INCLUDING ALL);
-ALTER TABLE bench_steps ADD FOREIGN KEY (workflow_id) REFERENCES bench_runs (id) ON DELETE CASCADE;
 CREATE TABLE bench_outbox (LIKE workflow.outbox INCLUDING ALL);
-ALTER TABLE bench_outbox ADD FOREIGN KEY (workflow_id) REFERENCES bench_runs (id) ON DELETE SET NULL;
 ";
 
 pub struct Setup {

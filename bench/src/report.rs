@@ -149,7 +149,7 @@ impl Report {
             md,
             "- **B2**: one client running start + debit + checkpoint / credit + checkpoint / enqueue + checkpoint \
              + complete as three transactions, against the same rows written to bare tables shaped like the \
-             extension's (including foreign keys and the lease renewal). Runs alternate which goes first."
+             extension's (same columns, domains and indexes; the lease renewal included). Runs alternate which goes first."
         );
         let _ = writeln!(
             md,
