@@ -1297,6 +1297,75 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         ));
     }
 
+    /// The latest attempt stays on the message, the one it replaces moves to the log, and
+    /// an outcome that no longer applies (its lease was lost) is logged all the same.
+    #[pg_test]
+    fn recording_keeps_the_latest_attempt_on_the_message_and_logs_the_rest() {
+        let id = one::<i64>(&format!("SELECT wf_enqueue('{HOOK}', '{{}}')")).unwrap();
+        let record = |attempt: i32, code: i32, outcome: &str| {
+            let args: [pgrx::datum::DatumWithOid; 9] = [
+                vec![id].into(),
+                vec![attempt].into(),
+                vec![f64::from(attempt)].into(),
+                vec![5.0f32].into(),
+                vec![code].into(),
+                vec![None::<String>].into(),
+                vec![Some("body".to_string())].into(),
+                vec![outcome.to_string()].into(),
+                vec![0.0f64].into(),
+            ];
+            Spi::connect_mut(|client| {
+                crate::db::execute(client, &crate::dispatcher::record::RECORD, &args, |rows| {
+                    Ok(rows.len())
+                })
+            })
+            .unwrap()
+        };
+        let claim = || {
+            run(&format!(
+                "UPDATE workflow.outbox SET attempts = attempts + 1 WHERE id = {id}"
+            ))
+        };
+        let attempts = || {
+            one::<String>(&format!(
+                "SELECT string_agg(attempt || ':' || status_code, ',' ORDER BY started_at)
+                   FROM workflow.attempts WHERE message_id = {id}"
+            ))
+        };
+        let logged = || {
+            one::<i64>(&format!(
+                "SELECT count(*) FROM workflow.delivery_attempts WHERE message_id = {id}"
+            ))
+        };
+
+        claim();
+        assert_eq!(record(1, 500, "pending"), 1);
+        assert_eq!((attempts().as_deref(), logged()), (Some("1:500"), Some(0)));
+        claim();
+        claim(); // attempt 2 outlived its lease and was claimed again as attempt 3
+        assert_eq!(
+            record(2, 502, "pending"),
+            0,
+            "a stale outcome changes nothing"
+        );
+        assert_eq!(
+            (attempts().as_deref(), logged()),
+            (Some("1:500,2:502"), Some(1))
+        );
+        assert_eq!(record(3, 200, "delivered"), 1);
+        assert_eq!(
+            (attempts().as_deref(), logged()),
+            (Some("1:500,2:502,3:200"), Some(2))
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status || ' ' || last_status_code FROM workflow.messages WHERE id = {id}"
+            ))
+            .as_deref(),
+            Some("delivered 200")
+        );
+    }
+
     #[pg_test]
     fn forgetting_deliveries_touches_only_their_messages() {
         assert_batch_sized(dispatcher_plans(

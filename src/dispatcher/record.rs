@@ -1,5 +1,6 @@
 //! Recording outcomes: every finished attempt of a round in one short transaction, as one
-//! statement over arrays — an attempt row each, and the message's new state. The rare
+//! statement over arrays — the message's new state and latest attempt, and the attempt it
+//! replaces moved to the log. The rare
 //! consequences — endpoints disabled by a 410, checkpoints of durable HTTP steps — are
 //! statements of their own, run only for a round that has them.
 
@@ -21,31 +22,48 @@ pub const RECORDED_BODY_BYTES: usize = 4096;
 /// produced it: a cancel, or a newer claim after this dispatcher lost its lease, wins.
 /// Returns the messages it changed. The outbox is reached by key from the id array, so the
 /// plan does not hinge on a join order.
+///
+/// The attempt becomes the message's latest (`last_*`); the one it replaces moves to the
+/// log, read from the statement's snapshot, which is the row before this update (only the
+/// dispatcher writes `last_*`, one round at a time). An outcome that no longer changes its
+/// message still happened: it goes to the log directly.
 pub(crate) static RECORD: Statement = Statement {
     sql: "WITH o AS (
               SELECT * FROM unnest($1::int8[], $2::int4[], $3::float8[], $4::float4[], $5::int4[],
                                    $6::text[], $7::text[], $8::text[], $9::float8[])
                        AS o(id, attempt, started, duration_ms, status_code, error, body, outcome,
                             delay_s)),
+          changed AS (
+              UPDATE workflow.outbox m
+                 SET status = o.outcome,
+                     next_attempt_at = CASE WHEN o.outcome = 'pending'
+                                            THEN clock_timestamp() + make_interval(secs => o.delay_s)
+                                            ELSE m.next_attempt_at END,
+                     leased_until = NULL,
+                     last_attempt = o.attempt,
+                     last_started_at = to_timestamp(o.started),
+                     last_duration_ms = o.duration_ms,
+                     last_status_code = o.status_code,
+                     last_error = o.error,
+                     last_response_body = o.body,
+                     delivered_at = CASE WHEN o.outcome = 'delivered' THEN clock_timestamp() END,
+                     finished_at = CASE WHEN o.outcome = 'pending' THEN NULL ELSE clock_timestamp() END
+                FROM o
+               WHERE m.id = ANY ($1) AND m.id = o.id AND m.status = 'pending' AND m.attempts = o.attempt
+              RETURNING m.id, m.workflow_id, m.step),
           logged AS (
               INSERT INTO workflow.delivery_attempts
                      (message_id, attempt, started_at, duration_ms, status_code, error, response_body)
+              SELECT p.id, p.last_attempt, p.last_started_at, p.last_duration_ms, p.last_status_code,
+                     p.last_error, p.last_response_body
+                FROM workflow.outbox p
+               WHERE p.id = ANY (ARRAY(SELECT id FROM changed)) AND p.last_started_at IS NOT NULL
+              UNION ALL
               SELECT o.id, o.attempt, to_timestamp(o.started), o.duration_ms, o.status_code, o.error, o.body
                 FROM o
-               WHERE EXISTS (SELECT FROM workflow.outbox m WHERE m.id = o.id))
-          UPDATE workflow.outbox m
-             SET status = o.outcome,
-                 next_attempt_at = CASE WHEN o.outcome = 'pending'
-                                        THEN clock_timestamp() + make_interval(secs => o.delay_s)
-                                        ELSE m.next_attempt_at END,
-                 leased_until = NULL,
-                 last_status_code = o.status_code,
-                 last_error = o.error,
-                 delivered_at = CASE WHEN o.outcome = 'delivered' THEN clock_timestamp() END,
-                 finished_at = CASE WHEN o.outcome = 'pending' THEN NULL ELSE clock_timestamp() END
-            FROM o
-           WHERE m.id = ANY ($1) AND m.id = o.id AND m.status = 'pending' AND m.attempts = o.attempt
-          RETURNING m.id, m.workflow_id, m.step",
+               WHERE o.id <> ALL (ARRAY(SELECT id FROM changed))
+                 AND EXISTS (SELECT FROM workflow.outbox m WHERE m.id = o.id))
+          SELECT id, workflow_id, step FROM changed",
     args: &[
         INT8ARRAYOID,
         INT4ARRAYOID,
