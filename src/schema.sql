@@ -123,7 +123,7 @@ CREATE TABLE workflow.outbox (
     workflow_id      uuid,
     step             text,
     -- The latest attempt, kept on the message: most messages are delivered by their first
-    -- attempt, and an attempt row of its own cost a third of the dispatcher's time per
+    -- attempt, and an attempt row of its own cost a quarter of the dispatcher's time per
     -- delivery. The next outcome moves it to delivery_attempts; workflow.attempts shows both.
     last_attempt     integer,
     last_started_at  timestamptz,
