@@ -64,6 +64,7 @@ pub const SETTINGS: &[&str] = &[
     "synchronous_commit = on",
     "shared_buffers = '256MB'",
     "max_wal_size = '2GB'",
+    "checkpoint_timeout = '30min'",
     "autovacuum_naptime = '5s'",
 ];
 

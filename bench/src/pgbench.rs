@@ -6,6 +6,7 @@ use std::process::Command;
 use workflow_tests::Cluster;
 
 const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
+const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
 const SCALE: &str = "10";
 
 const TPCB_HEAD: &str = r"\set aid random(1, 100000 * :scale)
@@ -65,6 +66,7 @@ impl Setup {
 
     /// Transactions per second of one pgbench run.
     fn tps(&self, script: &str, clients: u32, seconds: u32) -> f64 {
+        self.checkpoint();
         let output = Command::new(PGBENCH)
             .args([
                 "-n",
@@ -90,6 +92,21 @@ impl Setup {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|tps| tps.parse().ok())
             .expect("tps in pgbench output")
+    }
+
+    /// Every run starts right after a checkpoint, so each pays the same full-page images
+    /// (written for a page's first change after a checkpoint) instead of whichever run a
+    /// timed checkpoint landed in; `checkpoint_timeout` in the settings keeps those out.
+    fn checkpoint(&self) {
+        let output = Command::new(PSQL)
+            .args(["-X", "-q", "-c", "CHECKPOINT", "-d", &self.conninfo])
+            .output()
+            .expect("psql");
+        assert!(
+            output.status.success(),
+            "CHECKPOINT: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Alternates the two scripts `runs` times; returns (ours, baseline) rates.
