@@ -1297,6 +1297,40 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         ));
     }
 
+    /// Index scans of `index` in a plan, with their index conditions ("" when none).
+    fn index_scans(node: &serde_json::Value, index: &str, found: &mut Vec<String>) {
+        if node["Index Name"].as_str() == Some(index) {
+            found.push(node["Index Cond"].as_str().unwrap_or_default().to_string());
+        }
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            index_scans(child, index, found);
+        }
+        if let Some(plan) = node.get("Plan") {
+            index_scans(plan, index, found);
+        }
+    }
+
+    /// Retention runs every round: with nothing old enough it must stop at the index's
+    /// first entry, not walk every finished message checking each one's age.
+    #[pg_test]
+    fn retention_reads_only_the_expired_messages() {
+        let plans = dispatcher_plans(
+            &crate::dispatcher::housekeeping::PURGE_MESSAGES,
+            "interval, int4",
+            "'7 days', 500",
+        );
+        for plan in plans {
+            let mut conditions = Vec::new();
+            for root in plan.as_array().into_iter().flatten() {
+                index_scans(root, "outbox_finished", &mut conditions);
+            }
+            assert!(
+                !conditions.is_empty() && conditions.iter().all(|c| c.contains("finished_at <=")),
+                "the scan of outbox_finished is not bounded by the cut-off: {plan:#}"
+            );
+        }
+    }
+
     /// The latest attempt stays on the message, the one it replaces moves to the log, and
     /// an outcome that no longer applies (its lease was lost) is logged all the same.
     #[pg_test]

@@ -94,20 +94,20 @@ static STATS: Statement = Statement {
               SELECT count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS deliveries,
                      count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299) AS failures
                 FROM (SELECT status_code FROM workflow.delivery_attempts
-                       WHERE started_at >= clock_timestamp() - interval '1 minute'
+                       WHERE started_at >= statement_timestamp() - interval '1 minute'
                       UNION ALL
                       -- Each message's latest attempt is on the message. The second
                       -- condition follows from the first (a message finishes after its
                       -- last attempt starts); it lets the planner use the partial indexes.
                       SELECT last_status_code FROM workflow.outbox
-                       WHERE last_started_at >= clock_timestamp() - interval '1 minute'
-                         AND (status = 'pending' OR finished_at >= clock_timestamp() - interval '1 minute')) a),
+                       WHERE last_started_at >= statement_timestamp() - interval '1 minute'
+                         AND (status = 'pending' OR finished_at >= statement_timestamp() - interval '1 minute')) a),
           latency AS (
               SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
                      percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
                 FROM (SELECT extract(epoch FROM delivered_at - created_at) * 1000 AS ms
                         FROM workflow.outbox
-                       WHERE status = 'delivered' AND finished_at >= clock_timestamp() - interval '1 minute') d)
+                       WHERE status = 'delivered' AND finished_at >= statement_timestamp() - interval '1 minute') d)
           SELECT c.pending, c.delivered, c.dead, c.cancelled, o.age, m.deliveries, m.failures,
                  l.p50, l.p99,
                  EXISTS (SELECT FROM pg_catalog.pg_stat_activity
