@@ -19,7 +19,7 @@ pub(crate) mod workflow {
     pub static PURGE_FINISHED: Statement = Statement {
         sql: "WITH doomed AS (
                   SELECT id FROM workflow.runs
-                   WHERE status <> 'running' AND finished_at <= statement_timestamp() - $1
+                   WHERE (status <> 'running') IS TRUE AND finished_at <= statement_timestamp() - $1
                    ORDER BY finished_at
                    LIMIT $2
                      FOR UPDATE SKIP LOCKED),

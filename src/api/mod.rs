@@ -6,8 +6,8 @@ mod endpoints;
 mod maintenance;
 
 pub use maintenance::workflow::PURGE_FINISHED;
-mod outbox;
-mod workflows;
+pub(crate) mod outbox;
+pub(crate) mod workflows;
 
 use crate::config;
 use crate::document::Document;

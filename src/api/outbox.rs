@@ -52,7 +52,7 @@ static MESSAGE: Statement = Statement {
     args: &[INT8OID],
 };
 
-static RETRY: Statement = Statement {
+pub(crate) static RETRY: Statement = Statement {
     sql: "UPDATE workflow.outbox
              SET status = 'pending', attempts = 0, next_attempt_at = statement_timestamp(),
                  leased_until = NULL, finished_at = NULL, delivered_at = NULL
@@ -61,7 +61,7 @@ static RETRY: Statement = Statement {
     args: &[INT8OID],
 };
 
-static CANCEL: Statement = Statement {
+pub(crate) static CANCEL: Statement = Statement {
     sql: "UPDATE workflow.outbox SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp()
            WHERE id = $1 AND status = 'pending'
           RETURNING id",
@@ -101,13 +101,16 @@ static STATS: Statement = Statement {
                       -- last attempt starts); it lets the planner use the partial indexes.
                       SELECT last_status_code FROM workflow.outbox
                        WHERE last_started_at >= statement_timestamp() - interval '1 minute'
-                         AND (status = 'pending' OR finished_at >= statement_timestamp() - interval '1 minute')) a),
+                         AND ((status = 'pending') IS TRUE
+                              OR ((status <> 'pending') IS TRUE
+                                  AND finished_at >= statement_timestamp() - interval '1 minute'))) a),
           latency AS (
               SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
                      percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
                 FROM (SELECT extract(epoch FROM delivered_at - created_at) * 1000 AS ms
                         FROM workflow.outbox
-                       WHERE status = 'delivered' AND finished_at >= statement_timestamp() - interval '1 minute') d)
+                       WHERE (status <> 'pending') IS TRUE AND status = 'delivered'
+                         AND finished_at >= statement_timestamp() - interval '1 minute') d)
           SELECT c.pending, c.delivered, c.dead, c.cancelled, o.age, m.deliveries, m.failures,
                  l.p50, l.p99,
                  EXISTS (SELECT FROM pg_catalog.pg_stat_activity

@@ -87,7 +87,7 @@ static READ_STEP: Statement = Statement {
     args: &[UUIDOID, TEXTOID],
 };
 
-static FINISH: Statement = Statement {
+pub(crate) static FINISH: Statement = Statement {
     sql: "UPDATE workflow.runs
              SET status = $2, output = $3, error = $4,
                  finished_at = statement_timestamp(), updated_at = statement_timestamp(),
@@ -117,7 +117,7 @@ static STATUS: Statement = Statement {
 static CLAIM: Statement = Statement {
     sql: "WITH candidate AS (
               SELECT id FROM workflow.runs
-               WHERE name = $1 AND status = 'running' AND lease_expires_at <= (SELECT clock_timestamp())
+               WHERE name = $1 AND (status = 'running') IS TRUE AND lease_expires_at <= (SELECT clock_timestamp())
                ORDER BY lease_expires_at
                LIMIT $4
                  FOR NO KEY UPDATE SKIP LOCKED),

@@ -35,7 +35,7 @@ pub static CLAIM: Statement = Statement {
     sql: "WITH due AS (
               SELECT m.id
                 FROM workflow.outbox m
-               WHERE m.status = 'pending'
+               WHERE (m.status = 'pending') IS TRUE
                  AND m.next_attempt_at <= (SELECT clock_timestamp())
                  AND (m.leased_until IS NULL OR m.leased_until <= (SELECT clock_timestamp()))
                  AND (m.endpoint IS NULL OR NOT EXISTS (
@@ -73,7 +73,7 @@ pub static CLAIM: Statement = Statement {
 /// exception, the lease of a dispatcher that died, is noticed within a poll interval.
 static NEXT_DUE: Statement = Statement {
     sql: "SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::bigint
-            FROM workflow.outbox WHERE status = 'pending' AND next_attempt_at > (SELECT clock_timestamp())",
+            FROM workflow.outbox WHERE (status = 'pending') IS TRUE AND next_attempt_at > (SELECT clock_timestamp())",
     args: &[],
 };
 

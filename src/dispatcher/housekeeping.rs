@@ -23,7 +23,8 @@ pub const MAX_BATCHES: usize = 4;
 pub(crate) static PURGE_MESSAGES: Statement = Statement {
     sql: "WITH doomed AS (
               SELECT id FROM workflow.outbox
-               WHERE status IN ('delivered', 'cancelled') AND finished_at <= (SELECT clock_timestamp() - $1)
+               WHERE (status <> 'pending') IS TRUE AND status IN ('delivered', 'cancelled')
+                 AND finished_at <= (SELECT clock_timestamp() - $1)
                ORDER BY finished_at
                LIMIT $2
                  FOR UPDATE SKIP LOCKED),

@@ -99,7 +99,7 @@ pub(crate) static FORGET_DELIVERED: Statement = Statement {
 /// workflow finished meanwhile or the step was recorded some other way. KEY SHARE keeps
 /// the run from being deleted under its new step (what a foreign key would do) without
 /// waiting for an application's transaction that holds the run.
-static CHECKPOINT_STEPS: Statement = Statement {
+pub(crate) static CHECKPOINT_STEPS: Statement = Statement {
     sql: "INSERT INTO workflow.checkpoints (workflow_id, step, output)
           SELECT o.workflow_id, o.step, o.output::jsonb
             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(workflow_id, step, output)
