@@ -105,6 +105,23 @@ fn interval(duration: Duration) -> Interval {
     Interval::from_micros(duration.as_micros().min(i64::MAX as u128) as i64)
 }
 
+/// Lets the current transaction's commit return before its WAL reaches disk.
+///
+/// For a transaction that only claims. If a crash loses its commit, its messages are due
+/// and unleased again and are sent again at once: the at-least-once path of a lease that
+/// runs out, a lease sooner (G2: a request in flight during a crash may be repeated). The
+/// commit becomes durable with the next one that is waited for, since WAL is flushed in
+/// order: the record of its outcomes at the latest. Recording always waits: a delivered
+/// message must not turn pending, nor a durable step's checkpoint vanish, once seen.
+static COMMIT_WITHOUT_WAITING: Statement = Statement {
+    sql: "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)",
+    args: &[],
+};
+
+pub fn commit_without_waiting(client: &mut SpiClient<'_>) -> SpiResult<()> {
+    db::execute(client, &COMMIT_WITHOUT_WAITING, &[], |_| Ok(()))
+}
+
 /// Claims up to `limit` jobs; call inside a transaction and commit before sending.
 pub fn claim(client: &mut SpiClient<'_>, limit: usize, settings: &Settings) -> SpiResult<Vec<Job>> {
     let args: [DatumWithOid; 5] = [

@@ -148,6 +148,9 @@ fn record_and_claim(state: &mut State) -> Round {
             if limit == 0 {
                 return Ok((Vec::new(), None));
             }
+            if outcomes.is_empty() {
+                claim::commit_without_waiting(client)?;
+            }
             let jobs = claim::claim(client, limit, &settings)?;
             let next_due = if jobs.len() < limit {
                 claim::next_due(client)?
