@@ -56,12 +56,12 @@ pub static CLAIM: Statement = Statement {
                          + $3
                WHERE m.id = ANY (ARRAY(SELECT id FROM due))
               RETURNING m.id, m.attempts, m.url, m.endpoint, m.payload, m.headers,
-                        m.idempotency_key, m.webhook_id, m.step)
+                        m.idempotency_key, m.webhook_id, m.step, m.ordering_key)
           SELECT c.id, c.attempts, COALESCE(e.url, c.url), c.payload::text,
                  e.headers::text, c.headers::text, c.idempotency_key, c.webhook_id,
                  e.secrets, COALESCE(e.max_attempts, $4),
                  (extract(epoch FROM COALESCE(e.timeout, $2)) * 1000)::bigint,
-                 c.step IS NOT NULL, c.endpoint IS NOT NULL
+                 c.step IS NOT NULL, c.endpoint IS NOT NULL, c.ordering_key IS NOT NULL
             FROM claimed c LEFT JOIN workflow.endpoint_settings e ON e.name = c.endpoint",
     args: &[INT4OID, INTERVALOID, INTERVALOID, INT4OID, INT4OID],
 };
@@ -94,6 +94,8 @@ pub struct Job {
     pub timeout: Duration,
     pub durable_step: bool,
     pub named_endpoint: bool,
+    /// Has an ordering key: the key's next message waits for this one's outcome.
+    pub ordered: bool,
 }
 
 pub struct Settings {
@@ -155,6 +157,7 @@ pub fn claim(client: &mut SpiClient<'_>, limit: usize, settings: &Settings) -> S
                 timeout: Duration::from_millis(row.get::<i64>(11)?.unwrap_or(30_000).max(1) as u64),
                 durable_step: row.get(12)?.unwrap_or(false),
                 named_endpoint: row.get(13)?.unwrap_or(false),
+                ordered: row.get(14)?.unwrap_or(false),
             });
         }
         Ok(jobs)

@@ -27,6 +27,7 @@ pub struct Outcome {
     pub max_attempts: i32,
     pub named_endpoint: bool,
     pub durable_step: bool,
+    pub ordered: bool,
     pub started_at: SystemTime,
     pub duration: Duration,
     /// `None` when no response arrived.
@@ -166,6 +167,7 @@ async fn attempt(client: &reqwest::Client, job: Job, allow_private: bool) -> Out
         max_attempts: job.max_attempts,
         named_endpoint: job.named_endpoint,
         durable_step: job.durable_step,
+        ordered: job.ordered,
         started_at,
         duration: Duration::ZERO,
         status: None,
