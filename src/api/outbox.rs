@@ -31,13 +31,39 @@ static LOCK_ORDERING_KEY: Statement = Statement {
     args: &[TEXTOID],
 };
 
-static ENQUEUE: Statement = Statement {
-    sql: "INSERT INTO workflow.outbox AS m
+macro_rules! insert_message {
+    () => {
+        "INSERT INTO workflow.outbox AS m
               (url, endpoint, payload, headers, idempotency_key, next_attempt_at, workflow_id, step, ordering_key)
-          VALUES ($1, $2, $3, $4, $5, COALESCE($6, statement_timestamp()), $7, $8, $9)
-          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-          RETURNING m.id",
-    args: &[TEXTOID, TEXTOID, JSONBOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID, TEXTOID, TEXTOID],
+          VALUES ($1, $2, $3, $4, $5, COALESCE($6, statement_timestamp()), $7, $8, $9)"
+    };
+}
+const ENQUEUE_ARGS: &[pgrx::pg_sys::Oid] = &[
+    TEXTOID,
+    TEXTOID,
+    JSONBOID,
+    JSONBOID,
+    TEXTOID,
+    TIMESTAMPTZOID,
+    UUIDOID,
+    TEXTOID,
+    TEXTOID,
+];
+
+/// Without an idempotency key nothing can conflict, and a plain insert skips the
+/// speculative insertion `ON CONFLICT` always costs (a lock on a speculative token, a
+/// probe of the arbiter index and a second WAL record to confirm the row).
+static ENQUEUE: Statement = Statement {
+    sql: concat!(insert_message!(), " RETURNING m.id"),
+    args: ENQUEUE_ARGS,
+};
+
+static ENQUEUE_KEYED: Statement = Statement {
+    sql: concat!(
+        insert_message!(),
+        " ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING m.id"
+    ),
+    args: ENQUEUE_ARGS,
 };
 
 static FIND_BY_KEY: Statement = Statement {
@@ -208,7 +234,12 @@ fn wf_enqueue(
             step.into(),
             ordering_key.into(),
         ];
-        if let Some(id) = db::execute(client, &ENQUEUE, &args, first_value::<i64>)? {
+        let enqueue = if key.is_some() {
+            &ENQUEUE_KEYED
+        } else {
+            &ENQUEUE
+        };
+        if let Some(id) = db::execute(client, enqueue, &args, first_value::<i64>)? {
             return Ok(id);
         }
         // Only a keyed enqueue can conflict, and the first one has committed by now.

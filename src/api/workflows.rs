@@ -17,12 +17,26 @@ use pgrx::prelude::*;
 /// or purged) before it could read it. Each retry needs a concurrent delete, so two is a lot.
 const START_RETRIES: usize = 3;
 
+macro_rules! insert_run {
+    () => {
+        "INSERT INTO workflow.runs AS r (name, idempotency_key, input, owner, lease_duration, lease_expires_at)
+          VALUES ($1, $2, $3, COALESCE($4, session_user || ':' || pg_backend_pid()), $5, clock_timestamp() + $5)"
+    };
+}
+const START_ARGS: &[pgrx::pg_sys::Oid] = &[TEXTOID, TEXTOID, JSONBOID, TEXTOID, INTERVALOID];
+
+/// Without a key, a plain insert (see `outbox::ENQUEUE` on what `ON CONFLICT` costs).
 static START: Statement = Statement {
-    sql: "INSERT INTO workflow.runs AS r (name, idempotency_key, input, owner, lease_duration, lease_expires_at)
-          VALUES ($1, $2, $3, COALESCE($4, session_user || ':' || pg_backend_pid()), $5, clock_timestamp() + $5)
-          ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING
-          RETURNING r.id",
-    args: &[TEXTOID, TEXTOID, JSONBOID, TEXTOID, INTERVALOID],
+    sql: concat!(insert_run!(), " RETURNING r.id"),
+    args: START_ARGS,
+};
+
+static START_KEYED: Statement = Statement {
+    sql: concat!(
+        insert_run!(),
+        " ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING RETURNING r.id"
+    ),
+    args: START_ARGS,
 };
 
 static FIND_BY_KEY: Statement = Statement {
@@ -201,7 +215,8 @@ fn wf_start(
                 owner.into(),
                 lease.into(),
             ];
-            let created: Option<pgrx::Uuid> = db::execute(client, &START, &args, first_value)?;
+            let start = if key.is_some() { &START_KEYED } else { &START };
+            let created: Option<pgrx::Uuid> = db::execute(client, start, &args, first_value)?;
             if let Some(id) = created {
                 return Ok(id);
             }
