@@ -142,14 +142,14 @@ impl Report {
              against the same transaction plus one `INSERT` into a bare table with the outbox's columns, \
              defaults, constraints and indexes. The messages are due a day later, so this is the cost of \
              enqueueing (commit wake-up of the dispatcher included); sending is measured by B3 and B7. \
-             Runs alternate which of the pair goes first.",
+             Runs alternate which of the pair goes first, and each starts right after a `CHECKPOINT`.",
             self.sizes.pgbench_seconds
         );
         let _ = writeln!(
             md,
             "- **B2**: one client running start + debit + checkpoint / credit + checkpoint / enqueue + checkpoint \
              + complete as three transactions, against the same rows written to bare tables shaped like the \
-             extension's (same columns, domains and indexes; the lease renewal included). Runs alternate which goes first."
+             extension's (same columns, domains and indexes; the lease renewal included). Runs alternate which goes first, each right after a `CHECKPOINT`."
         );
         let _ = writeln!(
             md,
