@@ -1260,17 +1260,24 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     /// Plan nodes whose work grows with the whole outbox (or all runs) rather than with the
     /// batch: a sequential scan of it, a sort, a merge join.
     fn backlog_sized_nodes(node: &serde_json::Value, found: &mut Vec<String>) {
-        let kind = node["Node Type"].as_str().unwrap_or_default();
-        let relation = node["Relation Name"].as_str().unwrap_or_default();
-        let queue = relation == "outbox" || relation == "runs";
-        if (kind == "Seq Scan" && queue) || kind == "Sort" || kind == "Merge Join" {
-            found.push(format!("{kind} {relation}"));
-        }
+        each_plan_node(node, &mut |node| {
+            let kind = node["Node Type"].as_str().unwrap_or_default();
+            let relation = node["Relation Name"].as_str().unwrap_or_default();
+            let queue = relation == "outbox" || relation == "runs";
+            if (kind == "Seq Scan" && queue) || kind == "Sort" || kind == "Merge Join" {
+                found.push(format!("{kind} {relation}"));
+            }
+        });
+    }
+
+    /// Visits a node of an `EXPLAIN (FORMAT JSON)` document and every node under it.
+    fn each_plan_node(node: &serde_json::Value, visit: &mut impl FnMut(&serde_json::Value)) {
+        visit(node);
         for child in node["Plans"].as_array().into_iter().flatten() {
-            backlog_sized_nodes(child, found);
+            each_plan_node(child, visit);
         }
         if let Some(plan) = node.get("Plan") {
-            backlog_sized_nodes(plan, found);
+            each_plan_node(plan, visit);
         }
     }
 
@@ -1305,16 +1312,12 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
 
     /// Index scans of `index` in a plan, with their index conditions ("" when none).
     fn index_scans(node: &serde_json::Value, index: &str, found: &mut Vec<String>) {
-        if node["Index Name"].as_str() == Some(index) {
-            let condition = node["Index Cond"].as_str().unwrap_or_default();
-            found.push(format!("{index}: {condition}"));
-        }
-        for child in node["Plans"].as_array().into_iter().flatten() {
-            index_scans(child, index, found);
-        }
-        if let Some(plan) = node.get("Plan") {
-            index_scans(plan, index, found);
-        }
+        each_plan_node(node, &mut |node| {
+            if node["Index Name"].as_str() == Some(index) {
+                let condition = node["Index Cond"].as_str().unwrap_or_default();
+                found.push(format!("{index}: {condition}"));
+            }
+        });
     }
 
     /// Statistics taken when nothing was pending or running — an idle system — and then a

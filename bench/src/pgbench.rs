@@ -30,6 +30,19 @@ CREATE TABLE bench_steps (LIKE workflow.checkpoints INCLUDING ALL);
 CREATE TABLE bench_outbox (LIKE workflow.outbox INCLUDING ALL);
 ";
 
+/// Runs a helper command to completion; panics with its output unless it succeeded.
+/// Returns what it printed.
+fn succeed(command: &mut Command, what: &str) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
 pub struct Setup {
     conninfo: String,
     dir: std::path::PathBuf,
@@ -39,14 +52,9 @@ pub struct Setup {
 impl Setup {
     pub fn new(cluster: &Cluster, url: &str) -> Setup {
         let conninfo = cluster.conninfo();
-        let status = Command::new(PGBENCH)
-            .args(["-i", "-q", "-s", SCALE, &conninfo])
-            .output()
-            .expect("pgbench -i");
-        assert!(
-            status.status.success(),
-            "pgbench -i: {}",
-            String::from_utf8_lossy(&status.stderr)
+        succeed(
+            Command::new(PGBENCH).args(["-i", "-q", "-s", SCALE, &conninfo]),
+            "pgbench -i",
         );
         cluster.psql(BARE_TABLES);
         let dir = std::env::temp_dir().join(format!("workflow-bench-{}", std::process::id()));
@@ -67,25 +75,19 @@ impl Setup {
     /// Transactions per second of one pgbench run.
     fn tps(&self, script: &str, clients: u32, seconds: u32) -> f64 {
         self.checkpoint();
-        let output = Command::new(PGBENCH)
-            .args([
-                "-n",
-                "-M",
-                "prepared",
-                "-c",
-                &clients.to_string(),
-                "-j",
-                &clients.min(2).to_string(),
-            ])
-            .args(["-T", &seconds.to_string(), "-f", script, &self.conninfo])
-            .output()
-            .expect("pgbench");
-        let text = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "pgbench failed: {}{}",
-            text,
-            String::from_utf8_lossy(&output.stderr)
+        let text = succeed(
+            Command::new(PGBENCH)
+                .args([
+                    "-n",
+                    "-M",
+                    "prepared",
+                    "-c",
+                    &clients.to_string(),
+                    "-j",
+                    &clients.min(2).to_string(),
+                ])
+                .args(["-T", &seconds.to_string(), "-f", script, &self.conninfo]),
+            "pgbench",
         );
         text.lines()
             .find_map(|line| line.strip_prefix("tps = "))
@@ -98,14 +100,9 @@ impl Setup {
     /// (written for a page's first change after a checkpoint) instead of whichever run a
     /// timed checkpoint landed in; `checkpoint_timeout` in the settings keeps those out.
     fn checkpoint(&self) {
-        let output = Command::new(PSQL)
-            .args(["-X", "-q", "-c", "CHECKPOINT", "-d", &self.conninfo])
-            .output()
-            .expect("psql");
-        assert!(
-            output.status.success(),
-            "CHECKPOINT: {}",
-            String::from_utf8_lossy(&output.stderr)
+        succeed(
+            Command::new(PSQL).args(["-X", "-q", "-c", "CHECKPOINT", "-d", &self.conninfo]),
+            "CHECKPOINT",
         );
     }
 
