@@ -11,6 +11,7 @@ pub mod housekeeping;
 pub mod record;
 pub mod send;
 mod statistics;
+mod waiting;
 pub mod wake;
 mod worker;
 

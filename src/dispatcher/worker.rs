@@ -18,6 +18,7 @@ use super::housekeeping;
 use super::record;
 use super::send::{Outcome, Sender};
 use super::statistics;
+use super::waiting::Waiter;
 use super::wake;
 use crate::config;
 use pgrx::bgworkers::BackgroundWorker;
@@ -46,6 +47,7 @@ struct State {
     /// This dispatcher's slot in shared memory (see `wake`).
     slot: usize,
     sender: Sender,
+    waiter: Waiter,
     /// Claimed and not yet back from the HTTP side: in flight or queued there.
     outstanding: usize,
     /// Back from the HTTP side, not yet recorded.
@@ -81,6 +83,7 @@ pub fn run(slot: usize) {
     wake::publish_latch(slot);
     let mut state = State {
         slot,
+        waiter: Waiter::new(sender.wake_fd()),
         sender,
         outstanding: 0,
         unrecorded: Vec::new(),
@@ -201,7 +204,7 @@ fn sleep(state: &State, nap: Duration) -> i32 {
         nap
     };
     wake::looks_again_within(state.slot, nap);
-    wait(state.sender.wake_fd(), nap)
+    state.waiter.wait(nap)
 }
 
 fn max_outstanding() -> usize {
@@ -330,10 +333,9 @@ fn shut_down(mut state: State) {
     while state.outstanding > 0 && Instant::now() < deadline {
         record_all(&mut state);
         if state.outstanding > 0 {
-            wait(
-                state.sender.wake_fd(),
-                deadline.saturating_duration_since(Instant::now()),
-            );
+            state
+                .waiter
+                .wait(deadline.saturating_duration_since(Instant::now()));
         }
     }
     record_all(&mut state);
@@ -361,28 +363,5 @@ fn in_transaction<T>(
             log!("workflow dispatcher: {e}");
             None
         }
-    }
-}
-
-/// Sleeps until the latch is set (a commit that enqueued, a signal), an HTTP outcome
-/// arrives on `socket`, or `timeout` passes; returns which (`WL_*` bits). Exits if the
-/// postmaster dies.
-fn wait(socket: std::os::fd::RawFd, timeout: Duration) -> i32 {
-    let events = pg_sys::WL_LATCH_SET
-        | pg_sys::WL_SOCKET_READABLE
-        | pg_sys::WL_TIMEOUT
-        | pg_sys::WL_EXIT_ON_PM_DEATH;
-    // SAFETY: MyLatch is this process's latch; the socket stays open while we wait.
-    unsafe {
-        let happened = pg_sys::WaitLatchOrSocket(
-            pg_sys::MyLatch,
-            events as i32,
-            socket,
-            // Rounded up: a timeout that rounds down to 0 ms would make the wait a busy loop.
-            timeout.as_micros().div_ceil(1000).min(i64::MAX as u128) as _,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-        happened
     }
 }
