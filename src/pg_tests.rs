@@ -1304,9 +1304,9 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     fn recording_outcomes_touches_only_their_messages() {
         assert_batch_sized(dispatcher_plans(
             &crate::dispatcher::record::RECORD,
-            "int8[], int4[], float8[], float4[], int4[], text[], text[], text[], float8[]",
+            "int8[], int4[], float8[], float4[], int4[], text[], text[], text[], float8[], int8[]",
             "'{1,2}', '{1,1}', '{0,0}', '{5,5}', '{200,200}', '{NULL,NULL}', '{\"\",\"\"}', \
-             '{delivered,delivered}', '{0,0}'",
+             '{delivered,delivered}', '{0,0}', '{2}'",
         ));
     }
 
@@ -1342,9 +1342,9 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         let statements: [(&crate::db::Statement, &str, String); 7] = [
             (
                 &crate::dispatcher::record::RECORD,
-                "int8[], int4[], float8[], float4[], int4[], text[], text[], text[], float8[]",
+                "int8[], int4[], float8[], float4[], int4[], text[], text[], text[], float8[], int8[]",
                 "'{6001,6002}', '{1,1}', '{0,0}', '{5,5}', '{200,200}', '{NULL,NULL}', \
-                 '{\"\",\"\"}', '{delivered,delivered}', '{0,0}'"
+                 '{\"\",\"\"}', '{delivered,delivered}', '{0,0}', '{6002}'"
                     .into(),
             ),
             (
@@ -1416,8 +1416,9 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     #[pg_test]
     fn recording_keeps_the_latest_attempt_on_the_message_and_logs_the_rest() {
         let id = one::<i64>(&format!("SELECT wf_enqueue('{HOOK}', '{{}}')")).unwrap();
-        let record = |attempt: i32, code: i32, outcome: &str| {
-            let args: [pgrx::datum::DatumWithOid; 9] = [
+        // `replaces`: what the claim saw, whether the message held an earlier attempt.
+        let record = |attempt: i32, code: i32, outcome: &str, replaces: bool| {
+            let args: [pgrx::datum::DatumWithOid; 10] = [
                 vec![id].into(),
                 vec![attempt].into(),
                 vec![f64::from(attempt)].into(),
@@ -1427,6 +1428,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
                 vec![Some("body".to_string())].into(),
                 vec![outcome.to_string()].into(),
                 vec![0.0f64].into(),
+                if replaces { vec![id] } else { vec![] }.into(),
             ];
             Spi::connect_mut(|client| {
                 crate::db::execute(client, &crate::dispatcher::record::RECORD, &args, |rows| {
@@ -1453,12 +1455,12 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         };
 
         claim();
-        assert_eq!(record(1, 500, "pending"), 1);
+        assert_eq!(record(1, 500, "pending", false), 1);
         assert_eq!((attempts().as_deref(), logged()), (Some("1:500"), Some(0)));
         claim();
         claim(); // attempt 2 outlived its lease and was claimed again as attempt 3
         assert_eq!(
-            record(2, 502, "pending"),
+            record(2, 502, "pending", true),
             0,
             "a stale outcome changes nothing"
         );
@@ -1466,7 +1468,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             (attempts().as_deref(), logged()),
             (Some("1:500,2:502"), Some(1))
         );
-        assert_eq!(record(3, 200, "delivered"), 1);
+        assert_eq!(record(3, 200, "delivered", true), 1);
         assert_eq!(
             (attempts().as_deref(), logged()),
             (Some("1:500,2:502,3:200"), Some(2))

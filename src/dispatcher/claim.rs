@@ -56,12 +56,14 @@ pub static CLAIM: Statement = Statement {
                          + $3
                WHERE m.id = ANY (ARRAY(SELECT id FROM due))
               RETURNING m.id, m.attempts, m.url, m.endpoint, m.payload, m.headers,
-                        m.idempotency_key, m.webhook_id, m.step, m.ordering_key)
+                        m.idempotency_key, m.webhook_id, m.step, m.ordering_key,
+                        m.last_started_at)
           SELECT c.id, c.attempts, COALESCE(e.url, c.url), c.payload::text,
                  e.headers::text, c.headers::text, c.idempotency_key, c.webhook_id,
                  e.secrets, COALESCE(e.max_attempts, $4),
                  (extract(epoch FROM COALESCE(e.timeout, $2)) * 1000)::bigint,
-                 c.step IS NOT NULL, c.endpoint IS NOT NULL, c.ordering_key IS NOT NULL
+                 c.step IS NOT NULL, c.endpoint IS NOT NULL, c.ordering_key IS NOT NULL,
+                 c.last_started_at IS NOT NULL
             FROM claimed c LEFT JOIN workflow.endpoint_settings e ON e.name = c.endpoint",
     args: &[INT4OID, INTERVALOID, INTERVALOID, INT4OID, INT4OID],
 };
@@ -96,6 +98,8 @@ pub struct Job {
     pub named_endpoint: bool,
     /// Has an ordering key: the key's next message waits for this one's outcome.
     pub ordered: bool,
+    /// The message holds an earlier attempt, which this one's outcome moves to the log.
+    pub replaces_attempt: bool,
 }
 
 pub struct Settings {
@@ -158,6 +162,7 @@ pub fn claim(client: &mut SpiClient<'_>, limit: usize, settings: &Settings) -> S
                 durable_step: row.get(12)?.unwrap_or(false),
                 named_endpoint: row.get(13)?.unwrap_or(false),
                 ordered: row.get(14)?.unwrap_or(false),
+                replaces_attempt: row.get(15)?.unwrap_or(true),
             });
         }
         Ok(jobs)

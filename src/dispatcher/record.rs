@@ -25,8 +25,10 @@ pub const RECORDED_BODY_BYTES: usize = 4096;
 ///
 /// The attempt becomes the message's latest (`last_*`); the one it replaces moves to the
 /// log, read from the statement's snapshot, which is the row before this update (only the
-/// dispatcher writes `last_*`, one round at a time). An outcome that no longer changes its
-/// message still happened: it goes to the log directly.
+/// dispatcher writes `last_*`, one round at a time). `$10` names the messages that hold
+/// one, as their claims saw: most outcomes are first attempts, and looking up every
+/// message again to find nothing was a tenth of the statement. An outcome that no longer
+/// changes its message still happened: it goes to the log directly.
 pub(crate) static RECORD: Statement = Statement {
     sql: "WITH o AS (
               SELECT * FROM unnest($1::int8[], $2::int4[], $3::float8[], $4::float4[], $5::int4[],
@@ -57,7 +59,8 @@ pub(crate) static RECORD: Statement = Statement {
               SELECT p.id, p.last_attempt, p.last_started_at, p.last_duration_ms, p.last_status_code,
                      p.last_error, p.last_response_body
                 FROM workflow.outbox p
-               WHERE p.id = ANY (ARRAY(SELECT id FROM changed)) AND p.last_started_at IS NOT NULL
+               WHERE p.id = ANY (ARRAY(SELECT id FROM changed WHERE id = ANY ($10)))
+                 AND p.last_started_at IS NOT NULL
               UNION ALL
               SELECT o.id, o.attempt, to_timestamp(o.started), o.duration_ms, o.status_code, o.error, o.body
                 FROM o
@@ -74,6 +77,7 @@ pub(crate) static RECORD: Statement = Statement {
         TEXTARRAYOID,
         TEXTARRAYOID,
         FLOAT8ARRAYOID,
+        INT8ARRAYOID,
     ],
 };
 
@@ -145,6 +149,7 @@ pub fn record(
         Vec::with_capacity(n),
     );
     let mut delays = Vec::with_capacity(n);
+    let mut replacing = Vec::new();
     let (mut forget_ids, mut forget_attempts) = (Vec::new(), Vec::new());
     // Only the few outcomes with consequences beyond their message.
     let (mut steps, mut disables) = (HashMap::new(), Vec::new());
@@ -179,6 +184,9 @@ pub fn record(
         }
         ids.push(outcome.id);
         attempts.push(outcome.attempt);
+        if outcome.replaces_attempt {
+            replacing.push(outcome.id);
+        }
         started.push(
             outcome
                 .started_at
@@ -218,7 +226,7 @@ pub fn record(
         Ok(())
     };
     if !ids.is_empty() {
-        let args: [DatumWithOid; 9] = [
+        let args: [DatumWithOid; 10] = [
             ids.into(),
             attempts.into(),
             started.into(),
@@ -228,6 +236,7 @@ pub fn record(
             bodies.into(),
             states.into(),
             delays.into(),
+            replacing.into(),
         ];
         db::execute(client, &RECORD, &args, &mut read_changed)?;
     }
