@@ -1258,13 +1258,18 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     }
 
     /// Plan nodes whose work grows with the whole outbox (or all runs) rather than with the
-    /// batch: a sequential scan of it, a sort, a merge join.
+    /// batch: a sequential scan of it, an index scan of it with no condition (every entry,
+    /// the join filtering them), a sort, a merge join.
     fn backlog_sized_nodes(node: &serde_json::Value, found: &mut Vec<String>) {
         each_plan_node(node, &mut |node| {
             let kind = node["Node Type"].as_str().unwrap_or_default();
             let relation = node["Relation Name"].as_str().unwrap_or_default();
             let queue = relation == "outbox" || relation == "runs";
-            if (kind == "Seq Scan" && queue) || kind == "Sort" || kind == "Merge Join" {
+            let whole_index = kind.starts_with("Index") && node["Index Cond"].is_null();
+            if (queue && (kind == "Seq Scan" || whole_index))
+                || kind == "Sort"
+                || kind == "Merge Join"
+            {
                 found.push(format!("{kind} {relation}"));
             }
         });
@@ -1326,6 +1331,12 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     /// answer `status = 'pending'` from `outbox_due`, which the statistics call empty, it
     /// would read every pending message for each call; the dispatcher's record did, every
     /// round, until the next ANALYZE (B3 fell from 19,000 to 2,000 deliveries a second).
+    ///
+    /// Then the same with statistics that call the tables empty though they have pages:
+    /// what an ANALYZE records while a large enqueueing transaction is still open (its rows
+    /// are not live yet), and what the dispatcher's own refresh then trusts, since the page
+    /// count matches. The record's "does the message still exist" probe ran as a walk of
+    /// the whole primary key under that plan: a second a round until autovacuum analyzed.
     #[pg_test]
     fn key_lookups_go_by_key_when_the_statistics_are_stale() {
         run("INSERT INTO workflow.outbox (url, payload, status, finished_at, delivered_at)
@@ -1376,18 +1387,49 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             "runs_claimable",
             "runs_finished",
         ];
-        for (statement, types, args) in statements {
-            for plan in plans(statement, types, &args) {
+        let claim = (
+            &crate::dispatcher::claim::CLAIM,
+            "int4, interval, interval, int4, int4",
+            "64, '10s', '10s', 10, 2",
+        );
+        let mut failures = Vec::new();
+        for statistics in ["stale", "empty"] {
+            if statistics == "empty" {
+                // An ANALYZE early in a large enqueueing transaction: pages, no live row,
+                // and the pages all-visible from the vacuum that emptied the table before.
+                run("UPDATE pg_catalog.pg_class c
+                        SET reltuples = 0, relpages = CASE c.oid WHEN i.indrelid THEN 1000 ELSE 100 END,
+                            relallvisible = CASE c.oid WHEN i.indrelid THEN 1000 ELSE 0 END
+                       FROM pg_catalog.pg_index i
+                      WHERE i.indrelid IN ('workflow.outbox'::regclass, 'workflow.runs'::regclass)
+                        AND c.oid IN (i.indrelid, i.indexrelid)");
+            }
+            for (statement, types, args) in &statements {
+                for plan in plans(statement, types, args) {
+                    let mut found = Vec::new();
+                    for root in plan.as_array().into_iter().flatten() {
+                        for index in walkers {
+                            index_scans(root, index, &mut found);
+                        }
+                        backlog_sized_nodes(root, &mut found);
+                    }
+                    if !found.is_empty() {
+                        failures.push(format!("{statistics}: {found:?} in {plan:#}"));
+                    }
+                }
+            }
+            // The claim walks outbox_due by design, and must stop at the batch.
+            for plan in plans(claim.0, claim.1, claim.2) {
                 let mut found = Vec::new();
                 for root in plan.as_array().into_iter().flatten() {
-                    for index in walkers {
-                        index_scans(root, index, &mut found);
-                    }
                     backlog_sized_nodes(root, &mut found);
                 }
-                assert!(found.is_empty(), "{found:?} in {plan:#}");
+                if !found.is_empty() {
+                    failures.push(format!("{statistics}: {found:?} in {plan:#}"));
+                }
             }
         }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
     /// Retention runs every round: with nothing old enough it must stop at the index's

@@ -23,6 +23,11 @@ pub const RECORDED_BODY_BYTES: usize = 4096;
 /// Returns the messages it changed. The outbox is reached by key from the id array, so the
 /// plan does not hinge on a join order.
 ///
+/// Every read of the outbox has an index condition on the id array, even where a join
+/// would express it: under statistics that call the outbox empty (an ANALYZE taken while a
+/// large enqueueing transaction was still open) a join probe became a walk of the whole
+/// primary key, a second a round.
+///
 /// The attempt becomes the message's latest (`last_*`); the one it replaces moves to the
 /// log, read from the statement's snapshot, which is the row before this update (only the
 /// dispatcher writes `last_*`, one round at a time). `$10` names the messages that hold
@@ -65,7 +70,7 @@ pub(crate) static RECORD: Statement = Statement {
               SELECT o.id, o.attempt, to_timestamp(o.started), o.duration_ms, o.status_code, o.error, o.body
                 FROM o
                WHERE o.id <> ALL (ARRAY(SELECT id FROM changed))
-                 AND EXISTS (SELECT FROM workflow.outbox m WHERE m.id = o.id))
+                 AND o.id = ANY (ARRAY(SELECT m.id FROM workflow.outbox m WHERE m.id = ANY ($1))))
           SELECT id, workflow_id, step FROM changed",
     args: &[
         INT8ARRAYOID,
@@ -108,6 +113,7 @@ pub(crate) static CHECKPOINT_STEPS: Statement = Statement {
           SELECT o.workflow_id, o.step, o.output::jsonb
             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(workflow_id, step, output)
             JOIN workflow.runs r ON r.id = o.workflow_id AND r.status = 'running'
+           WHERE r.id = ANY ($1)
              FOR KEY SHARE OF r
           ON CONFLICT (workflow_id, step) DO NOTHING",
     args: &[UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID],
