@@ -153,8 +153,8 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "- **B3/B4**: {} messages enqueued in one transaction; time from \
-             just before its COMMIT to the last message's `finished_at`. Baseline: a bare reqwest client (same concurrency, {}, same receiver process) sending the \
+            "- **B3/B4**: {} messages committed with a future `deliver_at`, released in one commit; time from \
+             just before that COMMIT to the last message's `finished_at`. Baseline: a bare reqwest client (same concurrency, {}, same receiver process) sending the \
              same number of requests with no database.",
             self.sizes.drain_messages,
             crate::CONCURRENCY
