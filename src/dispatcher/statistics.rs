@@ -11,13 +11,20 @@
 //! same two numbers the planner reads, and analyzes a table that has more than doubled. The
 //! ANALYZE invalidates the kept plans of every backend, so the round's own statements are
 //! planned again with the new numbers.
+//!
+//! Pages alone are not enough: an ANALYZE while a large enqueueing transaction is still
+//! open records its pages but none of its rows (they are not live yet), and once it
+//! commits the page count matches what the statistics say. So the live rows that
+//! committed transactions reported to the statistics system are compared too.
 
 use pgrx::pg_sys;
 use pgrx::spi::{SpiClient, SpiResult};
 use std::ffi::CStr;
 
-/// Small tables are cheap to scan whatever the plan: no ANALYZE below this many pages.
+/// Small tables are cheap to scan whatever the plan: no ANALYZE below this many pages, or
+/// rows.
 const SLACK_PAGES: i64 = 8;
+const SLACK_ROWS: i64 = 500;
 
 /// The hot tables, and the statement that refreshes each one's statistics.
 const TABLES: [(&CStr, &str); 2] = [
@@ -43,9 +50,10 @@ pub fn refresh_if_grown(client: &mut SpiClient<'_>) -> SpiResult<usize> {
     Ok(analyzed)
 }
 
-/// Whether `workflow.<table>` holds more than twice the pages its statistics were taken
-/// at, and this transaction could take the lock ANALYZE needs (it then holds it until it
-/// ends). Costs a few catalog-cache lookups and one `lseek`, no statement.
+/// Whether `workflow.<table>` holds more than twice the pages or the live rows its
+/// statistics were taken at, and this transaction could take the lock ANALYZE needs (it
+/// then holds it until it ends). Costs a few catalog-cache lookups, one `lseek` and one
+/// statistics-entry lookup, no statement.
 fn outgrown(table: &CStr) -> bool {
     // SAFETY: on the main thread inside a transaction; a missing schema or table (the
     // extension being dropped) reads as "not outgrown", and the relation is closed before
@@ -66,9 +74,17 @@ fn outgrown(table: &CStr) -> bool {
         }
         let pages =
             pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) as i64;
-        let described = i64::from((*(*rel).rd_rel).relpages).max(0);
+        let described_pages = i64::from((*(*rel).rd_rel).relpages).max(0);
+        let described_rows = ((*(*rel).rd_rel).reltuples as i64).max(0);
         pg_sys::relation_close(rel, lock);
-        pages > 2 * described + SLACK_PAGES
+        // Reported at commit (within a second), so an open transaction's rows do not count.
+        let counted = pg_sys::pgstat_fetch_stat_tabentry(relid);
+        let live_rows = if counted.is_null() {
+            0
+        } else {
+            (*counted).n_live_tuples
+        };
+        (pages > 2 * described_pages + SLACK_PAGES || live_rows > 2 * described_rows + SLACK_ROWS)
             && pg_sys::ConditionalLockRelationOid(
                 relid,
                 pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,

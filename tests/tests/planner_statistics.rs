@@ -61,3 +61,48 @@ async fn a_burst_into_an_empty_outbox_is_analyzed_by_the_dispatcher() {
     )
     .await;
 }
+
+/// An ANALYZE while a large transaction is still enqueueing records its pages and none of
+/// its rows; after the commit the page count matches, and only the live rows the commit
+/// reported show that the statistics are wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_analyzed_before_its_commit_is_analyzed_again_after() {
+    let mut settings = DISPATCHER_SETTINGS.to_vec();
+    settings.push("autovacuum = off");
+    let cluster = Cluster::start(&settings);
+    let client = cluster.connect().await;
+    let observer = cluster.connect().await;
+    dispatcher_pid(&client, DEADLINE).await;
+    client
+        .batch_execute("VACUUM ANALYZE workflow.outbox")
+        .await
+        .unwrap();
+    let receiver = Receiver::start().await;
+
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "SELECT wf_enqueue($1, jsonb_build_object('n', n), deliver_at => now() + interval '1 day')
+               FROM generate_series(1, $2) n",
+            &[&receiver.url("/burst"), &BURST],
+        )
+        .await
+        .unwrap();
+    workflow_tests::until_true(
+        &observer,
+        "the dispatcher analyzes the outbox while the burst is uncommitted",
+        "SELECT relpages > 8 AND reltuples = 0 FROM pg_class WHERE oid = 'workflow.outbox'::regclass",
+        &[],
+        DEADLINE,
+    )
+    .await;
+    client.batch_execute("COMMIT").await.unwrap();
+    workflow_tests::until_true(
+        &observer,
+        "the dispatcher analyzes the outbox again once the burst committed",
+        "SELECT reltuples >= $1 FROM pg_class WHERE oid = 'workflow.outbox'::regclass",
+        &[&(BURST as f32 * 0.9)],
+        DEADLINE,
+    )
+    .await;
+}
