@@ -3,27 +3,31 @@
 //! what refreshes the statistics can only be the dispatcher.
 
 use std::time::Duration;
+use tokio_postgres::Client;
 use workflow_tests::receiver::Receiver;
 use workflow_tests::{Cluster, DISPATCHER_SETTINGS, dispatcher_pid, message_reaches, unique};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const BURST: i32 = 5_000;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_into_an_empty_outbox_is_analyzed_by_the_dispatcher() {
+/// The idle state: a running dispatcher, statistics that say the outbox is empty, and
+/// autovacuum off, so that only the dispatcher can refresh them.
+async fn idle_cluster() -> (Cluster, Client, Receiver) {
     let mut settings = DISPATCHER_SETTINGS.to_vec();
     settings.push("autovacuum = off");
     let cluster = Cluster::start(&settings);
     let client = cluster.connect().await;
     dispatcher_pid(&client, DEADLINE).await;
-
-    // The idle state: statistics that say the outbox is empty, and a dispatcher whose
-    // plans were made against it.
     client
         .batch_execute("VACUUM ANALYZE workflow.outbox")
         .await
         .unwrap();
-    let receiver = Receiver::start().await;
+    (cluster, client, Receiver::start().await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_into_an_empty_outbox_is_analyzed_by_the_dispatcher() {
+    let (_cluster, client, receiver) = idle_cluster().await;
     let first: i64 = client
         .query_one(
             "SELECT wf_enqueue($1, '{}')",
@@ -67,17 +71,8 @@ async fn a_burst_into_an_empty_outbox_is_analyzed_by_the_dispatcher() {
 /// reported show that the statistics are wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_analyzed_before_its_commit_is_analyzed_again_after() {
-    let mut settings = DISPATCHER_SETTINGS.to_vec();
-    settings.push("autovacuum = off");
-    let cluster = Cluster::start(&settings);
-    let client = cluster.connect().await;
+    let (cluster, client, receiver) = idle_cluster().await;
     let observer = cluster.connect().await;
-    dispatcher_pid(&client, DEADLINE).await;
-    client
-        .batch_execute("VACUUM ANALYZE workflow.outbox")
-        .await
-        .unwrap();
-    let receiver = Receiver::start().await;
 
     client.batch_execute("BEGIN").await.unwrap();
     client
