@@ -25,6 +25,30 @@ async fn idle_cluster() -> (Cluster, Client, Receiver) {
     (cluster, client, Receiver::start().await)
 }
 
+/// The burst, due tomorrow so that sending does not change the table under the test.
+async fn enqueue_burst(client: &Client, receiver: &Receiver) {
+    client
+        .execute(
+            "SELECT wf_enqueue($1, jsonb_build_object('n', n), deliver_at => now() + interval '1 day')
+               FROM generate_series(1, $2) n",
+            &[&receiver.url("/burst"), &BURST],
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits until the outbox's statistics count (nearly) the whole burst.
+async fn burst_analyzed(client: &Client, what: &str) {
+    workflow_tests::until_true(
+        client,
+        what,
+        "SELECT reltuples >= $1 FROM pg_class WHERE oid = 'workflow.outbox'::regclass",
+        &[&(BURST as f32 * 0.9)],
+        DEADLINE,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_into_an_empty_outbox_is_analyzed_by_the_dispatcher() {
     let (_cluster, client, receiver) = idle_cluster().await;
@@ -47,23 +71,8 @@ async fn a_burst_into_an_empty_outbox_is_analyzed_by_the_dispatcher() {
         .get(0);
     assert!(described <= 1.0, "the outbox starts out described as empty");
 
-    // The burst, due tomorrow so that sending does not change the table under the test.
-    client
-        .execute(
-            "SELECT wf_enqueue($1, jsonb_build_object('n', n), deliver_at => now() + interval '1 day')
-               FROM generate_series(1, $2) n",
-            &[&receiver.url("/burst"), &BURST],
-        )
-        .await
-        .unwrap();
-    workflow_tests::until_true(
-        &client,
-        "the dispatcher analyzes the outbox",
-        "SELECT reltuples >= $1 FROM pg_class WHERE oid = 'workflow.outbox'::regclass",
-        &[&(BURST as f32 * 0.9)],
-        DEADLINE,
-    )
-    .await;
+    enqueue_burst(&client, &receiver).await;
+    burst_analyzed(&client, "the dispatcher analyzes the outbox").await;
 }
 
 /// An ANALYZE while a large transaction is still enqueueing records its pages and none of
@@ -75,14 +84,7 @@ async fn a_burst_analyzed_before_its_commit_is_analyzed_again_after() {
     let observer = cluster.connect().await;
 
     client.batch_execute("BEGIN").await.unwrap();
-    client
-        .execute(
-            "SELECT wf_enqueue($1, jsonb_build_object('n', n), deliver_at => now() + interval '1 day')
-               FROM generate_series(1, $2) n",
-            &[&receiver.url("/burst"), &BURST],
-        )
-        .await
-        .unwrap();
+    enqueue_burst(&client, &receiver).await;
     workflow_tests::until_true(
         &observer,
         "the dispatcher analyzes the outbox while the burst is uncommitted",
@@ -92,12 +94,9 @@ async fn a_burst_analyzed_before_its_commit_is_analyzed_again_after() {
     )
     .await;
     client.batch_execute("COMMIT").await.unwrap();
-    workflow_tests::until_true(
+    burst_analyzed(
         &observer,
         "the dispatcher analyzes the outbox again once the burst committed",
-        "SELECT reltuples >= $1 FROM pg_class WHERE oid = 'workflow.outbox'::regclass",
-        &[&(BURST as f32 * 0.9)],
-        DEADLINE,
     )
     .await;
 }
