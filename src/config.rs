@@ -1,7 +1,8 @@
 //! Every `workflow.*` setting: its default, its range, and a typed accessor.
 //!
-//! Settings a session may sensibly choose for itself (a lease, a payload limit) are
-//! `USERSET` and take effect on the next call. The dispatcher's settings are `SIGHUP`: they
+//! Settings a session may sensibly choose for itself (a lease, a recovery cap) are
+//! `USERSET` and take effect on the next call. A setting that bounds the dispatcher's
+//! memory (the payload limit) is `SUSET`: an application must not be able to raise it. The dispatcher's settings are `SIGHUP`: they
 //! take effect on reload (`pg_reload_conf()`), except `workflow.databases`, which decides
 //! which workers exist and so needs a restart.
 
@@ -63,11 +64,12 @@ pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"workflow.max_payload_bytes",
         c"The largest jsonb document accepted as input, output or payload.",
-        c"Measured as the document's stored size before compression. Range 1kB to 256MB.",
+        c"Measured as the document's stored size before compression. Range 1kB to 256MB. \
+          Superuser-only: it bounds what the dispatcher holds in memory.",
         &MAX_PAYLOAD_BYTES,
         1024,
         256 * 1024 * 1024,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::UNIT_BYTE,
     );
     if preloading {

@@ -23,13 +23,24 @@ thread_local! {
     static PLANS: RefCell<HashMap<usize, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
 }
 
-fn plan(client: &SpiClient<'_>, stmt: &'static Statement) -> SpiResult<Rc<OwnedPreparedStatement>> {
+/// A statement is kept as prepared by its first use: read-only (`query`) or not
+/// (`execute`). Each statement is used one way only.
+fn plan(
+    client: &SpiClient<'_>,
+    stmt: &'static Statement,
+    mutating: bool,
+) -> SpiResult<Rc<OwnedPreparedStatement>> {
     let key = stmt as *const Statement as usize;
     if let Some(plan) = PLANS.with(|plans| plans.borrow().get(&key).cloned()) {
         return Ok(plan);
     }
     let types: Vec<_> = stmt.args.iter().map(|&oid| oid.into()).collect();
-    let plan = Rc::new(client.prepare_mut(stmt.sql, &types)?.keep());
+    let prepared = if mutating {
+        client.prepare_mut(stmt.sql, &types)?
+    } else {
+        client.prepare(stmt.sql, &types)?
+    };
+    let plan = Rc::new(prepared.keep());
     PLANS.with(|plans| plans.borrow_mut().insert(key, Rc::clone(&plan)));
     Ok(plan)
 }
@@ -41,8 +52,20 @@ pub fn execute<'conn, R>(
     args: &[DatumWithOid<'_>],
     read: impl FnOnce(SpiTupleTable<'conn>) -> SpiResult<R>,
 ) -> SpiResult<R> {
-    let plan = plan(client, stmt)?;
+    let plan = plan(client, stmt, true)?;
     read(client.update(&*plan, None, args)?)
+}
+
+/// Runs a read-only statement: it assigns no transaction id, so it works on a hot standby
+/// and costs no commit record.
+pub fn query<'conn, R>(
+    client: &SpiClient<'conn>,
+    stmt: &'static Statement,
+    args: &[DatumWithOid<'_>],
+    read: impl FnOnce(SpiTupleTable<'conn>) -> SpiResult<R>,
+) -> SpiResult<R> {
+    let plan = plan(client, stmt, false)?;
+    read(client.select(&*plan, None, args)?)
 }
 
 /// The first column of the first row, or `None` when there is no row.

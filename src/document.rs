@@ -37,6 +37,19 @@ impl Document {
         with_header.saturating_sub(pg_sys::VARHDRSZ)
     }
 
+    /// The document as JSON text (`jsonb_out`).
+    pub fn to_text(self) -> String {
+        // SAFETY: jsonb_out reads a valid jsonb datum and returns a palloc'd C string in the
+        // current memory context, which is copied before it goes.
+        unsafe {
+            let text = pgrx::direct_function_call_as_datum(pg_sys::jsonb_out, &[Some(self.0)])
+                .expect("jsonb_out returns a value");
+            std::ffi::CStr::from_ptr(text.cast_mut_ptr::<std::ffi::c_char>())
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+
     /// Copies a value read through SPI into the caller's memory context, so that it
     /// outlives `SPI_finish`. Call inside the SPI connection that read it.
     pub fn transfer(self) -> Self {

@@ -40,6 +40,8 @@ pub enum WfError {
         action: &'static str,
         allowed: &'static str,
     },
+    #[error("{action} cannot run in a read-only transaction{}", if *standby { " (this server is a hot standby)" } else { "" })]
+    ReadOnly { action: &'static str, standby: bool },
     #[error("{0} is not supported yet")]
     NotSupported(&'static str),
     #[error("the row with this idempotency_key was created and removed concurrently, repeatedly")]
@@ -59,6 +61,7 @@ impl WfError {
                 ArgError::Empty { .. }
                 | ArgError::ControlCharacter { .. }
                 | ArgError::NotPositive { .. }
+                | ArgError::NotFinite { .. }
                 | ArgError::OutOfRange { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             },
             WfError::InvalidUrl { .. }
@@ -72,6 +75,7 @@ impl WfError {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             WfError::NotSupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
+            WfError::ReadOnly { .. } => ERRCODE_READ_ONLY_SQL_TRANSACTION,
             WfError::StartRace => ERRCODE_T_R_SERIALIZATION_FAILURE,
             WfError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -92,6 +96,9 @@ impl WfError {
                 "Pass whsec_<base64 of 24 to 64 bytes>, several separated by spaces, or 'generate'.",
             ),
             WfError::StartRace => Some("Retry the transaction."),
+            WfError::ReadOnly { standby: true, .. } => {
+                Some("Write functions run on the primary; reads work here.")
+            }
             _ => None,
         }
     }

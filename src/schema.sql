@@ -204,11 +204,14 @@ ALTER TABLE workflow.delivery_attempts
     ALTER COLUMN error SET STATISTICS 0,
     ALTER COLUMN response_body SET STATISTICS 0;
 
+-- Header values are credentials as often as not (authorization, api keys): the view shows
+-- their names only, and secrets not at all.
 CREATE VIEW workflow.endpoints AS
-SELECT name, url, cardinality(secrets) AS secret_count, headers, timeout, max_attempts,
-       disabled_at, disabled_reason, created_at, updated_at
+SELECT name, url, cardinality(secrets) AS secret_count,
+       ARRAY(SELECT jsonb_object_keys(headers) ORDER BY 1) AS header_names,
+       timeout, max_attempts, disabled_at, disabled_reason, created_at, updated_at
   FROM workflow.endpoint_settings;
-COMMENT ON VIEW workflow.endpoints IS 'Named endpoints, without their secrets';
+COMMENT ON VIEW workflow.endpoints IS 'Named endpoints, without their secrets or header values';
 
 CREATE VIEW workflow.messages AS
 SELECT id, coalesce(endpoint, url) AS target, endpoint, payload, headers, idempotency_key,
@@ -248,3 +251,14 @@ $$;
 GRANT USAGE ON SCHEMA workflow TO workflow_user;
 GRANT SELECT ON workflow.workflows, workflow.steps, workflow.messages, workflow.dead_letters,
     workflow.attempts, workflow.endpoints TO workflow_user;
+
+-- Backups keep everything (G9): pg_dump dumps the rows of these tables, and the positions of
+-- their identity sequences, with the database; CREATE EXTENSION on restore makes the rest.
+SELECT pg_catalog.pg_extension_config_dump('workflow.runs', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.checkpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.checkpoints_seq_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.endpoint_settings', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.delivery_attempts', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.delivery_attempts_id_seq', '');

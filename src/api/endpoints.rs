@@ -3,11 +3,12 @@
 
 use crate::db::{self, Statement};
 use crate::delivery::signing::Secret;
-use crate::delivery::{headers, target};
+use crate::delivery::target;
 use crate::dispatcher::wake;
+use crate::document::Document;
 use crate::error::{OrRaise, WfError};
 use crate::workflow::validate;
-use pgrx::datum::{DatumWithOid, Interval, JsonB};
+use pgrx::datum::{DatumWithOid, Interval};
 use pgrx::pg_sys::{BOOLOID, INT4OID, INTERVALOID, JSONBOID, TEXTARRAYOID, TEXTOID};
 use pgrx::prelude::*;
 
@@ -73,7 +74,7 @@ fn wf_endpoint(
     name: Option<&str>,
     url: Option<&str>,
     secret: default!(Option<&str>, "NULL"),
-    headers: default!(Option<JsonB>, "NULL"),
+    headers: default!(Option<Document>, "NULL"),
     timeout: default!(Option<Interval>, "NULL"),
     max_attempts: default!(Option<i32>, "NULL"),
     max_concurrency: default!(Option<i32>, "NULL"),
@@ -91,14 +92,7 @@ fn wf_endpoint(
         })
         .or_raise();
     let secret = parse_secret(secret).or_raise();
-    if let Some(doc) = &headers {
-        headers::parse(&doc.0)
-            .map_err(|e| WfError::InvalidHeaders {
-                arg: "headers",
-                reason: e.to_string(),
-            })
-            .or_raise();
-    }
+    super::outbox::header_doc("headers", headers).or_raise();
     if let Some(timeout) = timeout {
         validate::positive_interval(
             "timeout",
@@ -130,7 +124,7 @@ fn wf_endpoint(
         SecretChange::Set(secrets) => (true, Some(secrets), None),
         SecretChange::Generate(secret) => (true, Some(vec![secret.clone()]), Some(secret)),
     };
-    Spi::connect_mut(|client| {
+    super::write("wf_endpoint", |client| {
         let args: [DatumWithOid; 7] = [
             name.into(),
             url.into(),
@@ -140,9 +134,8 @@ fn wf_endpoint(
             max_attempts.into(),
             replace.into(),
         ];
-        db::execute(client, &UPSERT, &args, |_| Ok(()))
-    })
-    .or_raise();
+        Ok(db::execute(client, &UPSERT, &args, |_| Ok(()))?)
+    });
     generated
 }
 
@@ -151,10 +144,11 @@ fn wf_endpoint(
 #[search_path(pg_catalog, pg_temp)]
 fn wf_endpoint_enable(name: Option<&str>) {
     let name = validate::name("name", name).or_raise();
-    let found = Spi::connect_mut(|client| {
-        db::execute(client, &ENABLE, &[name.into()], |rows| Ok(!rows.is_empty()))
-    })
-    .or_raise();
+    let found = super::write("wf_endpoint_enable", |client| {
+        Ok(db::execute(client, &ENABLE, &[name.into()], |rows| {
+            Ok(!rows.is_empty())
+        })?)
+    });
     if !found {
         WfError::UnknownEndpoint(name.to_string()).raise();
     }

@@ -42,10 +42,11 @@ pub(crate) mod workflow {
         let batch = validate::required("batch_size", batch_size).or_raise();
         let batch = validate::in_range("batch_size", batch.into(), 1, 100_000).or_raise() as i32;
         let retention = Interval::from_micros(config::retention().as_micros() as i64);
-        Spi::connect_mut(|client| {
+        crate::api::write("workflow.purge_finished", |client| {
             let args: [DatumWithOid; 2] = [retention.into(), batch.into()];
-            db::execute(client, &PURGE_FINISHED, &args, |rows| Ok(rows.len() as i64))
+            Ok(db::execute(client, &PURGE_FINISHED, &args, |rows| {
+                Ok(rows.len() as i64)
+            })?)
         })
-        .or_raise()
     }
 }

@@ -11,7 +11,30 @@ pub(crate) mod workflows;
 
 use crate::config;
 use crate::document::Document;
+use crate::error::{OrRaise, WfError};
 use crate::workflow::validate::{self, ArgError};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+/// Runs the statements of a write function. Where nothing can be written — a hot standby,
+/// a read-only transaction — it refuses at once with `25006`, before SPI would try to
+/// assign a transaction id.
+pub(crate) fn write<R>(
+    action: &'static str,
+    statements: impl FnOnce(&mut SpiClient<'_>) -> Result<R, WfError>,
+) -> R {
+    // SAFETY: reading backend globals on the main thread inside a transaction.
+    let (read_only, standby) = unsafe { (pg_sys::XactReadOnly, pg_sys::RecoveryInProgress()) };
+    if read_only {
+        WfError::ReadOnly { action, standby }.raise();
+    }
+    Spi::connect_mut(statements).or_raise()
+}
+
+/// Runs the statements of a read-only function: no transaction id, standby-safe.
+pub(crate) fn read<R>(statements: impl FnOnce(&SpiClient<'_>) -> Result<R, WfError>) -> R {
+    Spi::connect(statements).or_raise()
+}
 
 /// Inputs, outputs and payloads are limited by their size as stored (uncompressed jsonb),
 /// which is what they cost the tables and the dispatcher.

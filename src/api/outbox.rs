@@ -8,7 +8,7 @@ use crate::dispatcher::wake;
 use crate::document::Document;
 use crate::error::{OrRaise, WfError};
 use crate::workflow::validate;
-use pgrx::datum::{DatumWithOid, JsonB, TimestampWithTimeZone};
+use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::{INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -145,12 +145,15 @@ static STATS: Statement = Statement {
     args: &[],
 };
 
-fn header_doc(arg: &'static str, doc: &Option<JsonB>) -> Result<(), WfError> {
+/// Checks a headers document. It is read with the extension's own parser, so a document
+/// it cannot hold (nested past its depth limit, a number like `1e400`) is a `22023` like
+/// any other bad header, not an internal error.
+pub(crate) fn header_doc(arg: &'static str, doc: Option<Document>) -> Result<(), WfError> {
     if let Some(doc) = doc {
-        headers::parse(&doc.0).map_err(|e| WfError::InvalidHeaders {
-            arg,
-            reason: e.to_string(),
-        })?;
+        let invalid = |reason: String| WfError::InvalidHeaders { arg, reason };
+        let value: serde_json::Value = serde_json::from_str(&doc.to_text())
+            .map_err(|e| invalid(format!("cannot be read as headers: {e}")))?;
+        headers::parse(&value).map_err(|e| invalid(e.to_string()))?;
     }
     Ok(())
 }
@@ -189,7 +192,7 @@ fn require_endpoint(client: &mut SpiClient<'_>, name: &str) -> Result<(), WfErro
 fn wf_enqueue(
     target: Option<&str>,
     payload: Option<Document>,
-    headers: default!(Option<JsonB>, "NULL"),
+    headers: default!(Option<Document>, "NULL"),
     idempotency_key: default!(Option<&str>, "NULL"),
     deliver_at: default!(Option<TimestampWithTimeZone>, "NULL"),
     workflow: default!(Option<pgrx::Uuid>, "NULL"),
@@ -199,7 +202,10 @@ fn wf_enqueue(
     let target = parse_target(target).or_raise();
     let payload = validate::required("payload", payload).or_raise();
     super::payload_size("payload", Some(payload)).or_raise();
-    header_doc("headers", &headers).or_raise();
+    header_doc("headers", headers).or_raise();
+    if let Some(due) = deliver_at {
+        validate::finite_timestamp("deliver_at", due.into_inner()).or_raise();
+    }
     let key = validate::optional_name("idempotency_key", idempotency_key).or_raise();
     let step = validate::optional_name("step", step).or_raise();
     if step.is_some() && workflow.is_none() {
@@ -207,7 +213,7 @@ fn wf_enqueue(
     }
     let ordering_key = validate::optional_name("ordering_key", ordering_key).or_raise();
 
-    let id = Spi::connect_mut(|client| -> Result<i64, WfError> {
+    let id = super::write("wf_enqueue", |client| {
         let (url, endpoint) = match target {
             Target::Url(url) => (Some(url), None),
             Target::Endpoint(name) => {
@@ -245,8 +251,7 @@ fn wf_enqueue(
         // Only a keyed enqueue can conflict, and the first one has committed by now.
         db::execute(client, &FIND_BY_KEY, &[key.into()], first_value::<i64>)?
             .ok_or(WfError::StartRace)
-    })
-    .or_raise();
+    });
     match deliver_at {
         Some(due) => wake::on_commit_for(due.into_inner()),
         None => wake::on_commit(),
@@ -275,8 +280,8 @@ fn wf_message(
     ),
 > {
     let id = validate::required("id", id).or_raise();
-    let row = Spi::connect_mut(|client| {
-        db::execute(client, &MESSAGE, &[id.into()], |rows| {
+    let row = super::read(|client| {
+        Ok(db::query(client, &MESSAGE, &[id.into()], |rows| {
             if rows.is_empty() {
                 return Ok(None);
             }
@@ -299,9 +304,8 @@ fn wf_message(
                 required(row.get(8)?)?,
                 row.get::<String>(9)?.unwrap_or_default(),
             )))
-        })
-    })
-    .or_raise();
+        })?)
+    });
     match row {
         Some(row) => TableIterator::once(row),
         None => WfError::UnknownMessage(id).raise(),
@@ -309,7 +313,7 @@ fn wf_message(
 }
 
 fn transition(id: i64, stmt: &'static Statement, action: &'static str, allowed: &'static str) {
-    Spi::connect_mut(|client| -> Result<(), WfError> {
+    super::write(action, |client| {
         if db::execute(client, stmt, &[id.into()], |rows| Ok(!rows.is_empty()))? {
             return Ok(());
         }
@@ -325,7 +329,6 @@ fn transition(id: i64, stmt: &'static Statement, action: &'static str, allowed: 
             },
         })
     })
-    .or_raise()
 }
 
 /// Sends a dead or cancelled message again, with its attempts counted afresh.
@@ -368,8 +371,8 @@ fn wf_stats() -> TableIterator<
         name!(dispatcher_running, bool),
     ),
 > {
-    let row = Spi::connect_mut(|client| {
-        db::execute(client, &STATS, &[], |rows| {
+    let row = super::read(|client| {
+        Ok(db::query(client, &STATS, &[], |rows| {
             let row = rows.first();
             Ok((
                 row.get::<i64>(1)?.unwrap_or(0),
@@ -383,8 +386,7 @@ fn wf_stats() -> TableIterator<
                 row.get(9)?,
                 row.get::<bool>(10)?.unwrap_or(false),
             ))
-        })
-    })
-    .or_raise();
+        })?)
+    });
     TableIterator::once(row)
 }

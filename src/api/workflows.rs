@@ -5,6 +5,7 @@
 
 use crate::config;
 use crate::db::{self, Statement, first_value, required};
+use crate::dispatcher::wake;
 use crate::document::Document;
 use crate::error::{OrRaise, WfError};
 use crate::workflow::validate::{self, ArgError};
@@ -206,7 +207,7 @@ fn wf_start(
     super::payload_size("input", input).or_raise();
     let lease = lease_or_default("workflow.lease_duration", None).or_raise();
 
-    Spi::connect_mut(|client| -> Result<pgrx::Uuid, WfError> {
+    super::write("wf_start", |client| {
         for _ in 0..START_RETRIES {
             let args: [DatumWithOid; 5] = [
                 name.into(),
@@ -233,7 +234,6 @@ fn wf_start(
         }
         Err(WfError::StartRace)
     })
-    .or_raise()
 }
 
 /// Records that `step` completed with `output`. A step already recorded is not written
@@ -249,7 +249,7 @@ fn wf_checkpoint(
     let step = validate::name("step", step).or_raise();
     super::payload_size("output", output).or_raise();
 
-    let previous = Spi::connect_mut(|client| -> Result<Option<Document>, WfError> {
+    let previous = super::write("wf_checkpoint", |client| {
         let args: [DatumWithOid; 3] = [id.into(), step.into(), output.into()];
         let (status, recorded_now, previous): (Option<String>, Option<bool>, Option<Document>) =
             db::execute(client, &CHECKPOINT, &args, |rows| rows.first().get_three())?;
@@ -266,18 +266,17 @@ fn wf_checkpoint(
                 .unwrap_or_else(Document::null),
         };
         Ok(Some(previous.transfer()))
-    })
-    .or_raise();
+    });
     previous.unwrap_or_else(|| output.unwrap_or_else(Document::null))
 }
 
 /// Whether the run exists, and the step's recorded output.
 fn read_step(
-    client: &mut pgrx::spi::SpiClient<'_>,
+    client: &pgrx::spi::SpiClient<'_>,
     id: pgrx::Uuid,
     step: &str,
 ) -> Result<(Option<bool>, Option<Document>), WfError> {
-    Ok(db::execute(
+    Ok(db::query(
         client,
         &READ_STEP,
         &[id.into(), step.into()],
@@ -292,10 +291,9 @@ fn read_step(
 fn wf_step(workflow: Option<pgrx::Uuid>, step: Option<&str>) -> Option<Document> {
     let id = validate::required("workflow", workflow).or_raise();
     let step = validate::name("step", step).or_raise();
-    let (exists, output) = Spi::connect_mut(|client| {
+    let (exists, output) = super::read(|client| {
         read_step(client, id, step).map(|(exists, output)| (exists, output.map(Document::transfer)))
-    })
-    .or_raise();
+    });
     if exists != Some(true) {
         WfError::UnknownWorkflow(id).raise();
     }
@@ -303,7 +301,7 @@ fn wf_step(workflow: Option<pgrx::Uuid>, step: Option<&str>) -> Option<Document>
 }
 
 fn finish(id: pgrx::Uuid, finish: Finish, output: Option<Document>, error: Option<&str>) {
-    Spi::connect_mut(|client| -> Result<(), WfError> {
+    super::write(finish.action(), |client| {
         let args: [DatumWithOid; 4] = [
             id.into(),
             finish.status().as_str().into(),
@@ -319,13 +317,14 @@ fn finish(id: pgrx::Uuid, finish: Finish, output: Option<Document>, error: Optio
                     &[id.into()],
                     |_| Ok(()),
                 )?;
+                // A cancelled message may have held back its ordering key.
+                wake::on_commit();
             }
             return Ok(());
         }
         let status: Option<String> = db::execute(client, &READ_STATUS, &[id.into()], first_value)?;
         require_running(id, status, finish.action())
     })
-    .or_raise()
 }
 
 /// Marks a running workflow `completed` with its final output.
@@ -380,8 +379,8 @@ fn wf_status(
     ),
 > {
     let id = validate::required("workflow", workflow).or_raise();
-    let row = Spi::connect_mut(|client| {
-        db::execute(client, &STATUS, &[id.into()], |rows| {
+    let row = super::read(|client| {
+        Ok(db::query(client, &STATUS, &[id.into()], |rows| {
             if rows.is_empty() {
                 return Ok(None);
             }
@@ -401,9 +400,8 @@ fn wf_status(
                 row.get(12)?,
                 row.get::<i32>(13)?.unwrap_or(0),
             )))
-        })
-    })
-    .or_raise();
+        })?)
+    });
     match row {
         Some(row) => TableIterator::once(row),
         None => WfError::UnknownWorkflow(id).raise(),
@@ -428,7 +426,7 @@ fn wf_claim(
     let max = validate::in_range("max", max.into(), 1, MAX_CLAIM).or_raise() as i32;
     let cap = config::max_recovery_attempts();
 
-    let claimed = Spi::connect_mut(|client| -> Result<Vec<pgrx::Uuid>, WfError> {
+    let claimed = super::write("wf_claim", |client| {
         let mut claimed = Vec::new();
         // A workflow failed for too many recoveries uses up a slot of the batch; look again
         // until the batch is full or nothing expired is left.
@@ -457,8 +455,7 @@ fn wf_claim(
                 return Ok(claimed);
             }
         }
-    })
-    .or_raise();
+    });
     SetOfIterator::new(claimed)
 }
 
@@ -474,11 +471,11 @@ fn wf_sleep(
     let id = validate::required("workflow", workflow).or_raise();
     let step = validate::name("step", step).or_raise();
     let until = validate::required("until", until).or_raise();
-    Spi::connect_mut(|client| -> Result<(), WfError> {
+    validate::finite_timestamp("until", until.into_inner()).or_raise();
+    super::write("wf_sleep", |client| {
         lock_running(client, id, "wf_sleep")?;
         let args: [DatumWithOid; 3] = [id.into(), step.into(), until.into()];
         db::execute(client, &RECORD_SLEEP, &args, |_| Ok(()))?;
         Ok(())
     })
-    .or_raise()
 }

@@ -21,6 +21,8 @@ const RESERVED: &[&str] = &[
 ];
 const MAX_HEADERS: usize = 64;
 const MAX_VALUE_BYTES: usize = 8192;
+/// The most one headers document can hold: names are bounded by the value limit too.
+pub const MAX_BYTES: usize = MAX_HEADERS * 2 * MAX_VALUE_BYTES;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
@@ -58,6 +60,9 @@ pub fn parse(doc: &Value) -> Result<Vec<(String, String)>, HeaderError> {
             }
             if RESERVED.contains(&lower.as_str()) {
                 return Err(HeaderError::Reserved(lower));
+            }
+            if name.len() > MAX_VALUE_BYTES {
+                return Err(HeaderError::BadName(name.chars().take(64).collect()));
             }
             if value.len() > MAX_VALUE_BYTES
                 || value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)

@@ -7,7 +7,7 @@ use crate::delivery::signing::Secret;
 use pgrx::datum::{DatumWithOid, Interval};
 use pgrx::pg_sys::{INT4OID, INTERVALOID};
 use pgrx::spi::{SpiClient, SpiResult};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A claim holds a message for `LEASE_GENERATIONS` request timeouts plus this margin: the
 /// dispatcher claims up to one generation of requests ahead of what it sends, so a claimed
@@ -15,6 +15,16 @@ use std::time::Duration;
 /// not recorded an outcome by then, it died, and the message is due again.
 pub const LEASE_GENERATIONS: i32 = 2;
 pub const LEASE_MARGIN: Duration = Duration::from_secs(10);
+
+/// The most payload bytes one claim may bring into the dispatcher's memory. A claim takes
+/// at most as many messages as fit at `workflow.max_payload_bytes` (superuser-only) each,
+/// with their headers at the most headers allow: a bound, not an estimate.
+pub const CLAIM_BYTES: usize = 64 * 1024 * 1024;
+
+/// How many messages a claim may take within [`CLAIM_BYTES`]; at least one.
+pub fn rows_within_byte_budget(max_payload_bytes: usize) -> usize {
+    (CLAIM_BYTES / (max_payload_bytes + headers::MAX_BYTES).max(1)).max(1)
+}
 
 /// Claims up to `$1` due messages, oldest due first. A message waits while its named
 /// endpoint is disabled, and while an older message of its ordering key is pending (the
@@ -73,8 +83,11 @@ pub static CLAIM: Statement = Statement {
 /// count: what unblocks them (an enable, a head's outcome, a cancel, this dispatcher's own
 /// outcome) wakes the dispatcher itself, and counting them would make it spin. The one
 /// exception, the lease of a dispatcher that died, is noticed within a poll interval.
+/// Capped at a day, so that no stored time (an `infinity` from before 0.2.0) can make the
+/// subtraction fail.
 static NEXT_DUE: Statement = Statement {
-    sql: "SELECT (extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000)::bigint
+    sql: "SELECT (extract(epoch FROM least(min(next_attempt_at), clock_timestamp() + interval '1 day')
+                                     - clock_timestamp()) * 1000)::bigint
             FROM workflow.outbox WHERE (status = 'pending') IS TRUE AND next_attempt_at > (SELECT clock_timestamp())",
     args: &[],
 };
@@ -100,6 +113,12 @@ pub struct Job {
     pub ordered: bool,
     /// The message holds an earlier attempt, which this one's outcome moves to the log.
     pub replaces_attempt: bool,
+    /// Before this instant the request must have ended: then the claim's lease runs out,
+    /// and another claim may send the message again.
+    pub lease_deadline: Instant,
+    /// Why the message cannot be sent as stored (a secret or header that no longer
+    /// parses): it goes dead with this reason instead of out unsigned or without them.
+    pub unsendable: Option<String>,
 }
 
 pub struct Settings {
@@ -130,6 +149,8 @@ pub fn commit_without_waiting(client: &mut SpiClient<'_>) -> SpiResult<()> {
 
 /// Claims up to `limit` jobs; call inside a transaction and commit before sending.
 pub fn claim(client: &mut SpiClient<'_>, limit: usize, settings: &Settings) -> SpiResult<Vec<Job>> {
+    // Earlier than the database's clock_timestamp() in the claim: the deadline errs early.
+    let claimed_at = Instant::now();
     let args: [DatumWithOid; 5] = [
         (limit.min(i32::MAX as usize) as i32).into(),
         interval(settings.request_timeout).into(),
@@ -143,26 +164,28 @@ pub fn claim(client: &mut SpiClient<'_>, limit: usize, settings: &Settings) -> S
             let endpoint_headers: Option<String> = row.get(5)?;
             let message_headers: Option<String> = row.get(6)?;
             let secrets: Option<Vec<Option<String>>> = row.get(9)?;
+            let (headers, bad_headers) =
+                merge_headers(endpoint_headers.as_deref(), message_headers.as_deref());
+            let (secrets, bad_secret) = parse_secrets(secrets.unwrap_or_default());
+            let timeout =
+                Duration::from_millis(row.get::<i64>(11)?.unwrap_or(30_000).max(1) as u64);
             jobs.push(Job {
                 id: row.get(1)?.unwrap_or_default(),
                 attempt: row.get(2)?.unwrap_or(1),
                 url: row.get(3)?.unwrap_or_default(),
                 body: row.get(4)?.unwrap_or_default(),
-                headers: merge_headers(endpoint_headers.as_deref(), message_headers.as_deref()),
+                headers,
                 idempotency_key: row.get(7)?,
                 webhook_id: row.get(8)?.unwrap_or_default(),
-                secrets: secrets
-                    .unwrap_or_default()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|s| Secret::parse(&s).ok())
-                    .collect(),
+                secrets,
                 max_attempts: row.get(10)?.unwrap_or(1),
-                timeout: Duration::from_millis(row.get::<i64>(11)?.unwrap_or(30_000).max(1) as u64),
+                timeout,
                 durable_step: row.get(12)?.unwrap_or(false),
                 named_endpoint: row.get(13)?.unwrap_or(false),
                 ordered: row.get(14)?.unwrap_or(false),
                 replaces_attempt: row.get(15)?.unwrap_or(true),
+                lease_deadline: claimed_at + timeout * LEASE_GENERATIONS as u32 + LEASE_MARGIN,
+                unsendable: bad_secret.or(bad_headers),
             });
         }
         Ok(jobs)
@@ -175,24 +198,59 @@ pub fn next_due(client: &mut SpiClient<'_>) -> SpiResult<Option<Duration>> {
     Ok(millis.map(|ms| Duration::from_millis(ms.max(0) as u64)))
 }
 
-/// Both documents were validated at enqueue; anything unparsable now is dropped, never sent.
-fn merge_headers(endpoint: Option<&str>, message: Option<&str>) -> Vec<(String, String)> {
+/// The endpoint's headers, then the message's (which win). Both were validated when they
+/// were stored; if one no longer parses (a row restored or edited by hand), the message
+/// is not sent without it: the reason comes back instead.
+fn merge_headers(
+    endpoint: Option<&str>,
+    message: Option<&str>,
+) -> (Vec<(String, String)>, Option<String>) {
     let mut merged: Vec<(String, String)> = Vec::new();
-    for doc in [endpoint, message].into_iter().flatten() {
-        let Ok(value) = serde_json::from_str(doc) else {
-            continue;
-        };
-        for (name, value) in headers::parse(&value).unwrap_or_default() {
-            merged.retain(|(existing, _)| *existing != name);
-            merged.push((name, value));
+    for (whose, doc) in [("endpoint", endpoint), ("message", message)] {
+        let Some(doc) = doc else { continue };
+        let parsed = serde_json::from_str(doc)
+            .map_err(|e| e.to_string())
+            .and_then(|value| headers::parse(&value).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(pairs) => {
+                for (name, value) in pairs {
+                    merged.retain(|(existing, _)| *existing != name);
+                    merged.push((name, value));
+                }
+            }
+            Err(reason) => {
+                return (
+                    Vec::new(),
+                    Some(format!("not sent: the stored {whose} headers {reason}")),
+                );
+            }
         }
     }
-    merged
+    (merged, None)
+}
+
+/// The endpoint's secrets; if one does not parse, none is used and the message is not
+/// sent unsigned: the reason (never the secret) comes back instead.
+fn parse_secrets(stored: Vec<Option<String>>) -> (Vec<Secret>, Option<String>) {
+    let mut secrets = Vec::with_capacity(stored.len());
+    for (position, text) in stored.into_iter().flatten().enumerate() {
+        match Secret::parse(&text) {
+            Ok(secret) => secrets.push(secret),
+            Err(e) => {
+                let reason = format!(
+                    "not sent: the endpoint's secret {} is malformed ({e}); set it again with wf_endpoint",
+                    position + 1
+                );
+                return (Vec::new(), Some(reason));
+            }
+        }
+    }
+    (secrets, None)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::merge_headers;
+    use super::{merge_headers, parse_secrets};
 
     #[test]
     fn message_headers_win_over_endpoint_headers() {
@@ -202,15 +260,42 @@ mod tests {
         );
         assert_eq!(
             merged,
-            vec![
-                ("x-b".to_string(), "b".to_string()),
-                ("x-a".to_string(), "message".to_string())
-            ]
+            (
+                vec![
+                    ("x-b".to_string(), "b".to_string()),
+                    ("x-a".to_string(), "message".to_string())
+                ],
+                None
+            )
         );
     }
 
     #[test]
-    fn unparsable_or_reserved_headers_are_dropped() {
-        assert!(merge_headers(Some("not json"), Some(r#"{"webhook-id": "forged"}"#)).is_empty());
+    fn unparsable_or_reserved_headers_fail_closed() {
+        for (endpoint, message) in [
+            (Some("not json"), None),
+            (None, Some(r#"{"webhook-id": "forged"}"#)),
+        ] {
+            let (headers, reason) = merge_headers(endpoint, message);
+            assert!(headers.is_empty());
+            assert!(reason.unwrap().starts_with("not sent: the stored"));
+        }
+    }
+
+    #[test]
+    fn a_malformed_secret_fails_closed_without_showing_it() {
+        let good = crate::delivery::signing::Secret::generate();
+        let (secrets, reason) = parse_secrets(vec![Some(good), Some("whsec_%%%".into())]);
+        assert!(secrets.is_empty());
+        let reason = reason.unwrap();
+        assert!(reason.contains("secret 2 is malformed"), "{reason}");
+        assert!(!reason.contains("%%%"), "{reason}");
+    }
+
+    #[test]
+    fn a_claim_is_bounded_by_bytes() {
+        use super::{CLAIM_BYTES, rows_within_byte_budget};
+        assert!(rows_within_byte_budget(1024 * 1024) * (1024 * 1024) <= CLAIM_BYTES);
+        assert_eq!(rows_within_byte_budget(256 * 1024 * 1024), 1);
     }
 }

@@ -11,6 +11,7 @@ pub mod housekeeping;
 pub mod record;
 pub mod send;
 mod statistics;
+mod transaction;
 mod waiting;
 pub mod wake;
 mod worker;
@@ -60,6 +61,7 @@ pub extern "C-unwind" fn workflow_dispatcher_main(arg: pg_sys::Datum) {
     let database = BackgroundWorker::get_extra().to_string();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     set_session_option(c"application_name", c"workflow dispatcher");
+    pin_session();
     // The dispatcher runs a handful of statements many times a second. Left to choose,
     // the plan cache kept planning a custom plan for every execution of the claim and the
     // record (their generic estimates of `LIMIT $1` and of parameter arrays look worse),
@@ -72,6 +74,29 @@ pub extern "C-unwind" fn workflow_dispatcher_main(arg: pg_sys::Datum) {
     // shutdown it starts nothing.
     // SAFETY: proc_exit is how a backend ends.
     unsafe { pg_sys::proc_exit(1) };
+}
+
+/// The dispatcher runs as the bootstrap superuser, so nothing an application can create or
+/// set may change what its statements do (G8). Settings a database owner could give it
+/// with `ALTER DATABASE … SET` are overridden here, at session level:
+/// - `search_path`: only `pg_catalog` (and no temporary schema, which the dispatcher never
+///   creates), so every function, operator and type its statements name resolves there,
+///   whatever is planted in `public` or in a schema named like the dispatcher's role;
+/// - the transaction's shape: read committed, read-write, no statement or idle timeout;
+/// - `lock_timeout`: a wait for a lock nobody expects the dispatcher to meet ends the
+///   round (it is rolled back and retried) instead of stalling every destination.
+fn pin_session() {
+    const PINNED: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
+        (c"search_path", c"pg_catalog, pg_temp"),
+        (c"default_transaction_isolation", c"read committed"),
+        (c"default_transaction_read_only", c"off"),
+        (c"statement_timeout", c"0"),
+        (c"idle_in_transaction_session_timeout", c"0"),
+        (c"lock_timeout", c"1s"),
+    ];
+    for (name, value) in PINNED {
+        set_session_option(name, value);
+    }
 }
 
 fn set_session_option(name: &std::ffi::CStr, value: &std::ffi::CStr) {

@@ -20,7 +20,9 @@ pub const RECORDED_BODY_BYTES: usize = 4096;
 
 /// An outcome only changes its message if the message is still pending in the attempt that
 /// produced it: a cancel, or a newer claim after this dispatcher lost its lease, wins.
-/// Returns the messages it changed. The outbox is reached by key from the id array, so the
+/// A message an application holds locked (a `wf_cancel_message` not yet committed) is
+/// skipped, never waited for: its outcome is kept for a later round. Returns the messages
+/// it changed (`skipped` false) and the ones it skipped (`skipped` true). The outbox is reached by key from the id array, so the
 /// plan does not hinge on a join order.
 ///
 /// Every read of the outbox has an index condition on the id array, even where a join
@@ -40,6 +42,8 @@ pub(crate) static RECORD: Statement = Statement {
                                    $6::text[], $7::text[], $8::text[], $9::float8[])
                        AS o(id, attempt, started, duration_ms, status_code, error, body, outcome,
                             delay_s)),
+          locked AS (
+              SELECT m.id FROM workflow.outbox m WHERE m.id = ANY ($1) FOR NO KEY UPDATE SKIP LOCKED),
           changed AS (
               UPDATE workflow.outbox m
                  SET status = o.outcome,
@@ -56,7 +60,8 @@ pub(crate) static RECORD: Statement = Statement {
                      delivered_at = CASE WHEN o.outcome = 'delivered' THEN clock_timestamp() END,
                      finished_at = CASE WHEN o.outcome = 'pending' THEN NULL ELSE clock_timestamp() END
                 FROM o
-               WHERE m.id = ANY ($1) AND m.id = o.id AND m.status = 'pending' AND m.attempts = o.attempt
+               WHERE m.id = ANY (ARRAY(SELECT id FROM locked)) AND m.id = o.id
+                 AND m.status = 'pending' AND m.attempts = o.attempt
               RETURNING m.id, m.workflow_id, m.step),
           logged AS (
               INSERT INTO workflow.delivery_attempts
@@ -70,8 +75,11 @@ pub(crate) static RECORD: Statement = Statement {
               SELECT o.id, o.attempt, to_timestamp(o.started), o.duration_ms, o.status_code, o.error, o.body
                 FROM o
                WHERE o.id <> ALL (ARRAY(SELECT id FROM changed))
-                 AND o.id = ANY (ARRAY(SELECT m.id FROM workflow.outbox m WHERE m.id = ANY ($1))))
-          SELECT id, workflow_id, step FROM changed",
+                 AND o.id = ANY (ARRAY(SELECT id FROM locked)))
+          SELECT id, workflow_id, step, false FROM changed
+          UNION ALL
+          SELECT m.id, NULL, NULL, true FROM workflow.outbox m
+           WHERE m.id = ANY ($1) AND m.id <> ALL (ARRAY(SELECT id FROM locked))",
     args: &[
         INT8ARRAYOID,
         INT4ARRAYOID,
@@ -92,15 +100,21 @@ pub(crate) static RECORD: Statement = Statement {
 /// `RECORD`: only a message still pending in the attempt that produced the outcome.)
 pub(crate) static FORGET_DELIVERED: Statement = Statement {
     sql: "WITH o AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS o(id, attempt)),
+          locked AS (
+              SELECT m.id FROM workflow.outbox m WHERE m.id = ANY ($1) FOR UPDATE SKIP LOCKED),
           gone AS (
               DELETE FROM workflow.outbox m
                USING o
-               WHERE m.id = ANY ($1) AND m.id = o.id AND m.status = 'pending' AND m.attempts = o.attempt
+               WHERE m.id = ANY (ARRAY(SELECT id FROM locked)) AND m.id = o.id
+                 AND m.status = 'pending' AND m.attempts = o.attempt
               RETURNING m.id, m.workflow_id, m.step),
           attempts AS (
               DELETE FROM workflow.delivery_attempts a
                WHERE a.message_id = ANY (ARRAY(SELECT id FROM gone)))
-          SELECT id, workflow_id, step FROM gone",
+          SELECT id, workflow_id, step, false FROM gone
+          UNION ALL
+          SELECT m.id, NULL, NULL, true FROM workflow.outbox m
+           WHERE m.id = ANY ($1) AND m.id <> ALL (ARRAY(SELECT id FROM locked))",
     args: &[INT8ARRAYOID, INT4ARRAYOID],
 };
 
@@ -120,25 +134,65 @@ pub(crate) static CHECKPOINT_STEPS: Statement = Statement {
 };
 
 /// A 410 Gone from a named endpoint disables it; its messages wait for wf_endpoint_enable.
+/// An endpoint the owner is changing right now is skipped: its message is due again at
+/// once, and the next 410 disables it.
 static DISABLE_ENDPOINTS: Statement = Statement {
     sql: "UPDATE workflow.endpoint_settings e
              SET disabled_at = clock_timestamp(),
                  disabled_reason = 'the endpoint answered 410 Gone',
                  updated_at = clock_timestamp()
-            FROM workflow.outbox m
-           WHERE m.id = ANY ($1) AND e.name = m.endpoint AND e.disabled_at IS NULL",
+           WHERE e.name = ANY (ARRAY(
+                     SELECT d.name FROM workflow.endpoint_settings d
+                      WHERE d.name = ANY (ARRAY(SELECT m.endpoint FROM workflow.outbox m WHERE m.id = ANY ($1)))
+                        AND d.disabled_at IS NULL
+                        FOR NO KEY UPDATE SKIP LOCKED))",
     args: &[INT8ARRAYOID],
 };
 
+/// Hands back messages that were claimed but not sent (see `Outcome::released`): due again
+/// at once, the claim's attempt not counted. A message held locked keeps its lease, which
+/// runs out.
+static RELEASE: Statement = Statement {
+    sql: "WITH o AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS o(id, attempt)),
+          locked AS (
+              SELECT m.id FROM workflow.outbox m WHERE m.id = ANY ($1) FOR NO KEY UPDATE SKIP LOCKED)
+          UPDATE workflow.outbox m
+             SET attempts = m.attempts - 1, leased_until = NULL
+            FROM o
+           WHERE m.id = ANY (ARRAY(SELECT id FROM locked)) AND m.id = o.id
+             AND m.status = 'pending' AND m.attempts = o.attempt",
+    args: &[INT8ARRAYOID, INT4ARRAYOID],
+};
+
+/// The outcomes of `skipped` messages, for a later round; the rest are recorded.
+pub fn take_skipped(outcomes: Vec<Outcome>, skipped: &[i64]) -> Vec<Outcome> {
+    if skipped.is_empty() {
+        return Vec::new();
+    }
+    outcomes
+        .into_iter()
+        .filter(|o| skipped.contains(&o.id))
+        .collect()
+}
+
 /// Records a round of outcomes; call inside a transaction. `keep_delivered` is false when
-/// `workflow.retention` is 0.
+/// `workflow.retention` is 0. Returns the messages skipped because an application held
+/// them locked: their outcomes are for a later round.
 pub fn record(
     client: &mut SpiClient<'_>,
     outcomes: &[Outcome],
     keep_delivered: bool,
-) -> SpiResult<()> {
+) -> SpiResult<Vec<i64>> {
     if outcomes.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
+    }
+    let (released, outcomes): (Vec<&Outcome>, Vec<&Outcome>) =
+        outcomes.iter().partition(|o| o.released);
+    if !released.is_empty() {
+        let ids: Vec<i64> = released.iter().map(|o| o.id).collect();
+        let attempts: Vec<i32> = released.iter().map(|o| o.attempt).collect();
+        let args: [DatumWithOid; 2] = [ids.into(), attempts.into()];
+        db::execute(client, &RELEASE, &args, |_| Ok(()))?;
     }
     let mut rng = rand::rng();
     let n = outcomes.len();
@@ -219,15 +273,17 @@ pub fn record(
     // read only when a consequence needs them (most rounds have none).
     let consequences = !steps.is_empty() || !disables.is_empty();
     let mut changed: HashMap<i64, Option<(pgrx::Uuid, String)>> = HashMap::new();
+    let mut skipped = Vec::new();
     let mut read_changed = |rows: pgrx::spi::SpiTupleTable<'_>| -> SpiResult<()> {
-        if !consequences {
-            return Ok(());
-        }
         for row in rows {
             let id = row.get::<i64>(1)?.unwrap_or_default();
-            let workflow = row.get::<pgrx::Uuid>(2)?;
-            let step = row.get::<String>(3)?;
-            changed.insert(id, workflow.zip(step));
+            if row.get::<bool>(4)? == Some(true) {
+                skipped.push(id);
+            } else if consequences {
+                let workflow = row.get::<pgrx::Uuid>(2)?;
+                let step = row.get::<String>(3)?;
+                changed.insert(id, workflow.zip(step));
+            }
         }
         Ok(())
     };
@@ -267,7 +323,7 @@ pub fn record(
     if !disables.is_empty() {
         db::execute(client, &DISABLE_ENDPOINTS, &[disables.into()], |_| Ok(()))?;
     }
-    Ok(())
+    Ok(skipped)
 }
 
 /// The checkpoint of a durable HTTP step: status, headers, and the body as JSON when it is
@@ -277,14 +333,39 @@ fn step_output(outcome: &Outcome) -> Option<String> {
         return None;
     }
     let body = outcome.body.as_deref().unwrap_or_default();
-    let body =
-        serde_json::from_str(body).unwrap_or_else(|_| serde_json::Value::String(body.to_string()));
+    let body = match serde_json::from_str(body) {
+        Ok(mut json) => {
+            without_nul(&mut json);
+            json
+        }
+        // Not JSON, or JSON serde_json will not hold (too deep, a number out of range).
+        Err(_) => serde_json::Value::String(body.to_string()),
+    };
     let output = serde_json::json!({
         "status": outcome.status,
         "headers": outcome.headers.clone().unwrap_or(serde_json::Value::Null),
         "body": body,
     });
     Some(output.to_string())
+}
+
+/// jsonb has no NUL character, though JSON can spell one (`\u0000`): each becomes U+FFFD,
+/// in keys and in strings, so that no response can fail the record of its round.
+fn without_nul(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) if text.contains('\0') => *text = text.replace('\0', "\u{FFFD}"),
+        Value::Array(items) => items.iter_mut().for_each(without_nul),
+        Value::Object(map) if map.keys().any(|k| k.contains('\0')) => {
+            let entries = std::mem::take(map);
+            for (key, mut item) in entries {
+                without_nul(&mut item);
+                map.insert(key.replace('\0', "\u{FFFD}"), item);
+            }
+        }
+        Value::Object(map) => map.values_mut().for_each(without_nul),
+        _ => {}
+    }
 }
 
 /// Cuts at a character boundary at or below `max` bytes.
@@ -301,7 +382,19 @@ fn truncate(text: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use super::{truncate, without_nul};
+
+    #[test]
+    fn nul_characters_become_replacement_characters_everywhere() {
+        let mut json: serde_json::Value =
+            serde_json::from_str(r#"{"a\u0000": ["x\u0000y", {"b": "\u0000"}], "n": 1}"#).unwrap();
+        without_nul(&mut json);
+        assert_eq!(
+            json,
+            serde_json::json!({"a\u{FFFD}": ["x\u{FFFD}y", {"b": "\u{FFFD}"}], "n": 1})
+        );
+        assert!(!json.to_string().contains("\\u0000"));
+    }
 
     #[test]
     fn truncation_respects_character_boundaries() {

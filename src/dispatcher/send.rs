@@ -41,6 +41,40 @@ pub struct Outcome {
     pub retry_after: Option<Duration>,
     /// Response headers, kept only for durable steps, which checkpoint them.
     pub headers: Option<serde_json::Value>,
+    /// Not attempted: the lease ran out while the job waited for a connection, or the
+    /// dispatcher is stopping. The message is handed back, its attempt not counted.
+    pub released: bool,
+}
+
+impl Outcome {
+    /// An outcome for `job` before anything was sent.
+    fn for_job(job: &Job) -> Outcome {
+        Outcome {
+            id: job.id,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            named_endpoint: job.named_endpoint,
+            durable_step: job.durable_step,
+            ordered: job.ordered,
+            replaces_attempt: job.replaces_attempt,
+            started_at: SystemTime::now(),
+            duration: Duration::ZERO,
+            status: None,
+            error: None,
+            refused: false,
+            body: None,
+            retry_after: None,
+            headers: None,
+            released: false,
+        }
+    }
+
+    fn released(job: &Job) -> Outcome {
+        Outcome {
+            released: true,
+            ..Outcome::for_job(job)
+        }
+    }
 }
 
 pub struct Sender {
@@ -90,6 +124,9 @@ impl Sender {
                 .build()
         })?;
         let client = reqwest::Client::builder()
+            // Whatever HTTP(S)_PROXY or ALL_PROXY the server was started with: through a
+            // proxy, the address guard would check only the proxy's address.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver {
                 allow_private: Arc::clone(&allow_private),
@@ -148,20 +185,30 @@ impl Sender {
 
     pub fn send(&self, job: Job) {
         let client = self.client.clone();
-        let results = self.results_tx.clone();
-        let wake = Arc::clone(&self.wake);
         let allow_private = self.allow_private.load(Ordering::Relaxed);
         let permits = Arc::clone(&self.permits);
+        let report = Report {
+            fallback: Some(Outcome::released(&job)),
+            results: self.results_tx.clone(),
+            wake: Arc::clone(&self.wake),
+        };
         self.runtime.spawn(async move {
-            // The semaphore is never closed; if it were, there would be nothing to do.
+            // Closed when the dispatcher stops: a job that has not started is released.
             let Ok(_permit) = permits.acquire_owned().await else {
-                return;
+                return report.deliver(Outcome::released(&job));
             };
+            // The lease must outlast the request, or another claim may send it too.
+            if Instant::now() + job.timeout > job.lease_deadline {
+                return report.deliver(Outcome::released(&job));
+            }
             let outcome = attempt(&client, job, allow_private).await;
-            // The receiver lives as long as the dispatcher; if it is gone, so are we.
-            let _ = results.send(outcome);
-            wake.notify();
+            report.deliver(outcome);
         });
+    }
+
+    /// Starts nothing more: jobs still waiting for a connection come back released.
+    pub fn stop_starting(&self) {
+        self.permits.close();
     }
 
     /// Every outcome that has arrived, without waiting.
@@ -182,26 +229,45 @@ impl Sender {
     }
 }
 
+/// Hands one job's outcome back to the main thread, exactly once: if the task ends without
+/// one (a panic, the runtime shutting down), dropping the report hands back its fallback,
+/// so the main thread always learns that the job ended.
+struct Report {
+    fallback: Option<Outcome>,
+    results: mpsc::Sender<Outcome>,
+    wake: Arc<Wake>,
+}
+
+impl Report {
+    fn deliver(mut self, outcome: Outcome) {
+        self.fallback = None;
+        self.hand_back(outcome);
+    }
+
+    fn hand_back(&self, outcome: Outcome) {
+        // The receiver lives as long as the dispatcher; if it is gone, so are we.
+        let _ = self.results.send(outcome);
+        self.wake.notify();
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if let Some(outcome) = self.fallback.take() {
+            self.hand_back(outcome);
+        }
+    }
+}
+
 async fn attempt(client: &reqwest::Client, job: Job, allow_private: bool) -> Outcome {
-    let started_at = SystemTime::now();
     let clock = Instant::now();
-    let mut outcome = Outcome {
-        id: job.id,
-        attempt: job.attempt,
-        max_attempts: job.max_attempts,
-        named_endpoint: job.named_endpoint,
-        durable_step: job.durable_step,
-        ordered: job.ordered,
-        replaces_attempt: job.replaces_attempt,
-        started_at,
-        duration: Duration::ZERO,
-        status: None,
-        error: None,
-        refused: false,
-        body: None,
-        retry_after: None,
-        headers: None,
-    };
+    let mut outcome = Outcome::for_job(&job);
+    let started_at = outcome.started_at;
+    if let Some(reason) = &job.unsendable {
+        outcome.refused = true;
+        outcome.error = Some(reason.clone());
+        return outcome;
+    }
     match request(client, &job, allow_private, started_at).await {
         Ok(response) => {
             outcome.status = Some(response.status);
@@ -216,8 +282,18 @@ async fn attempt(client: &reqwest::Client, job: Job, allow_private: bool) -> Out
         }
         Err(Failure::Transport(reason)) => outcome.error = Some(reason),
     }
+    outcome.error = outcome.error.map(storable);
     outcome.duration = clock.elapsed();
     outcome
+}
+
+/// Text Postgres can store: it has no NUL character, which a receiver can send in a body.
+pub fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    }
 }
 
 struct Response {
@@ -326,7 +402,7 @@ async fn request(
     }
     Ok(Response {
         status,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body: storable(String::from_utf8_lossy(&body).into_owned()),
         body_error,
         retry_after,
         headers,

@@ -18,6 +18,7 @@ use super::housekeeping;
 use super::record;
 use super::send::{Outcome, Sender};
 use super::statistics;
+use super::transaction::{self, Failure};
 use super::waiting::Waiter;
 use super::wake;
 use crate::config;
@@ -40,8 +41,13 @@ const OUTSTANDING_PER_SLOT: usize = claim::LEASE_GENERATIONS as usize;
 /// unflushed record: the messages are sent again (G2).
 const RECORD_WITHIN: Duration = Duration::from_millis(10);
 
-static EXTENSION_INSTALLED: &str =
-    "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'workflow')";
+/// After a failed round, the next waits this long, doubling up to the poll interval.
+const FAILED_ROUND_BACKOFF: Duration = Duration::from_millis(100);
+/// The schema version this library's statements are written for.
+const SCHEMA_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+static EXTENSION_VERSION: &str =
+    "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'workflow'";
 
 struct State {
     /// This dispatcher's slot in shared memory (see `wake`).
@@ -60,10 +66,16 @@ struct State {
     /// had no room to ask.
     backlog: bool,
     next_housekeeping: Instant,
-    /// Whether this database has the extension. Checked in a transaction of its own, so
-    /// the claim that follows starts after `CREATE EXTENSION` committed and sees its tables.
-    /// (A `DROP EXTENSION` later makes the claim fail; the restarted worker checks again.)
+    /// Whether this database has the extension at this library's version. Checked in a
+    /// transaction of its own, so the claim that follows starts after `CREATE EXTENSION`
+    /// committed and sees its tables; checked again after a failed round (a `DROP
+    /// EXTENSION`, say).
     installed: bool,
+    /// The version found last, so that a schema waiting for `ALTER EXTENSION … UPDATE` is
+    /// reported once, not every poll.
+    reported_version: Option<String>,
+    /// Rounds failed in a row, for the back-off and so that a failure is logged once.
+    failed_rounds: u32,
 }
 
 struct Round {
@@ -92,6 +104,8 @@ pub fn run(slot: usize) {
         backlog: false,
         next_housekeeping: Instant::now(),
         installed: false,
+        reported_version: None,
+        failed_rounds: 0,
     };
 
     loop {
@@ -108,7 +122,7 @@ pub fn run(slot: usize) {
             state.sender.set_max_concurrency(config::max_concurrency());
         }
         if !state.installed {
-            state.installed = in_transaction(extension_installed).unwrap_or(false);
+            state.installed = schema_is_current(&mut state);
             if !state.installed {
                 sleep(&state, config::poll_interval());
                 continue;
@@ -118,6 +132,11 @@ pub fn run(slot: usize) {
         // before the longest sleep this round can end in.
         wake::looks_again_within(state.slot, config::poll_interval());
         let round = record_and_claim(&mut state);
+        if state.failed_rounds > 0 {
+            let backoff = FAILED_ROUND_BACKOFF * 2u32.pow(state.failed_rounds.min(16) - 1);
+            sleep_until_work(&mut state, backoff.min(config::poll_interval()));
+            continue;
+        }
         housekeep(&mut state);
 
         let full = state.outstanding >= max_outstanding();
@@ -140,9 +159,40 @@ impl State {
             return;
         }
         self.outstanding = self.outstanding.saturating_sub(arrived.len());
+        self.keep(arrived);
+    }
+
+    /// Outcomes to record: new ones, or ones a round could not record and gives back.
+    fn keep(&mut self, outcomes: Vec<Outcome>) {
+        if outcomes.is_empty() {
+            return;
+        }
         self.unrecorded_since.get_or_insert_with(Instant::now);
-        self.awaited |= arrived.iter().any(|o| o.durable_step || o.ordered);
-        self.unrecorded.extend(arrived);
+        // A released message is due again at once, so its release is not held back.
+        self.awaited |= outcomes
+            .iter()
+            .any(|o| o.durable_step || o.ordered || o.released);
+        self.unrecorded.extend(outcomes);
+    }
+
+    /// Notes how a transaction ended: a failure is logged when it starts a series (with
+    /// the back-off, a persistent one is not logged every round), and makes the worker
+    /// check the extension again.
+    fn note<T>(&mut self, result: &Result<T, Failure>) {
+        match result {
+            Ok(_) => self.failed_rounds = 0,
+            Err(failure) => {
+                if self.failed_rounds == 0
+                    && let Failure::Error(message) = failure
+                {
+                    log!(
+                        "workflow dispatcher: a round failed and was rolled back, its outcomes are kept for the next: {message}"
+                    );
+                }
+                self.failed_rounds = self.failed_rounds.saturating_add(1);
+                self.installed = false;
+            }
+        }
     }
 
     /// Under a backlog every round records what came back: the rounds follow each other
@@ -230,17 +280,18 @@ fn record_and_claim(state: &mut State) -> Round {
             next_due: None,
         };
     }
+    let limit = limit.min(claim::rows_within_byte_budget(config::max_payload_bytes()));
     let settings = Settings {
         request_timeout: config::request_timeout(),
         max_attempts: config::max_attempts(),
     };
     let keep_delivered = keeps_delivered();
-    let result = in_transaction(|| {
+    let result = transaction::run_round(|| {
         Spi::connect_mut(|client| {
             statistics::refresh_if_grown(client)?;
-            record::record(client, &outcomes, keep_delivered)?;
+            let skipped = record::record(client, &outcomes, keep_delivered)?;
             if limit == 0 {
-                return Ok((Vec::new(), None));
+                return Ok((Vec::new(), None, skipped));
             }
             if outcomes.is_empty() {
                 claim::commit_without_waiting(client)?;
@@ -251,18 +302,23 @@ fn record_and_claim(state: &mut State) -> Round {
             } else {
                 Some(Duration::ZERO)
             };
-            Ok((jobs, next_due))
+            Ok((jobs, next_due, skipped))
         })
-        .map_err(|e: pgrx::spi::SpiError| e.to_string())
     });
-    // If the transaction failed, the outcomes are lost and their messages stay leased: they
-    // are sent again when the lease runs out (at-least-once).
-    let Some((jobs, next_due)) = result else {
-        return Round {
-            claimed_a_full_batch: false,
-            next_due: None,
-        };
+    state.note(&result);
+    // A failed round was rolled back whole: its outcomes wait for the next.
+    let (jobs, next_due, skipped) = match result {
+        Ok(done) => done,
+        Err(_) => {
+            state.keep(outcomes);
+            return Round {
+                claimed_a_full_batch: false,
+                next_due: None,
+            };
+        }
     };
+    // Outcomes of messages an application held locked: recorded by a later round.
+    state.keep(record::take_skipped(outcomes, &skipped));
     let claimed_a_full_batch = limit > 0 && jobs.len() == limit;
     state.backlog = claimed_a_full_batch || limit == 0;
     state.outstanding += jobs.len();
@@ -284,10 +340,16 @@ fn record_all(state: &mut State) {
         return;
     }
     let keep_delivered = keeps_delivered();
-    in_transaction(|| {
-        Spi::connect_mut(|client| record::record(client, &outcomes, keep_delivered))
-            .map_err(|e| e.to_string())
+    let result = transaction::run_round(|| {
+        Ok(Spi::connect_mut(|client| {
+            record::record(client, &outcomes, keep_delivered)
+        })?)
     });
+    state.note(&result);
+    match result {
+        Ok(skipped) => state.keep(record::take_skipped(outcomes, &skipped)),
+        Err(_) => state.keep(outcomes),
+    }
 }
 
 /// `workflow.retention = 0` keeps nothing finished: a delivered message goes at once.
@@ -295,10 +357,32 @@ fn keeps_delivered() -> bool {
     !config::retention().is_zero()
 }
 
-fn extension_installed() -> Result<bool, String> {
-    Spi::get_one::<bool>(EXTENSION_INSTALLED)
-        .map(|found| found.unwrap_or(false))
-        .map_err(|e| e.to_string())
+/// Whether the extension is installed at the version this library's statements expect.
+/// Between installing a new library and `ALTER EXTENSION workflow UPDATE` the dispatcher
+/// waits (messages wait with it), and says so once.
+fn schema_is_current(state: &mut State) -> bool {
+    let found = transaction::run(|| {
+        Ok(Spi::connect(|client| {
+            client
+                .select(EXTENSION_VERSION, Some(1), &[])?
+                .first()
+                .get_one::<String>()
+        })?)
+    })
+    .ok()
+    .flatten();
+    if let Some(version) = &found
+        && version != SCHEMA_VERSION
+        && state.reported_version.as_ref() != Some(version)
+    {
+        log!(
+            "workflow dispatcher: the extension in this database is version {version}, the library is {SCHEMA_VERSION}; \
+             messages wait until ALTER EXTENSION workflow UPDATE"
+        );
+    }
+    let current = found.as_deref() == Some(SCHEMA_VERSION);
+    state.reported_version = found;
+    current
 }
 
 fn housekeep(state: &mut State) {
@@ -308,10 +392,12 @@ fn housekeep(state: &mut State) {
     let retention = config::retention();
     let mut caught_up = false;
     for _ in 0..housekeeping::MAX_BATCHES {
-        let removed = in_transaction(|| {
-            Spi::connect_mut(|client| housekeeping::purge_batch(client, retention))
-                .map_err(|e| e.to_string())
+        let removed = transaction::run_round(|| {
+            Ok(Spi::connect_mut(|client| {
+                housekeeping::purge_batch(client, retention)
+            })?)
         });
+        state.note(&removed);
         if removed.unwrap_or(0) < housekeeping::BATCH as usize {
             caught_up = true;
             break;
@@ -326,9 +412,10 @@ fn housekeep(state: &mut State) {
     };
 }
 
-/// Stops claiming, records what finishes within the grace period, and leaves the rest
-/// leased for the next dispatcher.
+/// Stops claiming, releases the jobs that have not started, records what finishes within
+/// the grace period, and leaves the rest leased for the next dispatcher.
 fn shut_down(mut state: State) {
+    state.sender.stop_starting();
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while state.outstanding > 0 && Instant::now() < deadline {
         record_all(&mut state);
@@ -346,22 +433,4 @@ fn shut_down(mut state: State) {
         );
     }
     state.sender.shutdown();
-}
-
-/// Runs `f` in its own transaction and reports table statistics afterwards, so autovacuum
-/// sees the dispatcher's writes. An SPI failure is logged and the round skipped; a Postgres
-/// ERROR ends the worker, which the postmaster restarts.
-fn in_transaction<T>(
-    f: impl FnOnce() -> Result<T, String> + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
-) -> Option<T> {
-    let result = BackgroundWorker::transaction(f);
-    // SAFETY: on the main thread, between transactions.
-    unsafe { pg_sys::pgstat_report_stat(false) };
-    match result {
-        Ok(value) => Some(value),
-        Err(e) => {
-            log!("workflow dispatcher: {e}");
-            None
-        }
-    }
 }

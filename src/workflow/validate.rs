@@ -27,6 +27,11 @@ pub enum ArgError {
     },
     #[error("{arg} must be a positive interval")]
     NotPositive { arg: &'static str },
+    #[error("{arg} must be a finite timestamp, not {value}")]
+    NotFinite {
+        arg: &'static str,
+        value: &'static str,
+    },
     #[error("{arg} must be between {min} and {max}, not {got}")]
     OutOfRange {
         arg: &'static str,
@@ -43,6 +48,23 @@ pub struct Bounded(pub i64);
 impl fmt::Display for Bounded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// A timestamp that is a point in time: `infinity` and `-infinity` are refused, so that a
+/// message or a timer is due at some time the dispatcher can compute with. Takes the raw
+/// `TimestampTz` (microseconds), whose extremes are the two infinities.
+pub fn finite_timestamp(arg: &'static str, micros: i64) -> Result<(), ArgError> {
+    match micros {
+        i64::MAX => Err(ArgError::NotFinite {
+            arg,
+            value: "infinity",
+        }),
+        i64::MIN => Err(ArgError::NotFinite {
+            arg,
+            value: "-infinity",
+        }),
+        _ => Ok(()),
     }
 }
 

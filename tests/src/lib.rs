@@ -33,22 +33,54 @@ const PORT: u16 = 5432;
 
 pub struct Cluster {
     dir: PathBuf,
+    /// Environment variables the server is started with.
+    environment: Vec<(String, String)>,
+}
+
+/// How [`Cluster::start_with`] sets a cluster up.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Extra `postgresql.conf` lines.
+    pub settings: &'a [&'a str],
+    /// Environment variables for the server process (and so for the dispatcher).
+    pub environment: &'a [(&'a str, &'a str)],
+    /// Leave `CREATE EXTENSION` to the test.
+    pub without_extension: bool,
+}
+
+fn new_cluster_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "workflow-it-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create cluster dir");
+    chown_to_postgres(&dir);
+    dir
 }
 
 impl Cluster {
     /// Creates and starts a cluster with `CREATE EXTENSION workflow` done in `postgres`.
     /// `settings` are extra `postgresql.conf` lines.
     pub fn start(settings: &[&str]) -> Cluster {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "workflow-it-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create cluster dir");
-        let cluster = Cluster { dir };
-        chown_to_postgres(&cluster.dir);
+        Cluster::start_with(Options {
+            settings,
+            ..Options::default()
+        })
+    }
+
+    pub fn start_with(options: Options<'_>) -> Cluster {
+        let cluster = Cluster {
+            dir: new_cluster_dir(),
+            environment: options
+                .environment
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let settings = options.settings;
         as_postgres(PG_BIN, "initdb")
             .args([
                 "--auth=trust",
@@ -72,8 +104,51 @@ impl Cluster {
         }
         append(&cluster.data_dir().join("postgresql.conf"), &conf);
         cluster.pg_ctl_start();
-        cluster.psql("CREATE EXTENSION workflow");
+        if !options.without_extension {
+            cluster.psql("CREATE EXTENSION workflow");
+        }
         cluster
+    }
+
+    /// A streaming hot standby of this cluster (`pg_basebackup -R`), started, with the same
+    /// settings; it has no dispatcher until promoted (G5).
+    pub fn standby(&self) -> Cluster {
+        let standby = Cluster {
+            dir: new_cluster_dir(),
+            environment: self.environment.clone(),
+        };
+        as_postgres(PG_BIN, "pg_basebackup")
+            .args(["-X", "stream", "-R", "-h"])
+            .arg(&self.dir)
+            .args(["-p", &PORT.to_string(), "-U", "postgres", "-D"])
+            .arg(standby.data_dir())
+            .run("pg_basebackup");
+        append(
+            &standby.data_dir().join("postgresql.conf"),
+            &format!(
+                "unix_socket_directories = '{}'\nhot_standby = on\n",
+                standby.dir.display()
+            ),
+        );
+        standby.pg_ctl_start();
+        standby
+    }
+
+    /// The directory of the cluster's socket (its `host` in a connection string).
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn port(&self) -> u16 {
+        PORT
+    }
+
+    /// The connection string for database `dbname` of this cluster.
+    pub fn conninfo_for(&self, dbname: &str) -> String {
+        format!(
+            "host={} port={PORT} user=postgres dbname={dbname}",
+            self.dir.display()
+        )
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -82,10 +157,7 @@ impl Cluster {
 
     /// The connection string for a client of this cluster.
     pub fn conninfo(&self) -> String {
-        format!(
-            "host={} port={PORT} user=postgres dbname=postgres",
-            self.dir.display()
-        )
+        self.conninfo_for("postgres")
     }
 
     pub async fn connect(&self) -> Client {
@@ -93,7 +165,8 @@ impl Cluster {
     }
 
     fn pg_ctl_start(&self) {
-        as_postgres(PG_BIN, "pg_ctl")
+        let mut command = as_postgres_with(PG_BIN, "pg_ctl", &self.environment);
+        command
             .args(["start", "-w", "-t", "60", "-D"])
             .arg(self.data_dir())
             .arg("-l")
@@ -103,11 +176,32 @@ impl Cluster {
 
     /// Runs SQL through psql as the superuser; panics on error.
     pub fn psql(&self, sql: &str) {
+        self.psql_in("postgres", sql);
+    }
+
+    /// Runs SQL through psql as the superuser in database `dbname`; panics on error.
+    pub fn psql_in(&self, dbname: &str, sql: &str) {
         as_postgres(PG_BIN, "psql")
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(self.conninfo())
+            .arg(self.conninfo_for(dbname))
             .args(["-c", sql])
             .run("psql");
+    }
+
+    /// Runs a PostgreSQL client program (`pg_dump`, `pg_restore`, …) as `postgres` with
+    /// `args`; returns its standard output, panics if it fails.
+    pub fn client_program(&self, tool: &str, args: &[&str]) -> Vec<u8> {
+        let output = as_postgres(PG_BIN, tool)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        assert!(
+            output.status.success(),
+            "{tool} failed: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
     }
 
     /// Kills the whole server without a shutdown checkpoint: a crash.
@@ -346,14 +440,25 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> &str {
 }
 
 fn as_postgres(bin_dir: &str, tool: &str) -> Command {
+    as_postgres_with(bin_dir, tool, &[])
+}
+
+/// `tool` run as `postgres` with exactly the given extra environment (sudo resets the rest).
+fn as_postgres_with(bin_dir: &str, tool: &str, environment: &[(String, String)]) -> Command {
     let program = Path::new(bin_dir).join(tool);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         let mut command = Command::new("sudo");
-        command.args(["-n", "-u", "postgres"]).arg(program);
+        command.args(["-n", "-u", "postgres", "env"]);
+        for (name, value) in environment {
+            command.arg(format!("{name}={value}"));
+        }
+        command.arg(program);
         command
     } else {
-        Command::new(program)
+        let mut command = Command::new(program);
+        command.envs(environment.iter().map(|(k, v)| (k, v)));
+        command
     }
 }
 

@@ -1,0 +1,31 @@
+-- workflow 0.1.0 → 0.2.0, applied by ALTER EXTENSION workflow UPDATE.
+--
+-- The upgrade test (tests/tests/upgrade.rs) checks that a populated 0.1.0 database,
+-- upgraded with this script, has the same schema as a fresh 0.2.0 install and keeps its data.
+
+-- Header values are credentials as often as not (authorization, api keys): the view shows
+-- their names only, and secrets not at all.
+DROP VIEW workflow.endpoints;
+CREATE VIEW workflow.endpoints AS
+SELECT name, url, cardinality(secrets) AS secret_count,
+       ARRAY(SELECT jsonb_object_keys(headers) ORDER BY 1) AS header_names,
+       timeout, max_attempts, disabled_at, disabled_reason, created_at, updated_at
+  FROM workflow.endpoint_settings;
+COMMENT ON VIEW workflow.endpoints IS 'Named endpoints, without their secrets or header values';
+GRANT SELECT ON workflow.endpoints TO workflow_user;
+
+-- Messages stored with an infinite due time before 0.2.0 refused them: due now instead
+-- (the infinities meant "never" or "at once", and a message that is never due is lost).
+UPDATE workflow.outbox SET next_attempt_at = statement_timestamp()
+ WHERE status = 'pending' AND NOT isfinite(next_attempt_at);
+
+-- Backups keep everything (G9): pg_dump dumps the rows of these tables, and the positions of
+-- their identity sequences, with the database; CREATE EXTENSION on restore makes the rest.
+SELECT pg_catalog.pg_extension_config_dump('workflow.runs', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.checkpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.checkpoints_seq_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.endpoint_settings', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.delivery_attempts', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.delivery_attempts_id_seq', '');
