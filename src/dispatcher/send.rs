@@ -193,14 +193,17 @@ impl Sender {
             wake: Arc::clone(&self.wake),
         };
         self.runtime.spawn(async move {
-            // Closed when the dispatcher stops: a job that has not started is released.
-            let Ok(_permit) = permits.acquire_owned().await else {
+            // The lease must outlast the request, or another claim may send the message
+            // too: a job that cannot start in time is handed back while it is still ours.
+            let latest_start = job
+                .lease_deadline
+                .checked_sub(job.timeout)
+                .unwrap_or_else(Instant::now);
+            let waited = tokio::time::timeout_at(latest_start.into(), permits.acquire_owned());
+            // The semaphore is closed when the dispatcher stops: a job not started goes back.
+            let Ok(Ok(_permit)) = waited.await else {
                 return report.deliver(Outcome::released(&job));
             };
-            // The lease must outlast the request, or another claim may send it too.
-            if Instant::now() + job.timeout > job.lease_deadline {
-                return report.deliver(Outcome::released(&job));
-            }
             let outcome = attempt(&client, job, allow_private).await;
             report.deliver(outcome);
         });

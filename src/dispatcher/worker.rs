@@ -40,6 +40,9 @@ const OUTSTANDING_PER_SLOT: usize = claim::LEASE_GENERATIONS as usize;
 /// `LEASE_MARGIN`) is far longer, and a crash loses what waits here as it would lose an
 /// unflushed record: the messages are sent again (G2).
 const RECORD_WITHIN: Duration = Duration::from_millis(10);
+/// How long the outcome of a message an application held locked waits before a round
+/// tries to record it again.
+const HELD_RETRY: Duration = Duration::from_millis(500);
 
 /// After a failed round, the next waits this long, doubling up to the poll interval.
 const FAILED_ROUND_BACKOFF: Duration = Duration::from_millis(100);
@@ -62,6 +65,10 @@ struct State {
     unrecorded_since: Option<Instant>,
     /// Whether a workflow or an ordering key waits for one of `unrecorded`.
     awaited: bool,
+    /// Outcomes a round skipped because an application held their messages locked, and
+    /// since when: tried again after `HELD_RETRY`.
+    held: Vec<Outcome>,
+    held_since: Option<Instant>,
     /// Whether more may be due than the last round claimed: it took all it asked for, or
     /// had no room to ask.
     backlog: bool,
@@ -101,6 +108,8 @@ pub fn run(slot: usize) {
         unrecorded: Vec::new(),
         unrecorded_since: None,
         awaited: false,
+        held: Vec::new(),
+        held_since: None,
         backlog: false,
         next_housekeeping: Instant::now(),
         installed: false,
@@ -154,6 +163,14 @@ pub fn run(slot: usize) {
 impl State {
     /// Takes what the HTTP side finished.
     fn collect(&mut self) {
+        if self
+            .held_since
+            .is_some_and(|since| since.elapsed() >= HELD_RETRY)
+        {
+            self.held_since = None;
+            let held = std::mem::take(&mut self.held);
+            self.keep(held);
+        }
         let arrived = self.sender.finished();
         if arrived.is_empty() {
             return;
@@ -173,6 +190,15 @@ impl State {
             .iter()
             .any(|o| o.durable_step || o.ordered || o.released);
         self.unrecorded.extend(outcomes);
+    }
+
+    /// Outcomes a round skipped: for a round `HELD_RETRY` from now.
+    fn hold(&mut self, outcomes: Vec<Outcome>) {
+        if outcomes.is_empty() {
+            return;
+        }
+        self.held_since.get_or_insert_with(Instant::now);
+        self.held.extend(outcomes);
     }
 
     /// Notes how a transaction ended: a failure is logged when it starts a series (with
@@ -227,10 +253,13 @@ impl State {
 fn sleep_until_work(state: &mut State, nap: Duration) {
     let until = Instant::now() + nap;
     loop {
-        let wake_at = match state.unrecorded_since {
+        let mut wake_at = match state.unrecorded_since {
             Some(since) => until.min(since + RECORD_WITHIN),
             None => until,
         };
+        if let Some(since) = state.held_since {
+            wake_at = wake_at.min(since + HELD_RETRY);
+        }
         let events = sleep(state, wake_at.saturating_duration_since(Instant::now()));
         if events & (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT) as i32 != 0 {
             return;
@@ -318,7 +347,7 @@ fn record_and_claim(state: &mut State) -> Round {
         }
     };
     // Outcomes of messages an application held locked: recorded by a later round.
-    state.keep(record::take_skipped(outcomes, &skipped));
+    state.hold(record::take_skipped(outcomes, &skipped));
     let claimed_a_full_batch = limit > 0 && jobs.len() == limit;
     state.backlog = claimed_a_full_batch || limit == 0;
     state.outstanding += jobs.len();
@@ -334,6 +363,9 @@ fn record_and_claim(state: &mut State) -> Round {
 
 /// Records every outcome back from the HTTP side, due or not.
 fn record_all(state: &mut State) {
+    state.held_since = None;
+    let held = std::mem::take(&mut state.held);
+    state.keep(held);
     state.collect();
     let outcomes = state.take_unrecorded();
     if outcomes.is_empty() {
@@ -347,7 +379,7 @@ fn record_all(state: &mut State) {
     });
     state.note(&result);
     match result {
-        Ok(skipped) => state.keep(record::take_skipped(outcomes, &skipped)),
+        Ok(skipped) => state.hold(record::take_skipped(outcomes, &skipped)),
         Err(_) => state.keep(outcomes),
     }
 }

@@ -28,6 +28,17 @@ pub const DISPATCHER_SETTINGS: &[&str] = &[
     "workflow.poll_interval = '10s'",
 ];
 
+/// One line per table of the extension: its rows as text, hashed, so that a database's
+/// data can be compared whole with another's or with itself at another time.
+pub const TABLE_DIGESTS: &str = "
+    SELECT string_agg(t.name || ' ' || t.digest, E'\\n' ORDER BY t.name) FROM (
+        SELECT 'runs' AS name, md5(string_agg(r::text, '|' ORDER BY r::text)) AS digest FROM workflow.runs r
+        UNION ALL SELECT 'checkpoints', md5(string_agg(c::text, '|' ORDER BY c::text)) FROM workflow.checkpoints c
+        UNION ALL SELECT 'endpoint_settings', md5(string_agg(e::text, '|' ORDER BY e::text)) FROM workflow.endpoint_settings e
+        UNION ALL SELECT 'outbox', md5(string_agg(m::text, '|' ORDER BY m::text)) FROM workflow.outbox m
+        UNION ALL SELECT 'delivery_attempts', md5(string_agg(a::text, '|' ORDER BY a::text)) FROM workflow.delivery_attempts a
+    ) t";
+
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const PORT: u16 = 5432;
 
@@ -210,6 +221,14 @@ impl Cluster {
             .args(["stop", "-m", "immediate", "-w", "-D"])
             .arg(self.data_dir())
             .run("pg_ctl stop -m immediate");
+    }
+
+    /// Promotes a standby to a primary and waits until it is one.
+    pub fn promote(&self) {
+        as_postgres(PG_BIN, "pg_ctl")
+            .args(["promote", "-w", "-D"])
+            .arg(self.data_dir())
+            .run("pg_ctl promote");
     }
 
     /// Starts the server again after a stop; it recovers from the WAL.

@@ -68,3 +68,40 @@ async fn private_destinations_are_refused_until_allowed_and_reloaded() {
     .await;
     assert_eq!(receiver.received(&path).len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_variables_in_the_servers_environment_are_never_used() {
+    let proxy = Receiver::start().await;
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port());
+    let environment: Vec<(&str, &str)> = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ]
+    .into_iter()
+    .map(|name| (name, proxy_url.as_str()))
+    .collect();
+    let cluster = Cluster::start_with(workflow_tests::Options {
+        settings: workflow_tests::DISPATCHER_SETTINGS,
+        environment: &environment,
+        ..Default::default()
+    });
+    let client = cluster.connect().await;
+    dispatcher_pid(&client, DEADLINE).await;
+    let receiver = Receiver::start().await;
+    let path = format!("/{}", unique("direct"));
+    let id: i64 = client
+        .query_one("SELECT wf_enqueue($1, '{}')", &[&receiver.url(&path)])
+        .await
+        .unwrap()
+        .get(0);
+    message_reaches(&client, id, "delivered", DEADLINE).await;
+    assert_eq!(receiver.received(&path).len(), 1, "the request went direct");
+    assert!(
+        proxy.received(&path).is_empty(),
+        "the request went through the proxy"
+    );
+}

@@ -41,17 +41,6 @@ fn fill_as_0_1_0(url: &str) -> String {
     )
 }
 
-/// One line per table: its rows as text, hashed, so that the data before and after the
-/// upgrade can be compared whole.
-const TABLE_DIGESTS: &str = "
-    SELECT string_agg(t.name || ' ' || t.digest, E'\\n' ORDER BY t.name) FROM (
-        SELECT 'runs' AS name, md5(string_agg(r::text, '|' ORDER BY r::text)) AS digest FROM workflow.runs r
-        UNION ALL SELECT 'checkpoints', md5(string_agg(c::text, '|' ORDER BY c::text)) FROM workflow.checkpoints c
-        UNION ALL SELECT 'endpoint_settings', md5(string_agg(e::text, '|' ORDER BY e::text)) FROM workflow.endpoint_settings e
-        UNION ALL SELECT 'outbox', md5(string_agg(m::text, '|' ORDER BY m::text)) FROM workflow.outbox m
-        UNION ALL SELECT 'delivery_attempts', md5(string_agg(a::text, '|' ORDER BY a::text)) FROM workflow.delivery_attempts a
-    ) t";
-
 /// Every object of the extension in database `dbname`, as `pg_dump --schema-only` prints
 /// it. pg_dump leaves out an extension's members (it prints only `CREATE EXTENSION`), so
 /// they are made free-standing first: this spends the database.
@@ -123,7 +112,11 @@ async fn a_filled_0_1_0_database_upgrades_to_the_schema_of_a_fresh_install_and_k
     cluster.psql_in("fresh", "CREATE EXTENSION workflow");
 
     let client = workflow_tests::connect(&cluster.conninfo_for("upgraded")).await;
-    let before: String = client.query_one(TABLE_DIGESTS, &[]).await.unwrap().get(0);
+    let before: String = client
+        .query_one(workflow_tests::TABLE_DIGESTS, &[])
+        .await
+        .unwrap()
+        .get(0);
     client
         .batch_execute("ALTER EXTENSION workflow UPDATE")
         .await
@@ -137,7 +130,11 @@ async fn a_filled_0_1_0_database_upgrades_to_the_schema_of_a_fresh_install_and_k
         .unwrap()
         .get(0);
     assert_eq!(version, "0.2.0");
-    let after: String = client.query_one(TABLE_DIGESTS, &[]).await.unwrap().get(0);
+    let after: String = client
+        .query_one(workflow_tests::TABLE_DIGESTS, &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(before, after, "every row survives the upgrade unchanged");
     drop(client);
 
