@@ -71,6 +71,7 @@ pub extern "C-unwind" fn _PG_init() {
     config::register(preloading);
     if preloading {
         dispatcher::wake::init_shared_memory();
+        dispatcher::database::install_drop_hook();
         dispatcher::register_workers();
     }
 }

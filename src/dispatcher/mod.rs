@@ -7,6 +7,7 @@
 //! Follow one message: `wake` → `claim` → `send` → `record`.
 
 pub mod claim;
+pub mod database;
 pub mod housekeeping;
 pub mod record;
 pub mod send;
@@ -59,7 +60,12 @@ pub extern "C-unwind" fn workflow_dispatcher_main(arg: pg_sys::Datum) {
     let slot = arg.value();
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = BackgroundWorker::get_extra().to_string();
+    if !database::wait_before_connecting(slot, &database) {
+        // SAFETY: proc_exit is how a backend ends.
+        unsafe { pg_sys::proc_exit(1) };
+    }
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    database::connected(slot, &database);
     set_session_option(c"application_name", c"workflow dispatcher");
     pin_session();
     // The dispatcher runs a handful of statements many times a second. Left to choose,

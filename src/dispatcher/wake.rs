@@ -28,12 +28,19 @@ pub const MAX_DISPATCHERS: usize = 32;
 
 #[derive(Default)]
 #[repr(C)]
-struct Slot {
+pub(super) struct Slot {
     database: AtomicU32,
     /// Address of the dispatcher's `PGPROC.procLatch`, in shared memory; 0 when vacant.
     latch: AtomicUsize,
     /// When the dispatcher will look at the outbox again unwoken (a `TimestampTz`).
     looks_again_at: AtomicI64,
+    /// When a `DROP DATABASE` of the slot's database asked its dispatcher to leave (a
+    /// `TimestampTz`; 0: never). See `database`.
+    pub(super) leave_requested_at: AtomicI64,
+    /// Whether the slot's dispatcher started connecting and has not connected since.
+    pub(super) connecting: AtomicBool,
+    /// Connection attempts that failed in a row.
+    pub(super) connect_failures: AtomicU32,
 }
 
 #[repr(C)]
@@ -65,6 +72,27 @@ thread_local! {
     static ARMED: Cell<bool> = const { Cell::new(false) };
     /// The earliest due time this transaction enqueued (a `TimestampTz`).
     static EARLIEST_DUE: Cell<i64> = const { Cell::new(i64::MAX) };
+}
+
+/// Slot `slot` in shared memory, when the library was preloaded.
+pub(super) fn slot(slot: usize) -> Option<&'static Slot> {
+    if !SHARED_MEMORY.load(Ordering::Acquire) || slot >= MAX_DISPATCHERS {
+        return None;
+    }
+    Some(&SLOTS.get().slots[slot])
+}
+
+/// The slot whose dispatcher serves database `oid`, with its latch.
+pub(super) fn slot_serving(oid: u32) -> Option<(&'static Slot, usize)> {
+    if !SHARED_MEMORY.load(Ordering::Acquire) {
+        return None;
+    }
+    SLOTS
+        .get()
+        .slots
+        .iter()
+        .find(|slot| slot.database.load(Ordering::Acquire) == oid)
+        .map(|slot| (slot, slot.latch.load(Ordering::Acquire)))
 }
 
 /// Requests the slots; only from `_PG_init` during `shared_preload_libraries`.

@@ -14,6 +14,7 @@
 //! and only outcomes wait.
 
 use super::claim::{self, Settings};
+use super::database;
 use super::housekeeping;
 use super::record;
 use super::send::{Outcome, Sender};
@@ -119,6 +120,11 @@ pub fn run(slot: usize) {
 
     loop {
         if BackgroundWorker::sigterm_received() {
+            shut_down(state);
+            return;
+        }
+        if database::leave_requested(state.slot) {
+            log!("workflow dispatcher leaves its database for DROP DATABASE");
             shut_down(state);
             return;
         }
