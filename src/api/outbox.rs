@@ -25,11 +25,31 @@ static WORKFLOW_STATUS: Statement = Statement {
 };
 
 /// Serialises enqueuers of one ordering key until they commit, so that id order is commit
-/// order for the key. The class id keeps our locks apart from the application's.
-static LOCK_ORDERING_KEY: Statement = Statement {
-    sql: "SELECT pg_advisory_xact_lock(2053731434, hashtext($1))",
-    args: &[TEXTOID],
-};
+/// order for the key. The lock is a transaction's lock on a pseudo-object whose class is the
+/// outbox's own OID, which no SQL statement can take: an advisory lock, which any role can
+/// take, would let any role hold a key back. Keys whose hashes collide share a lock, which
+/// only serialises them more. (In `pg_locks`: locktype `object`, classid the outbox.)
+fn lock_ordering_key(key: &str) {
+    // SAFETY: catalog lookups and a lock request inside the caller's transaction; a
+    // missing schema raises a normal ERROR.
+    unsafe {
+        let namespace = pgrx::pg_sys::get_namespace_oid(c"workflow".as_ptr(), false);
+        let outbox = pgrx::pg_sys::get_relname_relid(c"outbox".as_ptr(), namespace);
+        pgrx::pg_sys::LockDatabaseObject(
+            outbox,
+            pgrx::pg_sys::Oid::from(fnv1a(key.as_bytes())),
+            0,
+            pgrx::pg_sys::ExclusiveLock as pgrx::pg_sys::LOCKMODE,
+        );
+    }
+}
+
+/// 32-bit FNV-1a: the same in every backend and every release.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |hash: u32, &b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
 
 macro_rules! insert_message {
     () => {
@@ -227,7 +247,7 @@ fn wf_enqueue(
             super::workflows::require_running(id, status, "wf_enqueue")?;
         }
         if let Some(key) = ordering_key {
-            db::execute(client, &LOCK_ORDERING_KEY, &[key.into()], |_| Ok(()))?;
+            lock_ordering_key(key);
         }
         let args: [DatumWithOid; 9] = [
             url.into(),

@@ -175,3 +175,31 @@ async fn an_application_role_sees_header_names_but_no_values_and_cannot_raise_th
         .unwrap_err();
     assert_eq!(sqlstate(&error), "42501", "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_advisory_lock_an_application_takes_can_hold_back_an_ordering_key() {
+    let cluster = workflow_tests::shared_cluster();
+    let key = unique("key");
+    // Whatever advisory locks a role takes — here the one 0.1.0 used for this key, and
+    // the same numbers as a single bigint — they are not the extension's.
+    let squatter = cluster.connect().await;
+    squatter
+        .execute(
+            "SELECT pg_advisory_lock(2053731434, hashtext($1)), pg_advisory_lock(hashtext($1))",
+            &[&key],
+        )
+        .await
+        .unwrap();
+    let client = cluster.connect().await;
+    client
+        .batch_execute("SET statement_timeout = '5s'")
+        .await
+        .unwrap();
+    client
+        .execute(
+            "SELECT wf_enqueue('https://example.com/', '{}', ordering_key => $1)",
+            &[&key],
+        )
+        .await
+        .expect("an enqueue with the key does not wait for an application's lock");
+}
