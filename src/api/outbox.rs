@@ -98,19 +98,32 @@ static MESSAGE: Statement = Statement {
     args: &[INT8OID],
 };
 
+/// (Each statement that moves messages between states keeps `workflow.message_counts`.)
 pub(crate) static RETRY: Statement = Statement {
-    sql: "UPDATE workflow.outbox
-             SET status = 'pending', attempts = 0, next_attempt_at = statement_timestamp(),
-                 leased_until = NULL, finished_at = NULL, delivered_at = NULL
-           WHERE id = $1 AND status IN ('dead', 'cancelled')
-          RETURNING id",
+    sql: "WITH revived AS (
+              SELECT id, status FROM workflow.outbox WHERE id = $1 AND status IN ('dead', 'cancelled') FOR UPDATE),
+          pending AS (
+              UPDATE workflow.outbox
+                 SET status = 'pending', attempts = 0, next_attempt_at = statement_timestamp(),
+                     leased_until = NULL, finished_at = NULL, delivered_at = NULL
+               WHERE id = (SELECT id FROM revived)
+              RETURNING id),
+          counted AS (
+              INSERT INTO workflow.message_counts (status, n)
+              SELECT status, -1 FROM revived WHERE EXISTS (SELECT FROM pending))
+          SELECT id FROM pending",
     args: &[INT8OID],
 };
 
 pub(crate) static CANCEL: Statement = Statement {
-    sql: "UPDATE workflow.outbox SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp()
-           WHERE id = $1 AND status = 'pending'
-          RETURNING id",
+    sql: "WITH cancelled AS (
+              UPDATE workflow.outbox SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp()
+               WHERE id = $1 AND status = 'pending'
+              RETURNING id),
+          counted AS (
+              INSERT INTO workflow.message_counts (status, n)
+              SELECT 'cancelled', 1 FROM cancelled)
+          SELECT id FROM cancelled",
     args: &[INT8OID],
 };
 
@@ -121,35 +134,43 @@ static MESSAGE_STATUS: Statement = Statement {
 
 /// Cancels the undelivered messages of a workflow being cancelled.
 pub static CANCEL_WORKFLOW_MESSAGES: Statement = Statement {
-    sql: "UPDATE workflow.outbox SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp()
-           WHERE workflow_id = $1 AND status = 'pending'",
+    sql: "WITH cancelled AS (
+              UPDATE workflow.outbox SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp()
+               WHERE workflow_id = $1 AND status = 'pending'
+              RETURNING id)
+          INSERT INTO workflow.message_counts (status, n)
+          SELECT 'cancelled', count(*) FROM cancelled HAVING count(*) > 0",
     args: &[UUIDOID],
 };
 
-static STATS: Statement = Statement {
+pub(crate) static STATS: Statement = Statement {
     sql: "WITH counts AS (
-              SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-                     count(*) FILTER (WHERE status = 'delivered') AS delivered,
-                     count(*) FILTER (WHERE status = 'dead') AS dead,
-                     count(*) FILTER (WHERE status = 'cancelled') AS cancelled
-                FROM workflow.outbox),
+              SELECT (SELECT count(*) FROM workflow.outbox WHERE (status = 'pending') IS TRUE) AS pending,
+                     coalesce(sum(n) FILTER (WHERE status = 'delivered'), 0)::bigint AS delivered,
+                     coalesce(sum(n) FILTER (WHERE status = 'dead'), 0)::bigint AS dead,
+                     coalesce(sum(n) FILTER (WHERE status = 'cancelled'), 0)::bigint AS cancelled
+                FROM workflow.message_counts),
           oldest AS (
               SELECT clock_timestamp() - min(created_at) AS age
-                FROM workflow.outbox WHERE status = 'pending'),
+                FROM workflow.outbox WHERE (status = 'pending') IS TRUE),
           last_minute AS (
               SELECT count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS deliveries,
                      count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299) AS failures
                 FROM (SELECT status_code FROM workflow.delivery_attempts
                        WHERE started_at >= statement_timestamp() - interval '1 minute'
                       UNION ALL
-                      -- Each message's latest attempt is on the message. The second
-                      -- condition follows from the first (a message finishes after its
-                      -- last attempt starts); it lets the planner use the partial indexes.
+                      -- Each message's latest attempt is on the message: pending ones
+                      -- through the pending index, finished ones through the finished index
+                      -- (a message finishes after its last attempt starts, so the condition
+                      -- on finished_at follows and bounds the scan to the last minute).
                       SELECT last_status_code FROM workflow.outbox
-                       WHERE last_started_at >= statement_timestamp() - interval '1 minute'
-                         AND ((status = 'pending') IS TRUE
-                              OR ((status <> 'pending') IS TRUE
-                                  AND finished_at >= statement_timestamp() - interval '1 minute'))) a),
+                       WHERE (status = 'pending') IS TRUE
+                         AND last_started_at >= statement_timestamp() - interval '1 minute'
+                      UNION ALL
+                      SELECT last_status_code FROM workflow.outbox
+                       WHERE (status <> 'pending') IS TRUE
+                         AND finished_at >= statement_timestamp() - interval '1 minute'
+                         AND last_started_at >= statement_timestamp() - interval '1 minute') a),
           latency AS (
               SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
                      percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99

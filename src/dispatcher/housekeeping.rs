@@ -31,12 +31,28 @@ pub(crate) static PURGE_MESSAGES: Statement = Statement {
           gone AS (
               DELETE FROM workflow.outbox m
                WHERE m.id = ANY (ARRAY(SELECT id FROM doomed))
-              RETURNING m.id),
+              RETURNING m.id, m.status),
           attempts AS (
               DELETE FROM workflow.delivery_attempts a
-               WHERE a.message_id = ANY (ARRAY(SELECT id FROM gone)))
+               WHERE a.message_id = ANY (ARRAY(SELECT id FROM gone))),
+          counted AS (
+              INSERT INTO workflow.message_counts (status, n)
+              SELECT s.status, s.n
+                FROM (SELECT 'delivered' AS status, -count(*) FILTER (WHERE status = 'delivered') AS n FROM gone
+                      UNION ALL
+                      SELECT 'cancelled', -count(*) FILTER (WHERE status = 'cancelled') FROM gone) s
+               WHERE s.n < 0)
           SELECT id FROM gone",
     args: &[INTERVALOID, INT4OID],
+};
+
+/// Folds the committed count deltas into one row per status, so that `wf_stats` sums a
+/// handful of rows. Rows of transactions still open are not seen and stay as they are.
+static FOLD_COUNTS: Statement = Statement {
+    sql: "WITH folded AS (DELETE FROM workflow.message_counts RETURNING status, n)
+          INSERT INTO workflow.message_counts (status, n)
+          SELECT status, sum(n) FROM folded GROUP BY status HAVING sum(n) <> 0",
+    args: &[],
 };
 
 /// Deletes one batch of each kind; returns how many rows went.
@@ -48,5 +64,6 @@ pub fn purge_batch(client: &mut SpiClient<'_>, retention: Duration) -> SpiResult
     let workflows = db::execute(client, &crate::api::PURGE_FINISHED, &args, |rows| {
         Ok(rows.len())
     })?;
+    db::execute(client, &FOLD_COUNTS, &[], |_| Ok(()))?;
     Ok(messages + workflows)
 }

@@ -62,7 +62,14 @@ pub(crate) static RECORD: Statement = Statement {
                 FROM o
                WHERE m.id = ANY (ARRAY(SELECT id FROM locked)) AND m.id = o.id
                  AND m.status = 'pending' AND m.attempts = o.attempt
-              RETURNING m.id, m.workflow_id, m.step),
+              RETURNING m.id, m.workflow_id, m.step, m.status),
+          counted AS (
+              INSERT INTO workflow.message_counts (status, n)
+              SELECT s.status, s.n
+                FROM (SELECT 'delivered' AS status, count(*) FILTER (WHERE status = 'delivered') AS n FROM changed
+                      UNION ALL
+                      SELECT 'dead', count(*) FILTER (WHERE status = 'dead') FROM changed) s
+               WHERE s.n > 0),
           logged AS (
               INSERT INTO workflow.delivery_attempts
                      (message_id, attempt, started_at, duration_ms, status_code, error, response_body)

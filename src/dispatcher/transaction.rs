@@ -17,12 +17,13 @@ use std::ffi::CStr;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 
 /// Every table a round may read or write.
-const TABLES: [&CStr; 5] = [
+const TABLES: [&CStr; 6] = [
     c"outbox",
     c"delivery_attempts",
     c"runs",
     c"checkpoints",
     c"endpoint_settings",
+    c"message_counts",
 ];
 
 /// Why a transaction did not commit.
