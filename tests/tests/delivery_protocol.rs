@@ -489,3 +489,75 @@ async fn messages_sharing_an_ordering_key_go_one_at_a_time_in_commit_order() {
         "the failing head is retried before the next message goes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_the_workflow_of_an_ordering_keys_head_sends_the_next_at_once() {
+    let (client, receiver) = setup().await;
+    let path = path("unblocked");
+    let key = unique("key");
+    let workflow: uuid::Uuid = client
+        .query_one("SELECT wf_start($1)", &[&unique("head")])
+        .await
+        .unwrap()
+        .get(0);
+    // The head is not due for an hour and holds the key; the next waits behind it.
+    client
+        .execute(
+            "SELECT wf_enqueue($1, '{}', workflow => $2, ordering_key => $3, deliver_at => now() + interval '1 hour')",
+            &[&receiver.url(&path), &workflow, &key],
+        )
+        .await
+        .unwrap();
+    let next: i64 = client
+        .query_one(
+            "SELECT wf_enqueue($1, '{}', ordering_key => $2)",
+            &[&receiver.url(&path), &key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .execute("SELECT wf_cancel($1)", &[&workflow])
+        .await
+        .unwrap();
+    // Well within the 10 s poll interval: the cancel's commit woke the dispatcher.
+    message_reaches(&client, next, "delivered", Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_secret_that_no_longer_parses_sends_nothing_unsigned() {
+    let (client, receiver) = setup().await;
+    let endpoint = unique("broken-secret");
+    let path = path("broken-secret");
+    client
+        .execute(
+            "SELECT wf_endpoint($1, $2, 'generate')",
+            &[&endpoint, &receiver.url(&path)],
+        )
+        .await
+        .unwrap();
+    // As a hand edit or a bad restore could leave it.
+    client
+        .execute(
+            "UPDATE workflow.endpoint_settings SET secrets = array_append(secrets, 'whsec_not-base64!') WHERE name = $1",
+            &[&endpoint],
+        )
+        .await
+        .unwrap();
+    let id = enqueue(&client, &endpoint, serde_json::json!({})).await;
+    message_reaches(&client, id, "dead", DEADLINE).await;
+    let error: String = client
+        .query_one("SELECT last_error FROM wf_message($1)", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(error.contains("secret 2 is malformed"), "{error}");
+    assert!(
+        !error.contains("not-base64"),
+        "the secret is not shown: {error}"
+    );
+    assert!(
+        receiver.received(&path).is_empty(),
+        "nothing went out unsigned"
+    );
+}
