@@ -411,6 +411,15 @@ pub async fn start_workflow(client: &Client, name: &str) -> uuid::Uuid {
         .get(0)
 }
 
+/// Enqueues an empty message to `url` (no key, headers or delay) and returns its id.
+pub async fn enqueue(client: &Client, url: &str) -> i64 {
+    client
+        .query_one("SELECT wf_enqueue($1, '{}')", &[&url])
+        .await
+        .expect("wf_enqueue")
+        .get(0)
+}
+
 /// Checkpoints `step` of workflow `id` without output.
 pub async fn checkpoint(client: &Client, id: uuid::Uuid, step: &str) {
     client

@@ -150,11 +150,7 @@ async fn g1_messages_enqueued_in_rolled_back_work_are_never_delivered() {
         .batch_execute("ROLLBACK TO SAVEPOINT s")
         .await
         .unwrap();
-    let id: i64 = client
-        .query_one("SELECT wf_enqueue($1, '{}')", &[&receiver.url(&committed)])
-        .await
-        .unwrap()
-        .get(0);
+    let id: i64 = workflow_tests::enqueue(&client, &receiver.url(&committed)).await;
     client.batch_execute("COMMIT").await.unwrap();
 
     message_reaches(&client, id, "delivered", DEADLINE).await;
@@ -495,11 +491,7 @@ async fn cancelling_the_workflow_of_an_ordering_keys_head_sends_the_next_at_once
     let (client, receiver) = setup().await;
     let path = path("unblocked");
     let key = unique("key");
-    let workflow: uuid::Uuid = client
-        .query_one("SELECT wf_start($1)", &[&unique("head")])
-        .await
-        .unwrap()
-        .get(0);
+    let workflow: uuid::Uuid = workflow_tests::start_workflow(&client, &unique("head")).await;
     // The head is not due for an hour and holds the key; the next waits behind it.
     client
         .execute(

@@ -8,14 +8,6 @@ use workflow_tests::{Cluster, dispatch_cluster, dispatcher_pid, message_reaches,
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-async fn enqueue(client: &tokio_postgres::Client, url: &str) -> i64 {
-    client
-        .query_one("SELECT wf_enqueue($1, '{}')", &[&url])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_holding_a_message_locked_for_10_s_does_not_stall_delivery() {
     let cluster = dispatch_cluster();
@@ -28,7 +20,7 @@ async fn an_application_holding_a_message_locked_for_10_s_does_not_stall_deliver
 
     // The message is in flight when the application locks it (an open wf_cancel_message):
     // its outcome then meets the lock.
-    let held = enqueue(&client, &receiver.url(&slow)).await;
+    let held = workflow_tests::enqueue(&client, &receiver.url(&slow)).await;
     receiver.wait_for(&slow, 1, DEADLINE).await;
     let app = cluster.connect().await;
     app.batch_execute("BEGIN").await.unwrap();
@@ -39,7 +31,7 @@ async fn an_application_holding_a_message_locked_for_10_s_does_not_stall_deliver
     let locked_at = Instant::now();
     let mut arrivals = 0;
     while locked_at.elapsed() < Duration::from_secs(10) {
-        let id = enqueue(&client, &receiver.url(&fast)).await;
+        let id = workflow_tests::enqueue(&client, &receiver.url(&fast)).await;
         let started = Instant::now();
         message_reaches(&client, id, "delivered", Duration::from_secs(3)).await;
         arrivals += 1;
@@ -64,11 +56,7 @@ async fn a_round_that_fails_midway_is_rolled_back_whole_and_retried() {
     let pid = dispatcher_pid(&client, DEADLINE).await;
     let receiver = Receiver::start().await;
     let path = format!("/{}", unique("durable"));
-    let workflow: uuid::Uuid = client
-        .query_one("SELECT wf_start($1)", &[&unique("rollback")])
-        .await
-        .unwrap()
-        .get(0);
+    let workflow: uuid::Uuid = workflow_tests::start_workflow(&client, &unique("rollback")).await;
     // The durable step's checkpoint is written after the message's record, in the same
     // round: make it fail there.
     cluster.psql(
@@ -162,7 +150,7 @@ async fn jobs_queued_behind_a_20_s_endpoint_past_their_lease_are_not_sent_twice(
     }
     receiver.wait_for(&slow, 2, DEADLINE).await;
     for _ in 0..20 {
-        ids.push(enqueue(&client, &receiver.url(&fast)).await);
+        ids.push(workflow_tests::enqueue(&client, &receiver.url(&fast)).await);
     }
     for id in &ids {
         let attempts = message_reaches(&client, *id, "delivered", DEADLINE).await;

@@ -107,11 +107,7 @@ async fn drop_extension_during_busy_rounds_neither_blocks_nor_crashes_the_dispat
         .await
         .unwrap();
     let path = format!("/{}", unique("after"));
-    let id: i64 = client
-        .query_one("SELECT wf_enqueue($1, '{}')", &[&receiver.url(&path)])
-        .await
-        .unwrap()
-        .get(0);
+    let id: i64 = workflow_tests::enqueue(&client, &receiver.url(&path)).await;
     message_reaches(&client, id, "delivered", DEADLINE).await;
     assert_eq!(
         dispatcher_pid(&client, DEADLINE).await,

@@ -62,16 +62,8 @@ async fn objects_planted_by_an_application_role_never_run_in_the_dispatcher() {
     let receiver = Receiver::start().await;
     let path = format!("/{}", unique("planted"));
     receiver.script(&path, [Reply::Status(503)]);
-    let id: i64 = client
-        .query_one("SELECT wf_enqueue($1, '{}')", &[&receiver.url(&path)])
-        .await
-        .unwrap()
-        .get(0);
-    let workflow: uuid::Uuid = client
-        .query_one("SELECT wf_start($1)", &[&unique("planted")])
-        .await
-        .unwrap()
-        .get(0);
+    let id: i64 = workflow_tests::enqueue(&client, &receiver.url(&path)).await;
+    let workflow: uuid::Uuid = workflow_tests::start_workflow(&client, &unique("planted")).await;
     let step: i64 = client
         .query_one(
             "SELECT wf_enqueue($1, '{}', workflow => $2, step => 'call')",

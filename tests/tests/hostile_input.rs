@@ -10,11 +10,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_times_and_documents_the_extension_cannot_read_are_refused_with_22023() {
     let client = dispatch_cluster().connect().await;
-    let workflow: uuid::Uuid = client
-        .query_one("SELECT wf_start($1)", &[&unique("hostile")])
-        .await
-        .unwrap()
-        .get(0);
+    let workflow: uuid::Uuid = workflow_tests::start_workflow(&client, &unique("hostile")).await;
     let deep_headers = format!("{{\"x\": {}1{}}}", "[".repeat(200), "]".repeat(200));
     let cases = [
         "SELECT wf_enqueue('https://example.com/', '{}', deliver_at => 'infinity')".to_string(),
@@ -49,11 +45,7 @@ async fn responses_holding_nul_characters_are_recorded_and_the_dispatcher_lives_
             body: body.to_string(),
         }),
     );
-    let workflow: uuid::Uuid = client
-        .query_one("SELECT wf_start($1)", &[&unique("nul")])
-        .await
-        .unwrap()
-        .get(0);
+    let workflow: uuid::Uuid = workflow_tests::start_workflow(&client, &unique("nul")).await;
     for (n, _) in bodies.iter().enumerate() {
         let step = format!("call-{n}");
         let id: i64 = client

@@ -93,11 +93,7 @@ async fn proxy_variables_in_the_servers_environment_are_never_used() {
     dispatcher_pid(&client, DEADLINE).await;
     let receiver = Receiver::start().await;
     let path = format!("/{}", unique("direct"));
-    let id: i64 = client
-        .query_one("SELECT wf_enqueue($1, '{}')", &[&receiver.url(&path)])
-        .await
-        .unwrap()
-        .get(0);
+    let id: i64 = workflow_tests::enqueue(&client, &receiver.url(&path)).await;
     message_reaches(&client, id, "delivered", DEADLINE).await;
     assert_eq!(receiver.received(&path).len(), 1, "the request went direct");
     assert!(

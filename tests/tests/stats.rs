@@ -32,19 +32,9 @@ async fn wf_stats_counts_agree_with_the_outbox_through_every_transition() {
 
     let mut delivered = Vec::new();
     for _ in 0..3 {
-        delivered.push(
-            client
-                .query_one("SELECT wf_enqueue($1, '{}')", &[&receiver.url(&path)])
-                .await
-                .unwrap()
-                .get::<_, i64>(0),
-        );
+        delivered.push(workflow_tests::enqueue(&client, &receiver.url(&path)).await);
     }
-    let dead: i64 = client
-        .query_one("SELECT wf_enqueue($1, '{}')", &[&receiver.url(&gone)])
-        .await
-        .unwrap()
-        .get(0);
+    let dead: i64 = workflow_tests::enqueue(&client, &receiver.url(&gone)).await;
     let cancelled: i64 = client
         .query_one(
             "SELECT wf_enqueue($1, '{}', deliver_at => now() + interval '1 hour')",
