@@ -84,6 +84,8 @@ struct State {
     reported_version: Option<String>,
     /// Rounds failed in a row, for the back-off and so that a failure is logged once.
     failed_rounds: u32,
+    /// SIGTERM arrived (pgrx's flag is reset by reading it, so it is kept here).
+    stop_requested: bool,
 }
 
 struct Round {
@@ -116,10 +118,11 @@ pub fn run(slot: usize) {
         installed: false,
         reported_version: None,
         failed_rounds: 0,
+        stop_requested: false,
     };
 
     loop {
-        if BackgroundWorker::sigterm_received() {
+        if state.stopping() {
             shut_down(state);
             return;
         }
@@ -148,8 +151,7 @@ pub fn run(slot: usize) {
         wake::looks_again_within(state.slot, config::poll_interval());
         let round = record_and_claim(&mut state);
         if state.failed_rounds > 0 {
-            let backoff = FAILED_ROUND_BACKOFF * 2u32.pow(state.failed_rounds.min(16) - 1);
-            sleep_until_work(&mut state, backoff.min(config::poll_interval()));
+            back_off(&mut state);
             continue;
         }
         housekeep(&mut state);
@@ -183,6 +185,11 @@ impl State {
         }
         self.outstanding = self.outstanding.saturating_sub(arrived.len());
         self.keep(arrived);
+    }
+
+    fn stopping(&mut self) -> bool {
+        self.stop_requested |= BackgroundWorker::sigterm_received();
+        self.stop_requested
     }
 
     /// Outcomes to record: new ones, or ones a round could not record and gives back.
@@ -274,6 +281,19 @@ fn sleep_until_work(state: &mut State, nap: Duration) {
         if state.record_due() || state.room_for_backlog() {
             return;
         }
+    }
+}
+
+/// After a failed round: waits 100 ms, doubling with each failure in a row up to the poll
+/// interval, whatever else wakes the worker meanwhile (commits, outcomes, which are
+/// collected), so that a failure that persists costs a round per back-off, not a spin.
+/// Only SIGTERM cuts it short.
+fn back_off(state: &mut State) {
+    let doubling = 2u32.pow(state.failed_rounds.clamp(1, 16) - 1);
+    let until = Instant::now() + (FAILED_ROUND_BACKOFF * doubling).min(config::poll_interval());
+    while Instant::now() < until && !state.stopping() {
+        sleep(state, until.saturating_duration_since(Instant::now()));
+        state.collect();
     }
 }
 

@@ -82,6 +82,19 @@ async fn a_round_that_fails_midway_is_rolled_back_whole_and_retried() {
     })
     .await;
 
+    // A failure that persists is retried with a back-off (100 ms doubling), not in a spin:
+    // over three seconds, a handful of rolled-back rounds, not hundreds.
+    let rollbacks = "SELECT pg_stat_clear_snapshot() IS NULL,
+                            (SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database())";
+    let before: i64 = client.query_one(rollbacks, &[]).await.unwrap().get(1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after: i64 = client.query_one(rollbacks, &[]).await.unwrap().get(1);
+    assert!(
+        after - before <= 20,
+        "{} rounds rolled back in 3 s: no back-off",
+        after - before
+    );
+
     // Nothing of the failed round committed: not the delivery without its checkpoint.
     let status: String = client
         .query_one("SELECT status FROM wf_message($1)", &[&id])
