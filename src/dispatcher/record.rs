@@ -4,7 +4,7 @@
 //! consequences — endpoints disabled by a 410, checkpoints of durable HTTP steps — are
 //! statements of their own, run only for a round that has them.
 
-use super::send::Outcome;
+use super::send::{Outcome, storable};
 use crate::db::{self, Statement};
 use crate::delivery::retry::{self, Decision};
 use pgrx::datum::DatumWithOid;
@@ -125,7 +125,8 @@ pub(crate) static FORGET_DELIVERED: Statement = Statement {
           SELECT id, workflow_id, step, false FROM gone
           UNION ALL
           SELECT m.id, NULL, NULL, true FROM workflow.outbox m
-           WHERE m.id = ANY ($1) AND m.id <> ALL (ARRAY(SELECT id FROM locked))",
+           WHERE (SELECT count(*) FROM locked) < cardinality($1)
+             AND m.id = ANY ($1) AND m.id <> ALL (ARRAY(SELECT id FROM locked))",
     args: &[INT8ARRAYOID, INT4ARRAYOID],
 };
 
@@ -365,13 +366,13 @@ fn step_output(outcome: &Outcome) -> Option<String> {
 fn without_nul(value: &mut serde_json::Value) {
     use serde_json::Value;
     match value {
-        Value::String(text) if text.contains('\0') => *text = text.replace('\0', "\u{FFFD}"),
+        Value::String(text) => *text = storable(std::mem::take(text)),
         Value::Array(items) => items.iter_mut().for_each(without_nul),
         Value::Object(map) if map.keys().any(|k| k.contains('\0')) => {
             let entries = std::mem::take(map);
             for (key, mut item) in entries {
                 without_nul(&mut item);
-                map.insert(key.replace('\0', "\u{FFFD}"), item);
+                map.insert(storable(key), item);
             }
         }
         Value::Object(map) => map.values_mut().for_each(without_nul),
