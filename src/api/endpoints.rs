@@ -92,7 +92,7 @@ fn wf_endpoint(
         })
         .or_raise();
     let secret = parse_secret(secret).or_raise();
-    super::outbox::header_doc("headers", headers).or_raise();
+    super::header_doc("headers", headers).or_raise();
     if let Some(timeout) = timeout {
         validate::positive_interval(
             "timeout",

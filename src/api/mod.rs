@@ -10,6 +10,7 @@ pub(crate) mod outbox;
 pub(crate) mod workflows;
 
 use crate::config;
+use crate::delivery::headers;
 use crate::document::Document;
 use crate::error::{OrRaise, WfError};
 use crate::workflow::validate::{self, ArgError};
@@ -43,4 +44,17 @@ fn payload_size(arg: &'static str, doc: Option<Document>) -> Result<(), ArgError
         Some(doc) => validate::size(arg, doc.size(), config::max_payload_bytes()),
         None => Ok(()),
     }
+}
+
+/// Checks a headers document. It is read with the extension's own parser, so a document
+/// it cannot hold (nested past its depth limit, a number like `1e400`) is a `22023` like
+/// any other bad header, not an internal error.
+fn header_doc(arg: &'static str, doc: Option<Document>) -> Result<(), WfError> {
+    if let Some(doc) = doc {
+        let invalid = |reason: String| WfError::InvalidHeaders { arg, reason };
+        let value: serde_json::Value = serde_json::from_str(&doc.to_text())
+            .map_err(|e| invalid(format!("cannot be read as headers: {e}")))?;
+        headers::parse(&value).map_err(|e| invalid(e.to_string()))?;
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //! can be sent.
 
 use crate::db::{self, Statement, first_value, required};
-use crate::delivery::{headers, target};
+use crate::delivery::target;
 use crate::dispatcher::wake;
 use crate::document::Document;
 use crate::error::{OrRaise, WfError};
@@ -186,19 +186,6 @@ pub(crate) static STATS: Statement = Statement {
     args: &[],
 };
 
-/// Checks a headers document. It is read with the extension's own parser, so a document
-/// it cannot hold (nested past its depth limit, a number like `1e400`) is a `22023` like
-/// any other bad header, not an internal error.
-pub(crate) fn header_doc(arg: &'static str, doc: Option<Document>) -> Result<(), WfError> {
-    if let Some(doc) = doc {
-        let invalid = |reason: String| WfError::InvalidHeaders { arg, reason };
-        let value: serde_json::Value = serde_json::from_str(&doc.to_text())
-            .map_err(|e| invalid(format!("cannot be read as headers: {e}")))?;
-        headers::parse(&value).map_err(|e| invalid(e.to_string()))?;
-    }
-    Ok(())
-}
-
 /// Where a message goes: a URL, or a registered endpoint.
 enum Target<'a> {
     Url(&'a str),
@@ -243,7 +230,7 @@ fn wf_enqueue(
     let target = parse_target(target).or_raise();
     let payload = validate::required("payload", payload).or_raise();
     super::payload_size("payload", Some(payload)).or_raise();
-    header_doc("headers", headers).or_raise();
+    super::header_doc("headers", headers).or_raise();
     if let Some(due) = deliver_at {
         validate::finite_timestamp("deliver_at", due.into_inner()).or_raise();
     }
