@@ -45,3 +45,18 @@ SELECT pg_catalog.pg_extension_config_dump('workflow.outbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.delivery_attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.delivery_attempts_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.message_counts', '');
+
+-- Blocked messages leave the due path: a claim parks what it finds behind a disabled
+-- endpoint or an ordering key's head, and what unblocks them unparks them (see the
+-- dispatcher's parking module). The columns come last, as in a fresh install.
+CREATE DOMAIN workflow.park_reason AS text
+    CHECK (VALUE IN ('endpoint', 'ordering_key'));
+ALTER TABLE workflow.outbox
+    ADD COLUMN parked workflow.park_reason,
+    ADD COLUMN unpark_successor boolean;
+ALTER TABLE workflow.endpoint_settings ADD COLUMN unpark_messages boolean;
+DROP INDEX workflow.outbox_due;
+CREATE INDEX outbox_due ON workflow.outbox (next_attempt_at)
+    WHERE (status = 'pending') IS TRUE AND parked IS NULL;
+CREATE INDEX outbox_parked ON workflow.outbox (endpoint, next_attempt_at) WHERE parked IS NOT NULL;
+CREATE INDEX outbox_unpark_successor ON workflow.outbox (ordering_key) WHERE unpark_successor IS TRUE;

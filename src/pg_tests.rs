@@ -620,7 +620,8 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
                 "SELECT count(*) FROM workflow.outbox
                   WHERE (status = 'pending') <> (finished_at IS NULL)
                      OR (url IS NULL) = (endpoint IS NULL)
-                     OR (step IS NOT NULL AND workflow_id IS NULL)"
+                     OR (step IS NOT NULL AND workflow_id IS NULL)
+                     OR (parked IS NOT NULL AND status <> 'pending')"
             ),
             Some(0)
         );
@@ -1097,8 +1098,10 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
                 each_plan_node(root, &mut |node| {
                     if node["Relation Name"].as_str() == Some("outbox") {
                         assert!(
-                            node["Index Name"].as_str() == Some("outbox_due")
-                                || !node["Index Cond"].is_null(),
+                            matches!(
+                                node["Index Name"].as_str(),
+                                Some("outbox_due" | "outbox_parked")
+                            ) || !node["Index Cond"].is_null(),
                             "wf_stats reads the outbox's history: {node:#}"
                         );
                     }
@@ -1284,12 +1287,16 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             let kind = node["Node Type"].as_str().unwrap_or_default();
             let relation = node["Relation Name"].as_str().unwrap_or_default();
             let queue = relation == "outbox" || relation == "runs";
-            let whole_index = kind.starts_with("Index") && node["Index Cond"].is_null();
+            // A flag index holds only the rows whose flag awaits the dispatcher: walking it
+            // whole is what it is for.
+            let whole_index = kind.starts_with("Index")
+                && node["Index Cond"].is_null()
+                && node["Index Name"].as_str() != Some("outbox_unpark_successor");
             if (queue && (kind == "Seq Scan" || whole_index))
                 || kind == "Sort"
                 || kind == "Merge Join"
             {
-                found.push(format!("{kind} {relation}"));
+                found.push(format!("{kind} {relation} {}", node["Index Name"]));
             }
         });
     }
@@ -1369,7 +1376,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         run("INSERT INTO workflow.runs (name, owner, lease_duration, lease_expires_at)
              SELECT 'stale', 'me', '1 minute', now() + interval '1 minute' FROM generate_series(1, 2000)");
         let id = "'00000000-0000-0000-0000-000000000001'";
-        let statements: [(&crate::db::Statement, &str, String); 7] = [
+        let statements: [(&crate::db::Statement, &str, String); 8] = [
             (
                 &crate::dispatcher::record::RECORD,
                 "int8[], int4[], float8[], float4[], int4[], text[], text[], text[], float8[], int8[]",
@@ -1399,6 +1406,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
                 "uuid, text, jsonb, text",
                 format!("{id}, 'completed', NULL, NULL"),
             ),
+            (&crate::dispatcher::parking::UNPARK, "int4", "1000".into()),
         ];
         let walkers = [
             "outbox_due",
@@ -1466,6 +1474,117 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
                 "the scan of outbox_finished is not bounded by the cut-off: {plan:#}"
             );
         }
+    }
+
+    /// A claim parks what it finds blocked, so that no later claim walks it again, and
+    /// what unblocks a message brings it back through its flag: a head's recorded
+    /// delivery, an application's cancel, an enable.
+    #[pg_test]
+    fn a_claim_parks_blocked_messages_and_their_flags_unpark_them() {
+        use crate::dispatcher::{claim, parking};
+        run("SELECT wf_endpoint('off', 'https://off.example.com/hook')");
+        run("UPDATE workflow.endpoint_settings SET disabled_at = now() WHERE name = 'off'");
+        run("SELECT wf_enqueue('off', '{}') FROM generate_series(1, 3)");
+        let keyed: Vec<i64> = (0..3)
+            .map(|_| {
+                one::<i64>(&format!(
+                    "SELECT wf_enqueue('{HOOK}', '{{}}', ordering_key => 'k')"
+                ))
+                .unwrap()
+            })
+            .collect();
+        let free = one::<i64>(&format!("SELECT wf_enqueue('{HOOK}', '{{}}')")).unwrap();
+        let settings = claim::Settings {
+            request_timeout: std::time::Duration::from_secs(10),
+            max_attempts: 5,
+        };
+        let claim = || {
+            let claimed = Spi::connect_mut(|c| claim::claim(c, 10, &settings)).unwrap();
+            let mut ids: Vec<i64> = claimed.jobs.iter().map(|j| j.id).collect();
+            ids.sort();
+            (ids, claimed.parked)
+        };
+        let unpark = || Spi::connect_mut(parking::unpark).unwrap();
+        let parked = || {
+            one::<String>(
+                "SELECT string_agg(parked || ':' || n, ',' ORDER BY parked)
+                   FROM (SELECT parked, count(*) n FROM workflow.outbox
+                          WHERE parked IS NOT NULL GROUP BY parked) p",
+            )
+        };
+
+        assert_eq!(claim(), (vec![keyed[0], free], 5));
+        assert_eq!(parked().as_deref(), Some("endpoint:3,ordering_key:2"));
+        assert_eq!(claim(), (vec![], 0), "a parked message is not walked again");
+        assert_eq!(unpark(), 0, "nothing is unblocked yet");
+
+        // The head's delivery flags its key: the next message, and only it, comes back.
+        let args: [pgrx::datum::DatumWithOid; 10] = [
+            vec![keyed[0]].into(),
+            vec![1].into(),
+            vec![0.0f64].into(),
+            vec![5.0f32].into(),
+            vec![200].into(),
+            vec![None::<String>].into(),
+            vec![None::<String>].into(),
+            vec!["delivered".to_string()].into(),
+            vec![0.0f64].into(),
+            Vec::<i64>::new().into(),
+        ];
+        Spi::connect_mut(|c| {
+            crate::db::execute(c, &crate::dispatcher::record::RECORD, &args, |_| Ok(()))
+        })
+        .unwrap();
+        assert_eq!(unpark(), 1);
+        assert_eq!(claim(), (vec![keyed[1]], 0));
+
+        // An application's cancel of the head (in flight, here) does the same.
+        run(&format!("SELECT wf_cancel_message({})", keyed[1]));
+        assert_eq!(unpark(), 1);
+        assert_eq!(claim(), (vec![keyed[2]], 0));
+
+        // An enable lets the endpoint's messages go; every flag is cleared once done.
+        run("SELECT wf_endpoint_enable('off')");
+        assert_eq!(unpark(), 3);
+        assert_eq!(claim().0.len(), 3);
+        assert_eq!(parked(), None);
+        assert_eq!(
+            one::<i64>(
+                "SELECT (SELECT count(*) FROM workflow.outbox WHERE unpark_successor)
+                      + (SELECT count(*) FROM workflow.endpoint_settings WHERE unpark_messages)"
+            ),
+            Some(0)
+        );
+        assert_eq!(unpark(), 0);
+    }
+
+    /// An endpoint disabled again before its messages were let go keeps them parked.
+    #[pg_test]
+    fn an_endpoint_disabled_again_keeps_its_messages_parked() {
+        use crate::dispatcher::{claim, parking};
+        run("SELECT wf_endpoint('flaky', 'https://flaky.example.com/hook')");
+        run("UPDATE workflow.endpoint_settings SET disabled_at = now() WHERE name = 'flaky'");
+        run("SELECT wf_enqueue('flaky', '{}') FROM generate_series(1, 2)");
+        let settings = claim::Settings {
+            request_timeout: std::time::Duration::from_secs(10),
+            max_attempts: 5,
+        };
+        let claimed = Spi::connect_mut(|c| claim::claim(c, 10, &settings)).unwrap();
+        assert_eq!((claimed.jobs.len(), claimed.parked), (0, 2));
+        run("SELECT wf_endpoint_enable('flaky')");
+        run("UPDATE workflow.endpoint_settings SET disabled_at = now() WHERE name = 'flaky'");
+        assert_eq!(Spi::connect_mut(parking::unpark).unwrap(), 0);
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM workflow.outbox WHERE parked = 'endpoint'"),
+            Some(2)
+        );
+        assert_eq!(
+            one::<bool>(
+                "SELECT unpark_messages FROM workflow.endpoint_settings WHERE name = 'flaky'"
+            ),
+            None,
+            "the flag is cleared: a later enable sets it again"
+        );
     }
 
     /// The latest attempt stays on the message, the one it replaces moves to the log, and

@@ -11,13 +11,15 @@ COMMENT ON SCHEMA workflow IS 'Storage and views of the workflow extension';
 -- session, but a table's CHECK constraints again in every statement that writes the table
 -- (a seventh of each checkpoint's time went there). The invariants between columns — a
 -- run or message has finished_at exactly when it is no longer running or pending, a
--- message has exactly one target, a step only with a workflow — are kept by the wf_*
--- functions and the dispatcher, the tables' only writers, and checked over every table by
--- the test `the_invariants_between_columns_hold`.
+-- message has exactly one target, a step only with a workflow, only a pending message is
+-- parked — are kept by the wf_* functions and the dispatcher, the tables' only writers,
+-- and checked over every table by the test `the_invariants_between_columns_hold`.
 CREATE DOMAIN workflow.run_status AS text
     CHECK (VALUE IN ('running', 'completed', 'failed', 'cancelled'));
 CREATE DOMAIN workflow.message_status AS text
     CHECK (VALUE IN ('pending', 'delivered', 'dead', 'cancelled'));
+CREATE DOMAIN workflow.park_reason AS text
+    CHECK (VALUE IN ('endpoint', 'ordering_key'));
 
 -- One row per workflow run. Hot paths: insert on start, lease renewal on checkpoint, the
 -- claim scan for expired leases, and the retention scan over finished runs.
@@ -102,7 +104,10 @@ CREATE TABLE workflow.endpoint_settings (
     disabled_at      timestamptz,
     disabled_reason  text,
     created_at       timestamptz NOT NULL DEFAULT statement_timestamp(),
-    updated_at       timestamptz NOT NULL DEFAULT statement_timestamp()
+    updated_at       timestamptz NOT NULL DEFAULT statement_timestamp(),
+    -- Set by wf_endpoint_enable: the dispatcher unparks the endpoint's messages, a batch a
+    -- round, and clears it when none is left (a flag, for unpark_successor's reason).
+    unpark_messages  boolean
 );
 
 -- The outbox. A pending message is due when next_attempt_at has passed and no dispatcher
@@ -140,7 +145,15 @@ CREATE TABLE workflow.outbox (
     last_response_body text,
     created_at       timestamptz NOT NULL DEFAULT statement_timestamp(),
     delivered_at     timestamptz,
-    finished_at      timestamptz
+    finished_at      timestamptz,
+    -- Why a pending message is out of the due path (see outbox_due): 'endpoint' while its
+    -- endpoint is disabled, 'ordering_key' while an older message of its key is pending.
+    -- Set by the claim that finds it blocked, so that no later claim walks it again.
+    parked           workflow.park_reason,
+    -- Set when a message with an ordering key stops being pending: the dispatcher then
+    -- unparks the key's next message and clears it. A flag rather than the unpark itself,
+    -- because the writer's snapshot may predate the claim that parked the next message.
+    unpark_successor boolean
 ) WITH (
     -- Room on each page for the claim's HOT update (a fifth: a claim updates a batch of
     -- neighbouring rows, so not all of them stay on their page; half was tried, and the
@@ -154,9 +167,15 @@ CREATE TABLE workflow.outbox (
     autovacuum_vacuum_cost_delay = 0
 );
 
--- Shaped like the claim query: due pending messages in due order. (On the predicates'
--- spelling, see runs_claimable.)
-CREATE INDEX outbox_due ON workflow.outbox (next_attempt_at) WHERE (status = 'pending') IS TRUE;
+-- Shaped like the claim query: due pending messages in due order, without the parked
+-- ones, so that a blocked backlog costs a claim nothing. (On the predicates' spelling,
+-- see runs_claimable.)
+CREATE INDEX outbox_due ON workflow.outbox (next_attempt_at)
+    WHERE (status = 'pending') IS TRUE AND parked IS NULL;
+-- The parked messages, by endpoint in due order: what wf_endpoint_enable lets go.
+CREATE INDEX outbox_parked ON workflow.outbox (endpoint, next_attempt_at) WHERE parked IS NOT NULL;
+-- The messages whose key's next message the dispatcher has yet to unpark.
+CREATE INDEX outbox_unpark_successor ON workflow.outbox (ordering_key) WHERE unpark_successor IS TRUE;
 -- The head of each ordering key: the lowest pending id.
 CREATE INDEX outbox_ordering ON workflow.outbox (ordering_key, id)
     WHERE status = 'pending' AND ordering_key IS NOT NULL;

@@ -257,7 +257,7 @@ async fn release_and_drain(client: &Client, url: &str) -> Duration {
     client.batch_execute("BEGIN").await.unwrap();
     client
         .execute(
-            "UPDATE workflow.outbox SET next_attempt_at = now() WHERE status = 'pending'",
+            "UPDATE workflow.outbox SET next_attempt_at = now() WHERE status = 'pending' AND parked IS NULL",
             &[],
         )
         .await
@@ -277,7 +277,7 @@ async fn release_and_drain(client: &Client, url: &str) -> Duration {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let pending: bool = client
             .query_one(
-                "SELECT EXISTS (SELECT FROM workflow.outbox WHERE (status = 'pending') IS TRUE)",
+                "SELECT EXISTS (SELECT FROM workflow.outbox WHERE (status = 'pending') IS TRUE AND parked IS NULL)",
                 &[],
             )
             .await
@@ -422,7 +422,7 @@ async fn storage(
         // Keep the backlog bounded, as a steady load would.
         while count(
             client,
-            "SELECT count(*) FROM workflow.outbox WHERE (status = 'pending') IS TRUE",
+            "SELECT count(*) FROM workflow.outbox WHERE (status = 'pending') IS TRUE AND parked IS NULL",
         )
         .await
             > STORAGE_BACKLOG

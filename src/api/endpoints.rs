@@ -28,9 +28,13 @@ static UPSERT: Statement = Statement {
     args: &[TEXTOID, TEXTOID, TEXTARRAYOID, JSONBOID, INTERVALOID, INT4OID, BOOLOID],
 };
 
+/// The flag has the dispatcher unpark the endpoint's messages (see its `parking` module);
+/// set on every call, so that an enable also frees messages parked while the endpoint was
+/// disabled by hand.
 static ENABLE: Statement = Statement {
     sql: "UPDATE workflow.endpoint_settings
-             SET disabled_at = NULL, disabled_reason = NULL, updated_at = statement_timestamp()
+             SET disabled_at = NULL, disabled_reason = NULL, updated_at = statement_timestamp(),
+                 unpark_messages = true
            WHERE name = $1
           RETURNING name",
     args: &[TEXTOID],

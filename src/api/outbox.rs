@@ -98,14 +98,17 @@ static MESSAGE: Statement = Statement {
     args: &[INT8OID],
 };
 
-/// (Each statement that moves messages between states keeps `workflow.message_counts`.)
+/// (Each statement that moves messages between states keeps `workflow.message_counts`.
+/// One that takes a message with an ordering key out of pending flags the key's next
+/// message for the dispatcher to unpark; a revived message is pending and needs no flag.)
 pub(crate) static RETRY: Statement = Statement {
     sql: "WITH revived AS (
               SELECT id, status FROM workflow.outbox WHERE id = $1 AND status IN ('dead', 'cancelled') FOR UPDATE),
           pending AS (
               UPDATE workflow.outbox
                  SET status = 'pending', attempts = 0, next_attempt_at = statement_timestamp(),
-                     leased_until = NULL, finished_at = NULL, delivered_at = NULL
+                     leased_until = NULL, finished_at = NULL, delivered_at = NULL,
+                     unpark_successor = NULL
                WHERE id = (SELECT id FROM revived)
               RETURNING id),
           counted AS (
@@ -117,7 +120,9 @@ pub(crate) static RETRY: Statement = Statement {
 
 pub(crate) static CANCEL: Statement = Statement {
     sql: "WITH cancelled AS (
-              UPDATE workflow.outbox SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp()
+              UPDATE workflow.outbox
+                 SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
+                     parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
                WHERE id = $1 AND status = 'pending'
               RETURNING id),
           counted AS (
@@ -135,7 +140,9 @@ static MESSAGE_STATUS: Statement = Statement {
 /// Cancels the undelivered messages of a workflow being cancelled.
 pub static CANCEL_WORKFLOW_MESSAGES: Statement = Statement {
     sql: "WITH cancelled AS (
-              UPDATE workflow.outbox SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp()
+              UPDATE workflow.outbox
+                 SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
+                     parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
                WHERE workflow_id = $1 AND status = 'pending'
               RETURNING id)
           INSERT INTO workflow.message_counts (status, n)
@@ -145,14 +152,17 @@ pub static CANCEL_WORKFLOW_MESSAGES: Statement = Statement {
 
 pub(crate) static STATS: Statement = Statement {
     sql: "WITH counts AS (
-              SELECT (SELECT count(*) FROM workflow.outbox WHERE (status = 'pending') IS TRUE) AS pending,
+              SELECT (SELECT count(*) FROM workflow.outbox WHERE (status = 'pending') IS TRUE AND parked IS NULL)
+                     + (SELECT count(*) FROM workflow.outbox WHERE parked IS NOT NULL) AS pending,
                      coalesce(sum(n) FILTER (WHERE status = 'delivered'), 0)::bigint AS delivered,
                      coalesce(sum(n) FILTER (WHERE status = 'dead'), 0)::bigint AS dead,
                      coalesce(sum(n) FILTER (WHERE status = 'cancelled'), 0)::bigint AS cancelled
                 FROM workflow.message_counts),
           oldest AS (
-              SELECT clock_timestamp() - min(created_at) AS age
-                FROM workflow.outbox WHERE (status = 'pending') IS TRUE),
+              SELECT clock_timestamp() - least(
+                         (SELECT min(created_at) FROM workflow.outbox
+                           WHERE (status = 'pending') IS TRUE AND parked IS NULL),
+                         (SELECT min(created_at) FROM workflow.outbox WHERE parked IS NOT NULL)) AS age),
           last_minute AS (
               SELECT count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS deliveries,
                      count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299) AS failures
@@ -160,11 +170,16 @@ pub(crate) static STATS: Statement = Statement {
                        WHERE started_at >= statement_timestamp() - interval '1 minute'
                       UNION ALL
                       -- Each message's latest attempt is on the message: pending ones
-                      -- through the pending index, finished ones through the finished index
-                      -- (a message finishes after its last attempt starts, so the condition
-                      -- on finished_at follows and bounds the scan to the last minute).
+                      -- through the due and parked indexes, finished ones through the
+                      -- finished index (a message finishes after its last attempt starts, so
+                      -- the condition on finished_at follows and bounds the scan to the last
+                      -- minute).
                       SELECT last_status_code FROM workflow.outbox
-                       WHERE (status = 'pending') IS TRUE
+                       WHERE (status = 'pending') IS TRUE AND parked IS NULL
+                         AND last_started_at >= statement_timestamp() - interval '1 minute'
+                      UNION ALL
+                      SELECT last_status_code FROM workflow.outbox
+                       WHERE parked IS NOT NULL
                          AND last_started_at >= statement_timestamp() - interval '1 minute'
                       UNION ALL
                       SELECT last_status_code FROM workflow.outbox

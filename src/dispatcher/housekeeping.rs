@@ -25,6 +25,7 @@ pub(crate) static PURGE_MESSAGES: Statement = Statement {
               SELECT id FROM workflow.outbox
                WHERE (status <> 'pending') IS TRUE AND status IN ('delivered', 'cancelled')
                  AND finished_at <= (SELECT clock_timestamp() - $1)
+                 AND unpark_successor IS NOT TRUE
                ORDER BY finished_at
                LIMIT $2
                  FOR UPDATE SKIP LOCKED),

@@ -9,6 +9,7 @@
 pub mod claim;
 pub mod database;
 pub mod housekeeping;
+pub(crate) mod parking;
 pub mod record;
 pub mod send;
 mod statistics;

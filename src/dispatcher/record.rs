@@ -39,6 +39,10 @@ pub const RECORDED_BODY_BYTES: usize = 4096;
 /// one, as their claims saw: most outcomes are first attempts, and looking up every
 /// message again to find nothing was a tenth of the statement. An outcome that no longer
 /// changes its message still happened: it goes to the log directly.
+///
+/// An outcome also unparks its message (a claim may have parked it after its lease ran
+/// out), and a message with an ordering key that finishes flags its key's next message
+/// for unparking (see `parking`).
 pub(crate) static RECORD: Statement = Statement {
     sql: "WITH o AS (
               SELECT * FROM unnest($1::int8[], $2::int4[], $3::float8[], $4::float4[], $5::int4[],
@@ -61,7 +65,10 @@ pub(crate) static RECORD: Statement = Statement {
                      last_error = o.error,
                      last_response_body = o.body,
                      delivered_at = CASE WHEN o.outcome = 'delivered' THEN clock_timestamp() END,
-                     finished_at = CASE WHEN o.outcome = 'pending' THEN NULL ELSE clock_timestamp() END
+                     finished_at = CASE WHEN o.outcome = 'pending' THEN NULL ELSE clock_timestamp() END,
+                     parked = NULL,
+                     unpark_successor = CASE WHEN o.outcome <> 'pending' AND m.ordering_key IS NOT NULL
+                                             THEN true END
                 FROM o
                WHERE m.ctid = ANY (ARRAY(SELECT ctid FROM locked)) AND m.id = o.id
                  AND m.status = 'pending' AND m.attempts = o.attempt
@@ -249,7 +256,8 @@ pub fn record(
         {
             steps.insert(outcome.id, output);
         }
-        if decision == Decision::Delivered && !keep_delivered {
+        // A message with an ordering key is kept until its flag has unparked the next.
+        if decision == Decision::Delivered && !keep_delivered && !outcome.ordered {
             forget_ids.push(outcome.id);
             forget_attempts.push(outcome.attempt);
             continue;

@@ -16,6 +16,7 @@
 use super::claim::{self, Settings};
 use super::database;
 use super::housekeeping;
+use super::parking;
 use super::record;
 use super::send::{Outcome, Sender};
 use super::statistics;
@@ -346,23 +347,24 @@ fn record_and_claim(state: &mut State) -> Round {
             statistics::refresh_if_grown(client)?;
             let skipped = record::record(client, &outcomes, keep_delivered)?;
             if limit == 0 {
-                return Ok((Vec::new(), None, skipped));
+                return Ok((claim::Claimed::default(), None, skipped));
             }
             if outcomes.is_empty() {
                 claim::commit_without_waiting(client)?;
             }
-            let jobs = claim::claim(client, limit, &settings)?;
-            let next_due = if jobs.len() < limit {
-                claim::next_due(client)?
-            } else {
+            let unparked = parking::unpark(client)?;
+            let claimed = claim::claim(client, limit, &settings)?;
+            let next_due = if claimed.took(limit) || unparked > 0 {
                 Some(Duration::ZERO)
+            } else {
+                claim::next_due(client)?
             };
-            Ok((jobs, next_due, skipped))
+            Ok((claimed, next_due, skipped))
         })
     });
     state.note(&result);
     // A failed round was rolled back whole: its outcomes wait for the next.
-    let (jobs, next_due, skipped) = match result {
+    let (claimed, next_due, skipped) = match result {
         Ok(done) => done,
         Err(_) => {
             state.keep(outcomes);
@@ -374,11 +376,12 @@ fn record_and_claim(state: &mut State) -> Round {
     };
     // Outcomes of messages an application held locked: recorded by a later round.
     state.hold(record::take_skipped(outcomes, &skipped));
-    let claimed_a_full_batch = limit > 0 && jobs.len() == limit;
+    // A full walk, or unparked messages the claim may not have reached: more is due now.
+    let claimed_a_full_batch = limit > 0 && next_due == Some(Duration::ZERO);
     state.backlog = claimed_a_full_batch || limit == 0;
-    state.outstanding += jobs.len();
+    state.outstanding += claimed.jobs.len();
     // Committed: the HTTP side may start.
-    for job in jobs {
+    for job in claimed.jobs {
         state.sender.send(job);
     }
     Round {

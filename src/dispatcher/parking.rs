@@ -1,0 +1,102 @@
+//! Parking: blocked messages out of the due path, and back in when they are unblocked.
+//!
+//! A claim parks what it finds blocked (see `claim::CLAIM`): a message behind a disabled
+//! endpoint (`parked = 'endpoint'`) or behind an older pending message of its ordering key
+//! (`'ordering_key'`). `outbox_due` leaves parked messages out, so no claim walks them
+//! again, however many there are. What unblocks them leaves a flag, which a round of the
+//! dispatcher acts on before it claims:
+//! - a message with an ordering key that stops being pending (its outcome recorded, or a
+//!   cancel) sets `outbox.unpark_successor`: the key's new head is unparked;
+//! - `wf_endpoint_enable` sets `endpoint_settings.unpark_messages`: the endpoint's messages
+//!   are unparked, a batch a round.
+//!
+//! Why a flag, and not the unpark itself in the writer's transaction: the claim that parks
+//! may commit after the writer's snapshot was taken, and then the writer would not see the
+//! message it should unpark. The dispatcher reads the flag in a statement of its own, whose
+//! snapshot sees the flag and every park committed before it; and a claim after that
+//! statement already sees what the flag announced, so it parks nothing for that reason.
+//! A flag is cleared only when its work is done: a message an application holds locked
+//! keeps its flag for a later round, and is never waited for.
+
+use crate::db::{self, Statement};
+use pgrx::pg_sys::INT4OID;
+use pgrx::spi::{SpiClient, SpiResult};
+
+/// How many flags, and how many messages of an enabled endpoint, one round handles.
+pub const UNPARK_BATCH: i32 = 1000;
+
+/// Unparks what the flags name, clears the flags whose work is done, and returns how many
+/// messages it unparked.
+///
+/// For each flagged message, the key's head (its lowest pending id, by `outbox_ordering`)
+/// is unparked if it was parked behind the key; a head parked behind its endpoint stays,
+/// its endpoint's flag lets it go. For one flagged endpoint, the first `$1` of its messages
+/// in due order are unparked while it is enabled; its flag is cleared when none is left, or
+/// when it is disabled again (then its messages rightly stay).
+///
+/// Only `flagged` and `candidates` may read the parked and flag indexes: the heads are
+/// looked up by primary key with `parked` kept out of their condition, and locked by key
+/// too. Under statistics that call those indexes empty, a condition on `parked` let the
+/// planner walk the whole parked index to find a few ids.
+pub(crate) static UNPARK: Statement = Statement {
+    sql: "WITH flagged AS (
+              SELECT f.id, f.ordering_key FROM workflow.outbox f
+               WHERE f.unpark_successor IS TRUE
+               LIMIT $1
+                 FOR NO KEY UPDATE SKIP LOCKED),
+          heads AS (
+              SELECT f.id AS flagged,
+                     (SELECT h.id FROM workflow.outbox h
+                       WHERE h.ordering_key = f.ordering_key AND h.status = 'pending'
+                       ORDER BY h.id LIMIT 1) AS head
+                FROM flagged f),
+          parked_heads AS MATERIALIZED (
+              SELECT m.id, m.parked = 'ordering_key' AS behind_key FROM workflow.outbox m
+               WHERE m.id = ANY (ARRAY(SELECT head FROM heads))),
+          freed_heads AS (
+              SELECT m.id FROM workflow.outbox m
+               WHERE m.id = ANY (ARRAY(SELECT id FROM parked_heads WHERE behind_key))
+                 FOR NO KEY UPDATE SKIP LOCKED),
+          endpoint AS (
+              SELECT e.name, e.disabled_at IS NULL AS enabled FROM workflow.endpoint_settings e
+               WHERE e.unpark_messages IS TRUE
+               LIMIT 1
+                 FOR NO KEY UPDATE SKIP LOCKED),
+          candidates AS (
+              SELECT m.id FROM workflow.outbox m
+               WHERE m.endpoint = (SELECT name FROM endpoint WHERE enabled) AND m.parked = 'endpoint'
+               ORDER BY m.next_attempt_at
+               LIMIT $1),
+          freed_messages AS (
+              SELECT m.id FROM workflow.outbox m
+               WHERE m.id = ANY (ARRAY(SELECT id FROM candidates))
+                 FOR NO KEY UPDATE SKIP LOCKED),
+          unparked AS (
+              UPDATE workflow.outbox m SET parked = NULL
+               WHERE m.id = ANY (ARRAY(SELECT id FROM freed_heads UNION ALL SELECT id FROM freed_messages))
+              RETURNING m.id),
+          keys_done AS (
+              UPDATE workflow.outbox m SET unpark_successor = NULL
+               WHERE m.id = ANY (ARRAY(
+                         SELECT h.flagged FROM heads h
+                          WHERE h.head IS NULL
+                             OR h.head <> ALL (ARRAY(SELECT id FROM parked_heads WHERE behind_key))
+                             OR h.head = ANY (ARRAY(SELECT id FROM freed_heads))))),
+          endpoint_done AS (
+              UPDATE workflow.endpoint_settings e SET unpark_messages = NULL
+               WHERE e.name = (SELECT name FROM endpoint)
+                 AND (NOT (SELECT enabled FROM endpoint)
+                      OR ((SELECT count(*) FROM candidates) < $1
+                          AND (SELECT count(*) FROM freed_messages) = (SELECT count(*) FROM candidates))))
+          SELECT count(*) FROM unparked",
+    args: &[INT4OID],
+};
+
+/// Unparks what the flags committed so far name; call inside the round's transaction,
+/// before the claim, which then sees the unparked messages as due.
+pub fn unpark(client: &mut SpiClient<'_>) -> SpiResult<usize> {
+    let n: Option<i64> = db::execute(client, &UNPARK, &[UNPARK_BATCH.into()], |rows| {
+        rows.first().get_one()
+    })?;
+    Ok(n.unwrap_or(0).max(0) as usize)
+}
