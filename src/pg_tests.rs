@@ -1504,7 +1504,10 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             ids.sort();
             (ids, claimed.parked)
         };
-        let unpark = || Spi::connect_mut(parking::unpark).unwrap();
+        let unpark = || {
+            let done = Spi::connect_mut(parking::unpark).unwrap();
+            (done.messages, done.flags_kept)
+        };
         let parked = || {
             one::<String>(
                 "SELECT string_agg(parked || ':' || n, ',' ORDER BY parked)
@@ -1516,7 +1519,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         assert_eq!(claim(), (vec![keyed[0], free], 5));
         assert_eq!(parked().as_deref(), Some("endpoint:3,ordering_key:2"));
         assert_eq!(claim(), (vec![], 0), "a parked message is not walked again");
-        assert_eq!(unpark(), 0, "nothing is unblocked yet");
+        assert_eq!(unpark(), (0, 0), "nothing is unblocked yet");
 
         // The head's delivery flags its key: the next message, and only it, comes back.
         let args: [pgrx::datum::DatumWithOid; 10] = [
@@ -1535,17 +1538,17 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             crate::db::execute(c, &crate::dispatcher::record::RECORD, &args, |_| Ok(()))
         })
         .unwrap();
-        assert_eq!(unpark(), 1);
+        assert_eq!(unpark(), (1, 0));
         assert_eq!(claim(), (vec![keyed[1]], 0));
 
         // An application's cancel of the head (in flight, here) does the same.
         run(&format!("SELECT wf_cancel_message({})", keyed[1]));
-        assert_eq!(unpark(), 1);
+        assert_eq!(unpark(), (1, 0));
         assert_eq!(claim(), (vec![keyed[2]], 0));
 
         // An enable lets the endpoint's messages go; every flag is cleared once done.
         run("SELECT wf_endpoint_enable('off')");
-        assert_eq!(unpark(), 3);
+        assert_eq!(unpark(), (3, 0));
         assert_eq!(claim().0.len(), 3);
         assert_eq!(parked(), None);
         assert_eq!(
@@ -1555,7 +1558,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             ),
             Some(0)
         );
-        assert_eq!(unpark(), 0);
+        assert_eq!(unpark(), (0, 0));
     }
 
     /// An endpoint disabled again before its messages were let go keeps them parked.
@@ -1573,7 +1576,8 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         assert_eq!((claimed.jobs.len(), claimed.parked), (0, 2));
         run("SELECT wf_endpoint_enable('flaky')");
         run("UPDATE workflow.endpoint_settings SET disabled_at = now() WHERE name = 'flaky'");
-        assert_eq!(Spi::connect_mut(parking::unpark).unwrap(), 0);
+        let done = Spi::connect_mut(parking::unpark).unwrap();
+        assert_eq!((done.messages, done.flags_kept), (0, 0));
         assert_eq!(
             one::<i64>("SELECT count(*) FROM workflow.outbox WHERE parked = 'endpoint'"),
             Some(2)

@@ -26,7 +26,7 @@ use pgrx::spi::{SpiClient, SpiResult};
 pub const UNPARK_BATCH: i32 = 1000;
 
 /// Unparks what the flags name, clears the flags whose work is done, and returns how many
-/// messages it unparked.
+/// messages it unparked and how many flags it kept.
 ///
 /// For each flagged message, the key's head (its lowest pending id, by `outbox_ordering`)
 /// is unparked if it was parked behind the key; a head parked behind its endpoint stays,
@@ -81,22 +81,38 @@ pub(crate) static UNPARK: Statement = Statement {
                          SELECT h.flagged FROM heads h
                           WHERE h.head IS NULL
                              OR h.head <> ALL (ARRAY(SELECT id FROM parked_heads WHERE behind_key))
-                             OR h.head = ANY (ARRAY(SELECT id FROM freed_heads))))),
+                             OR h.head = ANY (ARRAY(SELECT id FROM freed_heads))))
+              RETURNING 1),
           endpoint_done AS (
               UPDATE workflow.endpoint_settings e SET unpark_messages = NULL
                WHERE e.name = (SELECT name FROM endpoint)
                  AND (NOT (SELECT enabled FROM endpoint)
                       OR ((SELECT count(*) FROM candidates) < $1
-                          AND (SELECT count(*) FROM freed_messages) = (SELECT count(*) FROM candidates))))
-          SELECT count(*) FROM unparked",
+                          AND (SELECT count(*) FROM freed_messages) = (SELECT count(*) FROM candidates)))
+              RETURNING 1)
+          SELECT (SELECT count(*) FROM unparked),
+                 (SELECT count(*) FROM flagged) - (SELECT count(*) FROM keys_done)
+                 + (SELECT count(*) FROM endpoint) - (SELECT count(*) FROM endpoint_done)",
     args: &[INT4OID],
 };
 
+/// What one [`unpark`] did.
+pub struct Unparked {
+    pub messages: usize,
+    /// Flags left for a later round: a message locked by an application, or an endpoint
+    /// with more messages than one round lets go.
+    pub flags_kept: usize,
+}
+
 /// Unparks what the flags committed so far name; call inside the round's transaction,
 /// before the claim, which then sees the unparked messages as due.
-pub fn unpark(client: &mut SpiClient<'_>) -> SpiResult<usize> {
-    let n: Option<i64> = db::execute(client, &UNPARK, &[UNPARK_BATCH.into()], |rows| {
-        rows.first().get_one()
-    })?;
-    Ok(n.unwrap_or(0).max(0) as usize)
+pub fn unpark(client: &mut SpiClient<'_>) -> SpiResult<Unparked> {
+    db::execute(client, &UNPARK, &[UNPARK_BATCH.into()], |rows| {
+        let row = rows.first();
+        let count = |n: Option<i64>| n.unwrap_or(0).max(0) as usize;
+        Ok(Unparked {
+            messages: count(row.get(1)?),
+            flags_kept: count(row.get(2)?),
+        })
+    })
 }

@@ -354,8 +354,11 @@ fn record_and_claim(state: &mut State) -> Round {
             }
             let unparked = parking::unpark(client)?;
             let claimed = claim::claim(client, limit, &settings)?;
-            let next_due = if claimed.took(limit) || unparked > 0 {
+            let next_due = if claimed.took(limit) || unparked.messages > 0 {
                 Some(Duration::ZERO)
+            } else if unparked.flags_kept > 0 {
+                // A flag kept for a row an application holds: tried again like a held outcome.
+                Some(claim::next_due(client)?.map_or(HELD_RETRY, |due| due.min(HELD_RETRY)))
             } else {
                 claim::next_due(client)?
             };

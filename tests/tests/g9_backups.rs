@@ -44,7 +44,7 @@ async fn a_dump_restores_every_row_and_a_restored_endpoint_still_signs() {
         .await
         .unwrap();
     let before: String = source
-        .query_one(workflow_tests::TABLE_DIGESTS, &[])
+        .query_one(&workflow_tests::table_digests(&[]), &[])
         .await
         .unwrap()
         .get(0);
@@ -57,7 +57,7 @@ async fn a_dump_restores_every_row_and_a_restored_endpoint_still_signs() {
 
     let copy = workflow_tests::connect(&cluster.conninfo_for("copy")).await;
     let after: String = copy
-        .query_one(workflow_tests::TABLE_DIGESTS, &[])
+        .query_one(&workflow_tests::table_digests(&[]), &[])
         .await
         .unwrap()
         .get(0);

@@ -14,9 +14,17 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// The Standard Webhooks specification's example secret.
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// The columns 0.2.0 added to the 0.1.0 tables.
+const ADDED_IN_0_2_0: &[&str] = &[
+    "outbox.parked",
+    "outbox.unpark_successor",
+    "endpoint_settings.unpark_messages",
+];
+
 /// What a 0.1.0 database held after some use: a running workflow with two steps, a
 /// completed one, an endpoint with a secret and a header, two pending messages (to a URL
-/// and to the endpoint) and a delivered one with an earlier failed attempt in the log.
+/// and to the endpoint), a delivered one with an earlier failed attempt in the log, and a
+/// blocked backlog: a message to a disabled endpoint, and two sharing an ordering key.
 fn fill_as_0_1_0(url: &str) -> String {
     format!(
         "INSERT INTO workflow.runs (name, idempotency_key, input, owner, lease_duration, lease_expires_at)
@@ -37,7 +45,13 @@ fn fill_as_0_1_0(url: &str) -> String {
                                       last_duration_ms, last_status_code, delivered_at, finished_at)
               VALUES ('https://example.com/', '{{\"old\": true}}', 'delivered', 2, 2, now(), 3.5, 200, now(), now());
          INSERT INTO workflow.delivery_attempts (message_id, attempt, started_at, duration_ms, status_code, error)
-              SELECT id, 1, now() - interval '1 minute', 2.5, 503, NULL FROM workflow.outbox WHERE status = 'delivered';"
+              SELECT id, 1, now() - interval '1 minute', 2.5, 503, NULL FROM workflow.outbox WHERE status = 'delivered';
+         INSERT INTO workflow.endpoint_settings (name, url, disabled_at, disabled_reason)
+              VALUES ('paused', '{url}/paused', now(), 'the endpoint answered 410 Gone');
+         INSERT INTO workflow.outbox (endpoint, payload, idempotency_key)
+              VALUES ('paused', '{{\"to\": \"paused\"}}', 'pending-paused');
+         INSERT INTO workflow.outbox (url, payload, ordering_key)
+              VALUES ('{url}/keyed', '{{\"n\": 1}}', 'k'), ('{url}/keyed', '{{\"n\": 2}}', 'k');"
     )
 }
 
@@ -112,11 +126,8 @@ async fn a_filled_0_1_0_database_upgrades_to_the_schema_of_a_fresh_install_and_k
     cluster.psql_in("fresh", "CREATE EXTENSION workflow");
 
     let client = workflow_tests::connect(&cluster.conninfo_for("upgraded")).await;
-    let before: String = client
-        .query_one(workflow_tests::TABLE_DIGESTS, &[])
-        .await
-        .unwrap()
-        .get(0);
+    let digests = workflow_tests::table_digests(ADDED_IN_0_2_0);
+    let before: String = client.query_one(&digests, &[]).await.unwrap().get(0);
     client
         .batch_execute("ALTER EXTENSION workflow UPDATE")
         .await
@@ -130,11 +141,7 @@ async fn a_filled_0_1_0_database_upgrades_to_the_schema_of_a_fresh_install_and_k
         .unwrap()
         .get(0);
     assert_eq!(version, "0.2.0");
-    let after: String = client
-        .query_one(workflow_tests::TABLE_DIGESTS, &[])
-        .await
-        .unwrap()
-        .get(0);
+    let after: String = client.query_one(&digests, &[]).await.unwrap().get(0);
     assert_eq!(before, after, "every row survives the upgrade unchanged");
     drop(client);
 
@@ -190,4 +197,42 @@ async fn pending_0_1_0_messages_wait_for_the_upgrade_then_go_out_signed() {
         .expect("the 0.1.0 endpoint's secret still signs");
     assert_eq!(signed[0].header("authorization"), Some("Bearer t0ken"));
     assert_eq!(receiver.received("/url").len(), 1);
+
+    // The blocked backlog: the key's messages one after the other, and the disabled
+    // endpoint's message parked until it is enabled.
+    let keyed = receiver.wait_for("/keyed", 2, DEADLINE).await;
+    let order: Vec<&str> = keyed
+        .iter()
+        .map(|r| std::str::from_utf8(&r.body).unwrap())
+        .collect();
+    assert_eq!(order, [r#"{"n": 1}"#, r#"{"n": 2}"#]);
+    let paused: i64 = client
+        .query_one(
+            "SELECT id FROM workflow.outbox WHERE idempotency_key = 'pending-paused'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    eventually(
+        "the disabled endpoint's message to be parked",
+        DEADLINE,
+        || async {
+            let parked: Option<String> = client
+                .query_one(
+                    "SELECT parked::text FROM workflow.outbox WHERE id = $1",
+                    &[&paused],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (parked.as_deref() == Some("endpoint")).then_some(())
+        },
+    )
+    .await;
+    client
+        .batch_execute("SELECT wf_endpoint_enable('paused')")
+        .await
+        .unwrap();
+    message_reaches(&client, paused, "delivered", DEADLINE).await;
 }
