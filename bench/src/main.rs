@@ -1,11 +1,12 @@
 //! The benchmark runner: `workflow-bench` (see `bench/run.sh`) starts a throwaway cluster
-//! and receivers, runs B1–B7, prints one table and rewrites `BENCHMARKS.md`.
+//! and receivers, runs B1–B8, prints one table and rewrites `BENCHMARKS.md`.
 //!
 //! Every figure is a median of several runs, and every ratio compares two things measured
 //! in the same run on the same machine. Subcommands `receiver` and `bare-client` are the
 //! helper processes it starts.
 
 mod bare;
+mod blocked;
 mod pgbench;
 mod receiver;
 mod report;
@@ -23,6 +24,8 @@ pub struct Sizes {
     /// B1 and B2, whose single runs vary most.
     pub pgbench_runs: usize,
     pub drain_messages: usize,
+    /// B8's drain, beside the blocked backlog and without it.
+    pub blocked_drain_messages: usize,
     pub storage_messages: usize,
     pub pgbench_seconds: u32,
     pub latency_messages: usize,
@@ -33,6 +36,7 @@ const FULL: Sizes = Sizes {
     // Single pgbench runs on this machine vary by up to a factor of two (disk flushes).
     pgbench_runs: 5,
     drain_messages: 100_000,
+    blocked_drain_messages: 20_000,
     storage_messages: 1_000_000,
     pgbench_seconds: 15,
     latency_messages: 1_000,
@@ -41,6 +45,7 @@ const QUICK: Sizes = Sizes {
     runs: 3,
     pgbench_runs: 3,
     drain_messages: 20_000,
+    blocked_drain_messages: 10_000,
     storage_messages: 100_000,
     pgbench_seconds: 8,
     latency_messages: 500,
@@ -55,6 +60,7 @@ const STORAGE_BACKLOG: i64 = 10_000;
 /// The cluster's settings, printed with the results.
 pub const SETTINGS: &[&str] = &[
     "shared_preload_libraries = 'workflow'",
+    "workflow.databases = 'postgres, blocked'",
     "workflow.allow_private_networks = on",
     "workflow.max_concurrency = 32",
     "workflow.batch_size = 100",
@@ -476,6 +482,7 @@ async fn run_all(sizes: Sizes, quick: bool, only: Only) {
     let started = Instant::now();
     eprintln!("starting the cluster and the receivers");
     let cluster = Cluster::start(SETTINGS);
+    blocked::create_database(&cluster);
     let client = cluster.connect().await;
     let dispatcher = dispatcher_pid(&client, Duration::from_secs(30)).await;
     let (_fast, fast_url) = start_receiver(Duration::ZERO);
@@ -524,6 +531,25 @@ async fn run_all(sizes: Sizes, quick: bool, only: Only) {
         );
         let (megabytes, dead, elapsed) = storage(&cluster, &client, &fast_url, sizes).await;
         report.storage(megabytes, dead, elapsed);
+    }
+    if only.wants("B8") {
+        eprintln!(
+            "B8: drain {} messages beside {} blocked ones, against the same drain without",
+            sizes.blocked_drain_messages,
+            blocked::BLOCKED
+        );
+        let rates = blocked::run(&cluster, &client, &fast_url, sizes).await;
+        report.ratio(Figure::new(
+            &format!(
+                "B8 dispatch throughput beside {} blocked messages",
+                blocked::BLOCKED
+            ),
+            "deliveries/s",
+            rates.beside,
+            rates.without,
+            0.90,
+            true,
+        ));
     }
     if only.is_complete() {
         report.finish(started.elapsed());
