@@ -60,3 +60,93 @@ CREATE INDEX outbox_due ON workflow.outbox (next_attempt_at)
     WHERE (status = 'pending') IS TRUE AND parked IS NULL;
 CREATE INDEX outbox_parked ON workflow.outbox (endpoint, next_attempt_at) WHERE parked IS NOT NULL;
 CREATE INDEX outbox_unpark_successor ON workflow.outbox (ordering_key) WHERE unpark_successor IS TRUE;
+
+-- Fencing (G7): the workflow writes take an optional owner, and two functions are new.
+-- The definitions are the ones `cargo pgrx schema` generates for 0.2.0.
+DROP FUNCTION wf_checkpoint(uuid, text, jsonb);
+DROP FUNCTION wf_complete(uuid, jsonb);
+DROP FUNCTION wf_fail(uuid, text);
+DROP FUNCTION wf_sleep(uuid, text, timestamptz);
+
+CREATE  FUNCTION "wf_checkpoint"(
+	"workflow" uuid, /* Option < pgrx :: Uuid > */
+	"step" TEXT, /* Option < & str > */
+	"output" jsonb DEFAULT NULL, /* Option < Document > */
+	"owner" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS jsonb /* Document */
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_checkpoint_wrapper';
+
+CREATE  FUNCTION "wf_complete"(
+	"workflow" uuid, /* Option < pgrx :: Uuid > */
+	"output" jsonb DEFAULT NULL, /* Option < Document > */
+	"owner" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS void
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_complete_wrapper';
+
+CREATE  FUNCTION "wf_fail"(
+	"workflow" uuid, /* Option < pgrx :: Uuid > */
+	"error" TEXT, /* Option < & str > */
+	"owner" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS void
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_fail_wrapper';
+
+CREATE  FUNCTION "wf_sleep"(
+	"workflow" uuid, /* Option < pgrx :: Uuid > */
+	"step" TEXT, /* Option < & str > */
+	"until" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"owner" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS void
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_sleep_wrapper';
+
+CREATE  FUNCTION "wf_heartbeat"(
+	"workflow" uuid, /* Option < pgrx :: Uuid > */
+	"owner" TEXT DEFAULT NULL, /* Option < & str > */
+	"lease" interval DEFAULT NULL /* Option < Interval > */
+) RETURNS timestamp with time zone /* TimestampWithTimeZone */
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_heartbeat_wrapper';
+
+CREATE  FUNCTION "wf_find"(
+	"name" TEXT, /* Option < & str > */
+	"idempotency_key" TEXT /* Option < & str > */
+) RETURNS uuid /* Option < pgrx :: Uuid > */
+STABLE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_find_wrapper';
+
+-- Every function, the new ones included, with the grants of a fresh install.
+DO $$
+DECLARE
+    fn regprocedure;
+BEGIN
+    FOR fn IN
+        SELECT p.oid::regprocedure
+          FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_depend d
+            ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+          JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'workflow'
+         WHERE p.proname LIKE 'wf\_%' OR p.pronamespace = 'workflow'::regnamespace
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
+        -- Endpoints hold secrets and destinations: the owner's business, not the app's.
+        IF fn::text LIKE 'wf\_%' AND fn::text NOT LIKE 'wf\_endpoint%' THEN
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO workflow_user', fn);
+        END IF;
+    END LOOP;
+END
+$$;

@@ -41,9 +41,10 @@ pub fn register(preloading: bool) {
     );
     GucRegistry::define_int_guc(
         c"workflow.max_recovery_attempts",
-        c"How many times wf_claim may recover one workflow before it is failed.",
-        c"Each claim of an expired workflow counts one recovery attempt; the claim past this \
-          number marks the workflow failed instead of handing it out again.",
+        c"How many times in a row wf_claim may recover one workflow before it is failed.",
+        c"A claim that takes over an owner's expired lease counts one recovery attempt (a \
+          claim after a sleep does not, and every new checkpoint restarts the count); the \
+          claim past this number marks the workflow failed instead of handing it out again.",
         &MAX_RECOVERY_ATTEMPTS,
         0,
         1_000_000,

@@ -33,6 +33,17 @@ pub enum WfError {
         status: String,
         action: &'static str,
     },
+    #[error("workflow {id} is not leased to {owner}; {action} changed nothing")]
+    NotLeasedTo {
+        id: pgrx::Uuid,
+        owner: String,
+        action: &'static str,
+    },
+    #[error("workflow {id} is parked (sleeping or waiting); {action} needs a leased workflow")]
+    Parked {
+        id: pgrx::Uuid,
+        action: &'static str,
+    },
     #[error("message {id} is {status}; {action} needs a {allowed} message")]
     MessageState {
         id: i64,
@@ -71,7 +82,8 @@ impl WfError {
             | WfError::EndpointNameIsUrl(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             WfError::UnknownWorkflow(_) | WfError::UnknownMessage(_) => ERRCODE_NO_DATA_FOUND,
             WfError::UnknownEndpoint(_) => ERRCODE_UNDEFINED_OBJECT,
-            WfError::NotRunning { .. } | WfError::MessageState { .. } => {
+            WfError::NotLeasedTo { .. } => ERRCODE_OBJECT_IN_USE,
+            WfError::NotRunning { .. } | WfError::Parked { .. } | WfError::MessageState { .. } => {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             WfError::NotSupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
@@ -89,6 +101,10 @@ impl WfError {
             WfError::NotRunning { .. } => Some(
                 "A completed, failed or cancelled workflow accepts no more steps; start a new one.",
             ),
+            WfError::NotLeasedTo { .. } => Some(
+                "Its lease expired and another owner may have claimed it: stop working on it, and roll back what this transaction did for it.",
+            ),
+            WfError::Parked { .. } => Some("Claim it with wf_claim once it is ready."),
             WfError::UnknownEndpoint(_) => {
                 Some("Create it with wf_endpoint(name, url), or pass an http(s):// URL.")
             }

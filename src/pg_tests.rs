@@ -163,6 +163,157 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         );
     }
 
+    /// G7: a write that names an owner changes nothing unless that owner holds an
+    /// unexpired lease, also a replay of a recorded step.
+    #[pg_test]
+    fn g7_only_the_owner_holding_the_lease_advances_a_workflow() {
+        let id = one::<pgrx::Uuid>("SELECT wf_start('fenced', owner => 'a')")
+            .unwrap()
+            .to_string();
+        assert_error(
+            &format!("SELECT wf_checkpoint('{id}', 'one', owner => 'b')"),
+            "55006",
+            "is not leased to b; wf_checkpoint changed nothing",
+        );
+        run(&format!(
+            "SELECT wf_checkpoint('{id}', 'one', '1', owner => 'a')"
+        ));
+        expire_lease(&id);
+        for call in [
+            format!("SELECT wf_checkpoint('{id}', 'one', owner => 'a')"),
+            format!("SELECT wf_checkpoint('{id}', 'two', owner => 'a')"),
+            format!("SELECT wf_heartbeat('{id}', owner => 'a')"),
+            format!("SELECT wf_sleep('{id}', 'nap', now(), owner => 'a')"),
+            format!("SELECT wf_complete('{id}', owner => 'a')"),
+            format!("SELECT wf_fail('{id}', 'no', owner => 'a')"),
+        ] {
+            assert_error(&call, "55006", "is not leased to a");
+        }
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM workflow.steps WHERE workflow_id = '{id}'"
+            )),
+            Some(1),
+            "an expired owner wrote nothing"
+        );
+        run("SELECT count(*) FROM wf_claim('fenced', 'b')");
+        assert_eq!(
+            one::<pgrx::JsonB>(&format!(
+                "SELECT wf_checkpoint('{id}', 'one', owner => 'b')"
+            ))
+            .map(|j| j.0),
+            Some(serde_json::json!(1)),
+            "the new owner replays the recorded step"
+        );
+        run(&format!(
+            "SELECT wf_complete('{id}', '\"done\"', owner => 'b')"
+        ));
+        // Repeating the transition made is a no-op, whoever asks; another is 55000.
+        run(&format!("SELECT wf_complete('{id}', owner => 'b')"));
+        run(&format!("SELECT wf_complete('{id}')"));
+        assert_error(
+            &format!("SELECT wf_fail('{id}', 'late')"),
+            "55000",
+            "is completed; wf_fail needs a running workflow",
+        );
+        assert_eq!(
+            one::<pgrx::JsonB>(&format!(
+                "SELECT output FROM workflow.workflows WHERE id = '{id}'"
+            ))
+            .map(|j| j.0),
+            Some(serde_json::json!("done"))
+        );
+    }
+
+    #[pg_test]
+    fn wf_heartbeat_renews_a_held_lease_and_refuses_a_parked_workflow() {
+        let id = one::<pgrx::Uuid>("SELECT wf_start('beating', owner => 'a')")
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT wf_heartbeat('{id}', 'a', interval '1 hour') > now() + interval '59 minutes'"
+            )),
+            Some(true)
+        );
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT lease_expires_at > now() + interval '59 minutes' FROM workflow.workflows WHERE id = '{id}'"
+            )),
+            Some(true)
+        );
+        run(&format!(
+            "SELECT wf_sleep('{id}', 'nap', now() + interval '1 hour', owner => 'a')"
+        ));
+        assert_error(
+            &format!("SELECT wf_heartbeat('{id}')"),
+            "55000",
+            "is parked",
+        );
+        assert_error(
+            "SELECT wf_heartbeat('00000000-0000-0000-0000-000000000000')",
+            "P0002",
+            "does not exist",
+        );
+    }
+
+    /// A recovery is a claim of an owner's expired lease; a claim after a sleep is not, and
+    /// a checkpoint restarts the count.
+    #[pg_test]
+    fn only_recoveries_count_and_a_checkpoint_forgives_them() {
+        run("SET workflow.max_recovery_attempts = 2");
+        let id = one::<pgrx::Uuid>("SELECT wf_start('sleepy', owner => 'a')")
+            .unwrap()
+            .to_string();
+        let attempts = || {
+            one::<i32>(&format!(
+                "SELECT recovery_attempts FROM workflow.workflows WHERE id = '{id}'"
+            ))
+        };
+        for n in 0..12 {
+            run(&format!(
+                "SELECT wf_sleep('{id}', 'nap-{n}', now() - interval '1 second')"
+            ));
+            assert_eq!(
+                one::<i64>("SELECT count(*) FROM wf_claim('sleepy', 'a')"),
+                Some(1),
+                "sleep {n}"
+            );
+        }
+        assert_eq!(attempts(), Some(0), "twelve sleeps are no recovery");
+        for expected in [1, 2] {
+            expire_lease(&id);
+            run("SELECT count(*) FROM wf_claim('sleepy', 'b')");
+            assert_eq!(attempts(), Some(expected));
+        }
+        run(&format!("SELECT wf_checkpoint('{id}', 'progress')"));
+        assert_eq!(attempts(), Some(0), "a checkpoint restarts the count");
+        for _ in 0..3 {
+            expire_lease(&id);
+            run("SELECT count(*) FROM wf_claim('sleepy', 'b')");
+        }
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status FROM workflow.workflows WHERE id = '{id}'"
+            ))
+            .as_deref(),
+            Some("failed"),
+            "the third recovery in a row is past the cap"
+        );
+    }
+
+    #[pg_test]
+    fn wf_find_returns_the_keyed_workflow_or_null() {
+        let id = one::<pgrx::Uuid>("SELECT wf_start('found', idempotency_key => 'k-1')").unwrap();
+        assert_eq!(
+            one::<pgrx::Uuid>("SELECT wf_find('found', 'k-1')"),
+            Some(id)
+        );
+        assert_eq!(one::<pgrx::Uuid>("SELECT wf_find('found', 'k-2')"), None);
+        assert_eq!(one::<pgrx::Uuid>("SELECT wf_find('other', 'k-1')"), None);
+        assert_error("SELECT wf_find('found', NULL)", "22004", "idempotency_key");
+    }
+
     #[pg_test]
     fn g3_replayed_checkpoint_writes_nothing_and_returns_the_recorded_output() {
         let id = start("transfer");
@@ -330,11 +481,8 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             "55000",
             &not_running,
         );
-        assert_error(
-            &format!("SELECT wf_complete('{id}')"),
-            "55000",
-            "wf_complete needs a running workflow",
-        );
+        // Repeating the transition made is a no-op (G3); another one is refused.
+        run(&format!("SELECT wf_complete('{id}')"));
         assert_error(
             &format!("SELECT wf_fail('{id}', 'late')"),
             "55000",
@@ -1403,8 +1551,8 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             ),
             (
                 &crate::api::workflows::FINISH,
-                "uuid, text, jsonb, text",
-                format!("{id}, 'completed', NULL, NULL"),
+                "uuid, text, jsonb, text, text",
+                format!("{id}, 'completed', NULL, NULL, NULL"),
             ),
             (&crate::dispatcher::parking::UNPARK, "int4", "1000".into()),
         ];

@@ -26,6 +26,20 @@ macro_rules! insert_run {
 }
 const START_ARGS: &[pgrx::pg_sys::Oid] = &[TEXTOID, TEXTOID, JSONBOID, TEXTOID, INTERVALOID];
 
+/// Whether the owner named by a text parameter holds the run's lease right now: no owner
+/// named means no fence. An expired lease is held by no one, even before a claim (G7).
+macro_rules! holds_lease {
+    ($owner:literal) => {
+        concat!(
+            "(",
+            $owner,
+            "::text IS NULL OR (owner = ",
+            $owner,
+            " AND lease_expires_at > clock_timestamp()))"
+        )
+    };
+}
+
 /// Without a key, a plain insert (see `outbox::ENQUEUE` on what `ON CONFLICT` costs).
 static START: Statement = Statement {
     sql: concat!(insert_run!(), " RETURNING r.id"),
@@ -48,35 +62,73 @@ static FIND_BY_KEY: Statement = Statement {
 /// Records a new step and renews the lease, in one statement (a checkpoint is the hot path
 /// of every workflow). The run is locked first, for the rest of the transaction, so that
 /// concurrent checkpoints of one workflow queue behind each other and a claimer skips it
-/// (SKIP LOCKED); the step is written only while the run is `running`, and the lease is
-/// renewed only when the step is new, so a replay writes nothing (G3). Returns the run's
-/// status (NULL: no such run), whether the step was recorded now, and otherwise its
-/// recorded output as of the statement's snapshot.
+/// (SKIP LOCKED); the step is written only while the run is `running` and, when `$4`
+/// names an owner, only while that owner holds the lease (G7). The lease is renewed and
+/// the recoveries counted so far are forgiven only when the step is new, so a replay
+/// writes nothing (G3). Returns the run's status (NULL: no such run), whether the owner
+/// holds it, whether the step was recorded now, and otherwise its recorded output as of
+/// the statement's snapshot.
 static CHECKPOINT: Statement = Statement {
-    sql: "WITH run AS (
-              SELECT status FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE),
+    sql: concat!(
+        "WITH run AS (
+              SELECT status, ",
+        holds_lease!("$4"),
+        " AS holds FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE),
           new_step AS (
               INSERT INTO workflow.checkpoints (workflow_id, step, output)
-              SELECT $1, $2, COALESCE($3, 'null'::jsonb) FROM run WHERE status = 'running'
+              SELECT $1, $2, COALESCE($3, 'null'::jsonb) FROM run WHERE status = 'running' AND holds
               ON CONFLICT (workflow_id, step) DO NOTHING
               RETURNING workflow_id),
           renewed AS (
               UPDATE workflow.runs
                  SET lease_expires_at = clock_timestamp() + lease_duration,
+                     recovery_attempts = 0,
                      updated_at = statement_timestamp()
                WHERE id = (SELECT workflow_id FROM new_step)
               RETURNING id)
           SELECT (SELECT status FROM run),
+                 (SELECT holds FROM run),
                  EXISTS (SELECT FROM renewed),
                  (SELECT output FROM workflow.checkpoints
-                   WHERE workflow_id = $1 AND step = $2 AND NOT EXISTS (SELECT FROM renewed))",
-    args: &[UUIDOID, TEXTOID, JSONBOID],
+                   WHERE workflow_id = $1 AND step = $2 AND NOT EXISTS (SELECT FROM renewed))"
+    ),
+    args: &[UUIDOID, TEXTOID, JSONBOID, TEXTOID],
 };
 
-/// Locks the run for the rest of the transaction, like a checkpoint does.
+/// Locks the run for the rest of the transaction, like a checkpoint does; its status, and
+/// whether the owner `$2` (if any) holds its lease.
 static LOCK_RUN: Statement = Statement {
-    sql: "SELECT status FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE",
-    args: &[UUIDOID],
+    sql: concat!(
+        "SELECT status, ",
+        holds_lease!("$2"),
+        " FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE"
+    ),
+    args: &[UUIDOID, TEXTOID],
+};
+
+/// Renews a held lease, for `$3` or the run's lease duration; a parked run (no owner) has
+/// none to renew.
+static HEARTBEAT: Statement = Statement {
+    sql: concat!(
+        "UPDATE workflow.runs
+            SET lease_expires_at = clock_timestamp() + COALESCE($3, lease_duration),
+                updated_at = statement_timestamp()
+          WHERE id = $1 AND status = 'running' AND owner IS NOT NULL AND ",
+        holds_lease!("$2"),
+        " RETURNING lease_expires_at"
+    ),
+    args: &[UUIDOID, TEXTOID, INTERVALOID],
+};
+
+/// A run's status (NULL: no such run), whether it has an owner, and whether the owner
+/// `$2` (if any) holds it; always one row.
+static READ_LEASE: Statement = Statement {
+    sql: concat!(
+        "SELECT r.status, r.owner IS NOT NULL, ",
+        holds_lease!("$2"),
+        " FROM (SELECT $1::uuid AS id) k LEFT JOIN workflow.runs r ON r.id = k.id"
+    ),
+    args: &[UUIDOID, TEXTOID],
 };
 
 /// Records a sleep as a step, releases the lease and makes the run claimable from `until`.
@@ -103,18 +155,16 @@ static READ_STEP: Statement = Statement {
 };
 
 pub(crate) static FINISH: Statement = Statement {
-    sql: "UPDATE workflow.runs
-             SET status = $2, output = $3, error = $4,
-                 finished_at = statement_timestamp(), updated_at = statement_timestamp(),
-                 owner = NULL, lease_expires_at = NULL
-           WHERE id = $1 AND status = 'running'
-          RETURNING id",
-    args: &[UUIDOID, TEXTOID, JSONBOID, TEXTOID],
-};
-
-static READ_STATUS: Statement = Statement {
-    sql: "SELECT status FROM workflow.runs WHERE id = $1",
-    args: &[UUIDOID],
+    sql: concat!(
+        "UPDATE workflow.runs
+            SET status = $2, output = $3, error = $4,
+                finished_at = statement_timestamp(), updated_at = statement_timestamp(),
+                owner = NULL, lease_expires_at = NULL
+          WHERE id = $1 AND status = 'running' AND ",
+        holds_lease!("$5"),
+        " RETURNING id"
+    ),
+    args: &[UUIDOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID],
 };
 
 static STATUS: Statement = Statement {
@@ -127,8 +177,11 @@ static STATUS: Statement = Statement {
 // Leases are measured on the wall clock, not the statement's start: a recovery loop in a
 // procedure, or a long transaction, must see a lease expire while it runs.
 
-/// Hands out expired runs. A run already recovered `$5` times is failed instead: a
-/// workflow that kills every process that runs it must not loop forever.
+/// Hands out ready runs: a lease that expired, or a sleep that ended. Taking over an
+/// owner's expired lease is a recovery and is counted (a checkpoint forgives the count);
+/// a run already recovered `$5` times in a row is failed instead: a workflow that kills
+/// every process that runs it must not loop forever. A sleep's end (no owner) is no
+/// recovery.
 static CLAIM: Statement = Statement {
     sql: "WITH candidate AS (
               SELECT id FROM workflow.runs
@@ -137,14 +190,15 @@ static CLAIM: Statement = Statement {
                LIMIT $4
                  FOR NO KEY UPDATE SKIP LOCKED),
           decided AS (
-              SELECT r.id, r.recovery_attempts >= $5 AS give_up
+              SELECT r.id, r.owner IS NOT NULL AS recovery,
+                     r.owner IS NOT NULL AND r.recovery_attempts >= $5 AS give_up
                 FROM workflow.runs r JOIN candidate USING (id))
           UPDATE workflow.runs r
-             SET recovery_attempts = r.recovery_attempts + 1,
+             SET recovery_attempts = r.recovery_attempts + CASE WHEN d.recovery THEN 1 ELSE 0 END,
                  updated_at = statement_timestamp(),
                  status = CASE WHEN d.give_up THEN 'failed' ELSE 'running' END,
                  error = CASE WHEN d.give_up
-                              THEN format('recovery abandoned: claimed %s times, workflow.max_recovery_attempts is %s',
+                              THEN format('recovery abandoned: its lease expired %s times without a checkpoint between, workflow.max_recovery_attempts is %s',
                                           r.recovery_attempts + 1, $5)
                               ELSE r.error END,
                  finished_at = CASE WHEN d.give_up THEN statement_timestamp() END,
@@ -169,14 +223,40 @@ fn lease_or_default(arg: &'static str, lease: Option<Interval>) -> Result<Interv
     }
 }
 
-/// The run's status, or an error if it does not exist or is not running.
+/// Locks the run; an error if it does not exist, is not running, or `owner` (if given)
+/// does not hold its lease.
 fn lock_running(
     client: &mut pgrx::spi::SpiClient<'_>,
     id: pgrx::Uuid,
+    owner: Option<&str>,
     action: &'static str,
 ) -> Result<(), WfError> {
-    let status: Option<String> = db::execute(client, &LOCK_RUN, &[id.into()], first_value)?;
-    require_running(id, status, action)
+    let (status, holds): (Option<String>, Option<bool>) =
+        db::execute(client, &LOCK_RUN, &[id.into(), owner.into()], |rows| {
+            if rows.is_empty() {
+                return Ok((None, None));
+            }
+            rows.first().get_two()
+        })?;
+    require_running(id, status, action)?;
+    require_lease(id, owner, holds, action)
+}
+
+/// G7: a write that names an owner changes nothing unless that owner holds the lease.
+fn require_lease(
+    id: pgrx::Uuid,
+    owner: Option<&str>,
+    holds: Option<bool>,
+    action: &'static str,
+) -> Result<(), WfError> {
+    match owner {
+        Some(owner) if holds != Some(true) => Err(WfError::NotLeasedTo {
+            id,
+            owner: owner.to_string(),
+            action,
+        }),
+        _ => Ok(()),
+    }
 }
 
 pub(super) fn require_running(
@@ -237,23 +317,34 @@ fn wf_start(
 }
 
 /// Records that `step` completed with `output`. A step already recorded is not written
-/// again: its recorded output is returned (G3). Renews the lease.
+/// again: its recorded output is returned (G3). Renews the lease. With `owner`, only while
+/// that owner holds the lease (G7), also for a replay.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_checkpoint(
     workflow: Option<pgrx::Uuid>,
     step: Option<&str>,
     output: default!(Option<Document>, "NULL"),
+    owner: default!(Option<&str>, "NULL"),
 ) -> Document {
     let id = validate::required("workflow", workflow).or_raise();
     let step = validate::name("step", step).or_raise();
+    let owner = validate::optional_name("owner", owner).or_raise();
     super::payload_size("output", output).or_raise();
 
     let previous = super::write("wf_checkpoint", |client| {
-        let args: [DatumWithOid; 3] = [id.into(), step.into(), output.into()];
-        let (status, recorded_now, previous): (Option<String>, Option<bool>, Option<Document>) =
-            db::execute(client, &CHECKPOINT, &args, |rows| rows.first().get_three())?;
+        let args: [DatumWithOid; 4] = [id.into(), step.into(), output.into(), owner.into()];
+        let (status, holds, recorded_now, previous): (
+            Option<String>,
+            Option<bool>,
+            Option<bool>,
+            Option<Document>,
+        ) = db::execute(client, &CHECKPOINT, &args, |rows| {
+            let row = rows.first();
+            Ok((row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+        })?;
         require_running(id, status, "wf_checkpoint")?;
+        require_lease(id, owner, holds, "wf_checkpoint")?;
         if recorded_now == Some(true) {
             return Ok(None);
         }
@@ -268,6 +359,65 @@ fn wf_checkpoint(
         Ok(Some(previous.transfer()))
     });
     previous.unwrap_or_else(|| output.unwrap_or_else(Document::null))
+}
+
+/// Renews the lease without recording a step, for a step that takes long; returns the new
+/// expiry. With `owner`, only while that owner holds the lease (G7). `lease` defaults to
+/// the run's lease duration.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_heartbeat(
+    workflow: Option<pgrx::Uuid>,
+    owner: default!(Option<&str>, "NULL"),
+    lease: default!(Option<Interval>, "NULL"),
+) -> TimestampWithTimeZone {
+    let id = validate::required("workflow", workflow).or_raise();
+    let owner = validate::optional_name("owner", owner).or_raise();
+    let lease = lease
+        .map(|lease| lease_or_default("lease", Some(lease)))
+        .transpose()
+        .or_raise();
+    super::write("wf_heartbeat", |client| {
+        let args: [DatumWithOid; 3] = [id.into(), owner.into(), lease.into()];
+        let renewed: Option<TimestampWithTimeZone> =
+            db::execute(client, &HEARTBEAT, &args, first_value)?;
+        if let Some(expiry) = renewed {
+            return Ok(expiry);
+        }
+        let (status, leased, holds): (Option<String>, Option<bool>, Option<bool>) =
+            db::execute(client, &READ_LEASE, &[id.into(), owner.into()], |rows| {
+                rows.first().get_three()
+            })?;
+        require_running(id, status, "wf_heartbeat")?;
+        if leased != Some(true) {
+            return Err(WfError::Parked {
+                id,
+                action: "wf_heartbeat",
+            });
+        }
+        require_lease(id, owner, holds, "wf_heartbeat")?;
+        Err(WfError::NotLeasedTo {
+            id,
+            owner: owner.unwrap_or_default().to_string(),
+            action: "wf_heartbeat",
+        })
+    })
+}
+
+/// The workflow of `name` started with `idempotency_key`, or NULL.
+#[pg_extern(stable, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_find(name: Option<&str>, idempotency_key: Option<&str>) -> Option<pgrx::Uuid> {
+    let name = validate::name("name", name).or_raise();
+    let key = validate::name("idempotency_key", idempotency_key).or_raise();
+    super::read(|client| {
+        Ok(db::query(
+            client,
+            &FIND_BY_KEY,
+            &[name.into(), key.into()],
+            first_value,
+        )?)
+    })
 }
 
 /// Whether the run exists, and the step's recorded output.
@@ -300,13 +450,22 @@ fn wf_step(workflow: Option<pgrx::Uuid>, step: Option<&str>) -> Option<Document>
     output
 }
 
-fn finish(id: pgrx::Uuid, finish: Finish, output: Option<Document>, error: Option<&str>) {
+/// A terminal transition. Repeating the one the workflow already made changes nothing
+/// (G3: a caller that retries after losing the answer to its commit); another is `55000`.
+fn finish(
+    id: pgrx::Uuid,
+    finish: Finish,
+    output: Option<Document>,
+    error: Option<&str>,
+    owner: Option<&str>,
+) {
     super::write(finish.action(), |client| {
-        let args: [DatumWithOid; 4] = [
+        let args: [DatumWithOid; 5] = [
             id.into(),
             finish.status().as_str().into(),
             output.into(),
             error.into(),
+            owner.into(),
         ];
         let finished = db::execute(client, &FINISH, &args, |rows| Ok(!rows.is_empty()))?;
         if finished {
@@ -322,27 +481,46 @@ fn finish(id: pgrx::Uuid, finish: Finish, output: Option<Document>, error: Optio
             }
             return Ok(());
         }
-        let status: Option<String> = db::execute(client, &READ_STATUS, &[id.into()], first_value)?;
-        require_running(id, status, finish.action())
+        let (status, _, holds): (Option<String>, Option<bool>, Option<bool>) =
+            db::execute(client, &READ_LEASE, &[id.into(), owner.into()], |rows| {
+                rows.first().get_three()
+            })?;
+        if status.as_deref() == Some(finish.status().as_str()) {
+            return Ok(());
+        }
+        require_running(id, status, finish.action())?;
+        require_lease(id, owner, holds, finish.action())
     })
 }
 
-/// Marks a running workflow `completed` with its final output.
+/// Marks a running workflow `completed` with its final output; with `owner`, only while
+/// that owner holds the lease (G7).
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn wf_complete(workflow: Option<pgrx::Uuid>, output: default!(Option<Document>, "NULL")) {
+fn wf_complete(
+    workflow: Option<pgrx::Uuid>,
+    output: default!(Option<Document>, "NULL"),
+    owner: default!(Option<&str>, "NULL"),
+) {
     let id = validate::required("workflow", workflow).or_raise();
     super::payload_size("output", output).or_raise();
-    finish(id, Finish::Complete, output, None);
+    let owner = validate::optional_name("owner", owner).or_raise();
+    finish(id, Finish::Complete, output, None, owner);
 }
 
-/// Marks a running workflow `failed` with the reason.
+/// Marks a running workflow `failed` with the reason; with `owner`, only while that owner
+/// holds the lease (G7).
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn wf_fail(workflow: Option<pgrx::Uuid>, error: Option<&str>) {
+fn wf_fail(
+    workflow: Option<pgrx::Uuid>,
+    error: Option<&str>,
+    owner: default!(Option<&str>, "NULL"),
+) {
     let id = validate::required("workflow", workflow).or_raise();
     let error = validate::text("error", error, config::max_payload_bytes()).or_raise();
-    finish(id, Finish::Fail, None, Some(error));
+    let owner = validate::optional_name("owner", owner).or_raise();
+    finish(id, Finish::Fail, None, Some(error), owner);
 }
 
 /// Marks a running workflow `cancelled`.
@@ -350,7 +528,7 @@ fn wf_fail(workflow: Option<pgrx::Uuid>, error: Option<&str>) {
 #[search_path(pg_catalog, pg_temp)]
 fn wf_cancel(workflow: Option<pgrx::Uuid>) {
     let id = validate::required("workflow", workflow).or_raise();
-    finish(id, Finish::Cancel, None, None);
+    finish(id, Finish::Cancel, None, None, None);
 }
 
 /// One row describing the workflow: progress, outcome, owner and lease.
@@ -460,20 +638,23 @@ fn wf_claim(
 }
 
 /// A durable timer: records `step`, releases the lease, and makes the workflow claimable
-/// from `until` on. Replay-safe: a recorded sleep writes nothing.
+/// from `until` on. Replay-safe: a recorded sleep writes nothing. With `owner`, only while
+/// that owner holds the lease (G7).
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_sleep(
     workflow: Option<pgrx::Uuid>,
     step: Option<&str>,
     until: Option<TimestampWithTimeZone>,
+    owner: default!(Option<&str>, "NULL"),
 ) {
     let id = validate::required("workflow", workflow).or_raise();
     let step = validate::name("step", step).or_raise();
     let until = validate::required("until", until).or_raise();
     validate::finite_timestamp("until", until.into_inner()).or_raise();
+    let owner = validate::optional_name("owner", owner).or_raise();
     super::write("wf_sleep", |client| {
-        lock_running(client, id, "wf_sleep")?;
+        lock_running(client, id, owner, "wf_sleep")?;
         let args: [DatumWithOid; 3] = [id.into(), step.into(), until.into()];
         db::execute(client, &RECORD_SLEEP, &args, |_| Ok(()))?;
         Ok(())

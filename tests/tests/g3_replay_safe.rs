@@ -57,6 +57,15 @@ async fn g3_after_a_crash_the_recovered_workflow_resumes_from_its_last_checkpoin
     )
     .await;
     assert_eq!(claimed, id);
+    let recoveries: i32 = rescuer
+        .query_one("SELECT recovery_attempts FROM wf_status($1)", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        recoveries, 1,
+        "taking over the dead owner's lease is a recovery"
+    );
 
     let row = rescuer
         .query_one(
@@ -109,7 +118,8 @@ async fn g3_after_a_crash_the_recovered_workflow_resumes_from_its_last_checkpoin
             row.get::<_, i32>(1),
             row.get::<_, i32>(2)
         ),
-        ("completed".into(), 2, 1)
+        ("completed".into(), 2, 0),
+        "the new checkpoint restarted the recovery count"
     );
 }
 
