@@ -60,6 +60,21 @@ CREATE INDEX outbox_due ON workflow.outbox (next_attempt_at)
     WHERE (status = 'pending') IS TRUE AND parked IS NULL;
 CREATE INDEX outbox_parked ON workflow.outbox (endpoint, next_attempt_at) WHERE parked IS NOT NULL;
 CREATE INDEX outbox_unpark_successor ON workflow.outbox (ordering_key) WHERE unpark_successor IS TRUE;
+-- The messages views say why a message is parked (a view's new column comes last, and
+-- dead_letters' * is expanded again).
+CREATE OR REPLACE VIEW workflow.messages AS
+SELECT id, coalesce(endpoint, url) AS target, endpoint, payload, headers, idempotency_key,
+       webhook_id, status::text AS status, attempts,
+       -- While a dispatcher holds the message, no attempt starts before its lease ends.
+       CASE WHEN status = 'pending' THEN greatest(next_attempt_at, leased_until) END AS next_attempt_at,
+       ordering_key, workflow_id, step, last_status_code, last_error, created_at, delivered_at,
+       finished_at,
+       -- Why the dispatcher set a pending message aside: its endpoint is disabled
+       -- ('endpoint'), or an older message of its key is pending ('ordering_key').
+       parked::text AS parked
+  FROM workflow.outbox;
+CREATE OR REPLACE VIEW workflow.dead_letters AS
+SELECT * FROM workflow.messages WHERE status = 'dead';
 
 -- Fencing (G7): the workflow writes take an optional owner, and two functions are new.
 -- The definitions are the ones `cargo pgrx schema` generates for 0.2.0.

@@ -302,6 +302,46 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         );
     }
 
+    /// `wf_claim(NULL, …)`: the oldest ready workflows whatever their name.
+    #[pg_test]
+    fn a_claim_without_a_name_takes_the_oldest_ready_workflows_of_any_name() {
+        let mut ids = Vec::new();
+        for (name, expired) in [
+            ("any-x", 20),
+            ("any-y", 10),
+            ("any-z", 30),
+            ("any-live", -60),
+        ] {
+            let id = one::<pgrx::Uuid>(&format!("SELECT wf_start('{name}', owner => 'a')"))
+                .unwrap()
+                .to_string();
+            run(&format!(
+                "UPDATE workflow.runs SET lease_expires_at = now() - interval '{expired} seconds' WHERE id = '{id}'"
+            ));
+            ids.push(id);
+        }
+        let claim = |max: i32| {
+            let mut claimed: Vec<String> = Spi::connect(|client| {
+                client
+                    .select(
+                        &format!("SELECT wf_claim(NULL, 'b', max => {max})::text"),
+                        None,
+                        &[],
+                    )?
+                    .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap();
+            claimed.sort();
+            claimed
+        };
+        let mut oldest_two = vec![ids[2].clone(), ids[0].clone()];
+        oldest_two.sort();
+        assert_eq!(claim(2), oldest_two, "z then x: the oldest expiries");
+        assert_eq!(claim(5), vec![ids[1].clone()], "y; the live lease stays");
+        assert_eq!(claim(5), Vec::<String>::new());
+    }
+
     #[pg_test]
     fn wf_find_returns_the_keyed_workflow_or_null() {
         let id = one::<pgrx::Uuid>("SELECT wf_start('found', idempotency_key => 'k-1')").unwrap();

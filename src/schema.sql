@@ -238,7 +238,10 @@ SELECT id, coalesce(endpoint, url) AS target, endpoint, payload, headers, idempo
        -- While a dispatcher holds the message, no attempt starts before its lease ends.
        CASE WHEN status = 'pending' THEN greatest(next_attempt_at, leased_until) END AS next_attempt_at,
        ordering_key, workflow_id, step, last_status_code, last_error, created_at, delivered_at,
-       finished_at
+       finished_at,
+       -- Why the dispatcher set a pending message aside: its endpoint is disabled
+       -- ('endpoint'), or an older message of its key is pending ('ordering_key').
+       parked::text AS parked
   FROM workflow.outbox;
 COMMENT ON VIEW workflow.messages IS 'Every outbox message and where its delivery stands';
 

@@ -156,5 +156,5 @@ fn wf_endpoint_enable(name: Option<&str>) {
     if !found {
         WfError::UnknownEndpoint(name.to_string()).raise();
     }
-    wake::on_commit();
+    wake::flag_on_commit();
 }

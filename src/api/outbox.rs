@@ -389,8 +389,8 @@ fn wf_retry(id: Option<i64>) {
 fn wf_cancel_message(id: Option<i64>) {
     let id = validate::required("id", id).or_raise();
     transition(id, &CANCEL, "wf_cancel_message", "pending");
-    // A cancelled head of an ordering key lets the next message of the key go.
-    wake::on_commit();
+    // A cancelled head of an ordering key lets the next message of the key go (its flag).
+    wake::flag_on_commit();
 }
 
 /// One row of outbox health: counts by state, the oldest pending message's age, the last

@@ -177,18 +177,17 @@ static STATUS: Statement = Statement {
 // Leases are measured on the wall clock, not the statement's start: a recovery loop in a
 // procedure, or a long transaction, must see a lease expire while it runs.
 
-/// Hands out ready runs: a lease that expired, or a sleep that ended. Taking over an
-/// owner's expired lease is a recovery and is counted (a checkpoint forgives the count);
-/// a run already recovered `$5` times in a row is failed instead: a workflow that kills
-/// every process that runs it must not loop forever. A sleep's end (no owner) is no
-/// recovery.
-static CLAIM: Statement = Statement {
-    sql: "WITH candidate AS (
-              SELECT id FROM workflow.runs
-               WHERE name = $1 AND (status = 'running') IS TRUE AND lease_expires_at <= (SELECT clock_timestamp())
-               ORDER BY lease_expires_at
-               LIMIT $4
-                 FOR NO KEY UPDATE SKIP LOCKED),
+/// Hands out the runs of `candidate` (ready ones: a lease that expired, or a sleep that
+/// ended), locked by it. Taking over an owner's expired lease is a recovery and is counted
+/// (a checkpoint forgives the count); a run already recovered `$5` times in a row is
+/// failed instead: a workflow that kills every process that runs it must not loop
+/// forever. A sleep's end (no owner) is no recovery.
+macro_rules! claim_ready {
+    ($candidate:literal) => {
+        concat!(
+            "WITH ",
+            $candidate,
+            ",
           decided AS (
               SELECT r.id, r.owner IS NOT NULL AS recovery,
                      r.owner IS NOT NULL AND r.recovery_attempts >= $5 AS give_up
@@ -207,7 +206,50 @@ static CLAIM: Statement = Statement {
                  lease_expires_at = CASE WHEN d.give_up THEN NULL ELSE clock_timestamp() + $3 END
             FROM decided d
            WHERE r.id = d.id
-          RETURNING r.id, NOT d.give_up",
+          RETURNING r.id, NOT d.give_up"
+        )
+    };
+}
+
+/// Up to `$4` ready runs of the name `$1`, oldest expiry first.
+static CLAIM: Statement = Statement {
+    sql: claim_ready!(
+        "candidate AS (
+              SELECT id FROM workflow.runs
+               WHERE name = $1 AND (status = 'running') IS TRUE AND lease_expires_at <= (SELECT clock_timestamp())
+               ORDER BY lease_expires_at
+               LIMIT $4
+                 FOR NO KEY UPDATE SKIP LOCKED)"
+    ),
+    args: &[TEXTOID, TEXTOID, INTERVALOID, INT4OID, INT4OID],
+};
+
+/// Up to `$4` ready runs of any name, oldest expiry first (`$1` is unused). The names are
+/// found by skipping through `runs_claimable` one name at a time, and each name's oldest
+/// ready runs by the same index, so the work grows with the number of names, not of runs;
+/// the chosen runs are then locked by key, each one's readiness checked again on the row.
+static CLAIM_ANY: Statement = Statement {
+    sql: claim_ready!(
+        "RECURSIVE names (name) AS (
+              (SELECT name FROM workflow.runs WHERE (status = 'running') IS TRUE ORDER BY name LIMIT 1)
+              UNION ALL
+              SELECT (SELECT r.name FROM workflow.runs r
+                       WHERE (r.status = 'running') IS TRUE AND r.name > n.name
+                       ORDER BY r.name LIMIT 1)
+                FROM names n WHERE n.name IS NOT NULL),
+          ready AS (
+              SELECT c.id FROM names n CROSS JOIN LATERAL (
+                  SELECT r.id, r.lease_expires_at FROM workflow.runs r
+                   WHERE r.name = n.name AND (r.status = 'running') IS TRUE
+                     AND r.lease_expires_at <= (SELECT clock_timestamp())
+                   ORDER BY r.lease_expires_at LIMIT $4) c
+               ORDER BY c.lease_expires_at LIMIT $4),
+          candidate AS (
+              SELECT id FROM workflow.runs
+               WHERE id = ANY (ARRAY(SELECT id FROM ready))
+                 AND status = 'running' AND lease_expires_at <= clock_timestamp()
+                 FOR NO KEY UPDATE SKIP LOCKED)"
+    ),
     args: &[TEXTOID, TEXTOID, INTERVALOID, INT4OID, INT4OID],
 };
 
@@ -476,8 +518,8 @@ fn finish(
                     &[id.into()],
                     |_| Ok(()),
                 )?;
-                // A cancelled message may have held back its ordering key.
-                wake::on_commit();
+                // A cancelled message may have held back its ordering key (its flag).
+                wake::flag_on_commit();
             }
             return Ok(());
         }
@@ -586,7 +628,7 @@ fn wf_status(
     }
 }
 
-/// Hands `owner` up to `max` running workflows of `name` whose lease has expired, leased for
+/// Hands `owner` up to `max` ready workflows of `name` (NULL: of any name), leased for
 /// `lease` (default `workflow.lease_duration`). Concurrent claimers never share a workflow.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
@@ -597,7 +639,8 @@ fn wf_claim(
     max: default!(Option<i32>, 1),
 ) -> SetOfIterator<'static, pgrx::Uuid> {
     const MAX_CLAIM: i64 = 10_000;
-    let name = validate::name("name", name).or_raise();
+    let name = validate::optional_name("name", name).or_raise();
+    let statement = if name.is_some() { &CLAIM } else { &CLAIM_ANY };
     let owner = validate::name("owner", owner).or_raise();
     let lease = lease_or_default("lease", lease).or_raise();
     let max = validate::required("max", max).or_raise();
@@ -618,7 +661,7 @@ fn wf_claim(
                 cap.into(),
             ];
             let (rows, mut handed): (usize, Vec<pgrx::Uuid>) =
-                db::execute(client, &CLAIM, &args, |rows| {
+                db::execute(client, statement, &args, |rows| {
                     let count = rows.len();
                     let mut handed = Vec::with_capacity(count);
                     for row in rows {

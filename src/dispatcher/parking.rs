@@ -17,6 +17,11 @@
 //! statement already sees what the flag announced, so it parks nothing for that reason.
 //! A flag is cleared only when its work is done: a message an application holds locked
 //! keeps its flag for a later round, and is never waited for.
+//!
+//! A round looks at the flags only when there may be some (see `worker`): an application's
+//! commit that left one counts itself in the dispatcher's slot (`wake::flag_on_commit`),
+//! a round that records a keyed message's outcome flags its key itself, kept flags are
+//! looked at again, and a poll interval without a look ends in one.
 
 use crate::db::{self, Statement};
 use pgrx::pg_sys::INT4OID;
@@ -97,6 +102,7 @@ pub(crate) static UNPARK: Statement = Statement {
 };
 
 /// What one [`unpark`] did.
+#[derive(Default)]
 pub struct Unparked {
     pub messages: usize,
     /// Flags left for a later round: a message locked by an application, or an endpoint

@@ -20,7 +20,7 @@ use pgrx::callbacks::{PgXactCallbackEvent, register_xact_callback};
 use pgrx::prelude::*;
 use pgrx::{PGRXSharedMemory, PgAtomic, pg_shmem_init, pg_sys};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// The most databases `workflow.databases` may list.
@@ -41,6 +41,9 @@ pub(super) struct Slot {
     pub(super) connecting: AtomicBool,
     /// Connection attempts that failed in a row.
     pub(super) connect_failures: AtomicU32,
+    /// Committed transactions that left an unpark flag (see `parking`), counted after each
+    /// commit: the dispatcher runs its unpark when this grows, not every round.
+    flags_raised: AtomicU64,
 }
 
 #[repr(C)]
@@ -72,6 +75,8 @@ thread_local! {
     static ARMED: Cell<bool> = const { Cell::new(false) };
     /// The earliest due time this transaction enqueued (a `TimestampTz`).
     static EARLIEST_DUE: Cell<i64> = const { Cell::new(i64::MAX) };
+    /// Whether this transaction leaves an unpark flag.
+    static RAISES_FLAG: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Slot `slot` in shared memory, when the library was preloaded.
@@ -132,6 +137,20 @@ pub fn looks_again_within(slot: usize, within: Duration) {
         .store(now.saturating_add(within), Ordering::SeqCst);
 }
 
+/// Like [`on_commit`], for a transaction that leaves an unpark flag: the commit also
+/// counts in its dispatcher's slot, so that the next round runs the unpark.
+pub fn flag_on_commit() {
+    RAISES_FLAG.with(|raises| raises.set(true));
+    on_commit();
+}
+
+/// How many committed transactions left an unpark flag in slot `slot`'s database so far.
+/// Read before the statement that acts on the flags: every commit counted by then is
+/// visible to it.
+pub(super) fn flags_raised(slot: usize) -> Option<u64> {
+    self::slot(slot).map(|slot| slot.flags_raised.load(Ordering::Acquire))
+}
+
 /// Arms a wake-up of this database's dispatcher for when the current transaction commits:
 /// something is due now.
 pub fn on_commit() {
@@ -153,8 +172,9 @@ pub fn on_commit_for(due: pg_sys::TimestampTz) {
     ARMED.with(|armed| armed.set(true));
     register_xact_callback(PgXactCallbackEvent::Commit, || {
         let due = EARLIEST_DUE.with(Cell::get);
+        let flagged = RAISES_FLAG.with(Cell::get);
         disarm();
-        wake_dispatcher(due);
+        wake_dispatcher(due, flagged);
     });
     register_xact_callback(PgXactCallbackEvent::Abort, disarm);
     // A prepared transaction commits later, elsewhere; the poll delivers it.
@@ -164,14 +184,18 @@ pub fn on_commit_for(due: pg_sys::TimestampTz) {
 fn disarm() {
     ARMED.with(|armed| armed.set(false));
     EARLIEST_DUE.with(|earliest| earliest.set(i64::MAX));
+    RAISES_FLAG.with(|raises| raises.set(false));
 }
 
-fn wake_dispatcher(due: pg_sys::TimestampTz) {
+fn wake_dispatcher(due: pg_sys::TimestampTz, flagged: bool) {
     // SAFETY: a backend connected to a database reads its own MyDatabaseId.
     let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
     for slot in &SLOTS.get().slots {
         if slot.database.load(Ordering::Acquire) != database {
             continue;
+        }
+        if flagged {
+            slot.flags_raised.fetch_add(1, Ordering::AcqRel);
         }
         let latch = slot.latch.load(Ordering::Acquire);
         if latch != 0 && due < slot.looks_again_at.load(Ordering::SeqCst) {

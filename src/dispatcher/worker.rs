@@ -87,6 +87,12 @@ struct State {
     failed_rounds: u32,
     /// SIGTERM arrived (pgrx's flag is reset by reading it, so it is kept here).
     stop_requested: bool,
+    /// What the last unpark saw (see `parking`): the slot's count of commits that left a
+    /// flag, whether it kept flags for later, and when it runs again at the latest (for
+    /// flags no commit counted: a prepared transaction's, or a hand edit's).
+    flags_seen: Option<u64>,
+    flags_kept: bool,
+    next_unpark: Instant,
 }
 
 struct Round {
@@ -120,6 +126,9 @@ pub fn run(slot: usize) {
         reported_version: None,
         failed_rounds: 0,
         stop_requested: false,
+        flags_seen: None,
+        flags_kept: false,
+        next_unpark: Instant::now(),
     };
 
     loop {
@@ -204,6 +213,17 @@ impl State {
             .iter()
             .any(|o| o.durable_step || o.ordered || o.released);
         self.unrecorded.extend(outcomes);
+    }
+
+    /// Whether a round should act on unpark flags: a commit left one since the last look,
+    /// the last look kept some, this round records an outcome of a keyed message (whose
+    /// record flags its key), or a poll interval has passed.
+    fn unpark_due(&self, flags: Option<u64>, outcomes: &[Outcome]) -> bool {
+        flags.is_none()
+            || flags != self.flags_seen
+            || self.flags_kept
+            || outcomes.iter().any(|o| o.ordered)
+            || Instant::now() >= self.next_unpark
     }
 
     /// Outcomes a round skipped: for a round `HELD_RETRY` from now.
@@ -342,17 +362,23 @@ fn record_and_claim(state: &mut State) -> Round {
         max_attempts: config::max_attempts(),
     };
     let keep_delivered = keeps_delivered();
+    let flags = wake::flags_raised(state.slot);
+    let unpark = state.unpark_due(flags, &outcomes);
     let result = transaction::run_round(|| {
         Spi::connect_mut(|client| {
             statistics::refresh_if_grown(client)?;
             let skipped = record::record(client, &outcomes, keep_delivered)?;
             if limit == 0 {
-                return Ok((claim::Claimed::default(), None, skipped));
+                return Ok((claim::Claimed::default(), None, skipped, None));
             }
             if outcomes.is_empty() {
                 claim::commit_without_waiting(client)?;
             }
-            let unparked = parking::unpark(client)?;
+            let unparked = if unpark {
+                parking::unpark(client)?
+            } else {
+                parking::Unparked::default()
+            };
             let claimed = claim::claim(client, limit, &settings)?;
             let next_due = if claimed.took(limit) || unparked.messages > 0 {
                 Some(Duration::ZERO)
@@ -362,12 +388,17 @@ fn record_and_claim(state: &mut State) -> Round {
             } else {
                 claim::next_due(client)?
             };
-            Ok((claimed, next_due, skipped))
+            Ok((
+                claimed,
+                next_due,
+                skipped,
+                unpark.then_some(unparked.flags_kept > 0),
+            ))
         })
     });
     state.note(&result);
     // A failed round was rolled back whole: its outcomes wait for the next.
-    let (claimed, next_due, skipped) = match result {
+    let (claimed, next_due, skipped, kept_flags) = match result {
         Ok(done) => done,
         Err(_) => {
             state.keep(outcomes);
@@ -377,6 +408,11 @@ fn record_and_claim(state: &mut State) -> Round {
             };
         }
     };
+    if let Some(kept) = kept_flags {
+        state.flags_seen = flags;
+        state.flags_kept = kept;
+        state.next_unpark = Instant::now() + config::poll_interval();
+    }
     // Outcomes of messages an application held locked: recorded by a later round.
     state.hold(record::take_skipped(outcomes, &skipped));
     // A full walk, or unparked messages the claim may not have reached: more is due now.

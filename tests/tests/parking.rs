@@ -29,10 +29,11 @@ async fn enqueue_keyed(client: &Client, url: &str, key: &str, n: i32, delay: &st
         .get(0)
 }
 
+/// Through the view an operator reads.
 async fn parked_count(client: &Client, ids: &[i64], reason: &str) -> i64 {
     client
         .query_one(
-            "SELECT count(*) FROM workflow.outbox WHERE id = ANY ($1) AND parked::text = $2",
+            "SELECT count(*) FROM workflow.messages WHERE id = ANY ($1) AND parked = $2",
             &[&ids, &reason],
         )
         .await
