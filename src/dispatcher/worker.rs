@@ -93,6 +93,9 @@ struct State {
     flags_seen: Option<u64>,
     flags_kept: bool,
     next_unpark: Instant,
+    /// A round recorded outcomes of keyed messages, so flagged their keys, and ran no
+    /// unpark (it had no room to claim).
+    flagged_by_record: bool,
 }
 
 struct Round {
@@ -129,6 +132,7 @@ pub fn run(slot: usize) {
         flags_seen: None,
         flags_kept: false,
         next_unpark: Instant::now(),
+        flagged_by_record: false,
     };
 
     loop {
@@ -216,13 +220,15 @@ impl State {
     }
 
     /// Whether a round should act on unpark flags: a commit left one since the last look,
-    /// the last look kept some, this round records an outcome of a keyed message (whose
-    /// record flags its key), or a poll interval has passed.
-    fn unpark_due(&self, flags: Option<u64>, outcomes: &[Outcome]) -> bool {
+    /// the last look kept some, this round or an earlier one without a look records an
+    /// outcome of a keyed message (whose record flags its key), or a poll interval has
+    /// passed.
+    fn unpark_due(&self, flags: Option<u64>, records_keyed: bool) -> bool {
         flags.is_none()
             || flags != self.flags_seen
             || self.flags_kept
-            || outcomes.iter().any(|o| o.ordered)
+            || records_keyed
+            || self.flagged_by_record
             || Instant::now() >= self.next_unpark
     }
 
@@ -363,7 +369,8 @@ fn record_and_claim(state: &mut State) -> Round {
     };
     let keep_delivered = keeps_delivered();
     let flags = wake::flags_raised(state.slot);
-    let unpark = state.unpark_due(flags, &outcomes);
+    let records_keyed = outcomes.iter().any(|o| o.ordered);
+    let unpark = state.unpark_due(flags, records_keyed);
     let result = transaction::run_round(|| {
         Spi::connect_mut(|client| {
             statistics::refresh_if_grown(client)?;
@@ -408,10 +415,14 @@ fn record_and_claim(state: &mut State) -> Round {
             };
         }
     };
-    if let Some(kept) = kept_flags {
-        state.flags_seen = flags;
-        state.flags_kept = kept;
-        state.next_unpark = Instant::now() + config::poll_interval();
+    match kept_flags {
+        Some(kept) => {
+            state.flags_seen = flags;
+            state.flags_kept = kept;
+            state.next_unpark = Instant::now() + config::poll_interval();
+            state.flagged_by_record = false;
+        }
+        None => state.flagged_by_record |= records_keyed,
     }
     // Outcomes of messages an application held locked: recorded by a later round.
     state.hold(record::take_skipped(outcomes, &skipped));
