@@ -251,9 +251,10 @@ pub fn record(
             Decision::Dead => ("dead", 0.0),
             Decision::DisableEndpoint => ("pending", 0.0),
         };
-        if decision == Decision::Delivered
-            && let Some(output) = step_output(outcome)
-        {
+        // A durable step is recorded when its message is finished, delivered or dead, so
+        // that its workflow never waits for an answer that will not come.
+        let finished = matches!(decision, Decision::Delivered | Decision::Dead);
+        if finished && let Some(output) = step_output(outcome, decision == Decision::Delivered) {
             steps.insert(outcome.id, output);
         }
         // A message with an ordering key is kept until its flag has unparked the next.
@@ -348,7 +349,10 @@ pub fn record(
 
 /// The checkpoint of a durable HTTP step: status, headers, and the body as JSON when it is
 /// JSON, else as a string.
-fn step_output(outcome: &Outcome) -> Option<String> {
+/// The checkpoint of a finished durable step: `{"ok": true, "status", "headers", "body"}`
+/// for a delivery; `{"ok": false, …, "error"}` for a dead message (no answer: `status`,
+/// `headers` and `body` are null).
+fn step_output(outcome: &Outcome, ok: bool) -> Option<String> {
     if !outcome.durable_step {
         return None;
     }
@@ -361,11 +365,28 @@ fn step_output(outcome: &Outcome) -> Option<String> {
         // Not JSON, or JSON serde_json will not hold (too deep, a number out of range).
         Err(_) => serde_json::Value::String(body.to_string()),
     };
-    let output = serde_json::json!({
+    let body = if outcome.body.is_none() {
+        serde_json::Value::Null
+    } else {
+        body
+    };
+    let mut output = serde_json::json!({
+        "ok": ok,
         "status": outcome.status,
         "headers": outcome.headers.clone().unwrap_or(serde_json::Value::Null),
         "body": body,
     });
+    if !ok {
+        let error = match (&outcome.error, outcome.status) {
+            (Some(error), _) => storable(error.clone()),
+            (None, Some(status)) if retry::classify_status(status) == retry::Verdict::Retry => {
+                format!("the receiver answered {status}, and no attempts are left")
+            }
+            (None, Some(status)) => format!("the receiver answered {status}"),
+            (None, None) => "no answer".to_string(),
+        };
+        output["error"] = serde_json::Value::String(error);
+    }
     Some(output.to_string())
 }
 

@@ -399,9 +399,42 @@ async fn the_durable_http_step_checkpoints_the_response() {
         .get(0);
     message_reaches(&client, id, "delivered", DEADLINE).await;
     let step = workflow_tests::step_output(&client, workflow, "charge").await;
+    assert_eq!(step["ok"], true);
     assert_eq!(step["status"], 201);
     assert_eq!(step["body"], serde_json::json!({"charge_id": "ch_1"}));
     assert_eq!(step["headers"]["x-charge"], "ch_1");
+}
+
+/// A durable step whose message dies (a 402 here) is recorded too, with `ok: false`, so
+/// that its workflow does not wait forever for an answer that will not come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_step_that_dies_is_recorded_as_not_ok() {
+    let (client, receiver) = setup().await;
+    let path = path("declined");
+    receiver.script(
+        &path,
+        [Reply::Full {
+            status: 402,
+            headers: vec![("x-reason".into(), "card_declined".into())],
+            body: r#"{"declined": true}"#.into(),
+        }],
+    );
+    let workflow = workflow_tests::start_workflow(&client, &unique("payment")).await;
+    let id: i64 = client
+        .query_one(
+            "SELECT wf_enqueue($1, '{}', workflow => $2, step => 'charge')",
+            &[&receiver.url(&path), &workflow],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    message_reaches(&client, id, "dead", DEADLINE).await;
+    let step = workflow_tests::step_output(&client, workflow, "charge").await;
+    assert_eq!(step["ok"], false);
+    assert_eq!(step["status"], 402);
+    assert_eq!(step["body"], serde_json::json!({"declined": true}));
+    assert_eq!(step["headers"]["x-reason"], "card_declined");
+    assert_eq!(step["error"], "the receiver answered 402");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
