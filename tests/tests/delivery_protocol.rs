@@ -376,18 +376,12 @@ async fn a_slow_receiver_does_not_hold_back_deliveries_to_others() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_durable_http_step_checkpoints_the_response() {
+/// A durable step `charge` of a new workflow, whose receiver answers `reply`: once its
+/// message is `status`, the recorded step.
+async fn durable_step_answered(reply: Reply, status: &str) -> serde_json::Value {
     let (client, receiver) = setup().await;
     let path = path("charge");
-    receiver.script(
-        &path,
-        [Reply::Full {
-            status: 201,
-            headers: vec![("x-charge".into(), "ch_1".into())],
-            body: r#"{"charge_id": "ch_1"}"#.into(),
-        }],
-    );
+    receiver.script(&path, [reply]);
     let workflow = workflow_tests::start_workflow(&client, &unique("payment")).await;
     let id: i64 = client
         .query_one(
@@ -397,8 +391,18 @@ async fn the_durable_http_step_checkpoints_the_response() {
         .await
         .unwrap()
         .get(0);
-    message_reaches(&client, id, "delivered", DEADLINE).await;
-    let step = workflow_tests::step_output(&client, workflow, "charge").await;
+    message_reaches(&client, id, status, DEADLINE).await;
+    workflow_tests::step_output(&client, workflow, "charge").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_durable_http_step_checkpoints_the_response() {
+    let reply = Reply::Full {
+        status: 201,
+        headers: vec![("x-charge".into(), "ch_1".into())],
+        body: r#"{"charge_id": "ch_1"}"#.into(),
+    };
+    let step = durable_step_answered(reply, "delivered").await;
     assert_eq!(step["ok"], true);
     assert_eq!(step["status"], 201);
     assert_eq!(step["body"], serde_json::json!({"charge_id": "ch_1"}));
@@ -409,27 +413,12 @@ async fn the_durable_http_step_checkpoints_the_response() {
 /// that its workflow does not wait forever for an answer that will not come.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_step_that_dies_is_recorded_as_not_ok() {
-    let (client, receiver) = setup().await;
-    let path = path("declined");
-    receiver.script(
-        &path,
-        [Reply::Full {
-            status: 402,
-            headers: vec![("x-reason".into(), "card_declined".into())],
-            body: r#"{"declined": true}"#.into(),
-        }],
-    );
-    let workflow = workflow_tests::start_workflow(&client, &unique("payment")).await;
-    let id: i64 = client
-        .query_one(
-            "SELECT wf_enqueue($1, '{}', workflow => $2, step => 'charge')",
-            &[&receiver.url(&path), &workflow],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    message_reaches(&client, id, "dead", DEADLINE).await;
-    let step = workflow_tests::step_output(&client, workflow, "charge").await;
+    let reply = Reply::Full {
+        status: 402,
+        headers: vec![("x-reason".into(), "card_declined".into())],
+        body: r#"{"declined": true}"#.into(),
+    };
+    let step = durable_step_answered(reply, "dead").await;
     assert_eq!(step["ok"], false);
     assert_eq!(step["status"], 402);
     assert_eq!(step["body"], serde_json::json!({"declined": true}));

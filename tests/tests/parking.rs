@@ -50,22 +50,10 @@ async fn until_parked(client: &Client, ids: &[i64], reason: &str) {
     .await;
 }
 
-fn numbers(received: &[workflow_tests::receiver::Received]) -> Vec<i64> {
-    received
-        .iter()
-        .map(|r| {
-            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["n"]
-                .as_i64()
-                .unwrap()
-        })
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_disabled_endpoints_backlog_is_parked_while_others_flow_and_all_of_it_goes_out_on_enable()
-{
-    let (client, receiver) = setup().await;
-    let endpoint = unique("parked");
+/// A named endpoint for the receiver's `/<name>`, disabled by hand (as a 410 would);
+/// returns its name and path.
+async fn disabled_endpoint(client: &Client, receiver: &Receiver, prefix: &str) -> (String, String) {
+    let endpoint = unique(prefix);
     let path = format!("/{endpoint}");
     client
         .execute(
@@ -81,6 +69,25 @@ async fn a_disabled_endpoints_backlog_is_parked_while_others_flow_and_all_of_it_
         )
         .await
         .unwrap();
+    (endpoint, path)
+}
+
+fn numbers(received: &[workflow_tests::receiver::Received]) -> Vec<i64> {
+    received
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_endpoints_backlog_is_parked_while_others_flow_and_all_of_it_goes_out_on_enable()
+{
+    let (client, receiver) = setup().await;
+    let (endpoint, path) = disabled_endpoint(&client, &receiver, "parked").await;
     let ids: Vec<i64> = client
         .query(
             "SELECT wf_enqueue($1, jsonb_build_object('n', n)) FROM generate_series(1, 1500) n",
@@ -181,22 +188,7 @@ async fn a_cancel_from_a_snapshot_older_than_the_park_still_frees_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enable_from_a_snapshot_older_than_the_park_still_frees_the_endpoint() {
     let (client, receiver) = setup().await;
-    let endpoint = unique("late");
-    let path = format!("/{endpoint}");
-    client
-        .execute(
-            "SELECT wf_endpoint($1, $2)",
-            &[&endpoint, &receiver.url(&path)],
-        )
-        .await
-        .unwrap();
-    client
-        .execute(
-            "UPDATE workflow.endpoint_settings SET disabled_at = now() WHERE name = $1",
-            &[&endpoint],
-        )
-        .await
-        .unwrap();
+    let (endpoint, path) = disabled_endpoint(&client, &receiver, "late").await;
     let id: i64 = client
         .query_one(
             "SELECT wf_enqueue($1, '{}', deliver_at => now() + interval '2 seconds')",
