@@ -144,6 +144,151 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'wf_find_wrapper';
 
+-- Signals, waits and child workflows. The new columns come last, as in a fresh install.
+ALTER TABLE workflow.runs
+    ADD COLUMN parent uuid,
+    ADD COLUMN wait_step text,
+    ADD COLUMN wait_signal text,
+    ADD COLUMN wait_deadline timestamptz;
+CREATE INDEX runs_children ON workflow.runs (parent) WHERE parent IS NOT NULL;
+CREATE OR REPLACE VIEW workflow.workflows AS
+SELECT r.id, r.name, r.status::text AS status, r.input, r.output, r.error,
+       s.steps_done, s.last_step,
+       r.owner, r.lease_expires_at, r.recovery_attempts, r.idempotency_key,
+       r.created_at, r.updated_at, r.finished_at,
+       r.parent, coalesce(r.wait_signal, r.wait_step) AS waiting_for,
+       r.wait_deadline AS waiting_until
+  FROM workflow.runs r
+  LEFT JOIN LATERAL (
+        SELECT count(*)::integer AS steps_done,
+               (array_agg(c.step ORDER BY c.seq DESC))[1] AS last_step
+          FROM workflow.checkpoints c
+         WHERE c.workflow_id = r.id) s ON true;
+
+-- Signals sent to workflows (wf_signal), queued per workflow and name in commit order:
+-- wf_signal locks the run before it inserts, so ids follow the order of the commits. A
+-- signal is consumed by one wf_wait, which records it as its step. No foreign key, for
+-- the checkpoints' reason; retention deletes a run's signals with it.
+CREATE TABLE workflow.run_signals (
+    id               bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workflow_id      uuid        NOT NULL,
+    name             text        NOT NULL,
+    payload          jsonb,
+    idempotency_key  text,
+    sent_at          timestamptz NOT NULL DEFAULT statement_timestamp(),
+    consumed_at      timestamptz,
+    -- The step of the wait that consumed it.
+    consumed_by      text
+);
+-- The queue of one workflow's signals of one name, oldest first; also retention's path.
+CREATE INDEX run_signals_queue ON workflow.run_signals (workflow_id, name, id);
+CREATE UNIQUE INDEX run_signals_idempotency ON workflow.run_signals (workflow_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+CREATE VIEW workflow.signals AS
+SELECT s.id, s.workflow_id, r.name AS workflow_name, s.name AS signal, s.payload,
+       s.idempotency_key, s.sent_at, s.consumed_at, s.consumed_by
+  FROM workflow.run_signals s
+  LEFT JOIN workflow.runs r ON r.id = s.workflow_id;
+COMMENT ON VIEW workflow.signals IS 'Every signal sent to a workflow, queued or consumed by a wait';
+GRANT SELECT ON workflow.signals TO workflow_user;
+SELECT pg_catalog.pg_extension_config_dump('workflow.run_signals', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.run_signals_id_seq', '');
+
+-- wf_start takes a parent, wf_status says more, and wf_signal and wf_wait are new.
+DROP FUNCTION wf_start(text, jsonb, text, text);
+DROP FUNCTION wf_status(uuid);
+
+CREATE  FUNCTION "wf_start"(
+	"name" TEXT, /* Option < & str > */
+	"input" jsonb DEFAULT NULL, /* Option < Document > */
+	"idempotency_key" TEXT DEFAULT NULL, /* Option < & str > */
+	"owner" TEXT DEFAULT NULL, /* Option < & str > */
+	"parent" uuid DEFAULT NULL /* Option < pgrx :: Uuid > */
+) RETURNS uuid /* pgrx :: Uuid */
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_start_wrapper';
+
+CREATE  FUNCTION "wf_status"(
+	"workflow" uuid /* Option < pgrx :: Uuid > */
+) RETURNS TABLE (
+	"name" TEXT,  /* String */
+	"status" TEXT,  /* String */
+	"input" jsonb,  /* Option < Document > */
+	"output" jsonb,  /* Option < Document > */
+	"error" TEXT,  /* Option < String > */
+	"steps_done" INT,  /* i32 */
+	"last_step" TEXT,  /* Option < String > */
+	"created_at" timestamp with time zone,  /* TimestampWithTimeZone */
+	"updated_at" timestamp with time zone,  /* TimestampWithTimeZone */
+	"finished_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"owner" TEXT,  /* Option < String > */
+	"lease_expires_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"recovery_attempts" INT,  /* i32 */
+	"idempotency_key" TEXT,  /* Option < String > */
+	"parent" uuid,  /* Option < pgrx :: Uuid > */
+	"waiting_for" TEXT,  /* Option < String > */
+	"waiting_until" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+STABLE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_status_wrapper';
+
+CREATE  FUNCTION "wf_signal"(
+	"workflow" uuid, /* Option < pgrx :: Uuid > */
+	"signal" TEXT, /* Option < & str > */
+	"payload" jsonb DEFAULT NULL, /* Option < Document > */
+	"idempotency_key" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS bigint /* i64 */
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_signal_wrapper';
+
+CREATE  FUNCTION "wf_wait"(
+	"workflow" uuid, /* Option < pgrx :: Uuid > */
+	"step" TEXT, /* Option < & str > */
+	"signal" TEXT DEFAULT NULL, /* Option < & str > */
+	"timeout" interval DEFAULT NULL, /* Option < Interval > */
+	"owner" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS jsonb /* Option < Document > */
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_wait_wrapper';
+
+-- Push handlers (wf_handler): every ready workflow of `name` is claimed by the dispatcher
+-- and POSTed to the target, a URL or an endpoint (exactly one is set), as a signed
+-- workflow.ready webhook. The owner's business, like endpoints: not granted to applications.
+CREATE TABLE workflow.handlers (
+    name        text        PRIMARY KEY,
+    url         text,
+    endpoint    text        REFERENCES workflow.endpoint_settings (name) ON UPDATE CASCADE,
+    created_at  timestamptz NOT NULL DEFAULT statement_timestamp(),
+    updated_at  timestamptz NOT NULL DEFAULT statement_timestamp()
+);
+SELECT pg_catalog.pg_extension_config_dump('workflow.handlers', '');
+
+CREATE  FUNCTION "wf_handler"(
+	"name" TEXT, /* Option < & str > */
+	"target" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_handler_wrapper';
+
+CREATE  FUNCTION "wf_handler_drop"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_handler_drop_wrapper';
+
 -- Every function, the new ones included, with the grants of a fresh install.
 DO $$
 DECLARE
@@ -158,8 +303,10 @@ BEGIN
          WHERE p.proname LIKE 'wf\_%' OR p.pronamespace = 'workflow'::regnamespace
     LOOP
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
-        -- Endpoints hold secrets and destinations: the owner's business, not the app's.
-        IF fn::text LIKE 'wf\_%' AND fn::text NOT LIKE 'wf\_endpoint%' THEN
+        -- Endpoints hold secrets and destinations, handlers choose destinations: the
+        -- owner's business, not the app's.
+        IF fn::text LIKE 'wf\_%' AND fn::text NOT LIKE 'wf\_endpoint%'
+           AND fn::text NOT LIKE 'wf\_handler%' THEN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO workflow_user', fn);
         END IF;
     END LOOP;

@@ -27,6 +27,8 @@ pub enum WfError {
     UnknownMessage(i64),
     #[error("endpoint {0:?} does not exist")]
     UnknownEndpoint(String),
+    #[error("no push handler for workflows named {0:?}")]
+    UnknownHandler(String),
     #[error("workflow {id} is {status}; {action} needs a running workflow")]
     NotRunning {
         id: pgrx::Uuid,
@@ -43,6 +45,12 @@ pub enum WfError {
     Parked {
         id: pgrx::Uuid,
         action: &'static str,
+    },
+    #[error("workflow {id} has nothing to wait for in step {step:?}: {}", if *cancelled { "its durable HTTP step was cancelled" } else { "no signal was named and no durable HTTP step of that name was enqueued" })]
+    NothingToWaitFor {
+        id: pgrx::Uuid,
+        step: String,
+        cancelled: bool,
     },
     #[error("message {id} is {status}; {action} needs a {allowed} message")]
     MessageState {
@@ -81,11 +89,12 @@ impl WfError {
             | WfError::StepWithoutWorkflow
             | WfError::EndpointNameIsUrl(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             WfError::UnknownWorkflow(_) | WfError::UnknownMessage(_) => ERRCODE_NO_DATA_FOUND,
-            WfError::UnknownEndpoint(_) => ERRCODE_UNDEFINED_OBJECT,
+            WfError::UnknownEndpoint(_) | WfError::UnknownHandler(_) => ERRCODE_UNDEFINED_OBJECT,
             WfError::NotLeasedTo { .. } => ERRCODE_OBJECT_IN_USE,
-            WfError::NotRunning { .. } | WfError::Parked { .. } | WfError::MessageState { .. } => {
-                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
-            }
+            WfError::NotRunning { .. }
+            | WfError::Parked { .. }
+            | WfError::NothingToWaitFor { .. }
+            | WfError::MessageState { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             WfError::NotSupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             WfError::ReadOnly { .. } => ERRCODE_READ_ONLY_SQL_TRANSACTION,
             WfError::StartRace => ERRCODE_T_R_SERIALIZATION_FAILURE,
@@ -105,6 +114,14 @@ impl WfError {
                 "Its lease expired and another owner may have claimed it: stop working on it, and roll back what this transaction did for it.",
             ),
             WfError::Parked { .. } => Some("Claim it with wf_claim once it is ready."),
+            WfError::NothingToWaitFor {
+                cancelled: false, ..
+            } => Some(
+                "Name the signal to wait for, or enqueue the durable step with wf_enqueue(..., workflow => ..., step => ...) first.",
+            ),
+            WfError::NothingToWaitFor {
+                cancelled: true, ..
+            } => Some("Send it again with wf_retry, or record the step some other way."),
             WfError::UnknownEndpoint(_) => {
                 Some("Create it with wf_endpoint(name, url), or pass an http(s):// URL.")
             }

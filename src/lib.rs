@@ -49,8 +49,10 @@ BEGIN
          WHERE p.proname LIKE 'wf\_%' OR p.pronamespace = 'workflow'::regnamespace
     LOOP
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
-        -- Endpoints hold secrets and destinations: the owner's business, not the app's.
-        IF fn::text LIKE 'wf\_%' AND fn::text NOT LIKE 'wf\_endpoint%' THEN
+        -- Endpoints hold secrets and destinations, handlers choose destinations: the
+        -- owner's business, not the app's.
+        IF fn::text LIKE 'wf\_%' AND fn::text NOT LIKE 'wf\_endpoint%'
+           AND fn::text NOT LIKE 'wf\_handler%' THEN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO workflow_user', fn);
         END IF;
     END LOOP;

@@ -1021,6 +1021,25 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             "42501",
             "permission denied",
         );
+        // An application signals and waits, but does not choose where workflows are pushed.
+        let waiting = start("as-app-waits");
+        run(&format!(
+            "SELECT wf_signal('{waiting}', 'go'), wf_wait('{waiting}', 'went', 'go')"
+        ));
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM workflow.signals WHERE workflow_id = '{waiting}'"
+            )),
+            Some(1)
+        );
+        for forbidden in [
+            "SELECT wf_handler('as-app', 'https://attacker.example.com/')",
+            "SELECT wf_handler_drop('as-app')",
+            "SELECT count(*) FROM workflow.handlers",
+            "SELECT count(*) FROM workflow.run_signals",
+        ] {
+            assert_error(forbidden, "42501", "permission denied");
+        }
         run("RESET ROLE");
         run("SET LOCAL ROLE wf_test_stranger");
         assert_error(
@@ -1564,7 +1583,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         run("INSERT INTO workflow.runs (name, owner, lease_duration, lease_expires_at)
              SELECT 'stale', 'me', '1 minute', now() + interval '1 minute' FROM generate_series(1, 2000)");
         let id = "'00000000-0000-0000-0000-000000000001'";
-        let statements: [(&crate::db::Statement, &str, String); 8] = [
+        let statements: [(&crate::db::Statement, &str, String); 9] = [
             (
                 &crate::dispatcher::record::RECORD,
                 "int8[], int4[], float8[], float4[], int4[], text[], text[], text[], float8[], int8[]",
@@ -1586,8 +1605,13 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             (&crate::api::outbox::RETRY, "int8", "6001".into()),
             (
                 &crate::api::outbox::CANCEL_WORKFLOW_MESSAGES,
-                "uuid",
-                id.to_string(),
+                "uuid[]",
+                format!("ARRAY[{id}]::uuid[]"),
+            ),
+            (
+                &crate::dispatcher::record::LOCK_STEP_RUNS,
+                "int8[]",
+                "'{6001,6002}'".into(),
             ),
             (
                 &crate::api::workflows::FINISH,
@@ -1866,5 +1890,321 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             "interval, int4",
             "'1 hour', 500",
         ));
+    }
+
+    /// The recorded output of a step, as text.
+    fn step_text(id: pgrx::Uuid, step: &str) -> Option<String> {
+        one::<String>(&format!("SELECT wf_step('{id}', '{step}')::text"))
+    }
+
+    #[pg_test]
+    fn signals_queue_in_order_and_each_is_consumed_by_one_wait() {
+        let id = one::<pgrx::Uuid>("SELECT wf_start('pay', owner => 'a')").unwrap();
+        run(&format!("SELECT wf_signal('{id}', 'paid', '1')"));
+        run(&format!("SELECT wf_signal('{id}', 'paid', '2')"));
+        run(&format!("SELECT wf_signal('{id}', 'other', '9')"));
+        let wait = |step: &str, owner: &str| {
+            one::<String>(&format!(
+                "SELECT wf_wait('{id}', '{step}', 'paid', owner => '{owner}')::text"
+            ))
+        };
+        let first = r#"{"signal": "paid", "payload": 1, "timed_out": false}"#;
+        assert_eq!(wait("w1", "a").as_deref(), Some(first));
+        assert_eq!(wait("w1", "a").as_deref(), Some(first), "a replay");
+        assert_eq!(
+            wait("w2", "a").as_deref(),
+            Some(r#"{"signal": "paid", "payload": 2, "timed_out": false}"#)
+        );
+        assert_eq!(wait("w3", "a"), None, "nothing queued: parked");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT concat_ws(' ', owner, waiting_for, waiting_until) FROM wf_status('{id}')"
+            ))
+            .as_deref(),
+            Some("paid"),
+            "parked without an owner, waiting for the signal without a deadline"
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM wf_claim('pay', 'b')"),
+            Some(0),
+            "a wait without a timeout is not claimable"
+        );
+        run(&format!("SELECT wf_signal('{id}', 'paid', '3')"));
+        assert_eq!(
+            step_text(id, "w3").as_deref(),
+            Some(r#"{"signal": "paid", "payload": 3, "timed_out": false}"#),
+            "the signal that arrives for a parked wait is recorded as its step"
+        );
+        assert_eq!(
+            one::<pgrx::Uuid>("SELECT wf_claim('pay', 'b')"),
+            Some(id),
+            "and the workflow is ready"
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT concat_ws(' ', owner, waiting_for, recovery_attempts) FROM wf_status('{id}')"
+            ))
+            .as_deref(),
+            Some("b 0"),
+            "a claim after a signal is no recovery"
+        );
+        assert_eq!(
+            wait("w3", "b").as_deref(),
+            Some(r#"{"signal": "paid", "payload": 3, "timed_out": false}"#)
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(signal || ':' || coalesce(consumed_by, '-'), ',' ORDER BY id)
+                   FROM workflow.signals WHERE workflow_id = '{id}'"
+            ))
+            .as_deref(),
+            Some("paid:w1,paid:w2,other:-,paid:w3")
+        );
+    }
+
+    #[pg_test]
+    fn a_signal_with_a_key_is_sent_once() {
+        let id = one::<pgrx::Uuid>("SELECT wf_start('pay')").unwrap();
+        let send = format!("SELECT wf_signal('{id}', 'paid', '1', 'evt-1')");
+        let first = one::<i64>(&send);
+        assert_eq!(one::<i64>(&send), first);
+        let other = one::<pgrx::Uuid>("SELECT wf_start('pay')").unwrap();
+        assert_ne!(
+            one::<i64>(&format!(
+                "SELECT wf_signal('{other}', 'paid', '1', 'evt-1')"
+            )),
+            first,
+            "keys are per workflow"
+        );
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM workflow.signals WHERE workflow_id = '{id}'"
+            )),
+            Some(1)
+        );
+    }
+
+    #[pg_test]
+    fn a_wait_that_times_out_is_ready_and_records_the_timeout() {
+        let id = one::<pgrx::Uuid>("SELECT wf_start('approve', owner => 'a')").unwrap();
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT wf_wait('{id}', 'approval', 'approved', '1 millisecond', 'a')::text"
+            )),
+            None
+        );
+        // The deadline is a millisecond away; this transaction's clock only has to pass it.
+        run("SELECT pg_sleep(0.01)");
+        assert_eq!(
+            one::<pgrx::Uuid>("SELECT wf_claim('approve', 'b')"),
+            Some(id)
+        );
+        let timed_out = r#"{"timed_out": true}"#;
+        let wait = format!("SELECT wf_wait('{id}', 'approval', 'approved', '1 hour', 'b')::text");
+        assert_eq!(one::<String>(&wait).as_deref(), Some(timed_out));
+        run(&format!("SELECT wf_signal('{id}', 'approved')"));
+        assert_eq!(
+            one::<String>(&wait).as_deref(),
+            Some(timed_out),
+            "a replay sees the timeout, not the late signal"
+        );
+        assert_eq!(
+            one::<i32>(&format!("SELECT recovery_attempts FROM wf_status('{id}')")),
+            Some(0)
+        );
+    }
+
+    #[pg_test]
+    fn waits_and_signals_refuse_what_they_cannot_do() {
+        let id = one::<pgrx::Uuid>("SELECT wf_start('w', owner => 'a')").unwrap();
+        assert_error(
+            &format!("SELECT wf_wait('{id}', 'nothing')"),
+            "55000",
+            "nothing to wait for",
+        );
+        assert_error(
+            &format!("SELECT wf_wait('{id}', 's', 'x', owner => 'b')"),
+            "55006",
+            "not leased to b",
+        );
+        assert_error(
+            &format!("SELECT wf_wait('{id}', 's', 'x', '0 seconds')"),
+            "22023",
+            "timeout",
+        );
+        assert_error(
+            &format!("SELECT wf_signal('{id}', NULL)"),
+            "22004",
+            "signal",
+        );
+        assert_error(
+            "SELECT wf_signal('00000000-0000-0000-0000-000000000000', 'x')",
+            "P0002",
+            "does not exist",
+        );
+        run(&format!("SELECT wf_complete('{id}')"));
+        assert_error(
+            &format!("SELECT wf_signal('{id}', 'x')"),
+            "55000",
+            "is completed",
+        );
+        assert_error(
+            &format!("SELECT wf_wait('{id}', 's', 'x')"),
+            "55000",
+            "is completed",
+        );
+    }
+
+    #[pg_test]
+    fn a_durable_step_is_enqueued_once_and_wakes_its_waiting_workflow() {
+        let id = one::<pgrx::Uuid>("SELECT wf_start('charge', owner => 'a')").unwrap();
+        let enqueue = format!(
+            "SELECT wf_enqueue('https://example.com/charge', '{{}}', workflow => '{id}', step => 'charge')"
+        );
+        let message = one::<i64>(&enqueue);
+        assert_eq!(one::<i64>(&enqueue), message, "the same step again");
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT wf_wait('{id}', 'charge', owner => 'a')::text"
+            )),
+            None
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT waiting_for FROM wf_status('{id}')")).as_deref(),
+            Some("charge")
+        );
+        // What the dispatcher runs when the message is finished.
+        let statement = &crate::dispatcher::record::CHECKPOINT_STEPS;
+        Spi::connect_mut(|client| {
+            let args: [pgrx::datum::DatumWithOid; 3] = [
+                vec![id].into(),
+                vec!["charge"].into(),
+                vec![r#"{"ok": true, "status": 200}"#].into(),
+            ];
+            crate::db::execute(client, statement, &args, |_| Ok(()))
+        })
+        .unwrap();
+        assert_eq!(
+            one::<pgrx::Uuid>("SELECT wf_claim('charge', 'b')"),
+            Some(id),
+            "the answer made the workflow ready"
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT wf_wait('{id}', 'charge', owner => 'b')::text"
+            ))
+            .as_deref(),
+            Some(r#"{"ok": true, "status": 200}"#)
+        );
+    }
+
+    #[pg_test]
+    fn a_child_tells_its_parent_and_a_cancel_takes_the_children_along() {
+        let parent = one::<pgrx::Uuid>("SELECT wf_start('order', owner => 'p')").unwrap();
+        let child = |name: &str, of: pgrx::Uuid| {
+            one::<pgrx::Uuid>(&format!("SELECT wf_start('{name}', parent => '{of}')")).unwrap()
+        };
+        let (done, running) = (child("email", parent), child("ship", parent));
+        let grandchild = child("label", running);
+        run(&format!(
+            "SELECT wf_enqueue('https://example.com/label', '{{}}', workflow => '{grandchild}')"
+        ));
+        run(&format!(
+            "SELECT wf_complete('{done}', '{{\"sent\": true}}')"
+        ));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT wf_wait('{parent}', 'email done', 'workflow.finished', owner => 'p')
+                        #>> '{{payload,status}}'"
+            ))
+            .as_deref(),
+            Some("completed")
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT (payload->'output')::text || ' ' || (payload->>'workflow' = '{done}')
+                   FROM workflow.signals WHERE workflow_id = '{parent}'"
+            ))
+            .as_deref(),
+            Some(r#"{"sent": true} true"#)
+        );
+        assert_eq!(
+            one::<pgrx::Uuid>(&format!("SELECT parent FROM wf_status('{running}')")),
+            Some(parent)
+        );
+        run(&format!("SELECT wf_cancel('{parent}')"));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(name || ':' || status, ',' ORDER BY name) FROM workflow.workflows
+                  WHERE id IN ('{done}', '{running}', '{grandchild}')"
+            ))
+            .as_deref(),
+            Some("email:completed,label:cancelled,ship:cancelled")
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT status FROM workflow.messages WHERE workflow_id = '{grandchild}'"
+            ))
+            .as_deref(),
+            Some("cancelled")
+        );
+        assert_error(
+            &format!("SELECT wf_start('late', parent => '{parent}')"),
+            "55000",
+            "is cancelled",
+        );
+        assert_error(
+            "SELECT wf_start('orphan', parent => '00000000-0000-0000-0000-000000000000')",
+            "P0002",
+            "does not exist",
+        );
+    }
+
+    #[pg_test]
+    fn a_push_handler_takes_a_url_or_an_endpoint_and_a_handled_start_is_ready() {
+        run("SELECT wf_handler('pushed', 'https://handler.example.com/run')");
+        let id = one::<pgrx::Uuid>("SELECT wf_start('pushed')").unwrap();
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT concat_ws(' ', owner, lease_expires_at <= clock_timestamp()) FROM wf_status('{id}')"
+            ))
+            .as_deref(),
+            Some("t"),
+            "no owner, ready at once"
+        );
+        let owned = one::<pgrx::Uuid>("SELECT wf_start('pushed', owner => 'me')").unwrap();
+        assert_eq!(
+            one::<String>(&format!("SELECT owner FROM wf_status('{owned}')")).as_deref(),
+            Some("me"),
+            "a start with an owner is its own"
+        );
+        // What the dispatcher's round does.
+        let pushed = Spi::connect_mut(|client| crate::api::handlers::push_ready(client, 10, 10))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pushed.0, 1);
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT target || ' ' || (payload->>'type') || ' ' || (payload->>'owner' = (SELECT owner FROM wf_status('{id}')))
+                   FROM workflow.messages WHERE workflow_id = '{id}'"
+            ))
+            .as_deref(),
+            Some("https://handler.example.com/run workflow.ready true")
+        );
+        assert_error(
+            "SELECT wf_handler('pushed', 'no-such-endpoint')",
+            "42704",
+            "does not exist",
+        );
+        assert_error(
+            "SELECT wf_handler('pushed', 'ftp://handler.example.com/')",
+            "22023",
+            "target",
+        );
+        run("SELECT wf_handler_drop('pushed')");
+        assert_error(
+            "SELECT wf_handler_drop('pushed')",
+            "42704",
+            "no push handler",
+        );
     }
 }

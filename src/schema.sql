@@ -42,7 +42,16 @@ CREATE TABLE workflow.runs (
     updated_at         timestamptz NOT NULL DEFAULT statement_timestamp(),
     finished_at        timestamptz,
     -- NULL keys never conflict, so only keyed starts are de-duplicated (G4).
-    CONSTRAINT runs_idempotency UNIQUE (name, idempotency_key)
+    CONSTRAINT runs_idempotency UNIQUE (name, idempotency_key),
+    -- The workflow that started this one (wf_start's parent): it gets the signal
+    -- workflow.finished when this one finishes, and its cancel cancels this one.
+    parent             uuid,
+    -- An unresolved wf_wait: the step it records, the signal it waits for (NULL: the
+    -- durable HTTP step wait_step), and when it times out (NULL: never). A timed-out wait
+    -- stays here until the next wf_wait of its step records the timeout.
+    wait_step          text,
+    wait_signal        text,
+    wait_deadline      timestamptz
 ) WITH (fillfactor = 85); -- room for HOT updates of status and lease on the same page
 
 -- The partial indexes on status are for the statements that mean to walk them, which
@@ -56,6 +65,8 @@ CREATE TABLE workflow.runs (
 CREATE INDEX runs_claimable ON workflow.runs (name, lease_expires_at) WHERE (status = 'running') IS TRUE;
 -- Shaped like the retention scan.
 CREATE INDEX runs_finished ON workflow.runs (finished_at) WHERE (status <> 'running') IS TRUE;
+-- A run's children, for the cancel that cascades to them.
+CREATE INDEX runs_children ON workflow.runs (parent) WHERE parent IS NOT NULL;
 
 -- One row per completed step. The primary key makes a second record of a step impossible.
 -- There is no foreign key to runs on purpose: its per-row check (an SPI query and a row
@@ -77,7 +88,9 @@ CREATE VIEW workflow.workflows AS
 SELECT r.id, r.name, r.status::text AS status, r.input, r.output, r.error,
        s.steps_done, s.last_step,
        r.owner, r.lease_expires_at, r.recovery_attempts, r.idempotency_key,
-       r.created_at, r.updated_at, r.finished_at
+       r.created_at, r.updated_at, r.finished_at,
+       r.parent, coalesce(r.wait_signal, r.wait_step) AS waiting_for,
+       r.wait_deadline AS waiting_until
   FROM workflow.runs r
   LEFT JOIN LATERAL (
         SELECT count(*)::integer AS steps_done,
@@ -91,6 +104,33 @@ SELECT c.workflow_id, r.name AS workflow_name, c.step, c.output, c.recorded_at
   FROM workflow.checkpoints c
   JOIN workflow.runs r ON r.id = c.workflow_id;
 COMMENT ON VIEW workflow.steps IS 'Every recorded step checkpoint, in recording order per workflow';
+
+-- Signals sent to workflows (wf_signal), queued per workflow and name in commit order:
+-- wf_signal locks the run before it inserts, so ids follow the order of the commits. A
+-- signal is consumed by one wf_wait, which records it as its step. No foreign key, for
+-- the checkpoints' reason; retention deletes a run's signals with it.
+CREATE TABLE workflow.run_signals (
+    id               bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workflow_id      uuid        NOT NULL,
+    name             text        NOT NULL,
+    payload          jsonb,
+    idempotency_key  text,
+    sent_at          timestamptz NOT NULL DEFAULT statement_timestamp(),
+    consumed_at      timestamptz,
+    -- The step of the wait that consumed it.
+    consumed_by      text
+);
+-- The queue of one workflow's signals of one name, oldest first; also retention's path.
+CREATE INDEX run_signals_queue ON workflow.run_signals (workflow_id, name, id);
+CREATE UNIQUE INDEX run_signals_idempotency ON workflow.run_signals (workflow_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+CREATE VIEW workflow.signals AS
+SELECT s.id, s.workflow_id, r.name AS workflow_name, s.name AS signal, s.payload,
+       s.idempotency_key, s.sent_at, s.consumed_at, s.consumed_by
+  FROM workflow.run_signals s
+  LEFT JOIN workflow.runs r ON r.id = s.workflow_id;
+COMMENT ON VIEW workflow.signals IS 'Every signal sent to a workflow, queued or consumed by a wait';
 
 -- Named webhook destinations. Secrets never leave this table: the view hides them.
 CREATE TABLE workflow.endpoint_settings (
@@ -108,6 +148,17 @@ CREATE TABLE workflow.endpoint_settings (
     -- Set by wf_endpoint_enable: the dispatcher unparks the endpoint's messages, a batch a
     -- round, and clears it when none is left (a flag, for unpark_successor's reason).
     unpark_messages  boolean
+);
+
+-- Push handlers (wf_handler): every ready workflow of `name` is claimed by the dispatcher
+-- and POSTed to the target, a URL or an endpoint (exactly one is set), as a signed
+-- workflow.ready webhook. The owner's business, like endpoints: not granted to applications.
+CREATE TABLE workflow.handlers (
+    name        text        PRIMARY KEY,
+    url         text,
+    endpoint    text        REFERENCES workflow.endpoint_settings (name) ON UPDATE CASCADE,
+    created_at  timestamptz NOT NULL DEFAULT statement_timestamp(),
+    updated_at  timestamptz NOT NULL DEFAULT statement_timestamp()
 );
 
 -- The outbox. A pending message is due when next_attempt_at has passed and no dispatcher
@@ -272,7 +323,7 @@ END
 $$;
 GRANT USAGE ON SCHEMA workflow TO workflow_user;
 GRANT SELECT ON workflow.workflows, workflow.steps, workflow.messages, workflow.dead_letters,
-    workflow.attempts, workflow.endpoints TO workflow_user;
+    workflow.attempts, workflow.endpoints, workflow.signals TO workflow_user;
 
 -- How many messages are delivered, dead and cancelled, so that wf_stats and dashboards never
 -- count the kept history. Kept as deltas: each statement that moves messages into or out
@@ -298,3 +349,6 @@ SELECT pg_catalog.pg_extension_config_dump('workflow.outbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.delivery_attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.delivery_attempts_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.message_counts', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.run_signals', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.run_signals_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.handlers', '');

@@ -15,7 +15,7 @@ pub(crate) mod workflow {
     use pgrx::prelude::*;
 
     /// Deletes one batch of finished runs older than the retention, with their checkpoints
-    /// (there is no cascading foreign key, see the schema). Small batches keep locks short and let vacuum keep up.
+    /// and signals (there is no cascading foreign key, see the schema). Small batches keep locks short and let vacuum keep up.
     pub static PURGE_FINISHED: Statement = Statement {
         sql: "WITH doomed AS (
                   SELECT id FROM workflow.runs
@@ -29,7 +29,10 @@ pub(crate) mod workflow {
                   RETURNING r.id),
               steps AS (
                   DELETE FROM workflow.checkpoints c
-                   WHERE c.workflow_id = ANY (ARRAY(SELECT id FROM gone)))
+                   WHERE c.workflow_id = ANY (ARRAY(SELECT id FROM gone))),
+              signals AS (
+                  DELETE FROM workflow.run_signals s
+                   WHERE s.workflow_id = ANY (ARRAY(SELECT id FROM gone)))
               SELECT id FROM gone",
         args: &[INTERVALOID, INT4OID],
     };

@@ -9,13 +9,27 @@ use crate::document::Document;
 use crate::error::{OrRaise, WfError};
 use crate::workflow::validate;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
-use pgrx::pg_sys::{INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
+use pgrx::pg_sys::{INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDARRAYOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 static ENDPOINT_EXISTS: Statement = Statement {
     sql: "SELECT true FROM workflow.endpoint_settings WHERE name = $1",
     args: &[TEXTOID],
+};
+
+/// For a durable HTTP step: writes the run's row, which locks it, so that two enqueues of
+/// one step queue behind each other and the second finds the first's message (under
+/// REPEATABLE READ it fails with a serialization error instead of sending twice).
+static LOCK_STEP_RUN: Statement = Statement {
+    sql: "UPDATE workflow.runs SET updated_at = statement_timestamp() WHERE id = $1 RETURNING status",
+    args: &[UUIDOID],
+};
+
+/// The message already enqueued for a durable step.
+static FIND_STEP: Statement = Statement {
+    sql: "SELECT id FROM workflow.outbox WHERE workflow_id = $1 AND step = $2 ORDER BY id LIMIT 1",
+    args: &[UUIDOID, TEXTOID],
 };
 
 static WORKFLOW_STATUS: Statement = Statement {
@@ -137,17 +151,17 @@ static MESSAGE_STATUS: Statement = Statement {
     args: &[INT8OID],
 };
 
-/// Cancels the undelivered messages of a workflow being cancelled.
+/// Cancels the undelivered messages of the workflows being cancelled.
 pub static CANCEL_WORKFLOW_MESSAGES: Statement = Statement {
     sql: "WITH cancelled AS (
               UPDATE workflow.outbox
                  SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
                      parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
-               WHERE workflow_id = $1 AND status = 'pending'
+               WHERE workflow_id = ANY ($1) AND status = 'pending'
               RETURNING id)
           INSERT INTO workflow.message_counts (status, n)
           SELECT 'cancelled', count(*) FROM cancelled HAVING count(*) > 0",
-    args: &[UUIDOID],
+    args: &[UUIDARRAYOID],
 };
 
 pub(crate) static STATS: Statement = Statement {
@@ -202,12 +216,12 @@ pub(crate) static STATS: Statement = Statement {
 };
 
 /// Where a message goes: a URL, or a registered endpoint.
-enum Target<'a> {
+pub(super) enum Target<'a> {
     Url(&'a str),
     Endpoint(&'a str),
 }
 
-fn parse_target(text: Option<&str>) -> Result<Target<'_>, WfError> {
+pub(super) fn parse_target(text: Option<&str>) -> Result<Target<'_>, WfError> {
     let text = validate::required("target", text)?;
     if target::is_url(text) {
         target::parse_url(text).map_err(|e| WfError::InvalidUrl {
@@ -220,7 +234,7 @@ fn parse_target(text: Option<&str>) -> Result<Target<'_>, WfError> {
     }
 }
 
-fn require_endpoint(client: &mut SpiClient<'_>, name: &str) -> Result<(), WfError> {
+pub(super) fn require_endpoint(client: &mut SpiClient<'_>, name: &str) -> Result<(), WfError> {
     let exists: Option<bool> = db::execute(client, &ENDPOINT_EXISTS, &[name.into()], first_value)?;
     exists
         .map(|_| ())
@@ -228,7 +242,8 @@ fn require_endpoint(client: &mut SpiClient<'_>, name: &str) -> Result<(), WfErro
 }
 
 /// Adds a message to the outbox in the caller's transaction; returns its id. With an
-/// idempotency key, a repeated enqueue returns the first message's id and adds nothing.
+/// idempotency key, a repeated enqueue returns the first message's id and adds nothing; so does
+/// a durable step (`workflow` and `step`) enqueued again.
 #[allow(clippy::too_many_arguments)] // the SQL signature is the SPEC's
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
@@ -265,9 +280,20 @@ fn wf_enqueue(
             }
         };
         if let Some(id) = workflow {
-            let status: Option<String> =
-                db::execute(client, &WORKFLOW_STATUS, &[id.into()], first_value)?;
+            let lock = if step.is_some() {
+                &LOCK_STEP_RUN
+            } else {
+                &WORKFLOW_STATUS
+            };
+            let status: Option<String> = db::execute(client, lock, &[id.into()], first_value)?;
             super::workflows::require_running(id, status, "wf_enqueue")?;
+            if let Some(step) = step {
+                // A durable step is enqueued once, whatever the key (G4).
+                let args: [DatumWithOid; 2] = [id.into(), step.into()];
+                if let Some(existing) = db::execute(client, &FIND_STEP, &args, first_value)? {
+                    return Ok(existing);
+                }
+            }
         }
         if let Some(key) = ordering_key {
             lock_ordering_key(key);

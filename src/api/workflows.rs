@@ -3,6 +3,7 @@
 //! Every function runs inside the caller's transaction (G1). Replays are answered from the
 //! recorded checkpoint (G3) and keyed starts are answered from the first start (G4).
 
+use super::{children, readiness};
 use crate::config;
 use crate::db::{self, Statement, first_value, required};
 use crate::dispatcher::wake;
@@ -20,36 +21,30 @@ const START_RETRIES: usize = 3;
 
 macro_rules! insert_run {
     () => {
-        "INSERT INTO workflow.runs AS r (name, idempotency_key, input, owner, lease_duration, lease_expires_at)
-          VALUES ($1, $2, $3, COALESCE($4, session_user || ':' || pg_backend_pid()), $5, clock_timestamp() + $5)"
+        "INSERT INTO workflow.runs AS r (name, idempotency_key, input, owner, lease_duration, lease_expires_at, parent)
+          SELECT $1, $2, $3,
+                 CASE WHEN p.pushed THEN NULL ELSE COALESCE($4, session_user || ':' || pg_backend_pid()) END,
+                 $5,
+                 CASE WHEN p.pushed THEN clock_timestamp() ELSE clock_timestamp() + $5 END,
+                 $6
+            FROM (SELECT $4::text IS NULL AND EXISTS (SELECT FROM workflow.handlers WHERE name = $1) AS pushed) p"
     };
 }
-const START_ARGS: &[pgrx::pg_sys::Oid] = &[TEXTOID, TEXTOID, JSONBOID, TEXTOID, INTERVALOID];
+const START_ARGS: &[pgrx::pg_sys::Oid] =
+    &[TEXTOID, TEXTOID, JSONBOID, TEXTOID, INTERVALOID, UUIDOID];
 
-/// Whether the owner named by a text parameter holds the run's lease right now: no owner
-/// named means no fence. An expired lease is held by no one, even before a claim (G7).
-macro_rules! holds_lease {
-    ($owner:literal) => {
-        concat!(
-            "(",
-            $owner,
-            "::text IS NULL OR (owner = ",
-            $owner,
-            " AND lease_expires_at > clock_timestamp()))"
-        )
-    };
-}
-
-/// Without a key, a plain insert (see `outbox::ENQUEUE` on what `ON CONFLICT` costs).
+/// Without a key, a plain insert (see `outbox::ENQUEUE` on what `ON CONFLICT` costs). A
+/// start without an owner of a name with a push handler is ready at once, for the
+/// dispatcher to push. Returns the id, and whether the run is ready.
 static START: Statement = Statement {
-    sql: concat!(insert_run!(), " RETURNING r.id"),
+    sql: concat!(insert_run!(), " RETURNING r.id, r.owner IS NULL"),
     args: START_ARGS,
 };
 
 static START_KEYED: Statement = Statement {
     sql: concat!(
         insert_run!(),
-        " ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING RETURNING r.id"
+        " ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING RETURNING r.id, r.owner IS NULL"
     ),
     args: START_ARGS,
 };
@@ -132,6 +127,7 @@ static READ_LEASE: Statement = Statement {
 };
 
 /// Records a sleep as a step, releases the lease and makes the run claimable from `until`.
+/// Returns the run's name if the sleep is over already (the run is ready now).
 static RECORD_SLEEP: Statement = Statement {
     sql: "WITH new_step AS (
               INSERT INTO workflow.checkpoints (workflow_id, step, output)
@@ -141,7 +137,7 @@ static RECORD_SLEEP: Statement = Statement {
           UPDATE workflow.runs
              SET owner = NULL, lease_expires_at = $3, updated_at = statement_timestamp()
            WHERE id = $1 AND EXISTS (SELECT FROM new_step)
-          RETURNING id",
+          RETURNING CASE WHEN $3 <= clock_timestamp() THEN name END",
     args: &[UUIDOID, TEXTOID, TIMESTAMPTZOID],
 };
 
@@ -159,7 +155,8 @@ pub(crate) static FINISH: Statement = Statement {
         "UPDATE workflow.runs
             SET status = $2, output = $3, error = $4,
                 finished_at = statement_timestamp(), updated_at = statement_timestamp(),
-                owner = NULL, lease_expires_at = NULL
+                owner = NULL, lease_expires_at = NULL,
+                wait_step = NULL, wait_signal = NULL, wait_deadline = NULL
           WHERE id = $1 AND status = 'running' AND ",
         holds_lease!("$5"),
         " RETURNING id"
@@ -169,50 +166,14 @@ pub(crate) static FINISH: Statement = Statement {
 
 static STATUS: Statement = Statement {
     sql: "SELECT name, status, input, output, error, steps_done, last_step,
-                 created_at, updated_at, finished_at, owner, lease_expires_at, recovery_attempts
+                 created_at, updated_at, finished_at, owner, lease_expires_at, recovery_attempts,
+                 idempotency_key, parent, waiting_for, waiting_until
             FROM workflow.workflows WHERE id = $1",
     args: &[UUIDOID],
 };
 
-// Leases are measured on the wall clock, not the statement's start: a recovery loop in a
-// procedure, or a long transaction, must see a lease expire while it runs.
-
-/// Hands out the runs of `candidate` (ready ones: a lease that expired, or a sleep that
-/// ended), locked by it. Taking over an owner's expired lease is a recovery and is counted
-/// (a checkpoint forgives the count); a run already recovered `$5` times in a row is
-/// failed instead: a workflow that kills every process that runs it must not loop
-/// forever. A sleep's end (no owner) is no recovery.
-macro_rules! claim_ready {
-    ($candidate:literal) => {
-        concat!(
-            "WITH ",
-            $candidate,
-            ",
-          decided AS (
-              SELECT r.id, r.owner IS NOT NULL AS recovery,
-                     r.owner IS NOT NULL AND r.recovery_attempts >= $5 AS give_up
-                FROM workflow.runs r JOIN candidate USING (id))
-          UPDATE workflow.runs r
-             SET recovery_attempts = r.recovery_attempts + CASE WHEN d.recovery THEN 1 ELSE 0 END,
-                 updated_at = statement_timestamp(),
-                 status = CASE WHEN d.give_up THEN 'failed' ELSE 'running' END,
-                 error = CASE WHEN d.give_up
-                              THEN format('recovery abandoned: its lease expired %s times without a checkpoint between, workflow.max_recovery_attempts is %s',
-                                          r.recovery_attempts + 1, $5)
-                              ELSE r.error END,
-                 finished_at = CASE WHEN d.give_up THEN statement_timestamp() END,
-                 owner = CASE WHEN d.give_up THEN NULL ELSE $2 END,
-                 lease_duration = $3,
-                 lease_expires_at = CASE WHEN d.give_up THEN NULL ELSE clock_timestamp() + $3 END
-            FROM decided d
-           WHERE r.id = d.id
-          RETURNING r.id, NOT d.give_up"
-        )
-    };
-}
-
 /// Up to `$4` ready runs of the name `$1`, oldest expiry first.
-static CLAIM: Statement = Statement {
+pub(crate) static CLAIM: Statement = Statement {
     sql: claim_ready!(
         "candidate AS (
               SELECT id FROM workflow.runs
@@ -253,7 +214,10 @@ static CLAIM_ANY: Statement = Statement {
     args: &[TEXTOID, TEXTOID, INTERVALOID, INT4OID, INT4OID],
 };
 
-fn lease_or_default(arg: &'static str, lease: Option<Interval>) -> Result<Interval, ArgError> {
+pub(super) fn lease_or_default(
+    arg: &'static str,
+    lease: Option<Interval>,
+) -> Result<Interval, ArgError> {
     match lease {
         Some(lease) => {
             validate::positive_interval(arg, lease.months(), lease.days(), lease.micros())?;
@@ -285,7 +249,7 @@ fn lock_running(
 }
 
 /// G7: a write that names an owner changes nothing unless that owner holds the lease.
-fn require_lease(
+pub(super) fn require_lease(
     id: pgrx::Uuid,
     owner: Option<&str>,
     holds: Option<bool>,
@@ -315,6 +279,8 @@ pub(super) fn require_running(
 
 /// Starts a workflow in state `running`, leased to `owner` (default: the session) for
 /// `workflow.lease_duration`. With an idempotency key, a repeated start returns the first id.
+/// With `parent`, a child: its parent is signalled when it finishes, and cancelled with it.
+/// Without `owner`, a workflow whose name has a push handler starts ready, to be pushed.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_start(
@@ -322,6 +288,7 @@ fn wf_start(
     input: default!(Option<Document>, "NULL"),
     idempotency_key: default!(Option<&str>, "NULL"),
     owner: default!(Option<&str>, "NULL"),
+    parent: default!(Option<pgrx::Uuid>, "NULL"),
 ) -> pgrx::Uuid {
     let name = validate::name("name", name).or_raise();
     let key = validate::optional_name("idempotency_key", idempotency_key).or_raise();
@@ -330,17 +297,31 @@ fn wf_start(
     let lease = lease_or_default("workflow.lease_duration", None).or_raise();
 
     super::write("wf_start", |client| {
+        if let Some(parent) = parent {
+            children::adopt(client, parent)?;
+        }
         for _ in 0..START_RETRIES {
-            let args: [DatumWithOid; 5] = [
+            let args: [DatumWithOid; 6] = [
                 name.into(),
                 key.into(),
                 input.into(),
                 owner.into(),
                 lease.into(),
+                parent.into(),
             ];
             let start = if key.is_some() { &START_KEYED } else { &START };
-            let created: Option<pgrx::Uuid> = db::execute(client, start, &args, first_value)?;
-            if let Some(id) = created {
+            let created: Option<(Option<pgrx::Uuid>, Option<bool>)> =
+                db::execute(client, start, &args, |rows| {
+                    if rows.is_empty() {
+                        return Ok(None);
+                    }
+                    rows.first().get_two().map(Some)
+                })?;
+            if let Some((Some(id), ready)) = created {
+                if ready == Some(true) {
+                    readiness::notify(client, name)?;
+                    wake::on_commit();
+                }
                 return Ok(id);
             }
             // Only a keyed start can conflict; the first start's row is committed by now.
@@ -424,6 +405,8 @@ fn wf_heartbeat(
         let renewed: Option<TimestampWithTimeZone> =
             db::execute(client, &HEARTBEAT, &args, first_value)?;
         if let Some(expiry) = renewed {
+            // Announced when it runs out (the lease of an owner that stops beating).
+            wake::timer_on_commit(expiry.into_inner());
             return Ok(expiry);
         }
         let (status, leased, holds): (Option<String>, Option<bool>, Option<bool>) =
@@ -463,7 +446,7 @@ fn wf_find(name: Option<&str>, idempotency_key: Option<&str>) -> Option<pgrx::Uu
 }
 
 /// Whether the run exists, and the step's recorded output.
-fn read_step(
+pub(super) fn read_step(
     client: &pgrx::spi::SpiClient<'_>,
     id: pgrx::Uuid,
     step: &str,
@@ -512,16 +495,18 @@ fn finish(
         let finished = db::execute(client, &FINISH, &args, |rows| Ok(!rows.is_empty()))?;
         if finished {
             if finish == Finish::Cancel {
+                let mut runs = children::cancel_descendants(client, id)?;
+                runs.push(id);
                 db::execute(
                     client,
                     &super::outbox::CANCEL_WORKFLOW_MESSAGES,
-                    &[id.into()],
+                    &[runs.into()],
                     |_| Ok(()),
                 )?;
                 // A cancelled message may have held back its ordering key (its flag).
                 wake::flag_on_commit();
             }
-            return Ok(());
+            return children::tell_parent(client, id);
         }
         let (status, _, holds): (Option<String>, Option<bool>, Option<bool>) =
             db::execute(client, &READ_LEASE, &[id.into(), owner.into()], |rows| {
@@ -565,7 +550,7 @@ fn wf_fail(
     finish(id, Finish::Fail, None, Some(error), owner);
 }
 
-/// Marks a running workflow `cancelled`.
+/// Marks a running workflow `cancelled`, with its running descendants.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_cancel(workflow: Option<pgrx::Uuid>) {
@@ -596,6 +581,10 @@ fn wf_status(
         name!(owner, Option<String>),
         name!(lease_expires_at, Option<TimestampWithTimeZone>),
         name!(recovery_attempts, i32),
+        name!(idempotency_key, Option<String>),
+        name!(parent, Option<pgrx::Uuid>),
+        name!(waiting_for, Option<String>),
+        name!(waiting_until, Option<TimestampWithTimeZone>),
     ),
 > {
     let id = validate::required("workflow", workflow).or_raise();
@@ -619,6 +608,10 @@ fn wf_status(
                 row.get(11)?,
                 row.get(12)?,
                 row.get::<i32>(13)?.unwrap_or(0),
+                row.get(14)?,
+                row.get(15)?,
+                row.get(16)?,
+                row.get(17)?,
             )))
         })?)
     });
@@ -648,7 +641,7 @@ fn wf_claim(
     let cap = config::max_recovery_attempts();
 
     let claimed = super::write("wf_claim", |client| {
-        let mut claimed = Vec::new();
+        let (mut claimed, mut failed) = (Vec::new(), Vec::new());
         // A workflow failed for too many recoveries uses up a slot of the batch; look again
         // until the batch is full or nothing expired is left.
         loop {
@@ -665,13 +658,18 @@ fn wf_claim(
                     let count = rows.len();
                     let mut handed = Vec::with_capacity(count);
                     for row in rows {
-                        if row.get::<bool>(2)? == Some(true) {
-                            handed.extend(row.get::<pgrx::Uuid>(1)?);
+                        let id = row.get::<pgrx::Uuid>(1)?;
+                        match row.get::<bool>(2)? {
+                            Some(true) => handed.extend(id),
+                            _ => failed.extend(id),
                         }
                     }
                     Ok((count, handed))
                 })?;
             claimed.append(&mut handed);
+            for id in failed.drain(..) {
+                children::tell_parent(client, id)?;
+            }
             if rows < wanted as usize || claimed.len() as i32 >= max {
                 return Ok(claimed);
             }
@@ -699,7 +697,11 @@ fn wf_sleep(
     super::write("wf_sleep", |client| {
         lock_running(client, id, owner, "wf_sleep")?;
         let args: [DatumWithOid; 3] = [id.into(), step.into(), until.into()];
-        db::execute(client, &RECORD_SLEEP, &args, |_| Ok(()))?;
+        let over: Option<String> = db::execute(client, &RECORD_SLEEP, &args, first_value)?;
+        if let Some(name) = over {
+            readiness::notify(client, &name)?;
+        }
+        wake::timer_on_commit(until.into_inner());
         Ok(())
     })
 }

@@ -10,6 +10,7 @@ pub mod claim;
 pub mod database;
 pub mod housekeeping;
 pub(crate) mod parking;
+mod ready;
 pub mod record;
 pub mod send;
 mod statistics;

@@ -137,18 +137,53 @@ pub(crate) static FORGET_DELIVERED: Statement = Statement {
     args: &[INT8ARRAYOID, INT4ARRAYOID],
 };
 
-/// A delivered durable HTTP step: its response becomes the step's checkpoint, unless the
-/// workflow finished meanwhile or the step was recorded some other way. KEY SHARE keeps
-/// the run from being deleted under its new step (what a foreign key would do) without
-/// waiting for an application's transaction that holds the run.
+/// A durable step is recorded with its run locked, like every write of a step, so that a
+/// wait parking the run either sees the step or is woken by it. A run an application
+/// holds is never waited for: this returns the messages (of `$1`) whose running run is
+/// held by someone else, and their outcomes wait for a later round.
+pub(crate) static LOCK_STEP_RUNS: Statement = Statement {
+    sql: "WITH steps AS (
+              SELECT m.id, m.workflow_id FROM workflow.outbox m
+               WHERE m.id = ANY ($1) AND m.step IS NOT NULL),
+          locked AS (
+              SELECT r.id FROM workflow.runs r
+               WHERE r.id = ANY (ARRAY(SELECT workflow_id FROM steps)) AND r.status = 'running'
+                 FOR NO KEY UPDATE SKIP LOCKED)
+          SELECT s.id FROM steps s
+           WHERE s.workflow_id <> ALL (ARRAY(SELECT id FROM locked))
+             AND s.workflow_id = ANY (ARRAY(
+                     SELECT r.id FROM workflow.runs r
+                      WHERE r.id = ANY (ARRAY(SELECT workflow_id FROM steps)) AND r.status = 'running'))",
+    args: &[INT8ARRAYOID],
+};
+
+/// A finished durable HTTP step: its answer becomes the step's checkpoint, unless the
+/// workflow finished meanwhile or the step was recorded some other way (a wait's timeout).
+/// A run parked waiting for the step becomes ready, and its name is notified; a run
+/// claimed meanwhile keeps its lease and finds the step on its next wait.
 pub(crate) static CHECKPOINT_STEPS: Statement = Statement {
-    sql: "INSERT INTO workflow.checkpoints (workflow_id, step, output)
-          SELECT o.workflow_id, o.step, o.output::jsonb
-            FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(workflow_id, step, output)
-            JOIN workflow.runs r ON r.id = o.workflow_id AND r.status = 'running'
-           WHERE r.id = ANY ($1)
-             FOR KEY SHARE OF r
-          ON CONFLICT (workflow_id, step) DO NOTHING",
+    sql: "WITH recorded AS (
+              INSERT INTO workflow.checkpoints (workflow_id, step, output)
+              SELECT o.workflow_id, o.step, o.output::jsonb
+                FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(workflow_id, step, output)
+                JOIN workflow.runs r ON r.id = o.workflow_id AND r.status = 'running'
+               WHERE r.id = ANY ($1)
+              ON CONFLICT (workflow_id, step) DO NOTHING
+              RETURNING workflow_id, step),
+          resolved AS (
+              UPDATE workflow.runs r
+                 SET wait_step = NULL, wait_signal = NULL, wait_deadline = NULL,
+                     lease_expires_at = CASE WHEN r.owner IS NULL
+                                             THEN least(coalesce(r.lease_expires_at, 'infinity'), clock_timestamp())
+                                             ELSE r.lease_expires_at END,
+                     updated_at = clock_timestamp()
+               WHERE r.id = ANY (ARRAY(SELECT workflow_id FROM recorded))
+                 AND r.wait_signal IS NULL
+                 AND EXISTS (SELECT FROM recorded s WHERE s.workflow_id = r.id AND s.step = r.wait_step)
+              RETURNING r.name, r.owner IS NULL AS ready),
+          notified AS (
+              SELECT pg_notify('workflow_ready', name) FROM (SELECT DISTINCT name FROM resolved WHERE ready) n)
+          SELECT count(*) FROM notified",
     args: &[UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID],
 };
 
@@ -207,6 +242,11 @@ pub fn record(
     }
     let (released, outcomes): (Vec<&Outcome>, Vec<&Outcome>) =
         outcomes.iter().partition(|o| o.released);
+    let held = held_by_their_runs(client, &outcomes)?;
+    let outcomes: Vec<&Outcome> = outcomes
+        .into_iter()
+        .filter(|o| !held.contains(&o.id))
+        .collect();
     if !released.is_empty() {
         let ids: Vec<i64> = released.iter().map(|o| o.id).collect();
         let attempts: Vec<i32> = released.iter().map(|o| o.attempt).collect();
@@ -344,7 +384,25 @@ pub fn record(
     if !disables.is_empty() {
         db::execute(client, &DISABLE_ENDPOINTS, &[disables.into()], |_| Ok(()))?;
     }
+    skipped.extend(held);
     Ok(skipped)
+}
+
+/// The durable steps among `outcomes` whose runs an application holds (see `LOCK_STEP_RUNS`).
+fn held_by_their_runs(client: &mut SpiClient<'_>, outcomes: &[&Outcome]) -> SpiResult<Vec<i64>> {
+    let steps: Vec<i64> = outcomes
+        .iter()
+        .filter(|o| o.durable_step)
+        .map(|o| o.id)
+        .collect();
+    if steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    db::execute(client, &LOCK_STEP_RUNS, &[steps.into()], |rows| {
+        rows.into_iter()
+            .map(|row| row.get::<i64>(1).map(Option::unwrap_or_default))
+            .collect()
+    })
 }
 
 /// The checkpoint of a durable HTTP step: status, headers, and the body as JSON when it is

@@ -17,13 +17,15 @@ use std::ffi::CStr;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 
 /// Every table a round may read or write.
-const TABLES: [&CStr; 6] = [
+const TABLES: [&CStr; 8] = [
     c"outbox",
     c"delivery_attempts",
     c"runs",
     c"checkpoints",
     c"endpoint_settings",
     c"message_counts",
+    c"run_signals",
+    c"handlers",
 ];
 
 /// Why a transaction did not commit.
@@ -41,6 +43,12 @@ impl std::fmt::Display for Failure {
             Failure::Busy => f.write_str("the extension's tables are locked or gone"),
             Failure::Error(message) => f.write_str(message),
         }
+    }
+}
+
+impl From<crate::error::WfError> for Failure {
+    fn from(error: crate::error::WfError) -> Self {
+        Failure::Error(error.to_string())
     }
 }
 

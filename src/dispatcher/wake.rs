@@ -44,6 +44,10 @@ pub(super) struct Slot {
     /// Committed transactions that left an unpark flag (see `parking`), counted after each
     /// commit: the dispatcher runs its unpark when this grows, not every round.
     flags_raised: AtomicU64,
+    /// The earliest timer (a sleep's end, a wait's deadline) committed since the dispatcher
+    /// last took it, as a `TimestampTz`; 0: none. The dispatcher announces the workflows a
+    /// timer makes ready (see `ready`), and looks at it then.
+    earliest_timer: AtomicI64,
 }
 
 #[repr(C)]
@@ -77,6 +81,8 @@ thread_local! {
     static EARLIEST_DUE: Cell<i64> = const { Cell::new(i64::MAX) };
     /// Whether this transaction leaves an unpark flag.
     static RAISES_FLAG: Cell<bool> = const { Cell::new(false) };
+    /// The earliest timer this transaction set (a `TimestampTz`).
+    static EARLIEST_TIMER: Cell<i64> = const { Cell::new(i64::MAX) };
 }
 
 /// Slot `slot` in shared memory, when the library was preloaded.
@@ -144,6 +150,20 @@ pub fn flag_on_commit() {
     on_commit();
 }
 
+/// Like [`on_commit_for`], for a transaction that sets a workflow timer ending at `at`: the
+/// commit also leaves it in its dispatcher's slot, so that the dispatcher announces the
+/// workflow when it is ready, not up to a poll interval later.
+pub fn timer_on_commit(at: pg_sys::TimestampTz) {
+    EARLIEST_TIMER.with(|earliest| earliest.set(earliest.get().min(at)));
+    on_commit_for(at);
+}
+
+/// The earliest timer committed in slot `slot`'s database since the last call, if any.
+pub(super) fn take_timer(slot: usize) -> Option<pg_sys::TimestampTz> {
+    let at = self::slot(slot)?.earliest_timer.swap(0, Ordering::AcqRel);
+    (at != 0).then_some(at)
+}
+
 /// How many committed transactions left an unpark flag in slot `slot`'s database so far.
 /// Read before the statement that acts on the flags: every commit counted by then is
 /// visible to it.
@@ -173,8 +193,9 @@ pub fn on_commit_for(due: pg_sys::TimestampTz) {
     register_xact_callback(PgXactCallbackEvent::Commit, || {
         let due = EARLIEST_DUE.with(Cell::get);
         let flagged = RAISES_FLAG.with(Cell::get);
+        let timer = EARLIEST_TIMER.with(Cell::get);
         disarm();
-        wake_dispatcher(due, flagged);
+        wake_dispatcher(due, flagged, timer);
     });
     register_xact_callback(PgXactCallbackEvent::Abort, disarm);
     // A prepared transaction commits later, elsewhere; the poll delivers it.
@@ -185,9 +206,10 @@ fn disarm() {
     ARMED.with(|armed| armed.set(false));
     EARLIEST_DUE.with(|earliest| earliest.set(i64::MAX));
     RAISES_FLAG.with(|raises| raises.set(false));
+    EARLIEST_TIMER.with(|earliest| earliest.set(i64::MAX));
 }
 
-fn wake_dispatcher(due: pg_sys::TimestampTz, flagged: bool) {
+fn wake_dispatcher(due: pg_sys::TimestampTz, flagged: bool, timer: pg_sys::TimestampTz) {
     // SAFETY: a backend connected to a database reads its own MyDatabaseId.
     let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
     for slot in &SLOTS.get().slots {
@@ -196,6 +218,14 @@ fn wake_dispatcher(due: pg_sys::TimestampTz, flagged: bool) {
         }
         if flagged {
             slot.flags_raised.fetch_add(1, Ordering::AcqRel);
+        }
+        if timer != i64::MAX {
+            // The earlier of the one left there and ours (a timer is never at 0, 2000-01-01).
+            let _ = slot
+                .earliest_timer
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                    Some(if left == 0 { timer } else { left.min(timer) })
+                });
         }
         let latch = slot.latch.load(Ordering::Acquire);
         if latch != 0 && due < slot.looks_again_at.load(Ordering::SeqCst) {

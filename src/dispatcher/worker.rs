@@ -17,14 +17,17 @@ use super::claim::{self, Settings};
 use super::database;
 use super::housekeeping;
 use super::parking;
+use super::ready;
 use super::record;
 use super::send::{Outcome, Sender};
 use super::statistics;
 use super::transaction::{self, Failure};
 use super::waiting::Waiter;
 use super::wake;
+use crate::api::handlers;
 use crate::config;
 use pgrx::bgworkers::BackgroundWorker;
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -45,6 +48,8 @@ const RECORD_WITHIN: Duration = Duration::from_millis(10);
 /// How long the outcome of a message an application held locked waits before a round
 /// tries to record it again.
 const HELD_RETRY: Duration = Duration::from_millis(500);
+/// How long after a lease's expiry the look that announces it runs.
+const READY_LOOK_SLACK: Duration = Duration::from_millis(1);
 
 /// After a failed round, the next waits this long, doubling up to the poll interval.
 const FAILED_ROUND_BACKOFF: Duration = Duration::from_millis(100);
@@ -96,6 +101,13 @@ struct State {
     /// A round recorded outcomes of keyed messages, so flagged their keys, and ran no
     /// unpark (it had no room to claim).
     flagged_by_record: bool,
+    /// Where the announcements of workflows ready with time alone stand (see `ready`): up
+    /// to when they are done, and when the next look is due.
+    ready_up_to: Option<TimestampWithTimeZone>,
+    next_ready_look: Instant,
+    /// Whether some workflow name has a push handler, as the last look saw: only then does
+    /// a round push ready workflows.
+    pushing: bool,
 }
 
 struct Round {
@@ -133,6 +145,9 @@ pub fn run(slot: usize) {
         flags_kept: false,
         next_unpark: Instant::now(),
         flagged_by_record: false,
+        ready_up_to: None,
+        next_ready_look: Instant::now(),
+        pushing: false,
     };
 
     loop {
@@ -169,6 +184,9 @@ pub fn run(slot: usize) {
             continue;
         }
         housekeep(&mut state);
+        if announce_ready(&mut state) {
+            continue; // a push is due
+        }
 
         let full = state.outstanding >= max_outstanding();
         if round.claimed_a_full_batch && !full {
@@ -177,7 +195,12 @@ pub fn run(slot: usize) {
         let nap = match round.next_due {
             Some(due) if !full => due.min(config::poll_interval()),
             _ => config::poll_interval(),
-        };
+        }
+        .min(
+            state
+                .next_ready_look
+                .saturating_duration_since(Instant::now()),
+        );
         sleep_until_work(&mut state, nap);
     }
 }
@@ -371,12 +394,13 @@ fn record_and_claim(state: &mut State) -> Round {
     let flags = wake::flags_raised(state.slot);
     let records_keyed = outcomes.iter().any(|o| o.ordered);
     let unpark = state.unpark_due(flags, records_keyed);
+    let pushing = state.pushing;
     let result = transaction::run_round(|| {
         Spi::connect_mut(|client| {
             statistics::refresh_if_grown(client)?;
             let skipped = record::record(client, &outcomes, keep_delivered)?;
             if limit == 0 {
-                return Ok((claim::Claimed::default(), None, skipped, None));
+                return Ok((claim::Claimed::default(), None, skipped, None, None));
             }
             if outcomes.is_empty() {
                 claim::commit_without_waiting(client)?;
@@ -385,6 +409,11 @@ fn record_and_claim(state: &mut State) -> Round {
                 parking::unpark(client)?
             } else {
                 parking::Unparked::default()
+            };
+            let pushed_leases_end = if pushing {
+                handlers::push_ready(client, limit as i32, config::max_recovery_attempts())?.1
+            } else {
+                None
             };
             let claimed = claim::claim(client, limit, &settings)?;
             let next_due = if claimed.took(limit) || unparked.messages > 0 {
@@ -400,12 +429,13 @@ fn record_and_claim(state: &mut State) -> Round {
                 next_due,
                 skipped,
                 unpark.then_some(unparked.flags_kept > 0),
+                pushed_leases_end,
             ))
         })
     });
     state.note(&result);
     // A failed round was rolled back whole: its outcomes wait for the next.
-    let (claimed, next_due, skipped, kept_flags) = match result {
+    let (claimed, next_due, skipped, kept_flags, pushed_leases_end) = match result {
         Ok(done) => done,
         Err(_) => {
             state.keep(outcomes);
@@ -423,6 +453,12 @@ fn record_and_claim(state: &mut State) -> Round {
             state.flagged_by_record = false;
         }
         None => state.flagged_by_record |= records_keyed,
+    }
+    // A pushed workflow's handler that dies is found when its lease ends.
+    if let Some(end) = pushed_leases_end {
+        state.next_ready_look = state
+            .next_ready_look
+            .min(Instant::now() + end + READY_LOOK_SLACK);
     }
     // Outcomes of messages an application held locked: recorded by a later round.
     state.hold(record::take_skipped(outcomes, &skipped));
@@ -521,6 +557,43 @@ fn housekeep(state: &mut State) {
     } else {
         Instant::now()
     };
+}
+
+/// Tells applications about the workflows that became ready with time alone, when due.
+/// Returns whether a round should push at once.
+fn announce_ready(state: &mut State) -> bool {
+    if let Some(at) = wake::take_timer(state.slot) {
+        // SAFETY: reading the clock, on the main thread.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        let wait = Duration::from_micros(at.saturating_sub(now).max(0) as u64);
+        state.next_ready_look = state
+            .next_ready_look
+            .min(Instant::now() + wait + READY_LOOK_SLACK);
+    }
+    if Instant::now() < state.next_ready_look {
+        return false;
+    }
+    let since = state.ready_up_to;
+    let looked =
+        transaction::run_round(|| Ok(Spi::connect_mut(|client| ready::announce(client, since))?));
+    state.note(&looked);
+    let poll = config::poll_interval();
+    let mut push_now = false;
+    let next = match looked {
+        Ok(looked) => {
+            state.ready_up_to = looked.up_to;
+            // A handler just made (or a first look) may have ready workflows waiting.
+            push_now = looked.pushing && (looked.became_ready || !state.pushing);
+            state.pushing = looked.pushing;
+            // Just past the next expiry, so that the look after it finds it expired.
+            looked
+                .next_expiry_in
+                .map_or(poll, |d| (d + READY_LOOK_SLACK).min(poll))
+        }
+        Err(_) => poll,
+    };
+    state.next_ready_look = Instant::now() + next;
+    push_now
 }
 
 /// Stops claiming, releases the jobs that have not started, records what finishes within

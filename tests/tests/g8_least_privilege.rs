@@ -139,7 +139,13 @@ async fn an_application_role_sees_header_names_but_no_values_and_cannot_raise_th
         !shown.contains("s3cret-token") && !shown.contains("whsec_") && !shown.contains("acme"),
         "the endpoints view shows a credential: {shown}"
     );
-    for table in ["endpoint_settings", "outbox", "runs"] {
+    for table in [
+        "endpoint_settings",
+        "outbox",
+        "runs",
+        "run_signals",
+        "handlers",
+    ] {
         let error = app
             .query(&format!("SELECT * FROM workflow.{table}"), &[])
             .await

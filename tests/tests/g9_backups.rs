@@ -1,6 +1,6 @@
-//! G9: `pg_dump` / `pg_restore` of a database carries its runs, steps, messages, attempts
-//! and endpoints (secrets included), and the restored database works: its identities go
-//! on from where they were and its endpoints still sign.
+//! G9: `pg_dump` / `pg_restore` of a database carries its runs, steps, signals, messages,
+//! attempts, endpoints (secrets included) and push handlers, and the restored database
+//! works: its identities go on from where they were and its endpoints still sign.
 
 use std::time::Duration;
 use workflow_tests::receiver::Receiver;
@@ -32,6 +32,8 @@ async fn a_dump_restores_every_row_and_a_restored_endpoint_still_signs() {
         .batch_execute(
             "SELECT wf_checkpoint(wf_start('order', '{\"order\": 1}', 'order-1'), 'reserve', '{\"ok\": true}');
              SELECT wf_complete(wf_start('order', NULL, 'order-2'), '{\"done\": true}');
+             SELECT wf_signal(wf_start('order', NULL, 'order-3'), 'paid', '{\"charge\": \"ch_1\"}', 'evt-1');
+             SELECT wf_handler('refund', 'billing');
              SELECT wf_enqueue('billing', '{\"n\": 1}', idempotency_key => 'later', deliver_at => now() + interval '1 day');
              SELECT wf_enqueue('https://example.com/', '{\"n\": 2}', deliver_at => now() + interval '1 day');
              -- A delivered message with an earlier failed attempt in the log, as the dispatcher stores them.

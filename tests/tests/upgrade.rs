@@ -19,6 +19,12 @@ const ADDED_IN_0_2_0: &[&str] = &[
     "outbox.parked",
     "outbox.unpark_successor",
     "endpoint_settings.unpark_messages",
+    "runs.parent",
+    "runs.wait_step",
+    "runs.wait_signal",
+    "runs.wait_deadline",
+    "run_signals",
+    "handlers",
 ];
 
 /// What a 0.1.0 database held after some use: a running workflow with two steps, a

@@ -1,0 +1,80 @@
+//! Child workflows: started with a `parent`, they tell it when they finish (the signal
+//! `workflow.finished`, in the finishing transaction), and a cancelled parent takes its
+//! running children with it.
+
+use super::signals::{self, FINISHED, ToFinished};
+use super::workflows::require_running;
+use crate::db::{self, Statement, first_value};
+use crate::document::Document;
+use crate::error::WfError;
+use pgrx::pg_sys::{UUIDARRAYOID, UUIDOID};
+use pgrx::spi::SpiClient;
+
+/// Writes the parent's row, which also locks it: a cancel of the parent that runs
+/// concurrently waits for the child's start and then sees the child (under REPEATABLE
+/// READ it fails with a serialization error instead of missing it).
+static TOUCH_PARENT: Statement = Statement {
+    sql: "UPDATE workflow.runs SET updated_at = statement_timestamp() WHERE id = $1 RETURNING status",
+    args: &[UUIDOID],
+};
+
+/// The parent of a finished run and the payload of its `workflow.finished` signal.
+static FINISHED_SIGNAL: Statement = Statement {
+    sql: "SELECT parent, jsonb_build_object('workflow', id, 'name', name, 'status', status,
+                                            'output', output, 'error', error)
+            FROM workflow.runs WHERE id = $1 AND parent IS NOT NULL",
+    args: &[UUIDOID],
+};
+
+/// Cancels the running descendants of the runs `$1`, however deep (a finished child's
+/// running children too); returns them.
+static CANCEL_DESCENDANTS: Statement = Statement {
+    sql: "WITH RECURSIVE tree (id) AS (
+              SELECT id FROM workflow.runs WHERE parent = ANY ($1)
+              UNION ALL
+              SELECT r.id FROM workflow.runs r JOIN tree t ON r.parent = t.id)
+          UPDATE workflow.runs r
+             SET status = 'cancelled', finished_at = statement_timestamp(),
+                 updated_at = statement_timestamp(), owner = NULL, lease_expires_at = NULL,
+                 wait_step = NULL, wait_signal = NULL, wait_deadline = NULL
+           WHERE r.id = ANY (ARRAY(SELECT id FROM tree)) AND r.status = 'running'
+          RETURNING r.id",
+    args: &[UUIDARRAYOID],
+};
+
+/// Checks that `parent` is a running workflow, and holds it until the caller commits.
+pub(super) fn adopt(client: &mut SpiClient<'_>, parent: pgrx::Uuid) -> Result<(), WfError> {
+    let status: Option<String> = db::execute(client, &TOUCH_PARENT, &[parent.into()], first_value)?;
+    require_running(parent, status, "wf_start (parent)")
+}
+
+/// Tells the parent of the finished run `id`, if it has one that still runs.
+pub(crate) fn tell_parent(client: &mut SpiClient<'_>, id: pgrx::Uuid) -> Result<(), WfError> {
+    let found: Option<(Option<pgrx::Uuid>, Option<Document>)> =
+        db::execute(client, &FINISHED_SIGNAL, &[id.into()], |rows| {
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            rows.first().get_two().map(Some)
+        })?;
+    if let Some((Some(parent), payload)) = found {
+        signals::send(client, parent, FINISHED, payload, None, ToFinished::Skip)?;
+    }
+    Ok(())
+}
+
+/// Cancels the running descendants of a cancelled run; returns them, whose messages the
+/// caller cancels with the run's.
+pub(super) fn cancel_descendants(
+    client: &mut SpiClient<'_>,
+    id: pgrx::Uuid,
+) -> Result<Vec<pgrx::Uuid>, WfError> {
+    let mut cancelled = Vec::new();
+    db::execute(client, &CANCEL_DESCENDANTS, &[vec![id].into()], |rows| {
+        for row in rows {
+            cancelled.extend(row.get::<pgrx::Uuid>(1)?);
+        }
+        Ok(())
+    })?;
+    Ok(cancelled)
+}

@@ -1,0 +1,446 @@
+//! Signals and waits between real sessions, and `LISTEN workflow_ready`: a workflow that
+//! waits holds no lease, the event makes it ready, and a listener hears of it after the
+//! commit that made it ready — or from the dispatcher when time alone did — and never of
+//! a rollback.
+
+use std::time::Duration;
+use tokio_postgres::Client;
+use workflow_tests::listener::Listener;
+use workflow_tests::receiver::{Receiver, Reply};
+use workflow_tests::{dispatch_cluster, unique, until_true};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+const CHANNEL: &str = "workflow_ready";
+
+async fn setup() -> (Client, Listener) {
+    let cluster = dispatch_cluster();
+    let client = cluster.connect().await;
+    let listener = Listener::start(&cluster.conninfo(), &[CHANNEL]).await;
+    (client, listener)
+}
+
+async fn start(client: &Client, name: &str, owner: &str) -> uuid::Uuid {
+    client
+        .query_one("SELECT wf_start($1, owner => $2)", &[&name, &owner])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// `wf_wait` for a signal as `owner`; its output, NULL while it waits.
+async fn wait(
+    client: &Client,
+    id: uuid::Uuid,
+    step: &str,
+    signal: &str,
+    owner: &str,
+) -> Option<serde_json::Value> {
+    client
+        .query_one(
+            "SELECT wf_wait($1, $2, $3, owner => $4)",
+            &[&id, &step, &signal, &owner],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits to be told that a workflow of `name` is ready, and claims it for `owner`. A
+/// notification may be older than the readiness the caller waits for (the dispatcher also
+/// announces what it finds after a start), so an empty claim waits for the next one.
+async fn claim_when_told(
+    listener: &mut Listener,
+    client: &Client,
+    name: &str,
+    owner: &str,
+) -> uuid::Uuid {
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        listener
+            .until(
+                name,
+                end.saturating_duration_since(std::time::Instant::now()),
+            )
+            .await;
+        if let [id] = claim(client, name, owner).await[..] {
+            return id;
+        }
+    }
+}
+
+async fn claim(client: &Client, name: &str, owner: &str) -> Vec<uuid::Uuid> {
+    client
+        .query("SELECT wf_claim($1, $2, max => 10)", &[&name, &owner])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_before_the_wait_is_consumed_by_it_and_one_after_wakes_the_workflow() {
+    let (client, mut listener) = setup().await;
+    let name = unique("payment");
+    let id = start(&client, &name, "a").await;
+    client
+        .execute("SELECT wf_signal($1, 'paid', '{\"n\": 1}')", &[&id])
+        .await
+        .unwrap();
+    let first = wait(&client, id, "paid-1", "paid", "a").await.unwrap();
+    assert_eq!(first["payload"]["n"], 1, "queued before the wait: {first}");
+    assert_eq!(wait(&client, id, "paid-2", "paid", "a").await, None);
+    assert_eq!(
+        claim(&client, &name, "b").await,
+        Vec::<uuid::Uuid>::new(),
+        "a parked wait is not ready"
+    );
+
+    let sender = dispatch_cluster().connect().await;
+    sender
+        .execute("SELECT wf_signal($1, 'paid', '{\"n\": 2}')", &[&id])
+        .await
+        .unwrap();
+    assert_eq!(
+        claim_when_told(&mut listener, &client, &name, "b").await,
+        id
+    );
+    let second = wait(&client, id, "paid-2", "paid", "b").await.unwrap();
+    assert_eq!(second["payload"]["n"], 2, "{second}");
+    assert_eq!(second["timed_out"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_signal_is_not_queued_and_nobody_is_told() {
+    let (client, mut listener) = setup().await;
+    let name = unique("approval");
+    let id = start(&client, &name, "a").await;
+    assert_eq!(wait(&client, id, "approved", "approved", "a").await, None);
+
+    let sender = dispatch_cluster().connect().await;
+    sender.batch_execute("BEGIN").await.unwrap();
+    sender
+        .execute("SELECT wf_signal($1, 'approved')", &[&id])
+        .await
+        .unwrap();
+    // Not before the commit...
+    listener.assert_nothing_for(&client, CHANNEL, &name).await;
+    sender.batch_execute("ROLLBACK").await.unwrap();
+    // ...and not for a rollback.
+    listener.assert_nothing_for(&client, CHANNEL, &name).await;
+    let queued: i64 = client
+        .query_one(
+            "SELECT count(*) FROM workflow.signals WHERE workflow_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 0);
+    assert_eq!(claim(&client, &name, "b").await, Vec::<uuid::Uuid>::new());
+}
+
+/// Two senders of one signal: the second queues behind the first's lock on the workflow,
+/// so the queue's order is the order of their commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_of_one_name_are_consumed_in_commit_order_and_a_key_sends_once() {
+    let (client, _listener) = setup().await;
+    let name = unique("order");
+    let id = start(&client, &name, "a").await;
+    let first = dispatch_cluster().connect().await;
+    first.batch_execute("BEGIN").await.unwrap();
+    first
+        .execute("SELECT wf_signal($1, 'item', '1', 'item-1')", &[&id])
+        .await
+        .unwrap();
+    let second = tokio::spawn(async move {
+        let second = dispatch_cluster().connect().await;
+        second
+            .execute("SELECT wf_signal($1, 'item', '2', 'item-2')", &[&id])
+            .await
+            .unwrap();
+    });
+    until_true(
+        &client,
+        "the second sender to wait for the first",
+        "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%item-2%')",
+        &[],
+        DEADLINE,
+    )
+    .await;
+    first.batch_execute("COMMIT").await.unwrap();
+    second.await.unwrap();
+    // The same key again sends nothing.
+    client
+        .execute("SELECT wf_signal($1, 'item', '1', 'item-1')", &[&id])
+        .await
+        .unwrap();
+    let mut payloads = Vec::new();
+    for step in ["first", "second", "third"] {
+        let got = wait(&client, id, step, "item", "a").await;
+        payloads.push(got.map(|g| g["payload"].clone()));
+    }
+    assert_eq!(
+        payloads,
+        vec![Some(serde_json::json!(1)), Some(serde_json::json!(2)), None]
+    );
+}
+
+/// A wait's timeout makes the workflow ready with time alone: the dispatcher tells the
+/// listeners, and the wait records the timeout, also on replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_times_out_is_announced_by_the_dispatcher_and_records_the_timeout() {
+    let (client, mut listener) = setup().await;
+    let name = unique("confirmation");
+    let id = start(&client, &name, "a").await;
+    let waited: Option<serde_json::Value> = client
+        .query_one(
+            "SELECT wf_wait($1, 'confirmed', 'payment.confirmed', '300 milliseconds', 'a')",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(waited, None);
+    // The poll interval of this cluster is 10 s: only the timer can explain a quick notice.
+    let heard = listener.until(&name, Duration::from_secs(5)).await.0;
+    assert_eq!(heard.channel, CHANNEL);
+    assert_eq!(claim(&client, &name, "b").await, vec![id]);
+    for _ in 0..2 {
+        let timed_out = wait(&client, id, "confirmed", "payment.confirmed", "b")
+            .await
+            .unwrap();
+        assert_eq!(timed_out, serde_json::json!({"timed_out": true}));
+    }
+}
+
+/// Each kind of readiness reaches a listener: a sleep that ends and a lease that runs out
+/// (both announced by the dispatcher), a durable step's answer (by the dispatcher's
+/// outcome transaction), and a child's finish to a parent waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_hears_every_kind_of_readiness() {
+    let (client, mut listener) = setup().await;
+
+    let sleeper = unique("sleeper");
+    let id = start(&client, &sleeper, "a").await;
+    client
+        .execute(
+            "SELECT wf_sleep($1, 'nap', clock_timestamp() + interval '200 milliseconds', 'a')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    listener.until(&sleeper, Duration::from_secs(5)).await;
+
+    // A lease shorter than the poll interval is announced within it; this cluster's poll
+    // interval is 10 s.
+    let crashed = unique("crashed");
+    let id = start(&client, &crashed, "a").await;
+    client
+        .execute("SELECT wf_heartbeat($1, 'a', '200 milliseconds')", &[&id])
+        .await
+        .unwrap();
+    listener.until(&crashed, Duration::from_secs(15)).await;
+
+    let receiver = Receiver::start().await;
+    let path = format!("/{}", unique("charge"));
+    receiver.script(&path, [Reply::After(Duration::from_millis(300), 200)]);
+    let charging = unique("charging");
+    let id = start(&client, &charging, "a").await;
+    client
+        .execute(
+            "SELECT wf_enqueue($1, '{}', workflow => $2, step => 'charge')",
+            &[&receiver.url(&path), &id],
+        )
+        .await
+        .unwrap();
+    let waited: Option<serde_json::Value> = client
+        .query_one("SELECT wf_wait($1, 'charge', owner => 'a')", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(waited, None, "the answer takes 300 ms");
+    assert_eq!(
+        claim_when_told(&mut listener, &client, &charging, "b").await,
+        id
+    );
+    let answer: serde_json::Value = client
+        .query_one("SELECT wf_wait($1, 'charge', owner => 'b')", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(answer["ok"], true);
+    assert_eq!(answer["status"], 200);
+
+    let parent_name = unique("parent");
+    let parent = start(&client, &parent_name, "p").await;
+    let child: uuid::Uuid = client
+        .query_one(
+            "SELECT wf_start($1, parent => $2)",
+            &[&unique("child"), &parent],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        wait(&client, parent, "child done", "workflow.finished", "p").await,
+        None
+    );
+    client
+        .execute("SELECT wf_complete($1, '\"done\"')", &[&child])
+        .await
+        .unwrap();
+    listener.until(&parent_name, DEADLINE).await;
+}
+
+/// Fan-in: a parent starts three children in its own transaction and waits for each to
+/// finish; every finish is a `workflow.finished` signal with the child's outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_children_fan_in_to_their_parent() {
+    let (client, mut listener) = setup().await;
+    let name = unique("fan-out");
+    let parent = start(&client, &name, "p").await;
+    client.batch_execute("BEGIN").await.unwrap();
+    let mut children = Vec::new();
+    for n in 0..3 {
+        let child: uuid::Uuid = client
+            .query_one(
+                "SELECT wf_start('shard', jsonb_build_object('n', $1::int), parent => $2, owner => 'worker')",
+                &[&n, &parent],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        children.push(child);
+    }
+    client
+        .execute(
+            "SELECT wf_checkpoint($1, 'started children', owner => 'p')",
+            &[&parent],
+        )
+        .await
+        .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+
+    let workers = dispatch_cluster().connect().await;
+    let mut owner = "p".to_string();
+    let mut outcomes = Vec::new();
+    for (n, child) in children.iter().enumerate() {
+        let step = format!("child {n}");
+        assert_eq!(
+            wait(&client, parent, &step, "workflow.finished", &owner).await,
+            None
+        );
+        let finish = if n == 1 {
+            "SELECT wf_fail($1, 'shard 1 failed', 'worker')"
+        } else {
+            "SELECT wf_complete($1, '\"ok\"', 'worker')"
+        };
+        workers.execute(finish, &[child]).await.unwrap();
+        owner = format!("p{n}");
+        assert_eq!(
+            claim_when_told(&mut listener, &client, &name, &owner).await,
+            parent
+        );
+        let told = wait(&client, parent, &step, "workflow.finished", &owner)
+            .await
+            .unwrap();
+        outcomes.push((
+            told["payload"]["workflow"].as_str().unwrap().to_string(),
+            told["payload"]["status"].as_str().unwrap().to_string(),
+        ));
+    }
+    let expected: Vec<(String, String)> = children
+        .iter()
+        .zip(["completed", "failed", "completed"])
+        .map(|(c, s)| (c.to_string(), s.to_string()))
+        .collect();
+    assert_eq!(outcomes, expected);
+    workflow_tests::assert_invariants(&client).await;
+}
+
+/// A durable step enqueued twice is one message, one POST; its workflow waits for the
+/// answer without a lease, also for a refusal (402: `ok` false).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_step_enqueued_twice_is_sent_once_and_its_refusal_wakes_the_wait() {
+    let (client, mut listener) = setup().await;
+    let receiver = Receiver::start().await;
+    let path = format!("/{}", unique("charge"));
+    receiver.script(&path, [Reply::After(Duration::from_millis(200), 402)]);
+    let name = unique("charge");
+    let id = start(&client, &name, "a").await;
+    let mut messages = Vec::new();
+    for _ in 0..2 {
+        let message: i64 = client
+            .query_one(
+                "SELECT wf_enqueue($1, '{\"amount\": 5}', workflow => $2, step => 'charge')",
+                &[&receiver.url(&path), &id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        messages.push(message);
+    }
+    assert_eq!(messages[0], messages[1]);
+    let waited: Option<serde_json::Value> = client
+        .query_one("SELECT wf_wait($1, 'charge', owner => 'a')", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(waited, None);
+    assert_eq!(
+        claim_when_told(&mut listener, &client, &name, "b").await,
+        id
+    );
+    let answer: serde_json::Value = client
+        .query_one("SELECT wf_wait($1, 'charge', owner => 'b')", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(answer["ok"], false);
+    assert_eq!(answer["status"], 402);
+    assert_eq!(receiver.received(&path).len(), 1, "one POST for the step");
+}
+
+/// A workflow that sleeps twelve times with the default `workflow.max_recovery_attempts`
+/// is never a recovery: it completes, with no recovery counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_sleeps_are_no_recoveries() {
+    let (client, mut listener) = setup().await;
+    let name = unique("sleepy");
+    let id = start(&client, &name, "start").await;
+    let mut owner = "start".to_string();
+    for n in 0..12 {
+        client
+            .execute(
+                "SELECT wf_sleep($1, $2, clock_timestamp() + interval '10 milliseconds', $3)",
+                &[&id, &format!("sleep {n}"), &owner],
+            )
+            .await
+            .unwrap();
+        owner = format!("worker {n}");
+        assert_eq!(
+            claim_when_told(&mut listener, &client, &name, &owner).await,
+            id
+        );
+    }
+    client
+        .execute("SELECT wf_complete($1, owner => $2)", &[&id, &owner])
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT status, recovery_attempts, steps_done FROM wf_status($1)",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, i32>(1),
+            row.get::<_, i32>(2)
+        ),
+        ("completed".to_string(), 0, 12)
+    );
+}
