@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmarks: builds the extension and the runner in release mode, then runs B1–B8 on a
+# The benchmarks: builds the extension and the runner in release mode, then runs B1–B10 on a
 # throwaway cluster and rewrites BENCHMARKS.md. `--quick` runs smaller sizes; `--only B3,B6`
 # runs a subset and leaves BENCHMARKS.md alone.
 set -euo pipefail

@@ -1,5 +1,5 @@
 //! The benchmark runner: `workflow-bench` (see `bench/run.sh`) starts a throwaway cluster
-//! and receivers, runs B1–B8, prints one table and rewrites `BENCHMARKS.md`.
+//! and receivers, runs B1–B10, prints one table and rewrites `BENCHMARKS.md`.
 //!
 //! Every figure is a median of several runs, and every ratio compares two things measured
 //! in the same run on the same machine. Subcommands `receiver` and `bare-client` are the
@@ -8,6 +8,7 @@
 mod bare;
 mod blocked;
 mod pgbench;
+mod readiness;
 mod receiver;
 mod report;
 
@@ -401,7 +402,7 @@ async fn latency(client: &Client, sizes: Sizes) -> (Vec<f64>, Vec<f64>) {
     (commit_to_receipt, bare)
 }
 
-fn percentile(values: &[f64], p: f64) -> f64 {
+pub fn percentile(values: &[f64], p: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(|a, b| a.total_cmp(b));
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -548,6 +549,32 @@ async fn run_all(sizes: Sizes, quick: bool, only: Only) {
             rates.beside,
             rates.without,
             0.90,
+            true,
+        ));
+    }
+    if only.wants("B9") {
+        eprintln!("B9: signal commit → workflow_ready at a listener, and → push at a handler");
+        let told = readiness::b9(&cluster, &client, sizes).await;
+        report.told(
+            "B9 signal commit → LISTEN notification",
+            &told.listen,
+            &told.bare_notify,
+        );
+        report.told(
+            "B9 signal commit → push receipt",
+            &told.push,
+            &told.bare_notify,
+        );
+    }
+    if only.wants("B10") {
+        eprintln!("B10: a 3-step workflow driven by push, and by LISTEN + wf_claim");
+        let (pushed, claimed) = readiness::b10(&cluster, &client, sizes).await;
+        report.compared(Figure::new(
+            "B10 3-step workflows, pushed vs LISTEN + wf_claim",
+            "workflows/s",
+            pushed,
+            claimed,
+            0.0,
             true,
         ));
     }

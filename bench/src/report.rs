@@ -95,6 +95,30 @@ impl Report {
         self.rows.push(row);
     }
 
+    /// A latency against the bare `NOTIFY` floor, with the B9 targets.
+    pub fn told(&mut self, name: &str, ours: &[f64], bare: &[f64]) {
+        let (p50, p99) = (crate::percentile(ours, 0.5), crate::percentile(ours, 0.99));
+        let row = format!(
+            "| {name} | p50 {p50:.2} ms, p99 {p99:.2} ms | bare NOTIFY p50 {:.2} ms, p99 {:.2} ms | — | p50 ≤ 5 ms, p99 ≤ 25 ms | {} | {} signals |",
+            crate::percentile(bare, 0.5),
+            crate::percentile(bare, 0.99),
+            verdict(p50 <= 5.0 && p99 <= 25.0),
+            ours.len()
+        );
+        println!("{row}");
+        self.rows.push(row);
+    }
+
+    /// Two ways of doing one thing, side by side: a ratio with no target.
+    pub fn compared(&mut self, f: Figure) {
+        let row = format!(
+            "| {} | {:.2} {} | {:.2} {} | **{:.2}** | reported | — | {} |",
+            f.name, f.ours, f.unit, f.base, f.unit, f.ratio, f.runs
+        );
+        println!("{row}");
+        self.rows.push(row);
+    }
+
     pub fn storage(&mut self, megabytes: f64, dead: i64, elapsed: Duration) {
         let row = format!(
             "| B6 storage after {} deliveries, retention 0 | {megabytes:.2} MB, {dead} dead tuples | — | — | < 10 MB, dead tuples reclaimed | {} | 1 ({:.0} s, {:.0} msg/s) |",

@@ -698,10 +698,11 @@ fn wf_sleep(
         lock_running(client, id, owner, "wf_sleep")?;
         let args: [DatumWithOid; 3] = [id.into(), step.into(), until.into()];
         let over: Option<String> = db::execute(client, &RECORD_SLEEP, &args, first_value)?;
-        if let Some(name) = over {
-            readiness::notify(client, &name)?;
+        match over {
+            // Ready now: this transaction tells the listeners itself.
+            Some(name) => readiness::notify(client, &name)?,
+            None => wake::timer_on_commit(until.into_inner()),
         }
-        wake::timer_on_commit(until.into_inner());
         Ok(())
     })
 }
