@@ -65,6 +65,11 @@ pub enum WfError {
     NotSupported(&'static str),
     #[error("the row with this idempotency_key was created and removed concurrently, repeatedly")]
     StartRace,
+    #[error("workflow {id} changed concurrently while {action} ran, twice")]
+    ChangedConcurrently {
+        id: pgrx::Uuid,
+        action: &'static str,
+    },
     #[error("internal error in the workflow extension: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
 }
@@ -97,7 +102,9 @@ impl WfError {
             | WfError::MessageState { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             WfError::NotSupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             WfError::ReadOnly { .. } => ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            WfError::StartRace => ERRCODE_T_R_SERIALIZATION_FAILURE,
+            WfError::StartRace | WfError::ChangedConcurrently { .. } => {
+                ERRCODE_T_R_SERIALIZATION_FAILURE
+            }
             WfError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -128,7 +135,9 @@ impl WfError {
             WfError::InvalidSecret { .. } => Some(
                 "Pass whsec_<base64 of 24 to 64 bytes>, several separated by spaces, or 'generate'.",
             ),
-            WfError::StartRace => Some("Retry the transaction."),
+            WfError::StartRace | WfError::ChangedConcurrently { .. } => {
+                Some("Retry the transaction.")
+            }
             WfError::ReadOnly { standby: true, .. } => {
                 Some("Write functions run on the primary; reads work here.")
             }
