@@ -153,7 +153,8 @@ impl Setup {
     }
 
     /// B2: start + debit + checkpoint / credit + checkpoint / enqueue + checkpoint + complete,
-    /// against the same rows written to bare tables.
+    /// every workflow call fenced by its owner, against the same rows written to bare
+    /// tables, every run update fenced by the same condition.
     pub fn transfer_workflow(&self, sizes: Sizes) -> (Vec<f64>, Vec<f64>) {
         let url = &self.url;
         let head = "\\set from random(1, 100000 * :scale)\n\\set to random(1, 100000 * :scale)\n";
@@ -161,18 +162,18 @@ impl Setup {
             "b2_ours.sql",
             &format!(
                 "{head}BEGIN;
-SELECT wf_start('transfer', jsonb_build_object('from', CAST(:from AS int), 'to', CAST(:to AS int))) AS id \\gset
+SELECT wf_start('transfer', jsonb_build_object('from', CAST(:from AS int), 'to', CAST(:to AS int)), owner => 'bench') AS id \\gset
 UPDATE pgbench_accounts SET abalance = abalance - 25 WHERE aid = :from;
-SELECT wf_checkpoint(:id, 'debit');
+SELECT wf_checkpoint(:id, 'debit', owner => 'bench');
 END;
 BEGIN;
 UPDATE pgbench_accounts SET abalance = abalance + 25 WHERE aid = :to;
-SELECT wf_checkpoint(:id, 'credit');
+SELECT wf_checkpoint(:id, 'credit', owner => 'bench');
 END;
 BEGIN;
 SELECT wf_enqueue('{url}', jsonb_build_object('transfer', CAST(:id AS text)), workflow => :id);
-SELECT wf_checkpoint(:id, 'notify');
-SELECT wf_complete(:id);
+SELECT wf_checkpoint(:id, 'notify', owner => 'bench');
+SELECT wf_complete(:id, owner => 'bench');
 END;
 "
             ),
@@ -185,17 +186,17 @@ INSERT INTO bench_runs (name, input, owner, lease_duration, lease_expires_at)
   VALUES ('transfer', jsonb_build_object('from', CAST(:from AS int), 'to', CAST(:to AS int)), 'bench', '60s', clock_timestamp() + '60s') RETURNING id \\gset
 UPDATE pgbench_accounts SET abalance = abalance - 25 WHERE aid = :from;
 INSERT INTO bench_steps (workflow_id, step, output) VALUES (:id, 'debit', 'null');
-UPDATE bench_runs SET lease_expires_at = clock_timestamp() + lease_duration, updated_at = now() WHERE id = :id;
+UPDATE bench_runs SET lease_expires_at = clock_timestamp() + lease_duration, updated_at = now() WHERE id = :id AND owner = 'bench' AND lease_expires_at > clock_timestamp();
 END;
 BEGIN;
 UPDATE pgbench_accounts SET abalance = abalance + 25 WHERE aid = :to;
 INSERT INTO bench_steps (workflow_id, step, output) VALUES (:id, 'credit', 'null');
-UPDATE bench_runs SET lease_expires_at = clock_timestamp() + lease_duration, updated_at = now() WHERE id = :id;
+UPDATE bench_runs SET lease_expires_at = clock_timestamp() + lease_duration, updated_at = now() WHERE id = :id AND owner = 'bench' AND lease_expires_at > clock_timestamp();
 END;
 BEGIN;
 INSERT INTO bench_outbox (url, payload, workflow_id) VALUES ('{url}', jsonb_build_object('transfer', CAST(:id AS text)), :id);
 INSERT INTO bench_steps (workflow_id, step, output) VALUES (:id, 'notify', 'null');
-UPDATE bench_runs SET status = 'completed', finished_at = now(), owner = NULL, lease_expires_at = NULL WHERE id = :id;
+UPDATE bench_runs SET status = 'completed', finished_at = now(), owner = NULL, lease_expires_at = NULL WHERE id = :id AND owner = 'bench' AND lease_expires_at > clock_timestamp();
 END;
 "
             ),
