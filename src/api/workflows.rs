@@ -411,9 +411,9 @@ fn wf_heartbeat(
             });
         }
         require_lease(id, owner, holds, "wf_heartbeat")?;
-        Err(WfError::NotLeasedTo {
+        // Running, leased and held now, so it changed between the two statements.
+        Err(WfError::ChangedConcurrently {
             id,
-            owner: owner.unwrap_or_default().to_string(),
             action: "wf_heartbeat",
         })
     })
