@@ -7,7 +7,8 @@
 //! through the delivery machinery (signing, retries, the SSRF guard). The handler continues
 //! the workflow as that owner, fenced (G7), and answers 2xx. A failed push is retried like
 //! any message; a handler that dies leaves a lease that runs out, and the workflow is
-//! pushed again to a new owner (a recovery, counted like any), its stale pushes cancelled.
+//! pushed again to a new owner (a recovery, counted like any, unless the push never
+//! reached the handler), its stale pushes cancelled.
 
 use super::outbox::{Target, parse_target, require_endpoint};
 use crate::db::{self, Statement};
@@ -34,7 +35,9 @@ static DROP: Statement = Statement {
 /// Claims up to `$4` ready workflows of the names with a handler, oldest expiry first, for
 /// the owner `$2` and each run's own lease (`$1` and `$3` are unused). The names come from
 /// the handlers, each name's ready runs from `runs_claimable`, so the work grows with the
-/// handlers and the batch, never with the runs.
+/// handlers and the batch, never with the runs. Taking over from a pushed owner whose push
+/// never reached its handler (still pending, dead, or cancelled) is no recovery: an
+/// unreachable handler must not use up a workflow's recoveries.
 pub(crate) static PUSH_CLAIM: Statement = Statement {
     sql: claim_ready!(
         "candidate AS (
@@ -47,7 +50,11 @@ pub(crate) static PUSH_CLAIM: Statement = Statement {
                               ORDER BY r.lease_expires_at LIMIT $4) c
                           ORDER BY c.lease_expires_at LIMIT $4))
                  AND status = 'running' AND lease_expires_at <= clock_timestamp()
-                 FOR NO KEY UPDATE SKIP LOCKED)"
+                 FOR NO KEY UPDATE SKIP LOCKED)",
+        "r.owner IS NOT NULL AND NOT EXISTS (
+              SELECT FROM workflow.outbox m
+               WHERE m.idempotency_key = 'workflow.ready:' || r.id || ':' || r.owner
+                 AND m.status IN ('pending', 'dead', 'cancelled'))"
     ),
     args: &[TEXTOID, TEXTOID, INTERVALOID, INT4OID, INT4OID],
 };

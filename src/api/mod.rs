@@ -24,16 +24,24 @@ macro_rules! holds_lease {
 /// `$3` (NULL: each run's own). Taking over an owner's expired lease is a recovery and is
 /// counted (a checkpoint forgives the count); a run already recovered `$5` times in a row
 /// is failed instead: a workflow that kills every process that runs it must not loop
-/// forever. A parked run's readiness (no owner) is no recovery.
+/// forever. A parked run's readiness (no owner) is no recovery; `$recovery` can narrow
+/// what is one further.
 macro_rules! claim_ready {
     ($candidate:literal) => {
+        claim_ready!($candidate, "r.owner IS NOT NULL")
+    };
+    ($candidate:literal, $recovery:literal) => {
         concat!(
             "WITH ",
             $candidate,
             ",
           decided AS (
-              SELECT r.id, r.owner IS NOT NULL AS recovery,
-                     r.owner IS NOT NULL AND r.recovery_attempts >= $5 AS give_up
+              SELECT r.id, ",
+            $recovery,
+            " AS recovery,
+                     ",
+            $recovery,
+            " AND r.recovery_attempts >= $5 AS give_up
                 FROM workflow.runs r JOIN candidate USING (id))
           UPDATE workflow.runs r
              SET recovery_attempts = r.recovery_attempts + CASE WHEN d.recovery THEN 1 ELSE 0 END,

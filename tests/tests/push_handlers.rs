@@ -268,3 +268,38 @@ async fn a_money_transfer_runs_entirely_on_pushes() {
         "two pushes"
     );
 }
+
+/// A handler that cannot be reached (every push answered 500) is pushed again, to a new
+/// owner, each time the lease runs out; a push that never reached its handler is no
+/// recovery, so the workflow is not failed for the handler's outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_handler_uses_up_no_recoveries() {
+    let (handler, _) = handler(vec![Reply::Status(500); 50]).await;
+    handler
+        .client
+        .batch_execute("SET workflow.lease_duration = '1s'")
+        .await
+        .unwrap();
+    let id = handler.start(serde_json::json!({})).await;
+    let mut owners = std::collections::BTreeSet::new();
+    let mut n = 0;
+    while owners.len() < 4 {
+        n += 1;
+        let (_, push) = handler.push(n).await;
+        owners.insert(owner(&push));
+    }
+    let row = handler
+        .client
+        .query_one(
+            "SELECT status, recovery_attempts FROM wf_status($1)",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i32>(1)),
+        ("running".to_string(), 0),
+        "pushed to {} owners",
+        owners.len()
+    );
+}
