@@ -173,7 +173,9 @@ impl Report {
             md,
             "- **B2**: one client running start + debit + checkpoint / credit + checkpoint / enqueue + checkpoint \
              + complete as three transactions, against the same rows written to bare tables shaped like the \
-             extension's (same columns, domains and indexes; the lease renewal included). Runs alternate which goes first, each right after a `CHECKPOINT`."
+             extension's (same columns, domains and indexes; the lease renewal included). Fenced on both sides: every workflow \
+             call names its owner, and every bare update of the run checks the same owner and an unexpired lease. Runs alternate \
+             which goes first, each right after a `CHECKPOINT`."
         );
         let _ = writeln!(
             md,
@@ -200,10 +202,29 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "- **B8**: the B3 drain ({} messages) in a database that also holds {} blocked messages              (half to a disabled endpoint, half behind {} ordering-key heads that wait for it, all parked              before the runs), against the same drain in a database without them; each database has its              own dispatcher with the same settings, and runs alternate which goes first. A claim whose              cost grew with the blocked backlog would show as a ratio under 1.\n",
+            "- **B8**: the B3 drain ({} messages) in a database that also holds {} blocked messages \
+             (half to a disabled endpoint, half behind {} ordering-key heads that wait for it, all parked \
+             before the runs), against the same drain in a database without them; each database has its \
+             own dispatcher with the same settings, and runs alternate which goes first. A claim whose \
+             cost grew with the blocked backlog would show as a ratio under 1.",
             self.sizes.blocked_drain_messages,
             crate::blocked::BLOCKED,
             crate::blocked::KEYS
+        );
+        let _ = writeln!(
+            md,
+            "- **B9**: a workflow parked on `wf_wait` for a signal (a name of its own each time); another commit of \
+             `wf_signal`; time from just before that COMMIT to the `workflow_ready` notification at a `LISTEN` \
+             connection, and, for a name with a push handler, to the push's arrival at a receiver (matched by \
+             its workflow). Beside it, a bare `pg_notify` committed by the same session to its arrival."
+        );
+        let _ = writeln!(
+            md,
+            "- **B10**: {} three-step workflows (three fenced checkpoints and the completion) started by one \
+             session and run to completion: pushed to a handler in the bench process (8 connections), against 8 \
+             workers that `wf_claim` them when `LISTEN workflow_ready` tells them (50 ms nap at most on an empty \
+             claim); workflows per second from the first start to the last completion. Reported, no target.\n",
+            self.sizes.latency_messages * 2
         );
         let _ = writeln!(md, "## Machine\n\n{}\n", machine());
         let _ = writeln!(md, "## Cluster settings\n\n```");
