@@ -54,34 +54,41 @@ static FIND_BY_KEY: Statement = Statement {
     args: &[TEXTOID, TEXTOID],
 };
 
-/// Records a new step and renews the lease, in one write of the run (a checkpoint is the
-/// hot path of every workflow): the update that renews the lease is also what locks the
-/// run, for the rest of the transaction, so that concurrent checkpoints of one workflow
-/// queue behind each other and a claimer skips it (SKIP LOCKED). It renews only a run that
-/// is `running`, held by the owner `$4` if one is named (G7), and without the step; the
-/// step is written only with the renewal. Returns whether the step was recorded now; when
-/// not (a replay, or a refusal), `wf_checkpoint` finds out why with `LOCK_RUN`.
-///
-/// A replay that waited for the lock of a checkpoint of the same step may still renew
-/// (its `NOT EXISTS` predates the wait); `ON CONFLICT` then keeps it from a second record.
+/// Records a new step and renews the lease, in one statement (a checkpoint is the hot path
+/// of every workflow). The run is locked first, for the rest of the transaction, so that
+/// concurrent checkpoints of one workflow queue behind each other and a claimer skips it
+/// (SKIP LOCKED); the step is written only while the run is `running` and, when `$4`
+/// names an owner, only while that owner holds the lease (G7). The lease is renewed and
+/// the recoveries counted so far are forgiven only when the step is new, so a replay
+/// writes nothing (G3). Returns the run's status (NULL: no such run), whether the owner
+/// holds it, whether the step was recorded now, and otherwise its recorded output as of
+/// the statement's snapshot. (Checking for the step with `NOT EXISTS` in the update, to
+/// lock and renew in one write, made SERIALIZABLE callers read `checkpoints_pkey` pages
+/// that every checkpoint inserts into: unrelated workflows then failed each other. The
+/// arbiter probe of `ON CONFLICT` takes no such read lock.)
 static CHECKPOINT: Statement = Statement {
     sql: concat!(
-        "WITH renewed AS (
+        "WITH run AS (
+              SELECT status, ",
+        holds_lease!("$4"),
+        " AS holds FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE),
+          new_step AS (
+              INSERT INTO workflow.checkpoints (workflow_id, step, output)
+              SELECT $1, $2, COALESCE($3, 'null'::jsonb) FROM run WHERE status = 'running' AND holds
+              ON CONFLICT (workflow_id, step) DO NOTHING
+              RETURNING workflow_id),
+          renewed AS (
               UPDATE workflow.runs
                  SET lease_expires_at = clock_timestamp() + lease_duration,
                      recovery_attempts = 0,
                      updated_at = statement_timestamp()
-               WHERE id = $1 AND status = 'running' AND ",
-        holds_lease!("$4"),
-        "
-                 AND NOT EXISTS (SELECT FROM workflow.checkpoints WHERE workflow_id = $1 AND step = $2)
-              RETURNING id),
-          new_step AS (
-              INSERT INTO workflow.checkpoints (workflow_id, step, output)
-              SELECT id, $2, COALESCE($3, 'null'::jsonb) FROM renewed
-              ON CONFLICT (workflow_id, step) DO NOTHING
-              RETURNING workflow_id)
-          SELECT EXISTS (SELECT FROM new_step)"
+               WHERE id = (SELECT workflow_id FROM new_step)
+              RETURNING id)
+          SELECT (SELECT status FROM run),
+                 (SELECT holds FROM run),
+                 EXISTS (SELECT FROM renewed),
+                 (SELECT output FROM workflow.checkpoints
+                   WHERE workflow_id = $1 AND step = $2 AND NOT EXISTS (SELECT FROM renewed))"
     ),
     args: &[UUIDOID, TEXTOID, JSONBOID, TEXTOID],
 };
@@ -353,23 +360,29 @@ fn wf_checkpoint(
 
     let previous = super::write("wf_checkpoint", |client| {
         let args: [DatumWithOid; 4] = [id.into(), step.into(), output.into(), owner.into()];
-        if db::execute(client, &CHECKPOINT, &args, first_value::<bool>)? == Some(true) {
+        let (status, holds, recorded_now, previous): (
+            Option<String>,
+            Option<bool>,
+            Option<bool>,
+            Option<Document>,
+        ) = db::execute(client, &CHECKPOINT, &args, |rows| {
+            let row = rows.first();
+            Ok((row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+        })?;
+        require_running(id, status, "wf_checkpoint")?;
+        require_lease(id, owner, holds, "wf_checkpoint")?;
+        if recorded_now == Some(true) {
             return Ok(None);
         }
-        // Not recorded now: a refusal (an error here), or a replay, answered from the record
-        // with the run locked as a new step would have locked it.
-        lock_running(client, id, owner, "wf_checkpoint")?;
-        if let Some(previous) = read_step(client, id, step)?.1 {
-            return Ok(Some(previous.transfer()));
-        }
-        // The run changed under the first statement and no longer does: record it now.
-        match db::execute(client, &CHECKPOINT, &args, first_value::<bool>)? {
-            Some(true) => Ok(None),
-            _ => Err(WfError::ChangedConcurrently {
-                id,
-                action: "wf_checkpoint",
-            }),
-        }
+        let previous = match previous {
+            Some(previous) => previous,
+            // The step was recorded by a transaction that committed after this statement's
+            // snapshot was taken, while it waited for the run's lock: read it again.
+            None => read_step(client, id, step)?
+                .1
+                .unwrap_or_else(Document::null),
+        };
+        Ok(Some(previous.transfer()))
     });
     previous.unwrap_or_else(|| output.unwrap_or_else(Document::null))
 }
