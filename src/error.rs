@@ -86,6 +86,7 @@ impl WfError {
                 | ArgError::ControlCharacter { .. }
                 | ArgError::NotPositive { .. }
                 | ArgError::NotFinite { .. }
+                | ArgError::Reserved { .. }
                 | ArgError::OutOfRange { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             },
             WfError::InvalidUrl { .. }

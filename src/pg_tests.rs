@@ -2206,5 +2206,13 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             "42704",
             "no push handler",
         );
+        // A push is found by its key: an application cannot make a message look like one.
+        assert_error(
+            &format!(
+                "SELECT wf_enqueue('https://example.com/', '{{}}', idempotency_key => 'workflow.ready:{id}:x', workflow => '{id}')"
+            ),
+            "22023",
+            "extension's own",
+        );
     }
 }

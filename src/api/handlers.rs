@@ -61,7 +61,8 @@ pub(crate) static PUSH_CLAIM: Statement = Statement {
 
 /// Enqueues the push of each claimed run `$1` to its handler, and cancels the pushes of
 /// earlier owners still pending. The body is the SPEC's `workflow.ready` document; the
-/// idempotency key, `workflow.ready:<workflow>:<owner>`, is how stale pushes are found.
+/// idempotency key, `workflow.ready:<workflow>:<owner>`, is how stale pushes are found
+/// (`wf_enqueue` refuses keys with the `workflow.` prefix, `validate::RESERVED_KEY_PREFIX`).
 pub(crate) static PUSH_ENQUEUE: Statement = Statement {
     sql: "WITH pushed AS (
               SELECT r.id, r.name, r.owner, r.lease_expires_at, r.input, h.url, h.endpoint,

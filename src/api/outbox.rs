@@ -264,7 +264,7 @@ fn wf_enqueue(
     if let Some(due) = deliver_at {
         validate::finite_timestamp("deliver_at", due.into_inner()).or_raise();
     }
-    let key = validate::optional_name("idempotency_key", idempotency_key).or_raise();
+    let key = validate::message_key("idempotency_key", idempotency_key).or_raise();
     let step = validate::optional_name("step", step).or_raise();
     if step.is_some() && workflow.is_none() {
         WfError::StepWithoutWorkflow.raise();

@@ -32,6 +32,11 @@ pub enum ArgError {
         arg: &'static str,
         value: &'static str,
     },
+    #[error("{arg} must not start with {prefix:?}: keys with it are the extension's own")]
+    Reserved {
+        arg: &'static str,
+        prefix: &'static str,
+    },
     #[error("{arg} must be between {min} and {max}, not {got}")]
     OutOfRange {
         arg: &'static str,
@@ -86,6 +91,26 @@ pub fn optional_name<'a>(
     value: Option<&'a str>,
 ) -> Result<Option<&'a str>, ArgError> {
     value.map(|v| check_name(arg, v).map(|()| v)).transpose()
+}
+
+/// The prefix of the idempotency keys the extension gives the messages it enqueues itself
+/// (a push is `workflow.ready:<workflow>:<owner>`), which it finds them by.
+pub const RESERVED_KEY_PREFIX: &str = "workflow.";
+
+/// An application's message idempotency key: a name that does not look like the
+/// extension's own keys.
+pub fn message_key<'a>(
+    arg: &'static str,
+    value: Option<&'a str>,
+) -> Result<Option<&'a str>, ArgError> {
+    let key = optional_name(arg, value)?;
+    match key {
+        Some(key) if key.starts_with(RESERVED_KEY_PREFIX) => Err(ArgError::Reserved {
+            arg,
+            prefix: RESERVED_KEY_PREFIX,
+        }),
+        _ => Ok(key),
+    }
 }
 
 fn check_name(arg: &'static str, value: &str) -> Result<(), ArgError> {
@@ -159,6 +184,16 @@ pub fn in_range(arg: &'static str, value: i64, min: i64, max: i64) -> Result<i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_keys_may_not_look_like_the_extensions_own() {
+        assert!(message_key("k", Some("order-1.completed")).is_ok());
+        assert!(message_key("k", None).unwrap().is_none());
+        assert!(matches!(
+            message_key("k", Some("workflow.ready:x:y")),
+            Err(ArgError::Reserved { .. })
+        ));
+    }
 
     #[test]
     fn names_must_be_present_non_blank_short_and_printable() {
