@@ -2215,4 +2215,39 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             "extension's own",
         );
     }
+
+    /// An application can record steps without end; a push carries them only while they fit
+    /// the payload limit, so that no workflow can make the round that pushes it fail.
+    #[pg_test]
+    fn a_push_leaves_out_steps_beyond_the_payload_limit() {
+        run("SET LOCAL workflow.max_payload_bytes = '1kB'");
+        run("SELECT wf_handler('big', 'https://handler.example.com/run')");
+        let small = one::<pgrx::Uuid>("SELECT wf_start('big', owner => 'app')").unwrap();
+        let large = one::<pgrx::Uuid>("SELECT wf_start('big', owner => 'app')").unwrap();
+        run(&format!("SELECT wf_checkpoint('{small}', 'one', '\"s\"')"));
+        for step in 0..3 {
+            run(&format!(
+                "SELECT wf_checkpoint('{large}', 'step {step}', to_jsonb(repeat('x', 600)))"
+            ));
+        }
+        // Both ready now, as after their owner's lease.
+        run(&format!(
+            "UPDATE workflow.runs SET lease_expires_at = clock_timestamp() WHERE id IN ('{small}', '{large}')"
+        ));
+        let pushed = Spi::connect_mut(|client| crate::api::handlers::push_ready(client, 10, 10))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pushed.0, 2);
+        let push = |id: pgrx::Uuid| {
+            one::<String>(&format!(
+                "SELECT concat_ws(' ', payload->'steps', payload->>'steps_omitted')
+                   FROM workflow.messages WHERE workflow_id = '{id}'"
+            ))
+        };
+        assert_eq!(push(small).as_deref(), Some(r#"{"one": "s"} false"#));
+        assert_eq!(
+            push(large).as_deref(),
+            Some("null true"),
+            "1.8 kB of steps left out"
+        );
+    }
 }

@@ -63,11 +63,18 @@ pub(crate) static PUSH_CLAIM: Statement = Statement {
 /// earlier owners still pending. The body is the SPEC's `workflow.ready` document; the
 /// idempotency key, `workflow.ready:<workflow>:<owner>`, is how stale pushes are found
 /// (`wf_enqueue` refuses keys with the `workflow.` prefix, `validate::RESERVED_KEY_PREFIX`).
+/// The steps go in only while their outputs together stay within `$2` bytes
+/// (`workflow.max_payload_bytes`): an application can record any number of steps, and a
+/// push built from all of them would fail the round that builds it, every round. Beyond
+/// that, `steps` is null and `steps_omitted` true; the handler reads them with `wf_step`.
 pub(crate) static PUSH_ENQUEUE: Statement = Statement {
     sql: "WITH pushed AS (
               SELECT r.id, r.name, r.owner, r.lease_expires_at, r.input, h.url, h.endpoint,
-                     (SELECT coalesce(jsonb_object_agg(c.step, c.output), '{}')
-                        FROM workflow.checkpoints c WHERE c.workflow_id = r.id) AS steps
+                     CASE WHEN (SELECT coalesce(sum(pg_column_size(c.output)), 0)
+                                  FROM workflow.checkpoints c WHERE c.workflow_id = r.id) <= $2
+                          THEN (SELECT coalesce(jsonb_object_agg(c.step, c.output), '{}')
+                                  FROM workflow.checkpoints c WHERE c.workflow_id = r.id)
+                     END AS steps
                 FROM workflow.runs r JOIN workflow.handlers h ON h.name = r.name
                WHERE r.id = ANY ($1)),
           superseded AS (
@@ -85,13 +92,14 @@ pub(crate) static PUSH_ENQUEUE: Statement = Statement {
               SELECT url, endpoint,
                      jsonb_build_object('type', 'workflow.ready', 'workflow', id, 'name', name,
                                         'owner', owner, 'lease_expires_at', lease_expires_at,
-                                        'input', input, 'steps', steps),
+                                        'input', input, 'steps', steps,
+                                        'steps_omitted', steps IS NULL),
                      'workflow.ready:' || id || ':' || owner, id
                 FROM pushed
               RETURNING id)
           SELECT extract(epoch FROM min(p.lease_expires_at) - clock_timestamp())::float8
             FROM pushed p WHERE EXISTS (SELECT FROM enqueued)",
-    args: &[UUIDARRAYOID],
+    args: &[UUIDARRAYOID, INT4OID],
 };
 
 /// Claims and enqueues the pushes of up to `max` ready workflows; returns how many, and
@@ -128,10 +136,11 @@ pub(crate) fn push_ready(
         return Ok((0, None));
     }
     let count = pushed.len();
+    let steps_limit = i32::try_from(crate::config::max_payload_bytes()).unwrap_or(i32::MAX);
     let expires_in: Option<f64> = db::execute(
         client,
         &PUSH_ENQUEUE,
-        &[pushed.into()],
+        &[pushed.into(), steps_limit.into()],
         crate::db::first_value,
     )?;
     Ok((
