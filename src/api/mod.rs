@@ -27,10 +27,10 @@ macro_rules! holds_lease {
 /// forever. A parked run's readiness (no owner) is no recovery; `$recovery` can narrow
 /// what is one further.
 macro_rules! claim_ready {
-    ($candidate:literal) => {
+    ($candidate:expr) => {
         claim_ready!($candidate, "r.owner IS NOT NULL")
     };
-    ($candidate:literal, $recovery:literal) => {
+    ($candidate:expr, $recovery:literal) => {
         concat!(
             "WITH ",
             $candidate,

@@ -188,19 +188,14 @@ pub(crate) static CLAIM: Statement = Statement {
     args: &[TEXTOID, TEXTOID, INTERVALOID, INT4OID, INT4OID],
 };
 
-/// Up to `$4` ready runs of any name, oldest expiry first (`$1` is unused). The names are
-/// found by skipping through `runs_claimable` one name at a time, and each name's oldest
-/// ready runs by the same index, so the work grows with the number of names, not of runs;
-/// the chosen runs are then locked by key, each one's readiness checked again on the row.
+/// Up to `$4` ready runs of any name, oldest expiry first (`$1` is unused). The names come
+/// from `running_names!`, and each name's oldest ready runs from the same index, so the
+/// work grows with the number of names, not of runs; the chosen runs are then locked by
+/// key, each one's readiness checked again on the row.
 static CLAIM_ANY: Statement = Statement {
-    sql: claim_ready!(
-        "RECURSIVE names (name) AS (
-              (SELECT name FROM workflow.runs WHERE (status = 'running') IS TRUE ORDER BY name LIMIT 1)
-              UNION ALL
-              SELECT (SELECT r.name FROM workflow.runs r
-                       WHERE (r.status = 'running') IS TRUE AND r.name > n.name
-                       ORDER BY r.name LIMIT 1)
-                FROM names n WHERE n.name IS NOT NULL),
+    sql: claim_ready!(concat!(
+        running_names!(),
+        "
           ready AS (
               SELECT c.id FROM names n CROSS JOIN LATERAL (
                   SELECT r.id, r.lease_expires_at FROM workflow.runs r
@@ -213,7 +208,7 @@ static CLAIM_ANY: Statement = Statement {
                WHERE id = ANY (ARRAY(SELECT id FROM ready))
                  AND status = 'running' AND lease_expires_at <= clock_timestamp()
                  FOR NO KEY UPDATE SKIP LOCKED)"
-    ),
+    )),
     args: &[TEXTOID, TEXTOID, INTERVALOID, INT4OID, INT4OID],
 };
 

@@ -5,8 +5,8 @@
 //! Each look covers the expiries since the previous look, up to now, and finds the next
 //! expiry to come, so the worker looks again then (at the latest a poll interval later):
 //! a timer is announced within milliseconds of its end. The work of a look grows with the
-//! number of workflow names, never of workflows: names are found by skipping through
-//! `runs_claimable`, and each name's expiries by the same index.
+//! number of workflow names, never of workflows: names come from `running_names!`, and
+//! each name's expiries from the same index.
 
 use crate::db::{self, Statement};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
@@ -18,13 +18,10 @@ use std::time::Duration;
 /// and by now. Returns the now it looked up to, the seconds until the next expiry, how many
 /// names it notified, and whether any name has a push handler.
 static ANNOUNCE: Statement = Statement {
-    sql: "WITH RECURSIVE names (name) AS (
-              (SELECT name FROM workflow.runs WHERE (status = 'running') IS TRUE ORDER BY name LIMIT 1)
-              UNION ALL
-              SELECT (SELECT r.name FROM workflow.runs r
-                       WHERE (r.status = 'running') IS TRUE AND r.name > n.name
-                       ORDER BY r.name LIMIT 1)
-                FROM names n WHERE n.name IS NOT NULL),
+    sql: concat!(
+        "WITH ",
+        running_names!(),
+        "
           now AS MATERIALIZED (SELECT clock_timestamp() AS t),
           per_name AS MATERIALIZED (
               SELECT n.name,
@@ -42,7 +39,8 @@ static ANNOUNCE: Statement = Statement {
           SELECT (SELECT t FROM now),
                  extract(epoch FROM (SELECT min(next_expiry) FROM per_name) - (SELECT t FROM now))::float8,
                  (SELECT count(*) FROM sent),
-                 EXISTS (SELECT FROM workflow.handlers)",
+                 EXISTS (SELECT FROM workflow.handlers)"
+    ),
     args: &[TIMESTAMPTZOID],
 };
 
