@@ -3,17 +3,6 @@
 -- The upgrade test (tests/tests/upgrade.rs) checks that a populated 0.1.0 database,
 -- upgraded with this script, has the same schema as a fresh 0.2.0 install and keeps its data.
 
--- Header values are credentials as often as not (authorization, api keys): the view shows
--- their names only, and secrets not at all.
-DROP VIEW workflow.endpoints;
-CREATE VIEW workflow.endpoints AS
-SELECT name, url, cardinality(secrets) AS secret_count,
-       ARRAY(SELECT jsonb_object_keys(headers) ORDER BY 1) AS header_names,
-       timeout, max_attempts, disabled_at, disabled_reason, created_at, updated_at
-  FROM workflow.endpoint_settings;
-COMMENT ON VIEW workflow.endpoints IS 'Named endpoints, without their secrets or header values';
-GRANT SELECT ON workflow.endpoints TO workflow_user;
-
 -- Messages stored with an infinite due time before 0.2.0 refused them: due now instead
 -- (the infinities meant "never" or "at once", and a message that is never due is lost).
 UPDATE workflow.outbox SET next_attempt_at = statement_timestamp()
@@ -22,17 +11,20 @@ UPDATE workflow.outbox SET next_attempt_at = statement_timestamp()
 -- How many messages are delivered, dead and cancelled, so that wf_stats and dashboards never
 -- count the kept history. Kept as deltas: each statement that moves messages into or out
 -- of one of those states, or deletes them, adds a row (an insert waits for no one), and the
--- dispatcher's housekeeping folds the rows into one per status. wf_stats sums them.
+-- dispatcher's housekeeping folds the rows into one per status and endpoint. wf_stats and
+-- workflow.metrics sum them.
 CREATE TABLE workflow.message_counts (
     status  workflow.message_status NOT NULL,
-    n       bigint NOT NULL
+    n       bigint NOT NULL,
+    -- The messages' endpoint; NULL for URL targets.
+    endpoint text
 ) WITH (
     autovacuum_vacuum_scale_factor = 0,
     autovacuum_vacuum_threshold = 2000,
     autovacuum_vacuum_cost_delay = 0
 );
-INSERT INTO workflow.message_counts (status, n)
-SELECT status, count(*) FROM workflow.outbox WHERE status <> 'pending' GROUP BY status;
+INSERT INTO workflow.message_counts (status, n, endpoint)
+SELECT status, count(*), endpoint FROM workflow.outbox WHERE status <> 'pending' GROUP BY status, endpoint;
 
 -- Backups keep everything (G9): pg_dump dumps the rows of these tables, and the positions of
 -- their identity sequences, with the database; CREATE EXTENSION on restore makes the rest.
@@ -50,16 +42,45 @@ SELECT pg_catalog.pg_extension_config_dump('workflow.message_counts', '');
 -- endpoint or an ordering key's head, and what unblocks them unparks them (see the
 -- dispatcher's parking module). The columns come last, as in a fresh install.
 CREATE DOMAIN workflow.park_reason AS text
-    CHECK (VALUE IN ('endpoint', 'ordering_key'));
+    CHECK (VALUE IN ('endpoint', 'ordering_key', 'limit'));
 ALTER TABLE workflow.outbox
     ADD COLUMN parked workflow.park_reason,
-    ADD COLUMN unpark_successor boolean;
-ALTER TABLE workflow.endpoint_settings ADD COLUMN unpark_messages boolean;
+    ADD COLUMN unpark_successor boolean,
+    -- A URL target's origin (scheme://host:port as written): URL targets share
+    -- workflow.max_concurrency_per_destination by origin, as endpoints share their limits.
+    ADD COLUMN origin text GENERATED ALWAYS AS (lower(substring(url FROM '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*'))) STORED;
+-- Delivery policy (wf_endpoint): limits, event types, the retry schedule, rotation and
+-- health (see the fresh install's schema for each column).
+ALTER TABLE workflow.endpoint_settings
+    ADD COLUMN unpark_messages boolean,
+    ADD COLUMN max_concurrency integer,
+    ADD COLUMN rate_per_second double precision,
+    ADD COLUMN event_types text[],
+    ADD COLUMN retry_schedule interval[],
+    ADD COLUMN retiring_secrets text[],
+    ADD COLUMN retiring_until timestamptz,
+    ADD COLUMN failing_since timestamptz;
+-- Header values are credentials as often as not (authorization, api keys): the view shows
+-- their names only, and secrets not at all.
+DROP VIEW workflow.endpoints;
+CREATE VIEW workflow.endpoints AS
+SELECT name, url, cardinality(secrets) AS secret_count,
+       ARRAY(SELECT jsonb_object_keys(headers) ORDER BY 1) AS header_names,
+       timeout, max_attempts, disabled_at, disabled_reason, created_at, updated_at,
+       max_concurrency, rate_per_second, event_types, retry_schedule, failing_since,
+       CASE WHEN retiring_until > statement_timestamp() THEN cardinality(retiring_secrets) ELSE 0 END
+           AS retiring_secret_count,
+       CASE WHEN retiring_until > statement_timestamp() THEN retiring_until END AS retiring_until
+  FROM workflow.endpoint_settings;
+COMMENT ON VIEW workflow.endpoints IS 'Named endpoints, without their secrets or header values';
+GRANT SELECT ON workflow.endpoints TO workflow_user;
 DROP INDEX workflow.outbox_due;
 CREATE INDEX outbox_due ON workflow.outbox (next_attempt_at)
     WHERE (status = 'pending') IS TRUE AND parked IS NULL;
 CREATE INDEX outbox_parked ON workflow.outbox (endpoint, next_attempt_at) WHERE parked IS NOT NULL;
 CREATE INDEX outbox_unpark_successor ON workflow.outbox (ordering_key) WHERE unpark_successor IS TRUE;
+CREATE INDEX outbox_limited ON workflow.outbox (coalesce(endpoint, origin), next_attempt_at)
+    WHERE parked = 'limit';
 -- The messages views say why a message is parked (a view's new column comes last, and
 -- dead_letters' * is expanded again).
 CREATE OR REPLACE VIEW workflow.messages AS
@@ -70,7 +91,8 @@ SELECT id, coalesce(endpoint, url) AS target, endpoint, payload, headers, idempo
        ordering_key, workflow_id, step, last_status_code, last_error, created_at, delivered_at,
        finished_at,
        -- Why the dispatcher set a pending message aside: its endpoint is disabled
-       -- ('endpoint'), or an older message of its key is pending ('ordering_key').
+       -- ('endpoint'), an older message of its key is pending ('ordering_key'), or its
+       -- destination is at its concurrency or rate limit ('limit').
        parked::text AS parked
   FROM workflow.outbox;
 CREATE OR REPLACE VIEW workflow.dead_letters AS
@@ -289,6 +311,152 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'wf_handler_drop_wrapper';
 
+-- One row per endpoint and one for URL targets (endpoint NULL), for dashboards and the
+-- Prometheus exporter. Cheap at any size: the pending backlog through the due and parked
+-- indexes, the kept totals from message_counts, the last minute through the finished
+-- index and the attempts' BRIN index; never a scan of delivered history.
+CREATE VIEW workflow.metrics AS
+WITH pending AS (
+    SELECT q.endpoint, count(*) AS pending,
+           count(*) FILTER (WHERE q.leased_until > statement_timestamp()) AS in_flight,
+           count(*) FILTER (WHERE q.parked IS NOT NULL) AS parked,
+           statement_timestamp() - min(q.created_at) AS oldest_pending_age
+      FROM (SELECT endpoint, leased_until, parked, created_at FROM workflow.outbox
+             WHERE (status = 'pending') IS TRUE AND parked IS NULL
+            UNION ALL
+            SELECT endpoint, leased_until, parked, created_at FROM workflow.outbox
+             WHERE parked IS NOT NULL) q
+     GROUP BY q.endpoint),
+kept AS (
+    SELECT endpoint,
+           sum(n) FILTER (WHERE status = 'delivered') AS delivered,
+           sum(n) FILTER (WHERE status = 'dead') AS dead,
+           sum(n) FILTER (WHERE status = 'cancelled') AS cancelled
+      FROM workflow.message_counts
+     GROUP BY endpoint),
+delivered AS (
+    SELECT endpoint, count(*) AS deliveries,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p50,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p99
+      FROM workflow.outbox
+     WHERE (status <> 'pending') IS TRUE AND status = 'delivered'
+       AND finished_at >= statement_timestamp() - interval '1 minute'
+     GROUP BY endpoint),
+failed AS (
+    SELECT f.endpoint, count(*) AS failures
+      FROM (SELECT m.endpoint FROM workflow.delivery_attempts a
+              JOIN workflow.outbox m ON m.id = a.message_id
+             WHERE a.started_at >= statement_timestamp() - interval '1 minute'
+               AND (a.status_code IS NULL OR a.status_code NOT BETWEEN 200 AND 299)
+            UNION ALL
+            SELECT endpoint FROM workflow.outbox
+             WHERE (status = 'pending') IS TRUE AND parked IS NULL
+               AND last_started_at >= statement_timestamp() - interval '1 minute'
+               AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)
+            UNION ALL
+            SELECT endpoint FROM workflow.outbox
+             WHERE parked IS NOT NULL
+               AND last_started_at >= statement_timestamp() - interval '1 minute'
+               AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)
+            UNION ALL
+            SELECT endpoint FROM workflow.outbox
+             WHERE (status <> 'pending') IS TRUE AND status = 'dead'
+               AND finished_at >= statement_timestamp() - interval '1 minute'
+               AND last_started_at >= statement_timestamp() - interval '1 minute'
+               AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)) f
+     GROUP BY f.endpoint)
+SELECT d.endpoint, d.disabled, d.failing_since,
+       coalesce(p.pending, 0) AS pending, coalesce(p.in_flight, 0) AS in_flight,
+       coalesce(p.parked, 0) AS parked, p.oldest_pending_age,
+       coalesce(k.delivered, 0)::bigint AS delivered, coalesce(k.dead, 0)::bigint AS dead,
+       coalesce(k.cancelled, 0)::bigint AS cancelled,
+       coalesce(l.deliveries, 0) AS deliveries_last_minute,
+       coalesce(f.failures, 0) AS failures_last_minute,
+       l.p50 AS latency_p50_ms, l.p99 AS latency_p99_ms
+  FROM (SELECT e.name, e.disabled_at IS NOT NULL, e.failing_since FROM workflow.endpoint_settings e
+        UNION ALL
+        SELECT NULL, false, NULL) d (endpoint, disabled, failing_since)
+  LEFT JOIN pending p ON p.endpoint IS NOT DISTINCT FROM d.endpoint
+  LEFT JOIN kept k ON k.endpoint IS NOT DISTINCT FROM d.endpoint
+  LEFT JOIN delivered l ON l.endpoint IS NOT DISTINCT FROM d.endpoint
+  LEFT JOIN failed f ON f.endpoint IS NOT DISTINCT FROM d.endpoint;
+COMMENT ON VIEW workflow.metrics IS 'Delivery health per endpoint, and for URL targets, cheap enough to scrape';
+GRANT SELECT ON workflow.metrics TO workflow_user;
+
+-- Delivery policy: wf_endpoint updates only the fields given and takes limits, event types
+-- and a retry schedule; wf_stats counts disabled endpoints; rotation, fan-out and replay
+-- are new. The definitions are the ones `cargo pgrx schema` generates for 0.2.0.
+DROP FUNCTION wf_endpoint(text, text, text, jsonb, interval, integer, integer, integer);
+DROP FUNCTION wf_stats();
+
+CREATE  FUNCTION "wf_endpoint"(
+	"name" TEXT, /* Option < & str > */
+	"url" TEXT DEFAULT NULL, /* Option < & str > */
+	"secret" TEXT DEFAULT NULL, /* Option < & str > */
+	"headers" jsonb DEFAULT NULL, /* Option < Document > */
+	"timeout" interval DEFAULT NULL, /* Option < Interval > */
+	"max_attempts" INT DEFAULT NULL, /* Option < i32 > */
+	"max_concurrency" INT DEFAULT NULL, /* Option < i32 > */
+	"rate_per_second" NUMERIC DEFAULT NULL, /* Option < AnyNumeric > */
+	"event_types" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"retry_schedule" interval[] DEFAULT NULL /* :: std :: option :: Option < Vec < Option < Interval > > > */
+) RETURNS TEXT /* Option < String > */
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_endpoint_wrapper';
+
+CREATE  FUNCTION "wf_stats"() RETURNS TABLE (
+	"pending" bigint,  /* i64 */
+	"delivered" bigint,  /* i64 */
+	"dead" bigint,  /* i64 */
+	"cancelled" bigint,  /* i64 */
+	"oldest_pending_age" interval,  /* Option < pgrx :: datum :: Interval > */
+	"deliveries_last_minute" bigint,  /* i64 */
+	"failures_last_minute" bigint,  /* i64 */
+	"latency_p50_ms" double precision,  /* Option < f64 > */
+	"latency_p99_ms" double precision,  /* Option < f64 > */
+	"dispatcher_running" bool,  /* bool */
+	"endpoints_disabled" bigint  /* i64 */
+)
+STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_stats_wrapper';
+
+CREATE  FUNCTION "wf_endpoint_rotate"(
+	"name" TEXT, /* Option < & str > */
+	"keep_old" interval DEFAULT '24 hours' /* Option < Interval > */
+) RETURNS TEXT /* String */
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_endpoint_rotate_wrapper';
+
+CREATE  FUNCTION "wf_publish"(
+	"event_type" TEXT, /* Option < & str > */
+	"payload" jsonb, /* Option < Document > */
+	"headers" jsonb DEFAULT NULL, /* Option < Document > */
+	"idempotency_key" TEXT DEFAULT NULL, /* Option < & str > */
+	"deliver_at" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"ordering_key" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS bigint[] /* Vec < i64 > */
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_publish_wrapper';
+
+CREATE  FUNCTION "wf_replay"(
+	"endpoint" TEXT, /* Option < & str > */
+	"since" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"until" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"statuses" TEXT[] DEFAULT '{dead}' /* :: std :: option :: Option < Vec < Option < String > > > */
+) RETURNS bigint /* i64 */
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_replay_wrapper';
+
 -- Every function, the new ones included, with the grants of a fresh install.
 DO $$
 DECLARE
@@ -306,7 +474,7 @@ BEGIN
         -- Endpoints hold secrets and destinations, handlers choose destinations: the
         -- owner's business, not the app's.
         IF fn::text LIKE 'wf\_%' AND fn::text NOT LIKE 'wf\_endpoint%'
-           AND fn::text NOT LIKE 'wf\_handler%' THEN
+           AND fn::text NOT LIKE 'wf\_handler%' AND fn::text NOT LIKE 'wf\_replay%' THEN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO workflow_user', fn);
         END IF;
     END LOOP;

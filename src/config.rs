@@ -6,6 +6,7 @@
 //! take effect on reload (`pg_reload_conf()`), except `workflow.databases`, which decides
 //! which workers exist and so needs a restart.
 
+use crate::delivery::retry;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
 use std::time::Duration;
@@ -22,7 +23,11 @@ static MAX_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
-static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
+static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(8);
+static MAX_CONCURRENCY_PER_DESTINATION: GucSetting<i32> = GucSetting::<i32>::new(16);
+static RETRY_SCHEDULE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"5s, 5min, 30min, 2h, 5h, 10h, 10h"));
+static ENDPOINT_DISABLE_AFTER: GucSetting<i32> = GucSetting::<i32>::new(5 * SECONDS_PER_DAY);
 static ALLOW_PRIVATE_NETWORKS: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// Registers the settings; called once from `_PG_init`. `preloading`: whether the library
@@ -125,9 +130,50 @@ pub fn register(preloading: bool) {
         GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
+        c"workflow.max_concurrency_per_destination",
+        c"Most HTTP requests in flight to one destination at once.",
+        c"A destination is a named endpoint, or the origin (scheme, host and port) of URL \
+          targets. An endpoint's max_concurrency overrides it. Below workflow.max_concurrency, \
+          so that a destination that hangs leaves slots to the others. Range 1 to 1000.",
+        &MAX_CONCURRENCY_PER_DESTINATION,
+        1,
+        1000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    // SAFETY: the check hook below only parses the new value; it is guarded against panics.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"workflow.retry_schedule",
+            c"The delays between the attempts of a message that keeps failing.",
+            c"Comma-separated delays with units ms, s, min, h or d; the n-th retry waits the \
+              n-th delay (the last one once they are used up), jittered by 10% either way, \
+              and never less than the receiver's Retry-After. An endpoint's retry_schedule \
+              overrides it.",
+            &RETRY_SCHEDULE,
+            GucContext::Sighup,
+            GucFlags::default(),
+            Some(check_retry_schedule),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"workflow.endpoint_disable_after",
+        c"How long an endpoint may fail without one success before it is disabled.",
+        c"An endpoint whose every attempt failed for this long is disabled: its messages \
+          wait, nothing is lost, until wf_endpoint_enable. 0 never disables one.",
+        &ENDPOINT_DISABLE_AFTER,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"workflow.max_attempts",
         c"Attempts before a message that keeps failing is dead.",
-        c"A named endpoint's max_attempts overrides it. Range 1 to 1000.",
+        c"A named endpoint's max_attempts overrides it. The default, 8, is one attempt and \
+          one retry per delay of the default workflow.retry_schedule. Range 1 to 1000.",
         &MAX_ATTEMPTS,
         1,
         1000,
@@ -196,6 +242,55 @@ pub fn request_timeout() -> Duration {
 
 pub fn max_attempts() -> i32 {
     MAX_ATTEMPTS.get().max(1)
+}
+
+pub fn max_concurrency_per_destination() -> usize {
+    MAX_CONCURRENCY_PER_DESTINATION.get().max(1) as usize
+}
+
+/// The default retry schedule (its check hook has validated it).
+pub fn retry_schedule() -> Vec<Duration> {
+    let text = RETRY_SCHEDULE
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    retry::parse_schedule(&text)
+        .unwrap_or_else(|_| retry::parse_schedule(retry::DEFAULT_SCHEDULE).unwrap_or_default())
+}
+
+/// `None`: endpoints are never disabled for failing.
+pub fn endpoint_disable_after() -> Option<Duration> {
+    let seconds = ENDPOINT_DISABLE_AFTER.get();
+    (seconds > 0).then(|| Duration::from_secs(seconds as u64))
+}
+
+/// Refuses a `workflow.retry_schedule` that does not parse, saying why.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_retry_schedule(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pgrx::pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: Postgres passes the candidate value, a NUL-terminated string or NULL.
+    let text = unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            return false;
+        }
+        std::ffi::CStr::from_ptr(*newval)
+            .to_string_lossy()
+            .into_owned()
+    };
+    match retry::parse_schedule(&text) {
+        Ok(_) => true,
+        Err(reason) => {
+            let detail = CString::new(reason).unwrap_or_default();
+            // SAFETY: the detail is copied into palloc'd memory, as GUC_check_errdetail does.
+            unsafe {
+                pgrx::pg_sys::GUC_check_errdetail_string = pgrx::pg_sys::pstrdup(detail.as_ptr());
+            }
+            false
+        }
+    }
 }
 
 pub fn allow_private_networks() -> bool {

@@ -61,8 +61,6 @@ pub enum WfError {
     },
     #[error("{action} cannot run in a read-only transaction{}", if *standby { " (this server is a hot standby)" } else { "" })]
     ReadOnly { action: &'static str, standby: bool },
-    #[error("{0} is not supported yet")]
-    NotSupported(&'static str),
     #[error("the row with this idempotency_key was created and removed concurrently, repeatedly")]
     StartRace,
     #[error("workflow {id} changed concurrently while {action} ran, twice")]
@@ -87,6 +85,7 @@ impl WfError {
                 | ArgError::NotPositive { .. }
                 | ArgError::NotFinite { .. }
                 | ArgError::Reserved { .. }
+                | ArgError::Invalid { .. }
                 | ArgError::OutOfRange { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             },
             WfError::InvalidUrl { .. }
@@ -101,7 +100,6 @@ impl WfError {
             | WfError::Parked { .. }
             | WfError::NothingToWaitFor { .. }
             | WfError::MessageState { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            WfError::NotSupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             WfError::ReadOnly { .. } => ERRCODE_READ_ONLY_SQL_TRANSACTION,
             WfError::StartRace | WfError::ChangedConcurrently { .. } => {
                 ERRCODE_T_R_SERIALIZATION_FAILURE

@@ -68,7 +68,7 @@ BEGIN
         -- Endpoints hold secrets and destinations, handlers choose destinations: the
         -- owner's business, not the app's.
         IF fn::text LIKE 'wf\_%' AND fn::text NOT LIKE 'wf\_endpoint%'
-           AND fn::text NOT LIKE 'wf\_handler%' THEN
+           AND fn::text NOT LIKE 'wf\_handler%' AND fn::text NOT LIKE 'wf\_replay%' THEN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO workflow_user', fn);
         END IF;
     END LOOP;

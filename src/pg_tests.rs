@@ -1341,7 +1341,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         assert_eq!(one::<i32>(&row.replace("{}", "max_attempts")), Some(3));
         assert_eq!(
             one::<bool>(
-                "SELECT NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = 'workflow' AND table_name = 'endpoints' AND column_name ILIKE '%secret%' AND column_name <> 'secret_count')"
+                "SELECT NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = 'workflow' AND table_name = 'endpoints' AND column_name ILIKE '%secret%' AND column_name NOT IN ('secret_count', 'retiring_secret_count'))"
             ),
             Some(true)
         );
@@ -1353,6 +1353,260 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             .is_none()
         );
         assert_eq!(one::<i32>(&row.replace("{}", "secret_count")), Some(2));
+    }
+
+    /// An update changes only what it names; the documented empty values reset a field.
+    #[pg_test]
+    fn wf_endpoint_updates_only_the_fields_given() {
+        let secret = one::<String>(
+            "SELECT wf_endpoint('partner', 'https://partner.example.com/hook', 'generate',
+                                headers => '{\"authorization\": \"Bearer t\"}', timeout => '5s',
+                                max_attempts => 3, max_concurrency => 4, rate_per_second => 2.5,
+                                event_types => '{order.*}', retry_schedule => '{1s,1min}')",
+        )
+        .unwrap();
+        run("SELECT wf_endpoint('partner', 'https://partner.example.com/v2')");
+        let row = "SELECT {} FROM workflow.endpoints WHERE name = 'partner'";
+        let text = |column: &str| one::<String>(&row.replace("{}", column));
+        assert_eq!(
+            text("url").as_deref(),
+            Some("https://partner.example.com/v2")
+        );
+        assert_eq!(
+            text("header_names::text").as_deref(),
+            Some("{authorization}")
+        );
+        assert_eq!(text("timeout::text").as_deref(), Some("00:00:05"));
+        assert_eq!(text("max_attempts::text").as_deref(), Some("3"));
+        assert_eq!(text("max_concurrency::text").as_deref(), Some("4"));
+        assert_eq!(text("rate_per_second::text").as_deref(), Some("2.5"));
+        assert_eq!(text("event_types::text").as_deref(), Some("{order.*}"));
+        assert_eq!(
+            text("retry_schedule::text").as_deref(),
+            Some("{00:00:01,00:01:00}")
+        );
+        assert_eq!(
+            one::<Vec<String>>(
+                "SELECT secrets FROM workflow.endpoint_settings WHERE name = 'partner'"
+            ),
+            Some(vec![secret.clone()]),
+            "the secret is kept"
+        );
+        assert_eq!(
+            one::<String>(
+                "SELECT headers->>'authorization' FROM workflow.endpoint_settings WHERE name = 'partner'"
+            )
+            .as_deref(),
+            Some("Bearer t")
+        );
+        // A field on its own, without the URL.
+        run("SELECT wf_endpoint('partner', max_concurrency => 8)");
+        assert_eq!(text("max_concurrency::text").as_deref(), Some("8"));
+        assert_eq!(
+            text("url").as_deref(),
+            Some("https://partner.example.com/v2")
+        );
+        run(
+            "SELECT wf_endpoint('partner', headers => '{}', timeout => '0', max_attempts => 0,
+                                max_concurrency => 0, rate_per_second => 0, event_types => '{}',
+                                retry_schedule => '{}')",
+        );
+        for column in [
+            "timeout",
+            "max_attempts",
+            "max_concurrency",
+            "rate_per_second",
+            "event_types",
+            "retry_schedule",
+        ] {
+            assert_eq!(
+                one::<bool>(&row.replace("{}", &format!("{column} IS NULL"))),
+                Some(true),
+                "{column} is reset"
+            );
+        }
+        assert_eq!(text("header_names::text").as_deref(), Some("{}"));
+        run("SELECT wf_endpoint('partner', secret => 'none')");
+        assert_eq!(one::<i32>(&row.replace("{}", "secret_count")), Some(0));
+    }
+
+    /// A rotation signs with the new secret and the old ones until `keep_old` is up;
+    /// replacing the secrets ends it.
+    #[pg_test]
+    fn wf_endpoint_rotate_keeps_the_old_secret_signing_for_a_while() {
+        let old =
+            one::<String>("SELECT wf_endpoint('rot', 'https://rot.example.com/', 'generate')")
+                .unwrap();
+        let new = one::<String>("SELECT wf_endpoint_rotate('rot', '1 hour')").unwrap();
+        assert!(new.starts_with("whsec_") && new != old);
+        let row = "SELECT {} FROM workflow.endpoints WHERE name = 'rot'";
+        assert_eq!(one::<i32>(&row.replace("{}", "secret_count")), Some(1));
+        assert_eq!(
+            one::<i32>(&row.replace("{}", "retiring_secret_count")),
+            Some(1)
+        );
+        assert_eq!(
+            one::<bool>(&row.replace("{}", "retiring_until > now() + interval '59 minutes'")),
+            Some(true)
+        );
+        let third = one::<String>("SELECT wf_endpoint_rotate('rot', '0')").unwrap();
+        assert_eq!(
+            one::<i32>(&row.replace("{}", "retiring_secret_count")),
+            Some(0),
+            "keep_old 0 stops the replaced secrets signing at once"
+        );
+        assert_eq!(
+            one::<Vec<String>>("SELECT secrets FROM workflow.endpoint_settings WHERE name = 'rot'"),
+            Some(vec![third])
+        );
+        run("SELECT wf_endpoint_rotate('rot')");
+        run("SELECT wf_endpoint('rot', secret => 'generate')");
+        assert_eq!(
+            one::<i32>(&row.replace("{}", "retiring_secret_count")),
+            Some(0)
+        );
+    }
+
+    /// wf_publish makes one message per enabled subscriber whose patterns match, with the
+    /// Standard Webhooks payload structure, per-subscriber keys, and none without subscribers.
+    #[pg_test]
+    fn wf_publish_fans_out_to_matching_enabled_subscribers_once_per_key() {
+        run(
+            "SELECT wf_endpoint('email', 'https://email.example.com/', event_types => '{order.created,user.*}')",
+        );
+        run(
+            "SELECT wf_endpoint('analytics', 'https://analytics.example.com/', event_types => '{*}')",
+        );
+        run(
+            "SELECT wf_endpoint('partner', 'https://partner.example.com/', event_types => '{order.*}')",
+        );
+        run("SELECT wf_endpoint('off', 'https://off.example.com/', event_types => '{*}')");
+        run("UPDATE workflow.endpoint_settings SET disabled_at = now() WHERE name = 'off'");
+        run("SELECT wf_endpoint('none', 'https://none.example.com/')");
+        let targets = |ids: &str| {
+            one::<String>(&format!(
+                "SELECT string_agg(endpoint, ',' ORDER BY endpoint) FROM workflow.messages
+                  WHERE id = ANY ('{ids}'::bigint[])"
+            ))
+        };
+        let ids = one::<Vec<i64>>(
+            "SELECT wf_publish('order.created', '{\"order\": 7}', idempotency_key => 'o7')",
+        )
+        .unwrap();
+        assert_eq!(ids.len(), 3);
+        let list = format!(
+            "{{{}}}",
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        );
+        assert_eq!(targets(&list).as_deref(), Some("analytics,email,partner"));
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(DISTINCT webhook_id) FROM workflow.outbox WHERE idempotency_key LIKE 'workflow.publish:%:o7'"
+            ),
+            Some(3)
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT payload->>'type' || ' ' || (payload->'data')::text || ' ' ||
+                        (payload->>'timestamp' IS NOT NULL)::text
+                   FROM workflow.outbox WHERE id = {}",
+                ids[0]
+            ))
+            .as_deref(),
+            Some("order.created {\"order\": 7} true")
+        );
+        assert_eq!(
+            one::<Vec<i64>>("SELECT wf_publish('order.created', '{}', idempotency_key => 'o7')"),
+            Some(ids.clone()),
+            "a repeated key returns the first publish's messages"
+        );
+        let user = one::<Vec<i64>>("SELECT wf_publish('user.signed_up', '{}')").unwrap();
+        let list = format!(
+            "{{{}}}",
+            user.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(targets(&list).as_deref(), Some("analytics,email"));
+        run("SELECT wf_endpoint('analytics', event_types => '{}')");
+        assert_eq!(
+            one::<Vec<i64>>("SELECT wf_publish('invoice.paid', '{}')"),
+            Some(vec![]),
+            "no subscriber: nothing stored"
+        );
+        assert_error(
+            "SELECT wf_publish('order.*', '{}')",
+            "22023",
+            "an event type has no *",
+        );
+        assert_error(
+            "SELECT wf_publish('order.created', '{}', idempotency_key => 'workflow.publish:x')",
+            "22023",
+            "keys with it are the extension's own",
+        );
+    }
+
+    /// wf_replay sends a window of an endpoint's messages in the given statuses again, and
+    /// only those; it is the owner's.
+    #[pg_test]
+    fn wf_replay_sends_a_window_of_an_endpoints_messages_again() {
+        run("SELECT wf_endpoint('rp', 'https://rp.example.com/')");
+        run("SELECT wf_endpoint('other', 'https://other.example.com/')");
+        run(
+            "INSERT INTO workflow.outbox (endpoint, payload, status, attempts, last_attempt,
+                    last_started_at, finished_at)
+             SELECT e, '{}', s, 3, 3, now() - (m || ' minutes')::interval,
+                    now() - (m || ' minutes')::interval + interval '1 second'
+               FROM (VALUES ('rp', 'dead', 90), ('rp', 'dead', 30), ('rp', 'dead', 10),
+                            ('rp', 'delivered', 20), ('rp', 'cancelled', 15),
+                            ('other', 'dead', 20)) v(e, s, m)",
+        );
+        run("INSERT INTO workflow.message_counts (status, n, endpoint)
+             SELECT status, count(*), endpoint FROM workflow.outbox GROUP BY status, endpoint");
+        assert_eq!(
+            one::<i64>(
+                "SELECT wf_replay('rp', now() - interval '1 hour', now() - interval '5 minutes')"
+            ),
+            Some(2),
+            "the two dead ones in the window"
+        );
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(status || ':' || attempts, ',' ORDER BY id) FROM workflow.outbox WHERE endpoint = 'rp'"
+            )
+            .as_deref(),
+            Some("dead:3,pending:0,pending:0,delivered:3,cancelled:3")
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT wf_replay('rp', now() - interval '1 hour', statuses => '{delivered,cancelled}')"
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            one::<i64>("SELECT sum(n)::bigint FROM workflow.message_counts WHERE endpoint = 'rp'"),
+            Some(1),
+            "the counts follow: one dead message is left"
+        );
+        assert_eq!(
+            one::<i64>("SELECT wf_replay(NULL, now() - interval '1 day')"),
+            Some(0)
+        );
+        assert_error(
+            "SELECT wf_replay('rp', now(), statuses => '{pending}')",
+            "22023",
+            "a replay sends dead, cancelled or delivered messages again",
+        );
+        assert_error("SELECT wf_replay('nope', now())", "42704", "does not exist");
+        run("CREATE ROLE wf_test_replayer NOLOGIN");
+        run("GRANT workflow_user TO wf_test_replayer");
+        run("SET LOCAL ROLE wf_test_replayer");
+        assert_error(
+            "SELECT wf_replay('rp', now() - interval '1 day')",
+            "42501",
+            "permission denied",
+        );
     }
 
     #[pg_test]
@@ -1377,8 +1631,8 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         );
         assert_error(
             "SELECT wf_endpoint('e', NULL)",
-            "22004",
-            "url must not be NULL",
+            "42704",
+            "endpoint \"e\" does not exist",
         );
         assert_error(
             &format!("SELECT wf_endpoint('https://e', '{url}')"),
@@ -1393,24 +1647,56 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             "cannot be overridden",
         );
         assert_error(
-            &format!("SELECT wf_endpoint('e', '{url}', timeout => interval '0')"),
+            &format!("SELECT wf_endpoint('e', '{url}', timeout => interval '-1 second')"),
             "22023",
             "timeout must be a positive interval",
         );
         assert_error(
-            &format!("SELECT wf_endpoint('e', '{url}', max_attempts => 0)"),
+            &format!("SELECT wf_endpoint('e', '{url}', max_attempts => -1)"),
             "22023",
             "max_attempts must be between 1 and 1000",
         );
         assert_error(
-            &format!("SELECT wf_endpoint('e', '{url}', max_concurrency => 4)"),
-            "0A000",
-            "max_concurrency is not supported yet",
+            &format!("SELECT wf_endpoint('e', '{url}', max_concurrency => 1001)"),
+            "22023",
+            "max_concurrency must be between 0 and 1000",
         );
         assert_error(
-            &format!("SELECT wf_endpoint('e', '{url}', rate_per_second => 4)"),
-            "0A000",
-            "rate_per_second is not supported yet",
+            &format!("SELECT wf_endpoint('e', '{url}', rate_per_second => -2)"),
+            "22023",
+            "a rate is between 0 (no limit) and",
+        );
+        assert_error(
+            &format!("SELECT wf_endpoint('e', '{url}', event_types => '{{order*}}')"),
+            "22023",
+            "* may only stand alone or end a pattern after a dot",
+        );
+        assert_error(
+            &format!("SELECT wf_endpoint('e', '{url}', event_types => '{{\"\"}}')"),
+            "22023",
+            "event_types must not be empty",
+        );
+        assert_error(
+            &format!("SELECT wf_endpoint('e', '{url}', retry_schedule => '{{1s,8 days}}')"),
+            "22023",
+            "a delay must be more than 0 and at most 7 days",
+        );
+        assert_error(
+            &format!("SELECT wf_endpoint('e', '{url}', retry_schedule => '{{1s,NULL}}')"),
+            "22004",
+            "retry_schedule (an entry) must not be NULL",
+        );
+        assert_error(
+            "SELECT wf_endpoint_rotate('nope')",
+            "42704",
+            "endpoint \"nope\" does not exist",
+        );
+        assert_error(
+            &format!(
+                "SELECT wf_endpoint('e', '{url}'), wf_endpoint_rotate('e', interval '-1 hour')"
+            ),
+            "22023",
+            "keep_old (in microseconds) must be between 0 and",
         );
         assert_error(
             "SELECT wf_endpoint_enable('nope')",
@@ -1499,8 +1785,14 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             let whole_index = kind.starts_with("Index")
                 && node["Index Cond"].is_null()
                 && node["Index Name"].as_str() != Some("outbox_unpark_successor");
+            // A sort of a CTE's rows sorts what the statement already holds (a walk of the
+            // batch), not the table.
+            let sorts_batch = kind == "Sort"
+                && node["Plans"]
+                    .as_array()
+                    .is_some_and(|inputs| inputs.iter().all(|i| i["Node Type"] == "CTE Scan"));
             if (queue && (kind == "Seq Scan" || whole_index))
-                || kind == "Sort"
+                || (kind == "Sort" && !sorts_batch)
                 || kind == "Merge Join"
             {
                 found.push(format!("{kind} {relation} {}", node["Index Name"]));
@@ -1529,12 +1821,15 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         }
     }
 
+    const CLAIM_TYPES: &str = "int4, interval, interval, int4, int4, int4, text[], int4[]";
+    const CLAIM_ARGS: &str = "64, '10s', '10s', 10, 2, 16, '{https://example.com}', '{3}'";
+
     #[pg_test]
     fn the_claim_walks_the_due_index_and_stops_at_the_batch() {
         assert_batch_sized(dispatcher_plans(
             &crate::dispatcher::claim::CLAIM,
-            "int4, interval, interval, int4, int4",
-            "64, '10s', '10s', 10, 2",
+            CLAIM_TYPES,
+            CLAIM_ARGS,
         ));
     }
 
@@ -1583,7 +1878,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         run("INSERT INTO workflow.runs (name, owner, lease_duration, lease_expires_at)
              SELECT 'stale', 'me', '1 minute', now() + interval '1 minute' FROM generate_series(1, 2000)");
         let id = "'00000000-0000-0000-0000-000000000001'";
-        let statements: [(&crate::db::Statement, &str, String); 9] = [
+        let statements: [(&crate::db::Statement, &str, String); 10] = [
             (
                 &crate::dispatcher::record::RECORD,
                 "int8[], int4[], float8[], float4[], int4[], text[], text[], text[], float8[], int8[]",
@@ -1619,6 +1914,11 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
                 format!("{id}, 'completed', NULL, NULL, NULL"),
             ),
             (&crate::dispatcher::parking::UNPARK, "int4", "1000".into()),
+            (
+                &crate::dispatcher::parking::UNPARK_LIMITED,
+                "int4, int4, text[], int4[], text[]",
+                "2, 16, '{https://example.com}', '{3}', '{https://example.com,e}'".into(),
+            ),
         ];
         let walkers = [
             "outbox_due",
@@ -1629,8 +1929,8 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         // The claim walks outbox_due by design; it must still stop at the batch.
         let claim = (
             &crate::dispatcher::claim::CLAIM,
-            "int4, interval, interval, int4, int4",
-            "64, '10s', '10s', 10, 2".to_string(),
+            CLAIM_TYPES,
+            CLAIM_ARGS.to_string(),
         );
         let checked: Vec<_> = statements
             .iter()
@@ -1709,9 +2009,11 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         let settings = claim::Settings {
             request_timeout: std::time::Duration::from_secs(10),
             max_attempts: 5,
+            concurrency_per_destination: 16,
         };
         let claim = || {
-            let claimed = Spi::connect_mut(|c| claim::claim(c, 10, &settings)).unwrap();
+            let claimed =
+                Spi::connect_mut(|c| claim::claim(c, 10, &settings, &Default::default())).unwrap();
             let mut ids: Vec<i64> = claimed.jobs.iter().map(|j| j.id).collect();
             ids.sort();
             (ids, claimed.parked)
@@ -1783,8 +2085,10 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         let settings = claim::Settings {
             request_timeout: std::time::Duration::from_secs(10),
             max_attempts: 5,
+            concurrency_per_destination: 16,
         };
-        let claimed = Spi::connect_mut(|c| claim::claim(c, 10, &settings)).unwrap();
+        let claimed =
+            Spi::connect_mut(|c| claim::claim(c, 10, &settings, &Default::default())).unwrap();
         assert_eq!((claimed.jobs.len(), claimed.parked), (0, 2));
         run("SELECT wf_endpoint_enable('flaky')");
         run("UPDATE workflow.endpoint_settings SET disabled_at = now() WHERE name = 'flaky'");

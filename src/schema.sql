@@ -19,7 +19,7 @@ CREATE DOMAIN workflow.run_status AS text
 CREATE DOMAIN workflow.message_status AS text
     CHECK (VALUE IN ('pending', 'delivered', 'dead', 'cancelled'));
 CREATE DOMAIN workflow.park_reason AS text
-    CHECK (VALUE IN ('endpoint', 'ordering_key'));
+    CHECK (VALUE IN ('endpoint', 'ordering_key', 'limit'));
 
 -- One row per workflow run. Hot paths: insert on start, lease renewal on checkpoint, the
 -- claim scan for expired leases, and the retention scan over finished runs.
@@ -147,7 +147,21 @@ CREATE TABLE workflow.endpoint_settings (
     updated_at       timestamptz NOT NULL DEFAULT statement_timestamp(),
     -- Set by wf_endpoint_enable: the dispatcher unparks the endpoint's messages, a batch a
     -- round, and clears it when none is left (a flag, for unpark_successor's reason).
-    unpark_messages  boolean
+    unpark_messages  boolean,
+    -- Delivery policy (wf_endpoint): requests in flight at once (NULL:
+    -- workflow.max_concurrency_per_destination), sustained requests a second (NULL: no
+    -- limit), the wf_publish event types it subscribes to (patterns like 'order.*'), and
+    -- the delays between attempts (NULL: workflow.retry_schedule).
+    max_concurrency  integer,
+    rate_per_second  double precision,
+    event_types      text[],
+    retry_schedule   interval[],
+    -- Secrets replaced by wf_endpoint_rotate, which keep signing until retiring_until.
+    retiring_secrets text[],
+    retiring_until   timestamptz,
+    -- The first failed attempt since the last delivery: an endpoint failing throughout
+    -- workflow.endpoint_disable_after is disabled.
+    failing_since    timestamptz
 );
 
 -- Push handlers (wf_handler): every ready workflow of `name` is claimed by the dispatcher
@@ -204,7 +218,10 @@ CREATE TABLE workflow.outbox (
     -- Set when a message with an ordering key stops being pending: the dispatcher then
     -- unparks the key's next message and clears it. A flag rather than the unpark itself,
     -- because the writer's snapshot may predate the claim that parked the next message.
-    unpark_successor boolean
+    unpark_successor boolean,
+    -- A URL target's origin (scheme://host:port as written): URL targets share
+    -- workflow.max_concurrency_per_destination by origin, as endpoints share their limits.
+    origin           text GENERATED ALWAYS AS (lower(substring(url FROM '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*'))) STORED
 ) WITH (
     -- Room on each page for the claim's HOT update (a fifth: a claim updates a batch of
     -- neighbouring rows, so not all of them stay on their page; half was tried, and the
@@ -225,6 +242,10 @@ CREATE INDEX outbox_due ON workflow.outbox (next_attempt_at)
     WHERE (status = 'pending') IS TRUE AND parked IS NULL;
 -- The parked messages, by endpoint in due order: what wf_endpoint_enable lets go.
 CREATE INDEX outbox_parked ON workflow.outbox (endpoint, next_attempt_at) WHERE parked IS NOT NULL;
+-- The messages set aside because their destination was at its limit, by destination in
+-- due order: what the dispatcher lets go as the destination's requests finish.
+CREATE INDEX outbox_limited ON workflow.outbox (coalesce(endpoint, origin), next_attempt_at)
+    WHERE parked = 'limit';
 -- The messages whose key's next message the dispatcher has yet to unpark.
 CREATE INDEX outbox_unpark_successor ON workflow.outbox (ordering_key) WHERE unpark_successor IS TRUE;
 -- The head of each ordering key: the lowest pending id.
@@ -279,7 +300,11 @@ ALTER TABLE workflow.delivery_attempts
 CREATE VIEW workflow.endpoints AS
 SELECT name, url, cardinality(secrets) AS secret_count,
        ARRAY(SELECT jsonb_object_keys(headers) ORDER BY 1) AS header_names,
-       timeout, max_attempts, disabled_at, disabled_reason, created_at, updated_at
+       timeout, max_attempts, disabled_at, disabled_reason, created_at, updated_at,
+       max_concurrency, rate_per_second, event_types, retry_schedule, failing_since,
+       CASE WHEN retiring_until > statement_timestamp() THEN cardinality(retiring_secrets) ELSE 0 END
+           AS retiring_secret_count,
+       CASE WHEN retiring_until > statement_timestamp() THEN retiring_until END AS retiring_until
   FROM workflow.endpoint_settings;
 COMMENT ON VIEW workflow.endpoints IS 'Named endpoints, without their secrets or header values';
 
@@ -291,7 +316,8 @@ SELECT id, coalesce(endpoint, url) AS target, endpoint, payload, headers, idempo
        ordering_key, workflow_id, step, last_status_code, last_error, created_at, delivered_at,
        finished_at,
        -- Why the dispatcher set a pending message aside: its endpoint is disabled
-       -- ('endpoint'), or an older message of its key is pending ('ordering_key').
+       -- ('endpoint'), an older message of its key is pending ('ordering_key'), or its
+       -- destination is at its concurrency or rate limit ('limit').
        parked::text AS parked
   FROM workflow.outbox;
 COMMENT ON VIEW workflow.messages IS 'Every outbox message and where its delivery stands';
@@ -328,15 +354,90 @@ GRANT SELECT ON workflow.workflows, workflow.steps, workflow.messages, workflow.
 -- How many messages are delivered, dead and cancelled, so that wf_stats and dashboards never
 -- count the kept history. Kept as deltas: each statement that moves messages into or out
 -- of one of those states, or deletes them, adds a row (an insert waits for no one), and the
--- dispatcher's housekeeping folds the rows into one per status. wf_stats sums them.
+-- dispatcher's housekeeping folds the rows into one per status and endpoint. wf_stats and
+-- workflow.metrics sum them.
 CREATE TABLE workflow.message_counts (
     status  workflow.message_status NOT NULL,
-    n       bigint NOT NULL
+    n       bigint NOT NULL,
+    -- The messages' endpoint; NULL for URL targets.
+    endpoint text
 ) WITH (
     autovacuum_vacuum_scale_factor = 0,
     autovacuum_vacuum_threshold = 2000,
     autovacuum_vacuum_cost_delay = 0
 );
+
+-- One row per endpoint and one for URL targets (endpoint NULL), for dashboards and the
+-- Prometheus exporter. Cheap at any size: the pending backlog through the due and parked
+-- indexes, the kept totals from message_counts, the last minute through the finished
+-- index and the attempts' BRIN index; never a scan of delivered history.
+CREATE VIEW workflow.metrics AS
+WITH pending AS (
+    SELECT q.endpoint, count(*) AS pending,
+           count(*) FILTER (WHERE q.leased_until > statement_timestamp()) AS in_flight,
+           count(*) FILTER (WHERE q.parked IS NOT NULL) AS parked,
+           statement_timestamp() - min(q.created_at) AS oldest_pending_age
+      FROM (SELECT endpoint, leased_until, parked, created_at FROM workflow.outbox
+             WHERE (status = 'pending') IS TRUE AND parked IS NULL
+            UNION ALL
+            SELECT endpoint, leased_until, parked, created_at FROM workflow.outbox
+             WHERE parked IS NOT NULL) q
+     GROUP BY q.endpoint),
+kept AS (
+    SELECT endpoint,
+           sum(n) FILTER (WHERE status = 'delivered') AS delivered,
+           sum(n) FILTER (WHERE status = 'dead') AS dead,
+           sum(n) FILTER (WHERE status = 'cancelled') AS cancelled
+      FROM workflow.message_counts
+     GROUP BY endpoint),
+delivered AS (
+    SELECT endpoint, count(*) AS deliveries,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p50,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p99
+      FROM workflow.outbox
+     WHERE (status <> 'pending') IS TRUE AND status = 'delivered'
+       AND finished_at >= statement_timestamp() - interval '1 minute'
+     GROUP BY endpoint),
+failed AS (
+    SELECT f.endpoint, count(*) AS failures
+      FROM (SELECT m.endpoint FROM workflow.delivery_attempts a
+              JOIN workflow.outbox m ON m.id = a.message_id
+             WHERE a.started_at >= statement_timestamp() - interval '1 minute'
+               AND (a.status_code IS NULL OR a.status_code NOT BETWEEN 200 AND 299)
+            UNION ALL
+            SELECT endpoint FROM workflow.outbox
+             WHERE (status = 'pending') IS TRUE AND parked IS NULL
+               AND last_started_at >= statement_timestamp() - interval '1 minute'
+               AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)
+            UNION ALL
+            SELECT endpoint FROM workflow.outbox
+             WHERE parked IS NOT NULL
+               AND last_started_at >= statement_timestamp() - interval '1 minute'
+               AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)
+            UNION ALL
+            SELECT endpoint FROM workflow.outbox
+             WHERE (status <> 'pending') IS TRUE AND status = 'dead'
+               AND finished_at >= statement_timestamp() - interval '1 minute'
+               AND last_started_at >= statement_timestamp() - interval '1 minute'
+               AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)) f
+     GROUP BY f.endpoint)
+SELECT d.endpoint, d.disabled, d.failing_since,
+       coalesce(p.pending, 0) AS pending, coalesce(p.in_flight, 0) AS in_flight,
+       coalesce(p.parked, 0) AS parked, p.oldest_pending_age,
+       coalesce(k.delivered, 0)::bigint AS delivered, coalesce(k.dead, 0)::bigint AS dead,
+       coalesce(k.cancelled, 0)::bigint AS cancelled,
+       coalesce(l.deliveries, 0) AS deliveries_last_minute,
+       coalesce(f.failures, 0) AS failures_last_minute,
+       l.p50 AS latency_p50_ms, l.p99 AS latency_p99_ms
+  FROM (SELECT e.name, e.disabled_at IS NOT NULL, e.failing_since FROM workflow.endpoint_settings e
+        UNION ALL
+        SELECT NULL, false, NULL) d (endpoint, disabled, failing_since)
+  LEFT JOIN pending p ON p.endpoint IS NOT DISTINCT FROM d.endpoint
+  LEFT JOIN kept k ON k.endpoint IS NOT DISTINCT FROM d.endpoint
+  LEFT JOIN delivered l ON l.endpoint IS NOT DISTINCT FROM d.endpoint
+  LEFT JOIN failed f ON f.endpoint IS NOT DISTINCT FROM d.endpoint;
+COMMENT ON VIEW workflow.metrics IS 'Delivery health per endpoint, and for URL targets, cheap enough to scrape';
+GRANT SELECT ON workflow.metrics TO workflow_user;
 
 -- Backups keep everything (G9): pg_dump dumps the rows of these tables, and the positions of
 -- their identity sequences, with the database; CREATE EXTENSION on restore makes the rest.

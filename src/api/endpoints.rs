@@ -1,43 +1,136 @@
-//! Named endpoints: where, how signed, with which headers, timeout and attempts. Changing
+//! Named endpoints: where, how signed, with which headers, timeout, attempts and limits. Changing
 //! them is for the extension owner; applications only name them in `wf_enqueue`.
 
-use crate::db::{self, Statement};
+use crate::db::{self, Statement, first_value};
+use crate::delivery::retry;
 use crate::delivery::signing::Secret;
 use crate::delivery::target;
 use crate::dispatcher::wake;
 use crate::document::Document;
 use crate::error::{OrRaise, WfError};
 use crate::workflow::validate;
-use pgrx::datum::{DatumWithOid, Interval};
-use pgrx::pg_sys::{BOOLOID, INT4OID, INTERVALOID, JSONBOID, TEXTARRAYOID, TEXTOID};
+use pgrx::datum::{AnyNumeric, DatumWithOid, Interval};
+use pgrx::pg_sys::{
+    BOOLOID, FLOAT8OID, INT4OID, INTERVALARRAYOID, INTERVALOID, JSONBOID, TEXTARRAYOID, TEXTOID,
+};
 use pgrx::prelude::*;
 
 const MAX_ENDPOINT_ATTEMPTS: i64 = 1000;
 const MAX_TIMEOUT_MICROS: i64 = 3_600_000_000;
+const MAX_ENDPOINT_CONCURRENCY: i64 = 1000;
+const MAX_RATE_PER_SECOND: f64 = 100_000.0;
+const MAX_EVENT_TYPES: usize = 100;
+/// The longest `keep_old` of a rotation.
+const MAX_KEEP_OLD_MICROS: i64 = 30 * 86_400_000_000;
 
+/// What an update sets: each field only when its argument is given (`$4`…`$10`), the
+/// documented empty values resetting it; `$11` says whether `$3` replaces the secrets,
+/// which ends a rotation.
+macro_rules! changes {
+    ($row:literal) => {
+        concat!(
+            "url = COALESCE($2, ",
+            $row,
+            ".url),
+             secrets = CASE WHEN $11 THEN COALESCE($3, '{}') ELSE ",
+            $row,
+            ".secrets END,
+             retiring_secrets = CASE WHEN $11 THEN NULL ELSE ",
+            $row,
+            ".retiring_secrets END,
+             retiring_until = CASE WHEN $11 THEN NULL ELSE ",
+            $row,
+            ".retiring_until END,
+             headers = CASE WHEN $4 IS NULL THEN ",
+            $row,
+            ".headers ELSE nullif($4, '{}') END,
+             timeout = CASE WHEN $5 IS NULL THEN ",
+            $row,
+            ".timeout ELSE nullif($5, '0') END,
+             max_attempts = CASE WHEN $6 IS NULL THEN ",
+            $row,
+            ".max_attempts ELSE nullif($6, 0) END,
+             max_concurrency = CASE WHEN $7 IS NULL THEN ",
+            $row,
+            ".max_concurrency ELSE nullif($7, 0) END,
+             rate_per_second = CASE WHEN $8 IS NULL THEN ",
+            $row,
+            ".rate_per_second ELSE nullif($8, 0) END,
+             event_types = CASE WHEN $9 IS NULL THEN ",
+            $row,
+            ".event_types ELSE nullif($9, '{}') END,
+             retry_schedule = CASE WHEN $10 IS NULL THEN ",
+            $row,
+            ".retry_schedule ELSE nullif($10, '{}') END,
+             updated_at = statement_timestamp()"
+        )
+    };
+}
+
+const ENDPOINT_ARGS: &[pgrx::pg_sys::Oid] = &[
+    TEXTOID,
+    TEXTOID,
+    TEXTARRAYOID,
+    JSONBOID,
+    INTERVALOID,
+    INT4OID,
+    INT4OID,
+    FLOAT8OID,
+    TEXTARRAYOID,
+    INTERVALARRAYOID,
+    BOOLOID,
+];
+
+/// Creates an endpoint with a URL, or changes the one of that name.
 static UPSERT: Statement = Statement {
-    sql: "INSERT INTO workflow.endpoint_settings AS e (name, url, secrets, headers, timeout, max_attempts)
-          VALUES ($1, $2, COALESCE($3, '{}'), $4, $5, $6)
-          ON CONFLICT (name) DO UPDATE
-             SET url = EXCLUDED.url,
-                 secrets = CASE WHEN $7 THEN EXCLUDED.secrets ELSE e.secrets END,
-                 headers = EXCLUDED.headers,
-                 timeout = EXCLUDED.timeout,
-                 max_attempts = EXCLUDED.max_attempts,
-                 updated_at = statement_timestamp()",
-    args: &[TEXTOID, TEXTOID, TEXTARRAYOID, JSONBOID, INTERVALOID, INT4OID, BOOLOID],
+    sql: concat!(
+        "INSERT INTO workflow.endpoint_settings AS e
+                 (name, url, secrets, headers, timeout, max_attempts, max_concurrency,
+                  rate_per_second, event_types, retry_schedule)
+          VALUES ($1, $2, COALESCE($3, '{}'), nullif($4, '{}'), nullif($5, '0'), nullif($6, 0),
+                  nullif($7, 0), nullif($8, 0), nullif($9, '{}'), nullif($10, '{}'))
+          ON CONFLICT (name) DO UPDATE SET ",
+        changes!("e"),
+        " RETURNING (xmax = 0) AS created"
+    ),
+    args: ENDPOINT_ARGS,
+};
+
+/// Changes an endpoint without touching its URL (`$2` is NULL): there is nothing to create.
+static UPDATE: Statement = Statement {
+    sql: concat!(
+        "UPDATE workflow.endpoint_settings AS e SET ",
+        changes!("e"),
+        " WHERE e.name = $1 RETURNING false AS created"
+    ),
+    args: ENDPOINT_ARGS,
 };
 
 /// The flag has the dispatcher unpark the endpoint's messages (see its `parking` module);
 /// set on every call, so that an enable also frees messages parked while the endpoint was
-/// disabled by hand.
+/// disabled by hand. The failing time starts again: the endpoint gets a whole
+/// `workflow.endpoint_disable_after` to recover.
 static ENABLE: Statement = Statement {
     sql: "UPDATE workflow.endpoint_settings
              SET disabled_at = NULL, disabled_reason = NULL, updated_at = statement_timestamp(),
-                 unpark_messages = true
+                 unpark_messages = true, failing_since = NULL
            WHERE name = $1
           RETURNING name",
     args: &[TEXTOID],
+};
+
+/// A rotation: the new secret signs from now on, and the current ones (with any still
+/// being rotated out) go on signing until `$3` from now.
+static ROTATE: Statement = Statement {
+    sql: "UPDATE workflow.endpoint_settings e
+             SET retiring_secrets = CASE WHEN e.retiring_until > statement_timestamp()
+                                         THEN e.retiring_secrets ELSE '{}' END || e.secrets,
+                 retiring_until = statement_timestamp() + $3,
+                 secrets = ARRAY[$2],
+                 updated_at = statement_timestamp()
+           WHERE name = $1
+          RETURNING name",
+    args: &[TEXTOID, TEXTOID, INTERVALOID],
 };
 
 /// What `secret` asks for.
@@ -51,8 +144,10 @@ fn parse_secret(secret: Option<&str>) -> Result<SecretChange, WfError> {
     let Some(secret) = secret else {
         return Ok(SecretChange::Keep);
     };
-    if secret == "generate" {
-        return Ok(SecretChange::Generate(Secret::generate()));
+    match secret {
+        "generate" => return Ok(SecretChange::Generate(Secret::generate())),
+        "none" => return Ok(SecretChange::Set(Vec::new())),
+        _ => {}
     }
     // Several secrets, space-separated, sign in parallel during a rotation.
     let secrets: Vec<String> = secret.split_whitespace().map(str::to_string).collect();
@@ -68,82 +163,203 @@ fn parse_secret(secret: Option<&str>) -> Result<SecretChange, WfError> {
     Ok(SecretChange::Set(secrets))
 }
 
-/// Creates or updates the endpoint `name`. `secret`: one or more `whsec_…` secrets separated
-/// by spaces (each signs every request), `'generate'` for a fresh one (returned), or NULL to
-/// keep the current secrets. Other NULL arguments mean the defaults.
+fn check_timeout(timeout: Interval) -> Result<(), WfError> {
+    if timeout.as_micros() == 0 {
+        return Ok(()); // the reset
+    }
+    validate::positive_interval(
+        "timeout",
+        timeout.months(),
+        timeout.days(),
+        timeout.micros(),
+    )?;
+    validate::in_range(
+        "timeout (in microseconds)",
+        timeout.as_micros().min(i64::MAX as i128) as i64,
+        1,
+        MAX_TIMEOUT_MICROS,
+    )?;
+    Ok(())
+}
+
+fn check_rate(rate: AnyNumeric) -> Result<f64, WfError> {
+    let text = rate.to_string();
+    let value: f64 = text.parse().unwrap_or(f64::NAN);
+    if !(value.is_finite() && (0.0..=MAX_RATE_PER_SECOND).contains(&value)) {
+        return Err(validate::ArgError::Invalid {
+            arg: "rate_per_second",
+            value: text,
+            reason: format!(
+                "a rate is between 0 (no limit) and {MAX_RATE_PER_SECOND} requests a second"
+            ),
+        }
+        .into());
+    }
+    Ok(value)
+}
+
+fn check_event_types(patterns: Vec<Option<String>>) -> Result<Vec<String>, WfError> {
+    if patterns.len() > MAX_EVENT_TYPES {
+        validate::in_range(
+            "event_types (entries)",
+            patterns.len() as i64,
+            0,
+            MAX_EVENT_TYPES as i64,
+        )?;
+    }
+    let mut checked = Vec::with_capacity(patterns.len());
+    for pattern in patterns {
+        checked.push(validate::event_pattern("event_types", pattern.as_deref())?.to_string());
+    }
+    Ok(checked)
+}
+
+fn check_schedule(delays: Vec<Option<Interval>>) -> Result<Vec<Interval>, WfError> {
+    if delays.is_empty() {
+        return Ok(delays.into_iter().flatten().collect()); // the reset
+    }
+    retry::check_length(delays.len()).map_err(|reason| invalid_schedule(&delays, reason))?;
+    let mut checked = Vec::with_capacity(delays.len());
+    for delay in &delays {
+        let Some(delay) = delay else {
+            return Err(validate::ArgError::Null {
+                arg: "retry_schedule (an entry)",
+            }
+            .into());
+        };
+        let seconds = delay.as_micros() as f64 / 1e6;
+        retry::schedule_entry(seconds).map_err(|reason| invalid_schedule(&delays, reason))?;
+        checked.push(*delay);
+    }
+    Ok(checked)
+}
+
+fn invalid_schedule(delays: &[Option<Interval>], reason: String) -> WfError {
+    validate::ArgError::Invalid {
+        arg: "retry_schedule",
+        value: format!("{} delays", delays.len()),
+        reason,
+    }
+    .into()
+}
+
+/// Creates the endpoint `name`, or changes only the fields given.
+///
+/// `url` is required to create one. `secret`: one or more `whsec_…` secrets separated by
+/// spaces (each signs every request), `'generate'` for a fresh one (returned), `'none'` for
+/// unsigned requests. A NULL argument keeps its field; these reset one to its default:
+/// `headers => '{}'`, `timeout => '0'`, `max_attempts => 0`, `max_concurrency => 0`,
+/// `rate_per_second => 0` (no limit), `event_types => '{}'`, `retry_schedule => '{}'`.
 #[allow(clippy::too_many_arguments)] // the SQL signature is the SPEC's
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_endpoint(
     name: Option<&str>,
-    url: Option<&str>,
+    url: default!(Option<&str>, "NULL"),
     secret: default!(Option<&str>, "NULL"),
     headers: default!(Option<Document>, "NULL"),
     timeout: default!(Option<Interval>, "NULL"),
     max_attempts: default!(Option<i32>, "NULL"),
     max_concurrency: default!(Option<i32>, "NULL"),
-    rate_per_second: default!(Option<i32>, "NULL"),
+    rate_per_second: default!(Option<AnyNumeric>, "NULL"),
+    event_types: default!(Option<Vec<Option<String>>>, "NULL"),
+    retry_schedule: default!(Option<Vec<Option<Interval>>>, "NULL"),
 ) -> Option<String> {
     let name = validate::name("name", name).or_raise();
     if target::is_url(name) {
         WfError::EndpointNameIsUrl(name.to_string()).raise();
     }
-    let url = validate::required("url", url).or_raise();
-    target::parse_url(url)
-        .map_err(|e| WfError::InvalidUrl {
-            arg: "url",
-            reason: e.to_string(),
-        })
-        .or_raise();
+    if let Some(url) = url {
+        target::parse_url(url)
+            .map_err(|e| WfError::InvalidUrl {
+                arg: "url",
+                reason: e.to_string(),
+            })
+            .or_raise();
+    }
     let secret = parse_secret(secret).or_raise();
     super::header_doc("headers", headers).or_raise();
     if let Some(timeout) = timeout {
-        validate::positive_interval(
-            "timeout",
-            timeout.months(),
-            timeout.days(),
-            timeout.micros(),
-        )
-        .or_raise();
-        validate::in_range(
-            "timeout (in microseconds)",
-            timeout.as_micros().min(i64::MAX as i128) as i64,
-            1,
-            MAX_TIMEOUT_MICROS,
-        )
-        .or_raise();
+        check_timeout(timeout).or_raise();
     }
-    if let Some(n) = max_attempts {
+    if let Some(n) = max_attempts
+        && n != 0
+    {
         validate::in_range("max_attempts", n.into(), 1, MAX_ENDPOINT_ATTEMPTS).or_raise();
     }
-    if max_concurrency.is_some() {
-        WfError::NotSupported("per-endpoint max_concurrency").raise();
+    if let Some(n) = max_concurrency {
+        validate::in_range("max_concurrency", n.into(), 0, MAX_ENDPOINT_CONCURRENCY).or_raise();
     }
-    if rate_per_second.is_some() {
-        WfError::NotSupported("per-endpoint rate_per_second").raise();
-    }
+    let rate = rate_per_second.map(|rate| check_rate(rate).or_raise());
+    let event_types = event_types.map(|types| check_event_types(types).or_raise());
+    let retry_schedule = retry_schedule.map(|delays| check_schedule(delays).or_raise());
 
     let (replace, secrets, generated) = match secret {
         SecretChange::Keep => (false, None, None),
         SecretChange::Set(secrets) => (true, Some(secrets), None),
         SecretChange::Generate(secret) => (true, Some(vec![secret.clone()]), Some(secret)),
     };
-    super::write("wf_endpoint", |client| {
-        let args: [DatumWithOid; 7] = [
+    let created = super::write("wf_endpoint", |client| {
+        let args: [DatumWithOid; 11] = [
             name.into(),
             url.into(),
             secrets.into(),
             headers.into(),
             timeout.into(),
             max_attempts.into(),
+            max_concurrency.into(),
+            rate.into(),
+            event_types.into(),
+            retry_schedule.into(),
             replace.into(),
         ];
-        Ok(db::execute(client, &UPSERT, &args, |_| Ok(()))?)
+        let statement = if url.is_some() { &UPSERT } else { &UPDATE };
+        db::execute(client, statement, &args, first_value::<bool>)?
+            .map(Some)
+            .ok_or_else(|| WfError::UnknownEndpoint(name.to_string()))
     });
+    if created == Some(false) {
+        // Changed limits may give room to messages parked at the old ones.
+        wake::flag_on_commit();
+    }
     generated
 }
 
-/// Re-enables an endpoint disabled after a 410; its waiting messages go out again.
+/// Adds a generated secret to the endpoint `name` and returns it (the only time it is
+/// shown): from now on every request is signed with it, and with the secrets it replaces
+/// for `keep_old` more (0: not at all), so that receivers can switch without downtime.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_endpoint_rotate(
+    name: Option<&str>,
+    keep_old: default!(Option<Interval>, "'24 hours'"),
+) -> String {
+    let name = validate::name("name", name).or_raise();
+    let keep_old = validate::required("keep_old", keep_old).or_raise();
+    validate::in_range(
+        "keep_old (in microseconds)",
+        keep_old
+            .as_micros()
+            .clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+        0,
+        MAX_KEEP_OLD_MICROS,
+    )
+    .or_raise();
+    let secret = Secret::generate();
+    let found = super::write("wf_endpoint_rotate", |client| {
+        let args: [DatumWithOid; 3] = [name.into(), secret.as_str().into(), keep_old.into()];
+        Ok(db::execute(client, &ROTATE, &args, |rows| {
+            Ok(!rows.is_empty())
+        })?)
+    });
+    if !found {
+        WfError::UnknownEndpoint(name.to_string()).raise();
+    }
+    secret
+}
+
+/// Re-enables an endpoint disabled after a 410 or for failing too long; its waiting
+/// messages go out again.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_endpoint_enable(name: Option<&str>) {

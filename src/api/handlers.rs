@@ -83,10 +83,10 @@ pub(crate) static PUSH_ENQUEUE: Statement = Statement {
                      parked = NULL
                WHERE m.workflow_id = ANY ($1) AND m.status = 'pending'
                  AND m.idempotency_key LIKE 'workflow.ready:%'
-              RETURNING m.id),
+              RETURNING m.id, m.endpoint),
           counted AS (
-              INSERT INTO workflow.message_counts (status, n)
-              SELECT 'cancelled', count(*) FROM superseded HAVING count(*) > 0),
+              INSERT INTO workflow.message_counts (status, n, endpoint)
+              SELECT 'cancelled', count(*), endpoint FROM superseded GROUP BY endpoint),
           enqueued AS (
               INSERT INTO workflow.outbox (url, endpoint, payload, idempotency_key, workflow_id)
               SELECT url, endpoint,

@@ -75,6 +75,8 @@ mod signals;
 
 pub use maintenance::workflow::PURGE_FINISHED;
 pub(crate) mod outbox;
+mod publish;
+mod replay;
 pub(crate) mod workflows;
 
 use crate::config;

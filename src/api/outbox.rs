@@ -43,7 +43,7 @@ static WORKFLOW_STATUS: Statement = Statement {
 /// outbox's own OID, which no SQL statement can take: an advisory lock, which any role can
 /// take, would let any role hold a key back. Keys whose hashes collide share a lock, which
 /// only serialises them more. (In `pg_locks`: locktype `object`, classid the outbox.)
-fn lock_ordering_key(key: &str) {
+pub(super) fn lock_ordering_key(key: &str) {
     // SAFETY: catalog lookups and a lock request inside the caller's transaction; a
     // missing schema raises a normal ERROR.
     unsafe {
@@ -117,7 +117,7 @@ static MESSAGE: Statement = Statement {
 /// message for the dispatcher to unpark; a revived message is pending and needs no flag.)
 pub(crate) static RETRY: Statement = Statement {
     sql: "WITH revived AS (
-              SELECT id, status FROM workflow.outbox WHERE id = $1 AND status IN ('dead', 'cancelled') FOR UPDATE),
+              SELECT id, status, endpoint FROM workflow.outbox WHERE id = $1 AND status IN ('dead', 'cancelled') FOR UPDATE),
           pending AS (
               UPDATE workflow.outbox
                  SET status = 'pending', attempts = 0, next_attempt_at = statement_timestamp(),
@@ -126,8 +126,8 @@ pub(crate) static RETRY: Statement = Statement {
                WHERE id = (SELECT id FROM revived)
               RETURNING id),
           counted AS (
-              INSERT INTO workflow.message_counts (status, n)
-              SELECT status, -1 FROM revived WHERE EXISTS (SELECT FROM pending))
+              INSERT INTO workflow.message_counts (status, n, endpoint)
+              SELECT status, -1, endpoint FROM revived WHERE EXISTS (SELECT FROM pending))
           SELECT id FROM pending",
     args: &[INT8OID],
 };
@@ -138,10 +138,10 @@ pub(crate) static CANCEL: Statement = Statement {
                  SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
                      parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
                WHERE id = $1 AND status = 'pending'
-              RETURNING id),
+              RETURNING id, endpoint),
           counted AS (
-              INSERT INTO workflow.message_counts (status, n)
-              SELECT 'cancelled', 1 FROM cancelled)
+              INSERT INTO workflow.message_counts (status, n, endpoint)
+              SELECT 'cancelled', 1, endpoint FROM cancelled)
           SELECT id FROM cancelled",
     args: &[INT8OID],
 };
@@ -158,9 +158,9 @@ pub static CANCEL_WORKFLOW_MESSAGES: Statement = Statement {
                  SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
                      parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
                WHERE workflow_id = ANY ($1) AND status = 'pending'
-              RETURNING id)
-          INSERT INTO workflow.message_counts (status, n)
-          SELECT 'cancelled', count(*) FROM cancelled HAVING count(*) > 0",
+              RETURNING id, endpoint)
+          INSERT INTO workflow.message_counts (status, n, endpoint)
+          SELECT 'cancelled', count(*), endpoint FROM cancelled GROUP BY endpoint",
     args: &[UUIDARRAYOID],
 };
 
@@ -210,7 +210,8 @@ pub(crate) static STATS: Statement = Statement {
           SELECT c.pending, c.delivered, c.dead, c.cancelled, o.age, m.deliveries, m.failures,
                  l.p50, l.p99,
                  EXISTS (SELECT FROM pg_catalog.pg_stat_activity
-                          WHERE backend_type = 'workflow dispatcher' AND datname = current_database())
+                          WHERE backend_type = 'workflow dispatcher' AND datname = current_database()),
+                 (SELECT count(*) FROM workflow.endpoint_settings WHERE disabled_at IS NOT NULL)
             FROM counts c, oldest o, last_minute m, latency l",
     args: &[],
 };
@@ -269,7 +270,7 @@ fn wf_enqueue(
     if step.is_some() && workflow.is_none() {
         WfError::StepWithoutWorkflow.raise();
     }
-    let ordering_key = validate::optional_name("ordering_key", ordering_key).or_raise();
+    let ordering_key = validate::message_key("ordering_key", ordering_key).or_raise();
 
     let id = super::write("wf_enqueue", |client| {
         let (url, endpoint) = match target {
@@ -420,8 +421,8 @@ fn wf_cancel_message(id: Option<i64>) {
 }
 
 /// One row of outbox health: counts by state, the oldest pending message's age, the last
-/// minute's deliveries, failures and commit-to-delivery latency, and whether a dispatcher
-/// serves this database.
+/// minute's deliveries, failures and commit-to-delivery latency, whether a dispatcher
+/// serves this database, and how many endpoints are disabled.
 #[allow(clippy::type_complexity)] // pgrx needs the row type spelled out to name the columns
 #[pg_extern(stable, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
@@ -438,6 +439,7 @@ fn wf_stats() -> TableIterator<
         name!(latency_p50_ms, Option<f64>),
         name!(latency_p99_ms, Option<f64>),
         name!(dispatcher_running, bool),
+        name!(endpoints_disabled, i64),
     ),
 > {
     let row = super::read(|client| {
@@ -454,6 +456,7 @@ fn wf_stats() -> TableIterator<
                 row.get(8)?,
                 row.get(9)?,
                 row.get::<bool>(10)?.unwrap_or(false),
+                row.get::<i64>(11)?.unwrap_or(0),
             ))
         })?)
     });

@@ -3,11 +3,67 @@
 use rand::Rng;
 use std::time::{Duration, SystemTime};
 
-/// The first retry waits up to this long; each further one doubles it, up to `MAX_BACKOFF`.
-pub const BASE_BACKOFF: Duration = Duration::from_secs(1);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60 * 60);
+/// The delays between attempts by default: Svix's, in all about 27.6 hours, so that a
+/// message is retried for more than a day even with every delay jittered to its shortest.
+pub const DEFAULT_SCHEDULE: &str = "5s, 5min, 30min, 2h, 5h, 10h, 10h";
+/// Each delay is drawn uniformly within this fraction of its scheduled length, either way,
+/// so that messages that failed together do not all come back together.
+pub const JITTER: f64 = 0.1;
 /// A receiver cannot push a message further out than this with `Retry-After`.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+/// Most entries a schedule may have, and the longest one delay may be.
+pub const MAX_SCHEDULE_ENTRIES: usize = 100;
+pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Parses a schedule such as `5s, 5min, 30min, 2h`: comma-separated delays, each a number
+/// (decimals allowed) and one of the units `ms`, `s`, `min`, `h`, `d`.
+pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
+    let mut delays = Vec::new();
+    for entry in text.split(',').map(str::trim) {
+        if entry.is_empty() {
+            return Err("an entry is empty".into());
+        }
+        let split = entry
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("\"{entry}\" has no unit (ms, s, min, h or d)"))?;
+        let (number, unit) = entry.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("\"{entry}\" does not start with a number"))?;
+        let seconds = match unit.trim() {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            other => return Err(format!("\"{other}\" is not a unit (ms, s, min, h or d)")),
+        };
+        delays.push(schedule_entry(number * seconds)?);
+    }
+    check_length(delays.len())?;
+    Ok(delays)
+}
+
+/// One delay of `seconds`, if it is within the range a schedule allows.
+pub fn schedule_entry(seconds: f64) -> Result<Duration, String> {
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= MAX_DELAY.as_secs_f64()) {
+        return Err(format!(
+            "a delay must be more than 0 and at most {} days",
+            MAX_DELAY.as_secs() / 86400
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+pub fn check_length(entries: usize) -> Result<(), String> {
+    match entries {
+        0 => Err("a schedule needs at least one delay".into()),
+        n if n > MAX_SCHEDULE_ENTRIES => Err(format!(
+            "a schedule has at most {MAX_SCHEDULE_ENTRIES} delays, not {n}"
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// What one attempt's result asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,18 +88,26 @@ pub fn classify_status(status: u16) -> Verdict {
     }
 }
 
-/// Exponential backoff with full jitter: uniform in `[0, min(cap, base·2^(attempt-1))]`.
-pub fn backoff(attempt: u32, rng: &mut impl Rng) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(31);
-    let ceiling = BASE_BACKOFF
-        .saturating_mul(1u32 << exponent)
-        .min(MAX_BACKOFF);
-    Duration::from_micros(rng.random_range(0..=ceiling.as_micros() as u64))
+/// The delay after failed attempt `attempt` (from 1): the schedule's entry for it (its
+/// last entry once the schedule is used up), jittered by [`JITTER`].
+pub fn backoff(attempt: u32, schedule: &[Duration], rng: &mut impl Rng) -> Duration {
+    let Some(last) = schedule.last() else {
+        return Duration::ZERO;
+    };
+    let scheduled = schedule
+        .get(attempt.saturating_sub(1) as usize)
+        .unwrap_or(last);
+    scheduled.mul_f64(rng.random_range(1.0 - JITTER..=1.0 + JITTER))
 }
 
-/// When to try again: the jittered backoff, but never before the receiver's `Retry-After`.
-pub fn next_delay(attempt: u32, retry_after: Option<Duration>, rng: &mut impl Rng) -> Duration {
-    let jittered = backoff(attempt, rng);
+/// When to try again: the scheduled delay, but never before the receiver's `Retry-After`.
+pub fn next_delay(
+    attempt: u32,
+    schedule: &[Duration],
+    retry_after: Option<Duration>,
+    rng: &mut impl Rng,
+) -> Duration {
+    let jittered = backoff(attempt, schedule, rng);
     match retry_after {
         Some(wait) => jittered.max(wait.min(MAX_RETRY_AFTER)),
         None => jittered,
@@ -69,6 +133,7 @@ pub fn decide(
     max_attempts: u32,
     named_endpoint: bool,
     retry_after: Option<Duration>,
+    schedule: &[Duration],
     rng: &mut impl Rng,
 ) -> Decision {
     let verdict = status.map_or(Verdict::Retry, classify_status);
@@ -77,7 +142,7 @@ pub fn decide(
         Verdict::Gone if named_endpoint => Decision::DisableEndpoint,
         Verdict::Gone | Verdict::Reject => Decision::Dead,
         Verdict::Retry if attempt >= max_attempts => Decision::Dead,
-        Verdict::Retry => Decision::RetryAfter(next_delay(attempt, retry_after, rng)),
+        Verdict::Retry => Decision::RetryAfter(next_delay(attempt, schedule, retry_after, rng)),
     }
 }
 
@@ -111,34 +176,80 @@ mod tests {
         assert_eq!(classify_status(410), Verdict::Gone);
     }
 
-    #[test]
-    fn backoff_stays_within_its_doubling_ceiling_and_the_cap() {
-        let mut rng = StdRng::seed_from_u64(7);
-        for attempt in 1..=40u32 {
-            let ceiling = BASE_BACKOFF
-                .saturating_mul(1 << attempt.saturating_sub(1).min(31))
-                .min(MAX_BACKOFF);
-            for _ in 0..200 {
-                assert!(backoff(attempt, &mut rng) <= ceiling, "attempt {attempt}");
-            }
-        }
+    fn default() -> Vec<Duration> {
+        parse_schedule(DEFAULT_SCHEDULE).unwrap()
     }
 
     #[test]
-    fn backoff_is_jittered_over_the_whole_range() {
-        let mut rng = StdRng::seed_from_u64(11);
-        let samples: Vec<Duration> = (0..1000).map(|_| backoff(4, &mut rng)).collect();
+    fn the_default_schedule_retries_for_more_than_a_day_at_its_shortest() {
+        let total: Duration = default().iter().sum();
+        assert!(
+            total.mul_f64(1.0 - JITTER) >= Duration::from_secs(24 * 3600),
+            "{total:?}"
+        );
+        assert_eq!(default().len(), 7);
+    }
+
+    #[test]
+    fn each_delay_is_its_entry_jittered_and_the_last_entry_repeats() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let schedule = default();
+        for attempt in 1..=12u32 {
+            let entry = schedule[(attempt as usize - 1).min(schedule.len() - 1)];
+            for _ in 0..200 {
+                let delay = backoff(attempt, &schedule, &mut rng);
+                assert!(delay >= entry.mul_f64(1.0 - JITTER), "attempt {attempt}");
+                assert!(delay <= entry.mul_f64(1.0 + JITTER), "attempt {attempt}");
+            }
+        }
+        let samples: Vec<Duration> = (0..1000).map(|_| backoff(1, &schedule, &mut rng)).collect();
         let (min, max) = (samples.iter().min().unwrap(), samples.iter().max().unwrap());
-        assert!(*min < Duration::from_millis(500), "{min:?}");
-        assert!(*max > Duration::from_millis(7500), "{max:?}");
+        assert!(*min < Duration::from_millis(4600), "{min:?}");
+        assert!(*max > Duration::from_millis(5400), "{max:?}");
+    }
+
+    #[test]
+    fn schedules_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            parse_schedule("250ms, 1.5s,2min , 1h, 1d").unwrap(),
+            vec![
+                Duration::from_millis(250),
+                Duration::from_millis(1500),
+                Duration::from_secs(120),
+                Duration::from_secs(3600),
+                Duration::from_secs(86400)
+            ]
+        );
+        for (bad, why) in [
+            ("", "empty"),
+            ("5s,,5s", "empty"),
+            ("5", "no unit"),
+            ("5 weeks", "not a unit"),
+            ("x5s", "number"),
+            ("0s", "more than 0"),
+            ("8d", "at most 7 days"),
+        ] {
+            let error = parse_schedule(bad).unwrap_err();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+        assert!(parse_schedule(&vec!["1s"; 101].join(",")).is_err());
     }
 
     #[test]
     fn retry_after_is_a_floor_and_is_capped() {
         let mut rng = StdRng::seed_from_u64(3);
-        assert!(next_delay(1, Some(Duration::from_secs(30)), &mut rng) >= Duration::from_secs(30));
+        let schedule = [Duration::from_secs(1)];
+        assert!(
+            next_delay(1, &schedule, Some(Duration::from_secs(30)), &mut rng)
+                >= Duration::from_secs(30)
+        );
         assert_eq!(
-            next_delay(1, Some(Duration::from_secs(10_000_000)), &mut rng),
+            next_delay(
+                1,
+                &schedule,
+                Some(Duration::from_secs(10_000_000)),
+                &mut rng
+            ),
             MAX_RETRY_AFTER
         );
     }
@@ -146,8 +257,10 @@ mod tests {
     #[test]
     fn decisions_follow_the_delivery_protocol() {
         let mut rng = StdRng::seed_from_u64(5);
-        let mut decide =
-            |status, attempt, endpoint| decide(status, attempt, 3, endpoint, None, &mut rng);
+        let schedule = default();
+        let mut decide = |status, attempt, endpoint| {
+            decide(status, attempt, 3, endpoint, None, &schedule, &mut rng)
+        };
         assert_eq!(decide(Some(204), 1, false), Decision::Delivered);
         assert!(matches!(
             decide(Some(503), 1, false),

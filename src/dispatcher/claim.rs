@@ -5,8 +5,10 @@ use crate::db::{self, Statement};
 use crate::delivery::headers;
 use crate::delivery::signing::Secret;
 use pgrx::datum::{DatumWithOid, Interval};
-use pgrx::pg_sys::{INT4OID, INTERVALOID};
+use pgrx::pg_sys::{INT4ARRAYOID, INT4OID, INTERVALOID, TEXTARRAYOID};
 use pgrx::spi::{SpiClient, SpiResult};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A claim holds a message for `LEASE_GENERATIONS` request timeouts plus this margin: the
@@ -26,13 +28,51 @@ pub fn rows_within_byte_budget(max_payload_bytes: usize) -> usize {
     (CLAIM_BYTES / (max_payload_bytes + headers::MAX_BYTES).max(1)).max(1)
 }
 
+/// How many requests a destination may have outstanding per request it may have in flight:
+/// as for the dispatcher as a whole, one generation queued behind the one in flight.
+/// A rate-limited destination may have at most a second of its rate outstanding, so that
+/// none waits for its turn past its lease.
+macro_rules! destination_room {
+    ($destination:expr, $generations:literal, $default:literal, $busy:literal, $counts:literal) => {
+        concat!(
+            "(coalesce((SELECT least(coalesce(e.max_concurrency, ",
+            $default,
+            ") * ",
+            $generations,
+            ",
+                                     CASE WHEN e.rate_per_second IS NULL THEN 2147483647
+                                          ELSE greatest(1, ceil(e.rate_per_second))::int END)
+                          FROM workflow.endpoint_settings e WHERE e.name = ",
+            $destination,
+            "),
+                       ",
+            $default,
+            " * ",
+            $generations,
+            ")
+              - coalesce((SELECT b.n FROM unnest(",
+            $busy,
+            "::text[], ",
+            $counts,
+            "::int4[]) AS b(destination, n)
+                           WHERE b.destination = ",
+            $destination,
+            "), 0))"
+        )
+    };
+}
+pub(crate) use destination_room;
+
 /// Walks up to `$1` due messages, oldest due first, and claims those that may go now. A
-/// message waits while its named endpoint is disabled, and while an older message of its
+/// message waits while its named endpoint is disabled, while an older message of its
 /// ordering key is pending (the key's head is the only one sent, so a failing head blocks
-/// only its own key). Such a blocked message is parked instead (see `parking`): out of
-/// `outbox_due`, so no later claim walks it again; every row the walk takes is claimed or
-/// parked, so each claim makes progress and its work grows with `$1`, never with what is
-/// blocked. The last column counts the parked; a walk that claims nothing still returns
+/// only its own key), and while its destination — its endpoint, or its URL's origin — has
+/// as many requests outstanding as its limits allow (`destination_room!`; `$7`/`$8` are the
+/// destinations with requests outstanding, and how many). Such a blocked message is parked
+/// instead (see `parking`): out of `outbox_due`, so no later claim walks it again; every
+/// row the walk takes is claimed or parked, so each claim makes progress and its work
+/// grows with `$1`, never with what is blocked. The last columns count the parked, and
+/// name the destinations parked at their limit; a walk that claims nothing still returns
 /// one row, its other columns NULL.
 ///
 /// The dispatcher runs this as a generic plan (see `worker`), which cannot know `$1`, so
@@ -48,8 +88,9 @@ pub fn rows_within_byte_budget(max_payload_bytes: usize) -> usize {
 /// - the endpoint's settings are joined to the claimed rows only;
 /// - the lease goes to `leased_until`, which no index covers: the claim is a HOT update.
 pub static CLAIM: Statement = Statement {
-    sql: "WITH due AS (
-              SELECT m.id,
+    sql: concat!(
+        "WITH due AS (
+              SELECT m.id, m.next_attempt_at, coalesce(m.endpoint, m.origin) AS destination,
                      m.endpoint IS NOT NULL AND EXISTS (
                         SELECT FROM workflow.endpoint_settings d
                          WHERE d.name = m.endpoint AND d.disabled_at IS NOT NULL) AS behind_endpoint,
@@ -63,11 +104,22 @@ pub static CLAIM: Statement = Statement {
                ORDER BY m.next_attempt_at
                LIMIT $1
                  FOR UPDATE OF m SKIP LOCKED),
+          sendable AS (
+              SELECT d.id, d.destination,
+                     row_number() OVER (PARTITION BY d.destination ORDER BY d.next_attempt_at, d.id) AS rank
+                FROM due d
+               WHERE NOT (d.behind_endpoint OR d.behind_key)),
+          limited AS MATERIALIZED (
+              SELECT s.id, s.destination FROM sendable s
+               WHERE s.rank > ", destination_room!("s.destination", "$5", "$6", "$7", "$8"), "),
           parked AS (
               UPDATE workflow.outbox m
                  SET parked = CASE WHEN m.id = ANY (ARRAY(SELECT id FROM due WHERE behind_endpoint))
-                                   THEN 'endpoint' ELSE 'ordering_key' END
-               WHERE m.id = ANY (ARRAY(SELECT id FROM due WHERE behind_endpoint OR behind_key))
+                                   THEN 'endpoint'
+                                   WHEN m.id = ANY (ARRAY(SELECT id FROM limited)) THEN 'limit'
+                                   ELSE 'ordering_key' END
+               WHERE m.id = ANY (ARRAY(SELECT id FROM due WHERE behind_endpoint OR behind_key
+                                       UNION ALL SELECT id FROM limited))
               RETURNING m.id),
           claimed AS (
               UPDATE workflow.outbox m
@@ -76,19 +128,42 @@ pub static CLAIM: Statement = Statement {
                          + COALESCE((SELECT e.timeout FROM workflow.endpoint_settings e
                                       WHERE e.name = m.endpoint), $2) * $5
                          + $3
-               WHERE m.id = ANY (ARRAY(SELECT id FROM due WHERE NOT (behind_endpoint OR behind_key)))
+               WHERE m.id = ANY (ARRAY(SELECT id FROM sendable
+                                        WHERE id <> ALL (ARRAY(SELECT id FROM limited))))
               RETURNING m.id, m.attempts, m.url, m.endpoint, m.payload, m.headers,
                         m.idempotency_key, m.webhook_id, m.step, m.ordering_key,
-                        m.last_started_at)
+                        m.last_started_at, coalesce(m.endpoint, m.origin) AS destination)
           SELECT c.id, c.attempts, COALESCE(e.url, c.url), c.payload::text,
-                 e.headers::text, c.headers::text, c.idempotency_key, c.webhook_id,
-                 e.secrets, COALESCE(e.max_attempts, $4),
+                 e.headers::text, c.headers::text,
+                 -- A published message's key is its publish's, per endpoint (see wf_publish).
+                 CASE WHEN starts_with(c.idempotency_key, 'workflow.publish:')
+                      THEN substr(c.idempotency_key, length('workflow.publish:' || c.endpoint || ':') + 1)
+                      ELSE c.idempotency_key END,
+                 c.webhook_id,
+                 -- Secrets being rotated out sign too, until their time is up.
+                 e.secrets || CASE WHEN e.retiring_until > clock_timestamp()
+                                   THEN e.retiring_secrets ELSE '{}' END,
+                 COALESCE(e.max_attempts, $4),
                  (extract(epoch FROM COALESCE(e.timeout, $2)) * 1000)::bigint,
                  c.step IS NOT NULL, c.endpoint IS NOT NULL, c.ordering_key IS NOT NULL,
-                 c.last_started_at IS NOT NULL, p.n
+                 c.last_started_at IS NOT NULL, p.n, c.destination,
+                 coalesce(e.max_concurrency, $6), e.rate_per_second,
+                 ARRAY(SELECT (extract(epoch FROM d) * 1000)::float8 FROM unnest(e.retry_schedule) d),
+                 e.failing_since IS NOT NULL, l.destinations
             FROM (SELECT count(*) AS n FROM parked) p
-            LEFT JOIN (claimed c LEFT JOIN workflow.endpoint_settings e ON e.name = c.endpoint) ON true",
-    args: &[INT4OID, INTERVALOID, INTERVALOID, INT4OID, INT4OID],
+           CROSS JOIN (SELECT array_agg(DISTINCT destination) AS destinations FROM limited) l
+            LEFT JOIN (claimed c LEFT JOIN workflow.endpoint_settings e ON e.name = c.endpoint) ON true"
+    ),
+    args: &[
+        INT4OID,
+        INTERVALOID,
+        INTERVALOID,
+        INT4OID,
+        INT4OID,
+        INT4OID,
+        TEXTARRAYOID,
+        INT4ARRAYOID,
+    ],
 };
 
 /// How long until the next pending message becomes due. Messages already due but not
@@ -134,11 +209,21 @@ pub struct Job {
     /// Why the message cannot be sent as stored (a secret or header that no longer
     /// parses): it goes dead with this reason instead of out unsigned or without them.
     pub unsendable: Option<String>,
+    /// Where the per-destination limits count it: its endpoint, or its URL's origin.
+    pub destination: Arc<str>,
+    /// The destination's limits: requests in flight at once, and per second.
+    pub concurrency: usize,
+    pub rate_per_second: Option<f64>,
+    /// The endpoint's own retry schedule, if it has one.
+    pub retry_schedule: Option<Arc<[Duration]>>,
+    /// Whether the endpoint had failed since its last success when this was claimed.
+    pub endpoint_failing: bool,
 }
 
 pub struct Settings {
     pub request_timeout: Duration,
     pub max_attempts: i32,
+    pub concurrency_per_destination: usize,
 }
 
 fn interval(duration: Duration) -> Interval {
@@ -168,6 +253,8 @@ pub struct Claimed {
     pub jobs: Vec<Job>,
     /// Found blocked and parked.
     pub parked: usize,
+    /// The destinations some of whose messages were parked at their limit.
+    pub limited: Vec<String>,
 }
 
 impl Claimed {
@@ -179,23 +266,36 @@ impl Claimed {
 
 /// Walks up to `limit` due messages, claiming and parking them; call inside a transaction
 /// and commit before sending.
-pub fn claim(client: &mut SpiClient<'_>, limit: usize, settings: &Settings) -> SpiResult<Claimed> {
+pub fn claim(
+    client: &mut SpiClient<'_>,
+    limit: usize,
+    settings: &Settings,
+    outstanding: &HashMap<Arc<str>, usize>,
+) -> SpiResult<Claimed> {
     // Earlier than the database's clock_timestamp() in the claim: the deadline errs early.
     let claimed_at = Instant::now();
-    let args: [DatumWithOid; 5] = [
+    let (busy, counts) = db_arrays(outstanding);
+    let args: [DatumWithOid; 8] = [
         (limit.min(i32::MAX as usize) as i32).into(),
         interval(settings.request_timeout).into(),
         interval(LEASE_MARGIN).into(),
         settings.max_attempts.into(),
         LEASE_GENERATIONS.into(),
+        (settings.concurrency_per_destination.min(i32::MAX as usize) as i32).into(),
+        busy.into(),
+        counts.into(),
     ];
     db::execute(client, &CLAIM, &args, |rows| {
         let mut claimed = Claimed {
             jobs: Vec::with_capacity(rows.len()),
-            parked: 0,
+            ..Claimed::default()
         };
         for row in rows {
             claimed.parked = row.get::<i64>(16)?.unwrap_or(0).max(0) as usize;
+            if claimed.limited.is_empty() {
+                let limited: Option<Vec<Option<String>>> = row.get(22)?;
+                claimed.limited = limited.unwrap_or_default().into_iter().flatten().collect();
+            }
             let Some(id) = row.get::<i64>(1)? else {
                 continue; // the one row of a walk that claimed nothing
             };
@@ -224,10 +324,35 @@ pub fn claim(client: &mut SpiClient<'_>, limit: usize, settings: &Settings) -> S
                 replaces_attempt: row.get(15)?.unwrap_or(true),
                 lease_deadline: claimed_at + timeout * LEASE_GENERATIONS as u32 + LEASE_MARGIN,
                 unsendable: bad_secret.or(bad_headers),
+                destination: row.get::<String>(17)?.unwrap_or_default().into(),
+                concurrency: row.get::<i32>(18)?.unwrap_or(1).max(1) as usize,
+                rate_per_second: row.get::<f64>(19)?.filter(|rate| *rate > 0.0),
+                retry_schedule: schedule(row.get::<Vec<Option<f64>>>(20)?),
+                endpoint_failing: row.get::<bool>(21)?.unwrap_or(false),
             });
         }
         Ok(claimed)
     })
+}
+
+/// The destinations with requests outstanding, and how many, as the statements take them.
+pub fn db_arrays(outstanding: &HashMap<Arc<str>, usize>) -> (Vec<String>, Vec<i32>) {
+    outstanding
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(destination, n)| (destination.to_string(), (*n).min(i32::MAX as usize) as i32))
+        .unzip()
+}
+
+/// An endpoint's retry schedule from its milliseconds; none when it has none.
+fn schedule(millis: Option<Vec<Option<f64>>>) -> Option<Arc<[Duration]>> {
+    let delays: Vec<Duration> = millis?
+        .into_iter()
+        .flatten()
+        .filter(|ms| ms.is_finite() && *ms > 0.0)
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .collect();
+    (!delays.is_empty()).then(|| delays.into())
 }
 
 /// Milliseconds until the next pending message is due; `None` when none is pending.

@@ -1,5 +1,6 @@
 //! Retention (G6): delivered and cancelled messages, with their attempts, and finished
-//! workflows, with their steps, are deleted after `workflow.retention`, a small batch per
+//! workflows, with their steps, are deleted after `workflow.retention` (and rotated-out
+//! secrets once their time is up), a small batch per
 //! transaction so that locks stay short and autovacuum keeps up. Dead messages stay until
 //! an operator retries or removes them.
 
@@ -32,27 +33,35 @@ pub(crate) static PURGE_MESSAGES: Statement = Statement {
           gone AS (
               DELETE FROM workflow.outbox m
                WHERE m.id = ANY (ARRAY(SELECT id FROM doomed))
-              RETURNING m.id, m.status),
+              RETURNING m.id, m.status, m.endpoint),
           attempts AS (
               DELETE FROM workflow.delivery_attempts a
                WHERE a.message_id = ANY (ARRAY(SELECT id FROM gone))),
           counted AS (
-              INSERT INTO workflow.message_counts (status, n)
-              SELECT s.status, s.n
-                FROM (SELECT 'delivered' AS status, -count(*) FILTER (WHERE status = 'delivered') AS n FROM gone
-                      UNION ALL
-                      SELECT 'cancelled', -count(*) FILTER (WHERE status = 'cancelled') FROM gone) s
-               WHERE s.n < 0)
+              INSERT INTO workflow.message_counts (status, n, endpoint)
+              SELECT status, -count(*), endpoint FROM gone GROUP BY status, endpoint)
           SELECT id FROM gone",
     args: &[INTERVALOID, INT4OID],
 };
 
-/// Folds the committed count deltas into one row per status, so that `wf_stats` sums a
+/// Folds the committed count deltas into one row per status and endpoint, so that `wf_stats` sums a
 /// handful of rows. Rows of transactions still open are not seen and stay as they are.
 static FOLD_COUNTS: Statement = Statement {
-    sql: "WITH folded AS (DELETE FROM workflow.message_counts RETURNING status, n)
-          INSERT INTO workflow.message_counts (status, n)
-          SELECT status, sum(n) FROM folded GROUP BY status HAVING sum(n) <> 0",
+    sql: "WITH folded AS (DELETE FROM workflow.message_counts RETURNING status, n, endpoint)
+          INSERT INTO workflow.message_counts (status, n, endpoint)
+          SELECT status, sum(n), endpoint FROM folded GROUP BY status, endpoint HAVING sum(n) <> 0",
+    args: &[],
+};
+
+/// Drops the secrets a rotation replaced once their time to go on signing is up
+/// (`wf_endpoint_rotate`). An endpoint the owner is changing right now waits for the next
+/// pass; the claim stops signing with them on time either way.
+static RETIRE_SECRETS: Statement = Statement {
+    sql: "UPDATE workflow.endpoint_settings e SET retiring_secrets = NULL, retiring_until = NULL
+           WHERE e.name = ANY (ARRAY(
+                     SELECT d.name FROM workflow.endpoint_settings d
+                      WHERE d.retiring_until <= clock_timestamp()
+                        FOR NO KEY UPDATE SKIP LOCKED))",
     args: &[],
 };
 
@@ -66,5 +75,6 @@ pub fn purge_batch(client: &mut SpiClient<'_>, retention: Duration) -> SpiResult
         Ok(rows.len())
     })?;
     db::execute(client, &FOLD_COUNTS, &[], |_| Ok(()))?;
+    db::execute(client, &RETIRE_SECRETS, &[], |_| Ok(()))?;
     Ok(messages + workflows)
 }

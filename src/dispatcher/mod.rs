@@ -9,6 +9,7 @@
 pub mod claim;
 pub mod database;
 pub mod housekeeping;
+mod limits;
 pub(crate) mod parking;
 mod ready;
 pub mod record;

@@ -23,9 +23,13 @@
 //! a round that records a keyed message's outcome flags its key itself, kept flags are
 //! looked at again, and a poll interval without a look ends in one.
 
+use super::claim;
 use crate::db::{self, Statement};
-use pgrx::pg_sys::INT4OID;
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::{INT4ARRAYOID, INT4OID, TEXTARRAYOID};
 use pgrx::spi::{SpiClient, SpiResult};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// How many flags, and how many messages of an enabled endpoint, one round handles.
 pub const UNPARK_BATCH: i32 = 1000;
@@ -120,5 +124,105 @@ pub fn unpark(client: &mut SpiClient<'_>) -> SpiResult<Unparked> {
             messages: count(row.get(1)?),
             flags_kept: count(row.get(2)?),
         })
+    })
+}
+
+/// Lets go of messages parked at their destination's limit (`'limit'`, see `claim`), as
+/// many of each destination `$5` as it has room for now (the claim's `destination_room!`,
+/// with `$3`/`$4` the destinations with requests outstanding), oldest due first. Returns,
+/// for each, whether any are left parked. A message an application holds locked stays for
+/// a later round.
+pub(crate) static UNPARK_LIMITED: Statement = Statement {
+    sql: concat!(
+        "WITH room AS (
+              SELECT t.destination, greatest(",
+        crate::dispatcher::claim::destination_room!("t.destination", "$1", "$2", "$3", "$4"),
+        ", 0) AS n
+                FROM unnest($5::text[]) AS t(destination)),
+          freed AS (
+              SELECT f.id, r.destination FROM room r
+               CROSS JOIN LATERAL (
+                     SELECT m.id FROM workflow.outbox m
+                      WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                      ORDER BY coalesce(m.endpoint, m.origin), m.next_attempt_at
+                      LIMIT r.n
+                        FOR NO KEY UPDATE SKIP LOCKED) f),
+          unparked AS (
+              UPDATE workflow.outbox m SET parked = NULL
+               WHERE m.id = ANY (ARRAY(SELECT id FROM freed))
+              RETURNING m.id)
+          SELECT r.destination,
+                 -- A probe per destination (LIMIT keeps the planner from hashing the
+                 -- whole index instead).
+                 (SELECT true FROM workflow.outbox m
+                   WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                     AND m.id <> ALL (ARRAY(SELECT id FROM freed))
+                   LIMIT 1) IS NOT NULL,
+                 (SELECT count(*) FROM unparked)
+            FROM room r"
+    ),
+    args: &[INT4OID, INT4OID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID],
+};
+
+/// The destinations with messages parked at their limit, one index probe each (a skip
+/// scan of `outbox_limited`): what a dispatcher that starts has to let go as room frees.
+static LIMITED_DESTINATIONS: Statement = Statement {
+    sql: "WITH RECURSIVE d AS (
+              (SELECT coalesce(endpoint, origin) AS destination FROM workflow.outbox
+                WHERE parked = 'limit' ORDER BY coalesce(endpoint, origin) LIMIT 1)
+              UNION ALL
+              SELECT (SELECT coalesce(m.endpoint, m.origin) FROM workflow.outbox m
+                       WHERE m.parked = 'limit' AND coalesce(m.endpoint, m.origin) > d.destination
+                       ORDER BY coalesce(m.endpoint, m.origin) LIMIT 1)
+                FROM d WHERE d.destination IS NOT NULL)
+          SELECT destination FROM d WHERE destination IS NOT NULL",
+    args: &[],
+};
+
+/// What `unpark_limited` did: the destinations that still have messages parked, and how
+/// many messages it let go.
+pub struct UnparkedLimited {
+    pub still_limited: Vec<String>,
+    pub messages: usize,
+}
+
+/// Lets go of what `destinations` have room for; see `UNPARK_LIMITED`.
+pub fn unpark_limited(
+    client: &mut SpiClient<'_>,
+    destinations: Vec<String>,
+    per_destination: usize,
+    outstanding: &HashMap<Arc<str>, usize>,
+) -> SpiResult<UnparkedLimited> {
+    let (busy, counts) = claim::db_arrays(outstanding);
+    let args: [DatumWithOid; 5] = [
+        claim::LEASE_GENERATIONS.into(),
+        (per_destination.min(i32::MAX as usize) as i32).into(),
+        busy.into(),
+        counts.into(),
+        destinations.into(),
+    ];
+    db::execute(client, &UNPARK_LIMITED, &args, |rows| {
+        let mut done = UnparkedLimited {
+            still_limited: Vec::new(),
+            messages: 0,
+        };
+        for row in rows {
+            done.messages = row.get::<i64>(3)?.unwrap_or(0).max(0) as usize;
+            if row.get::<bool>(2)? == Some(true) {
+                done.still_limited.extend(row.get::<String>(1)?);
+            }
+        }
+        Ok(done)
+    })
+}
+
+/// See `LIMITED_DESTINATIONS`.
+pub fn limited_destinations(client: &mut SpiClient<'_>) -> SpiResult<Vec<String>> {
+    db::execute(client, &LIMITED_DESTINATIONS, &[], |rows| {
+        let mut found = Vec::new();
+        for row in rows {
+            found.extend(row.get::<String>(1)?);
+        }
+        Ok(found)
     })
 }

@@ -5,11 +5,13 @@
 //! statements of their own, run only for a round that has them.
 
 use super::send::{Outcome, storable};
+use crate::config;
 use crate::db::{self, Statement};
 use crate::delivery::retry::{self, Decision};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{
-    FLOAT4ARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, UUIDARRAYOID,
+    FLOAT4ARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, INTERVALOID, TEXTARRAYOID,
+    UUIDARRAYOID,
 };
 use pgrx::spi::{SpiClient, SpiResult};
 use std::collections::HashMap;
@@ -72,14 +74,11 @@ pub(crate) static RECORD: Statement = Statement {
                 FROM o
                WHERE m.ctid = ANY (ARRAY(SELECT ctid FROM locked)) AND m.id = o.id
                  AND m.status = 'pending' AND m.attempts = o.attempt
-              RETURNING m.id, m.workflow_id, m.step, m.status),
+              RETURNING m.id, m.workflow_id, m.step, m.status, m.endpoint),
           counted AS (
-              INSERT INTO workflow.message_counts (status, n)
-              SELECT s.status, s.n
-                FROM (SELECT 'delivered' AS status, count(*) FILTER (WHERE status = 'delivered') AS n FROM changed
-                      UNION ALL
-                      SELECT 'dead', count(*) FILTER (WHERE status = 'dead') FROM changed) s
-               WHERE s.n > 0),
+              INSERT INTO workflow.message_counts (status, n, endpoint)
+              SELECT status, count(*), endpoint FROM changed
+               WHERE status IN ('delivered', 'dead') GROUP BY status, endpoint),
           logged AS (
               INSERT INTO workflow.delivery_attempts
                      (message_id, attempt, started_at, duration_ms, status_code, error, response_body)
@@ -203,6 +202,39 @@ static DISABLE_ENDPOINTS: Statement = Statement {
     args: &[INT8ARRAYOID],
 };
 
+/// Endpoint health, on the rounds that change it: an endpoint's first failure since its
+/// last success (`$2`, none of them also succeeding this round, `$1`) starts its failing
+/// time; a success ends it; and an endpoint that has failed throughout
+/// `workflow.endpoint_disable_after` (`$3`, NULL: never) is disabled, its messages kept
+/// waiting. An endpoint the owner is changing right now is skipped until a later outcome.
+static HEALTH: Statement = Statement {
+    sql: "WITH recovered AS (
+              UPDATE workflow.endpoint_settings e SET failing_since = NULL
+               WHERE e.name = ANY (ARRAY(
+                         SELECT d.name FROM workflow.endpoint_settings d
+                          WHERE d.name = ANY ($1) AND d.failing_since IS NOT NULL
+                            FOR NO KEY UPDATE SKIP LOCKED))),
+          failing AS (
+              UPDATE workflow.endpoint_settings e SET failing_since = clock_timestamp()
+               WHERE e.name = ANY (ARRAY(
+                         SELECT d.name FROM workflow.endpoint_settings d
+                          WHERE d.name = ANY ($2) AND d.name <> ALL ($1) AND d.failing_since IS NULL
+                            FOR NO KEY UPDATE SKIP LOCKED))),
+          disabled AS (
+              UPDATE workflow.endpoint_settings e
+                 SET disabled_at = clock_timestamp(),
+                     disabled_reason = 'no attempt succeeded since ' || e.failing_since
+                                       || ' (workflow.endpoint_disable_after)',
+                     updated_at = clock_timestamp()
+               WHERE e.name = ANY (ARRAY(
+                         SELECT d.name FROM workflow.endpoint_settings d
+                          WHERE d.name = ANY ($2) AND d.name <> ALL ($1) AND d.disabled_at IS NULL
+                            AND d.failing_since <= clock_timestamp() - $3
+                            FOR NO KEY UPDATE SKIP LOCKED)))
+          SELECT 1",
+    args: &[TEXTARRAYOID, TEXTARRAYOID, INTERVALOID],
+};
+
 /// Hands back messages that were claimed but not sent (see `Outcome::released`): due again
 /// at once, the claim's attempt not counted. A message held locked keeps its lease, which
 /// runs out.
@@ -254,6 +286,7 @@ pub fn record(
         db::execute(client, &RELEASE, &args, |_| Ok(()))?;
     }
     let mut rng = rand::rng();
+    let default_schedule = config::retry_schedule();
     let n = outcomes.len();
     let (mut ids, mut attempts, mut started, mut durations) = (
         Vec::with_capacity(n),
@@ -272,6 +305,7 @@ pub fn record(
     let (mut forget_ids, mut forget_attempts) = (Vec::new(), Vec::new());
     // Only the few outcomes with consequences beyond their message.
     let (mut steps, mut disables) = (HashMap::new(), Vec::new());
+    let mut health = Health::default();
     for outcome in outcomes {
         let decision = if outcome.refused {
             Decision::Dead
@@ -282,9 +316,14 @@ pub fn record(
                 outcome.max_attempts.max(1) as u32,
                 outcome.named_endpoint,
                 outcome.retry_after,
+                outcome
+                    .retry_schedule
+                    .as_deref()
+                    .unwrap_or(&default_schedule),
                 &mut rng,
             )
         };
+        health.note(outcome, decision == Decision::Delivered);
         let (state, delay) = match decision {
             Decision::Delivered => ("delivered", 0.0),
             Decision::RetryAfter(delay) => ("pending", delay.as_secs_f64()),
@@ -384,8 +423,50 @@ pub fn record(
     if !disables.is_empty() {
         db::execute(client, &DISABLE_ENDPOINTS, &[disables.into()], |_| Ok(()))?;
     }
+    if health.changes() {
+        let disable_after = config::endpoint_disable_after().map(|after| {
+            pgrx::datum::Interval::from_micros(after.as_micros().min(i64::MAX as u128) as i64)
+        });
+        let args: [DatumWithOid; 3] = [
+            health.succeeded.into(),
+            health.failed.into(),
+            disable_after.into(),
+        ];
+        db::execute(client, &HEALTH, &args, |_| Ok(()))?;
+    }
     skipped.extend(held);
     Ok(skipped)
+}
+
+/// The named endpoints a round's outcomes succeeded and failed for, and whether that may
+/// change their health (see `HEALTH`): a failure always may (it starts a failing time or
+/// ends one in a disable), a success only for an endpoint that was failing.
+#[derive(Default)]
+struct Health {
+    succeeded: Vec<String>,
+    failed: Vec<String>,
+    recovers: bool,
+}
+
+impl Health {
+    fn note(&mut self, outcome: &Outcome, delivered: bool) {
+        if !outcome.named_endpoint {
+            return;
+        }
+        let name = outcome.destination.to_string();
+        if delivered {
+            self.recovers |= outcome.endpoint_failing;
+            if !self.succeeded.contains(&name) {
+                self.succeeded.push(name);
+            }
+        } else if !self.failed.contains(&name) {
+            self.failed.push(name);
+        }
+    }
+
+    fn changes(&self) -> bool {
+        self.recovers || !self.failed.is_empty()
+    }
 }
 
 /// The durable steps among `outcomes` whose runs an application holds (see `LOCK_STEP_RUNS`).

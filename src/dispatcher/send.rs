@@ -4,6 +4,7 @@
 //! which waits on that socket beside its latch (see [`Wake`]).
 
 use super::claim::Job;
+use super::limits::Limits;
 use crate::delivery::{signing, target};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -41,9 +42,13 @@ pub struct Outcome {
     pub retry_after: Option<Duration>,
     /// Response headers, kept only for durable steps, which checkpoint them.
     pub headers: Option<serde_json::Value>,
-    /// Not attempted: the lease ran out while the job waited for a connection, or the
-    /// dispatcher is stopping. The message is handed back, its attempt not counted.
+    /// Not attempted: the lease ran out while the job waited for a connection or its
+    /// destination's turn, or the dispatcher is stopping. The message is handed back, its
+    /// attempt not counted.
     pub released: bool,
+    pub destination: Arc<str>,
+    pub retry_schedule: Option<Arc<[Duration]>>,
+    pub endpoint_failing: bool,
 }
 
 impl Outcome {
@@ -66,6 +71,9 @@ impl Outcome {
             retry_after: None,
             headers: None,
             released: false,
+            destination: Arc::clone(&job.destination),
+            retry_schedule: job.retry_schedule.clone(),
+            endpoint_failing: job.endpoint_failing,
         }
     }
 
@@ -83,6 +91,8 @@ pub struct Sender {
     /// beyond that wait for a permit.
     permits: Arc<tokio::sync::Semaphore>,
     max_concurrency: usize,
+    /// Each destination's own limits, taken before a permit of `permits`.
+    limits: Arc<Limits>,
     client: reqwest::Client,
     allow_private: Arc<AtomicBool>,
     results: mpsc::Receiver<Outcome>,
@@ -144,6 +154,7 @@ impl Sender {
             runtime,
             permits: Arc::new(tokio::sync::Semaphore::new(max_concurrency)),
             max_concurrency,
+            limits: Arc::new(Limits::default()),
             client,
             allow_private,
             results,
@@ -187,6 +198,12 @@ impl Sender {
         let client = self.client.clone();
         let allow_private = self.allow_private.load(Ordering::Relaxed);
         let permits = Arc::clone(&self.permits);
+        let destination = self.limits.get(
+            self.runtime.handle(),
+            &job.destination,
+            job.concurrency,
+            job.rate_per_second,
+        );
         let report = Report {
             fallback: Some(Outcome::released(&job)),
             results: self.results_tx.clone(),
@@ -199,6 +216,16 @@ impl Sender {
                 .lease_deadline
                 .checked_sub(job.timeout)
                 .unwrap_or_else(Instant::now);
+            // The destination's slot first, so that a job waiting for its destination
+            // holds none of the slots the other destinations share.
+            let Some(_slot) = destination.permit(latest_start).await else {
+                return report.deliver(Outcome::released(&job));
+            };
+            // Its turn under a rate limit next, waited for without a shared slot too.
+            let Some(turn) = destination.turn(latest_start) else {
+                return report.deliver(Outcome::released(&job));
+            };
+            tokio::time::sleep_until(turn.into()).await;
             let waited = tokio::time::timeout_at(latest_start.into(), permits.acquire_owned());
             // The semaphore is closed when the dispatcher stops: a job not started goes back.
             let Ok(Ok(_permit)) = waited.await else {

@@ -29,6 +29,8 @@ use crate::config;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Retention runs every poll interval, within these bounds.
@@ -108,6 +110,14 @@ struct State {
     /// Whether some workflow name has a push handler, as the last look saw: only then does
     /// a round push ready workflows.
     pushing: bool,
+    /// Claimed and not yet back, per destination (see `claim::destination_room!`).
+    by_destination: HashMap<Arc<str>, usize>,
+    /// The destinations with messages parked at their limit, and whether room may have
+    /// freed since the last unpark (one of their requests came back). Only this dispatcher
+    /// parks them, so after `limited_known` (a look at the outbox since the schema was last
+    /// checked) the map names every one.
+    limited: HashMap<Arc<str>, bool>,
+    limited_known: bool,
 }
 
 struct Round {
@@ -148,6 +158,9 @@ pub fn run(slot: usize) {
         ready_up_to: None,
         next_ready_look: Instant::now(),
         pushing: false,
+        by_destination: HashMap::new(),
+        limited: HashMap::new(),
+        limited_known: false,
     };
 
     loop {
@@ -221,6 +234,17 @@ impl State {
             return;
         }
         self.outstanding = self.outstanding.saturating_sub(arrived.len());
+        for outcome in &arrived {
+            if let Some(n) = self.by_destination.get_mut(&outcome.destination) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.by_destination.remove(&outcome.destination);
+                }
+            }
+            if let Some(room) = self.limited.get_mut(&outcome.destination) {
+                *room = true;
+            }
+        }
         self.keep(arrived);
     }
 
@@ -235,10 +259,11 @@ impl State {
             return;
         }
         self.unrecorded_since.get_or_insert_with(Instant::now);
-        // A released message is due again at once, so its release is not held back.
-        self.awaited |= outcomes
-            .iter()
-            .any(|o| o.durable_step || o.ordered || o.released);
+        // A released message is due again at once, so its release is not held back; nor is
+        // the outcome that makes room for messages parked at their destination's limit.
+        self.awaited |= outcomes.iter().any(|o| {
+            o.durable_step || o.ordered || o.released || self.limited.contains_key(&o.destination)
+        });
         self.unrecorded.extend(outcomes);
     }
 
@@ -280,6 +305,7 @@ impl State {
                 }
                 self.failed_rounds = self.failed_rounds.saturating_add(1);
                 self.installed = false;
+                self.limited_known = false;
             }
         }
     }
@@ -389,18 +415,32 @@ fn record_and_claim(state: &mut State) -> Round {
     let settings = Settings {
         request_timeout: config::request_timeout(),
         max_attempts: config::max_attempts(),
+        concurrency_per_destination: config::max_concurrency_per_destination(),
     };
     let keep_delivered = keeps_delivered();
     let flags = wake::flags_raised(state.slot);
     let records_keyed = outcomes.iter().any(|o| o.ordered);
     let unpark = state.unpark_due(flags, records_keyed);
+    if unpark {
+        // An endpoint's limits may have changed (a commit that flagged), or a poll interval
+        // passed: every destination gets a look.
+        state.limited.values_mut().for_each(|room| *room = true);
+    }
+    let limited_known = state.limited_known;
+    let with_room: Vec<String> = state
+        .limited
+        .iter()
+        .filter(|(_, room)| **room || !limited_known)
+        .map(|(destination, _)| destination.to_string())
+        .collect();
+    let by_destination = &state.by_destination;
     let pushing = state.pushing;
     let result = transaction::run_round(|| {
         Spi::connect_mut(|client| {
             statistics::refresh_if_grown(client)?;
             let skipped = record::record(client, &outcomes, keep_delivered)?;
             if limit == 0 {
-                return Ok((claim::Claimed::default(), None, skipped, None, None));
+                return Ok((claim::Claimed::default(), None, skipped, None, None, None));
             }
             if outcomes.is_empty() {
                 claim::commit_without_waiting(client)?;
@@ -415,8 +455,24 @@ fn record_and_claim(state: &mut State) -> Round {
             } else {
                 None
             };
-            let claimed = claim::claim(client, limit, &settings)?;
-            let next_due = if claimed.took(limit) || unparked.messages > 0 {
+            let mut with_room = with_room.clone();
+            if !limited_known {
+                with_room.extend(parking::limited_destinations(client)?);
+            }
+            let unparked_limited = if with_room.is_empty() {
+                None
+            } else {
+                Some(parking::unpark_limited(
+                    client,
+                    with_room,
+                    settings.concurrency_per_destination,
+                    by_destination,
+                )?)
+            };
+            let claimed = claim::claim(client, limit, &settings, by_destination)?;
+            let unparked_messages =
+                unparked.messages + unparked_limited.as_ref().map_or(0, |u| u.messages);
+            let next_due = if claimed.took(limit) || unparked_messages > 0 {
                 Some(Duration::ZERO)
             } else if unparked.flags_kept > 0 {
                 // A flag kept for a row an application holds: tried again like a held outcome.
@@ -430,12 +486,13 @@ fn record_and_claim(state: &mut State) -> Round {
                 skipped,
                 unpark.then_some(unparked.flags_kept > 0),
                 pushed_leases_end,
+                Some(unparked_limited.map_or_else(Vec::new, |u| u.still_limited)),
             ))
         })
     });
     state.note(&result);
     // A failed round was rolled back whole: its outcomes wait for the next.
-    let (claimed, next_due, skipped, kept_flags, pushed_leases_end) = match result {
+    let (claimed, next_due, skipped, kept_flags, pushed_leases_end, still_limited) = match result {
         Ok(done) => done,
         Err(_) => {
             state.keep(outcomes);
@@ -465,9 +522,32 @@ fn record_and_claim(state: &mut State) -> Round {
     // A full walk, or unparked messages the claim may not have reached: more is due now.
     let claimed_a_full_batch = limit > 0 && next_due == Some(Duration::ZERO);
     state.backlog = claimed_a_full_batch || limit == 0;
+    if let Some(still_limited) = still_limited {
+        // The unpark looked at every destination with room and every one it found.
+        let looked: Vec<Arc<str>> = state
+            .limited
+            .iter()
+            .filter(|(_, room)| **room || !limited_known)
+            .map(|(destination, _)| Arc::clone(destination))
+            .collect();
+        for destination in looked {
+            state.limited.remove(&destination);
+        }
+        for destination in still_limited {
+            state.limited.insert(destination.into(), false);
+        }
+        state.limited_known = true;
+    }
+    for destination in claimed.limited {
+        state.limited.entry(destination.into()).or_insert(false);
+    }
     state.outstanding += claimed.jobs.len();
     // Committed: the HTTP side may start.
     for job in claimed.jobs {
+        *state
+            .by_destination
+            .entry(Arc::clone(&job.destination))
+            .or_insert(0) += 1;
         state.sender.send(job);
     }
     Round {

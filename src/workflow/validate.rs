@@ -37,6 +37,12 @@ pub enum ArgError {
         arg: &'static str,
         prefix: &'static str,
     },
+    #[error("{arg} {value:?} is not valid: {reason}")]
+    Invalid {
+        arg: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("{arg} must be between {min} and {max}, not {got}")]
     OutOfRange {
         arg: &'static str,
@@ -93,8 +99,38 @@ pub fn optional_name<'a>(
     value.map(|v| check_name(arg, v).map(|()| v)).transpose()
 }
 
+/// An event type for `wf_publish`: a name without the wildcard of the patterns.
+pub fn event_type<'a>(arg: &'static str, value: Option<&'a str>) -> Result<&'a str, ArgError> {
+    let value = name(arg, value)?;
+    if value.contains('*') {
+        return Err(ArgError::Invalid {
+            arg,
+            value: value.to_string(),
+            reason: "an event type has no *; patterns are for endpoints' event_types".into(),
+        });
+    }
+    Ok(value)
+}
+
+/// An endpoint's event type pattern: an event type, `prefix.*` (every type under
+/// `prefix.`), or `*` (every type).
+pub fn event_pattern<'a>(arg: &'static str, value: Option<&'a str>) -> Result<&'a str, ArgError> {
+    let value = name(arg, value)?;
+    let stars = value.matches('*').count();
+    let well_placed = value == "*" || (value.ends_with(".*") && value.len() > 2);
+    if stars > 1 || (stars == 1 && !well_placed) {
+        return Err(ArgError::Invalid {
+            arg,
+            value: value.to_string(),
+            reason: "* may only stand alone or end a pattern after a dot, as in order.*".into(),
+        });
+    }
+    Ok(value)
+}
+
 /// The prefix of the idempotency keys the extension gives the messages it enqueues itself
-/// (a push is `workflow.ready:<workflow>:<owner>`), which it finds them by.
+/// (a push is `workflow.ready:<workflow>:<owner>`, a publish's message
+/// `workflow.publish:<endpoint>:<key>`), which it finds them by.
 pub const RESERVED_KEY_PREFIX: &str = "workflow.";
 
 /// An application's message idempotency key: a name that does not look like the

@@ -27,6 +27,8 @@ pub const DISPATCHER_SETTINGS: &[&str] = &[
     "workflow.allow_private_networks = on",
     "workflow.request_timeout = '1s'",
     "workflow.poll_interval = '10s'",
+    // Retries within seconds, where the default schedule waits 5 s and then minutes.
+    "workflow.retry_schedule = '500ms, 1s, 2s, 4s, 8s'",
 ];
 
 /// The extension's tables.

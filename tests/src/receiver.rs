@@ -50,7 +50,38 @@ impl Received {
 struct Shared {
     received: Mutex<Vec<Received>>,
     scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
+    /// The reply of a path whose script is used up (200 when none is set).
+    always: Mutex<HashMap<String, Reply>>,
+    /// Requests of each path being answered right now, and the most there ever were.
+    in_flight: Mutex<HashMap<String, (usize, usize)>>,
     arrived: Notify,
+}
+
+/// Counts a request as in flight until it is answered or its connection goes away.
+struct InFlight {
+    shared: Arc<Shared>,
+    path: String,
+}
+
+impl InFlight {
+    fn new(shared: &Arc<Shared>, path: &str) -> InFlight {
+        let mut counts = shared.in_flight.lock().unwrap();
+        let entry = counts.entry(path.to_string()).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(entry.0);
+        InFlight {
+            shared: Arc::clone(shared),
+            path: path.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(entry) = self.shared.in_flight.lock().unwrap().get_mut(&self.path) {
+            entry.0 -= 1;
+        }
+    }
 }
 
 pub struct Receiver {
@@ -103,6 +134,25 @@ impl Receiver {
             .entry(path.to_string())
             .or_default()
             .extend(replies);
+    }
+
+    /// How `path` answers once its script is used up.
+    pub fn always(&self, path: &str, reply: Reply) {
+        self.shared
+            .always
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), reply);
+    }
+
+    /// The most requests to `path` that were being answered at once.
+    pub fn max_in_flight(&self, path: &str) -> usize {
+        self.shared
+            .in_flight
+            .lock()
+            .unwrap()
+            .get(path)
+            .map_or(0, |(_, max)| *max)
     }
 
     pub fn received(&self, path: &str) -> Vec<Received> {
@@ -163,6 +213,7 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let at = Instant::now();
     let path = request.uri().path().to_string();
+    let _in_flight = InFlight::new(&shared, &path);
     let headers = request.headers().clone();
     let body = request
         .into_body()
@@ -183,7 +234,8 @@ async fn handle(
         .lock()
         .unwrap()
         .get_mut(&path)
-        .and_then(VecDeque::pop_front);
+        .and_then(VecDeque::pop_front)
+        .or_else(|| shared.always.lock().unwrap().get(&path).cloned());
     let (status, extra, body) = match reply.unwrap_or(Reply::Status(200)) {
         Reply::Status(status) => (status, Vec::new(), String::new()),
         Reply::Full {

@@ -18,7 +18,15 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ADDED_IN_0_2_0: &[&str] = &[
     "outbox.parked",
     "outbox.unpark_successor",
+    "outbox.origin",
     "endpoint_settings.unpark_messages",
+    "endpoint_settings.max_concurrency",
+    "endpoint_settings.rate_per_second",
+    "endpoint_settings.event_types",
+    "endpoint_settings.retry_schedule",
+    "endpoint_settings.retiring_secrets",
+    "endpoint_settings.retiring_until",
+    "endpoint_settings.failing_since",
     "runs.parent",
     "runs.wait_step",
     "runs.wait_signal",
@@ -147,6 +155,21 @@ async fn a_filled_0_1_0_database_upgrades_to_the_schema_of_a_fresh_install_and_k
         .unwrap()
         .get(0);
     assert_eq!(version, "0.2.0");
+    let origins: Vec<Option<String>> = client
+        .query(
+            "SELECT DISTINCT origin FROM workflow.outbox WHERE url IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        origins,
+        vec![Some("https://example.com".to_string())],
+        "the messages of URL targets have their origin, for the per-destination limit"
+    );
     let after: String = client.query_one(&digests, &[]).await.unwrap().get(0);
     assert_eq!(before, after, "every row survives the upgrade unchanged");
     drop(client);

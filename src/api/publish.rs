@@ -1,0 +1,143 @@
+//! Fan-out: one business event to every endpoint subscribed to its type, each as a message
+//! of its own, in the caller's transaction.
+
+use crate::db::{self, Statement};
+use crate::dispatcher::wake;
+use crate::document::Document;
+use crate::error::{OrRaise, WfError};
+use crate::workflow::validate;
+use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
+use pgrx::pg_sys::{JSONBOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID};
+use pgrx::prelude::*;
+
+/// The enabled endpoints whose `event_types` match `$1`: the type itself, `*`, or a
+/// `prefix.*` it starts with. KEY SHARE: none is deleted under its new message.
+static SUBSCRIBERS: Statement = Statement {
+    sql: "SELECT e.name FROM workflow.endpoint_settings e
+           WHERE e.disabled_at IS NULL AND e.event_types IS NOT NULL
+             AND EXISTS (SELECT FROM unnest(e.event_types) p
+                          WHERE p = $1 OR p = '*'
+                             OR (right(p, 2) = '.*' AND starts_with($1, left(p, -1))))
+           ORDER BY e.name
+             FOR KEY SHARE",
+    args: &[TEXTOID],
+};
+
+/// One message per subscriber `$7`, with the Standard Webhooks payload structure. A key
+/// `$4` becomes one per subscriber, `workflow.publish:<endpoint>:<key>` (the claim sends
+/// the caller's key), so a repeated publish finds each subscriber's message; an ordering
+/// key likewise orders each subscriber's messages apart, so that one failing subscriber
+/// holds back only its own.
+static PUBLISH: Statement = Statement {
+    sql: "INSERT INTO workflow.outbox AS m
+                 (endpoint, payload, headers, idempotency_key, next_attempt_at, ordering_key)
+          SELECT s.name,
+                 jsonb_build_object('type', $1, 'timestamp', to_jsonb(statement_timestamp()), 'data', $2),
+                 $3,
+                 'workflow.publish:' || s.name || ':' || $4,
+                 COALESCE($5, statement_timestamp()),
+                 'workflow.publish:' || s.name || ':' || $6
+            FROM unnest($7::text[]) AS s(name)
+          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+          RETURNING m.id, m.endpoint",
+    args: &[
+        TEXTOID,
+        JSONBOID,
+        JSONBOID,
+        TEXTOID,
+        TIMESTAMPTZOID,
+        TEXTOID,
+        TEXTARRAYOID,
+    ],
+};
+
+/// The messages a keyed publish made before, by subscriber.
+static FIND_PUBLISHED: Statement = Statement {
+    sql: "SELECT m.id, m.endpoint FROM workflow.outbox m
+           WHERE m.idempotency_key = ANY (ARRAY(
+                     SELECT 'workflow.publish:' || s.name || ':' || $1 FROM unnest($2::text[]) AS s(name)))",
+    args: &[TEXTOID, TEXTARRAYOID],
+};
+
+/// Publishes an event of `event_type`: one message to each enabled endpoint whose
+/// `event_types` match it, each with its own `webhook-id`, its body
+/// `{"type", "timestamp", "data": payload}`. Returns their ids in endpoint name order; an
+/// empty array when nothing subscribes (and nothing is stored). With an idempotency key a
+/// repeat returns the messages of the first publish (a subscriber added since gets one).
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_publish(
+    event_type: Option<&str>,
+    payload: Option<Document>,
+    headers: default!(Option<Document>, "NULL"),
+    idempotency_key: default!(Option<&str>, "NULL"),
+    deliver_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    ordering_key: default!(Option<&str>, "NULL"),
+) -> Vec<i64> {
+    let event_type = validate::event_type("event_type", event_type).or_raise();
+    let payload = validate::required("payload", payload).or_raise();
+    super::payload_size("payload", Some(payload)).or_raise();
+    super::header_doc("headers", headers).or_raise();
+    if let Some(due) = deliver_at {
+        validate::finite_timestamp("deliver_at", due.into_inner()).or_raise();
+    }
+    let key = validate::message_key("idempotency_key", idempotency_key).or_raise();
+    let ordering_key = validate::message_key("ordering_key", ordering_key).or_raise();
+
+    let ids = super::write("wf_publish", |client| {
+        let subscribers: Vec<String> =
+            db::execute(client, &SUBSCRIBERS, &[event_type.into()], |rows| {
+                rows.into_iter()
+                    .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
+                    .collect()
+            })?;
+        if subscribers.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(key) = ordering_key {
+            super::outbox::lock_ordering_key(key);
+        }
+        let args: [DatumWithOid; 7] = [
+            event_type.into(),
+            payload.into(),
+            headers.into(),
+            key.into(),
+            deliver_at.into(),
+            ordering_key.into(),
+            subscribers.clone().into(),
+        ];
+        let mut found = db::execute(client, &PUBLISH, &args, by_endpoint)?;
+        if found.len() < subscribers.len() {
+            // Only keyed messages conflict, and the publish that made them has committed.
+            let args: [DatumWithOid; 2] = [key.into(), subscribers.clone().into()];
+            found.extend(db::execute(client, &FIND_PUBLISHED, &args, by_endpoint)?);
+        }
+        let mut ids = Vec::with_capacity(subscribers.len());
+        for name in &subscribers {
+            let id = found
+                .iter()
+                .find(|(_, endpoint)| endpoint == name)
+                .map(|(id, _)| *id)
+                .ok_or(WfError::StartRace)?;
+            ids.push(id);
+        }
+        Ok(ids)
+    });
+    if !ids.is_empty() {
+        match deliver_at {
+            Some(due) => wake::on_commit_for(due.into_inner()),
+            None => wake::on_commit(),
+        }
+    }
+    ids
+}
+
+fn by_endpoint(rows: pgrx::spi::SpiTupleTable<'_>) -> pgrx::spi::SpiResult<Vec<(i64, String)>> {
+    let mut found = Vec::new();
+    for row in rows {
+        if let (Some(id), Some(endpoint)) = (row.get::<i64>(1)?, row.get::<String>(2)?) {
+            found.push((id, endpoint));
+        }
+    }
+    Ok(found)
+}
