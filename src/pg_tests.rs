@@ -1317,6 +1317,40 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         }
     }
 
+    /// The metrics view is scraped every few seconds: over 5,000 delivered messages it may
+    /// read the outbox only through the pending indexes or by an index condition.
+    #[pg_test]
+    fn the_metrics_read_no_delivered_history() {
+        run("SELECT wf_endpoint('m', 'https://m.example.com/')");
+        let metrics = crate::db::Statement {
+            sql: "SELECT * FROM workflow.metrics",
+            args: &[],
+        };
+        for plan in dispatcher_plans(&metrics, "int", "0") {
+            for root in plan.as_array().into_iter().flatten() {
+                each_plan_node(root, &mut |node| {
+                    if node["Relation Name"].as_str() == Some("outbox") {
+                        assert!(
+                            matches!(
+                                node["Index Name"].as_str(),
+                                Some("outbox_due" | "outbox_parked")
+                            ) || !node["Index Cond"].is_null(),
+                            "workflow.metrics reads the outbox's history: {node:#}"
+                        );
+                    }
+                });
+            }
+        }
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(coalesce(endpoint, '<urls>') || ':' || pending, ',' ORDER BY endpoint NULLS LAST)
+                   FROM workflow.metrics"
+            )
+            .as_deref(),
+            Some("m:0,<urls>:5000")
+        );
+    }
+
     // ---- endpoints ----
 
     #[pg_test]
@@ -1664,7 +1698,12 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         assert_error(
             &format!("SELECT wf_endpoint('e', '{url}', rate_per_second => -2)"),
             "22023",
-            "a rate is between 0 (no limit) and",
+            "a rate is 0 (no limit) or between 0.1 and 100000",
+        );
+        assert_error(
+            &format!("SELECT wf_endpoint('e', '{url}', rate_per_second => 0.05)"),
+            "22023",
+            "a rate is 0 (no limit) or between 0.1 and 100000",
         );
         assert_error(
             &format!("SELECT wf_endpoint('e', '{url}', event_types => '{{order*}}')"),
@@ -1828,6 +1867,11 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     fn the_claim_walks_the_due_index_and_stops_at_the_batch() {
         assert_batch_sized(dispatcher_plans(
             &crate::dispatcher::claim::CLAIM,
+            CLAIM_TYPES,
+            CLAIM_ARGS,
+        ));
+        assert_batch_sized(plans(
+            &crate::dispatcher::claim::CLAIM_WITHIN_LIMITS,
             CLAIM_TYPES,
             CLAIM_ARGS,
         ));
@@ -2013,7 +2057,8 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         };
         let claim = || {
             let claimed =
-                Spi::connect_mut(|c| claim::claim(c, 10, &settings, &Default::default())).unwrap();
+                Spi::connect_mut(|c| claim::claim(c, 10, &settings, &Default::default(), true))
+                    .unwrap();
             let mut ids: Vec<i64> = claimed.jobs.iter().map(|j| j.id).collect();
             ids.sort();
             (ids, claimed.parked)
@@ -2088,7 +2133,8 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             concurrency_per_destination: 16,
         };
         let claimed =
-            Spi::connect_mut(|c| claim::claim(c, 10, &settings, &Default::default())).unwrap();
+            Spi::connect_mut(|c| claim::claim(c, 10, &settings, &Default::default(), true))
+                .unwrap();
         assert_eq!((claimed.jobs.len(), claimed.parked), (0, 2));
         run("SELECT wf_endpoint_enable('flaky')");
         run("UPDATE workflow.endpoint_settings SET disabled_at = now() WHERE name = 'flaky'");

@@ -400,8 +400,9 @@ delivered AS (
      GROUP BY endpoint),
 failed AS (
     SELECT f.endpoint, count(*) AS failures
-      FROM (SELECT m.endpoint FROM workflow.delivery_attempts a
-              JOIN workflow.outbox m ON m.id = a.message_id
+      FROM (-- The message's endpoint by key, a probe per failed attempt.
+            SELECT (SELECT m.endpoint FROM workflow.outbox m WHERE m.id = a.message_id) AS endpoint
+              FROM workflow.delivery_attempts a
              WHERE a.started_at >= statement_timestamp() - interval '1 minute'
                AND (a.status_code IS NULL OR a.status_code NOT BETWEEN 200 AND 299)
             UNION ALL

@@ -19,6 +19,9 @@ const MAX_ENDPOINT_ATTEMPTS: i64 = 1000;
 const MAX_TIMEOUT_MICROS: i64 = 3_600_000_000;
 const MAX_ENDPOINT_CONCURRENCY: i64 = 1000;
 const MAX_RATE_PER_SECOND: f64 = 100_000.0;
+/// One request per `claim::LEASE_MARGIN`: a claimed message's turn then always comes
+/// before its lease would run out.
+const MIN_RATE_PER_SECOND: f64 = 0.1;
 const MAX_EVENT_TYPES: usize = 100;
 /// The longest `keep_old` of a rotation.
 const MAX_KEEP_OLD_MICROS: i64 = 30 * 86_400_000_000;
@@ -91,7 +94,7 @@ static UPSERT: Statement = Statement {
                   nullif($7, 0), nullif($8, 0), nullif($9, '{}'), nullif($10, '{}'))
           ON CONFLICT (name) DO UPDATE SET ",
         changes!("e"),
-        " RETURNING (xmax = 0) AS created"
+        " RETURNING true"
     ),
     args: ENDPOINT_ARGS,
 };
@@ -101,7 +104,7 @@ static UPDATE: Statement = Statement {
     sql: concat!(
         "UPDATE workflow.endpoint_settings AS e SET ",
         changes!("e"),
-        " WHERE e.name = $1 RETURNING false AS created"
+        " WHERE e.name = $1 RETURNING true"
     ),
     args: ENDPOINT_ARGS,
 };
@@ -185,12 +188,12 @@ fn check_timeout(timeout: Interval) -> Result<(), WfError> {
 fn check_rate(rate: AnyNumeric) -> Result<f64, WfError> {
     let text = rate.to_string();
     let value: f64 = text.parse().unwrap_or(f64::NAN);
-    if !(value.is_finite() && (0.0..=MAX_RATE_PER_SECOND).contains(&value)) {
+    if !(value == 0.0 || (MIN_RATE_PER_SECOND..=MAX_RATE_PER_SECOND).contains(&value)) {
         return Err(validate::ArgError::Invalid {
             arg: "rate_per_second",
             value: text,
             reason: format!(
-                "a rate is between 0 (no limit) and {MAX_RATE_PER_SECOND} requests a second"
+                "a rate is 0 (no limit) or between {MIN_RATE_PER_SECOND} and {MAX_RATE_PER_SECOND} requests a second"
             ),
         }
         .into());
@@ -299,7 +302,7 @@ fn wf_endpoint(
         SecretChange::Set(secrets) => (true, Some(secrets), None),
         SecretChange::Generate(secret) => (true, Some(vec![secret.clone()]), Some(secret)),
     };
-    let created = super::write("wf_endpoint", |client| {
+    super::write("wf_endpoint", |client| {
         let args: [DatumWithOid; 11] = [
             name.into(),
             url.into(),
@@ -315,13 +318,11 @@ fn wf_endpoint(
         ];
         let statement = if url.is_some() { &UPSERT } else { &UPDATE };
         db::execute(client, statement, &args, first_value::<bool>)?
-            .map(Some)
+            .map(|_| ())
             .ok_or_else(|| WfError::UnknownEndpoint(name.to_string()))
     });
-    if created == Some(false) {
-        // Changed limits may give room to messages parked at the old ones.
-        wake::flag_on_commit();
-    }
+    // The dispatcher reads the limits again, and lets go of messages parked at old ones.
+    wake::flag_on_commit();
     generated
 }
 

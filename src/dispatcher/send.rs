@@ -225,7 +225,9 @@ impl Sender {
             let Some(turn) = destination.turn(latest_start) else {
                 return report.deliver(Outcome::released(&job));
             };
-            tokio::time::sleep_until(turn.into()).await;
+            if turn > Instant::now() {
+                tokio::time::sleep_until(turn.into()).await;
+            }
             let waited = tokio::time::timeout_at(latest_start.into(), permits.acquire_owned());
             // The semaphore is closed when the dispatcher stops: a job not started goes back.
             let Ok(Ok(_permit)) = waited.await else {

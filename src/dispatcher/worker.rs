@@ -118,6 +118,9 @@ struct State {
     /// checked) the map names every one.
     limited: HashMap<Arc<str>, bool>,
     limited_known: bool,
+    /// The destinations' limits as last read, read again whenever a round looks at the
+    /// unpark flags (an endpoint's change leaves one).
+    limits: claim::Limits,
 }
 
 struct Round {
@@ -161,6 +164,7 @@ pub fn run(slot: usize) {
         by_destination: HashMap::new(),
         limited: HashMap::new(),
         limited_known: false,
+        limits: claim::Limits::default(),
     };
 
     loop {
@@ -241,7 +245,9 @@ impl State {
                     self.by_destination.remove(&outcome.destination);
                 }
             }
-            if let Some(room) = self.limited.get_mut(&outcome.destination) {
+            if !self.limited.is_empty()
+                && let Some(room) = self.limited.get_mut(&outcome.destination)
+            {
                 *room = true;
             }
         }
@@ -262,7 +268,10 @@ impl State {
         // A released message is due again at once, so its release is not held back; nor is
         // the outcome that makes room for messages parked at their destination's limit.
         self.awaited |= outcomes.iter().any(|o| {
-            o.durable_step || o.ordered || o.released || self.limited.contains_key(&o.destination)
+            o.durable_step
+                || o.ordered
+                || o.released
+                || (!self.limited.is_empty() && self.limited.contains_key(&o.destination))
         });
         self.unrecorded.extend(outcomes);
     }
@@ -306,6 +315,7 @@ impl State {
                 self.failed_rounds = self.failed_rounds.saturating_add(1);
                 self.installed = false;
                 self.limited_known = false;
+                self.limits = claim::Limits::default();
             }
         }
     }
@@ -434,6 +444,7 @@ fn record_and_claim(state: &mut State) -> Round {
         .map(|(destination, _)| destination.to_string())
         .collect();
     let by_destination = &state.by_destination;
+    let ranked = state.limits.binding(limit, by_destination);
     let pushing = state.pushing;
     let result = transaction::run_round(|| {
         Spi::connect_mut(|client| {
@@ -469,7 +480,15 @@ fn record_and_claim(state: &mut State) -> Round {
                     by_destination,
                 )?)
             };
-            let claimed = claim::claim(client, limit, &settings, by_destination)?;
+            let smallest_room = if unpark || state.limits.smallest_room.is_none() {
+                Some(claim::smallest_room(
+                    client,
+                    settings.concurrency_per_destination,
+                )?)
+            } else {
+                None
+            };
+            let claimed = claim::claim(client, limit, &settings, by_destination, ranked)?;
             let unparked_messages =
                 unparked.messages + unparked_limited.as_ref().map_or(0, |u| u.messages);
             let next_due = if claimed.took(limit) || unparked_messages > 0 {
@@ -486,7 +505,10 @@ fn record_and_claim(state: &mut State) -> Round {
                 skipped,
                 unpark.then_some(unparked.flags_kept > 0),
                 pushed_leases_end,
-                Some(unparked_limited.map_or_else(Vec::new, |u| u.still_limited)),
+                Some((
+                    unparked_limited.map_or_else(Vec::new, |u| u.still_limited),
+                    smallest_room,
+                )),
             ))
         })
     });
@@ -522,7 +544,10 @@ fn record_and_claim(state: &mut State) -> Round {
     // A full walk, or unparked messages the claim may not have reached: more is due now.
     let claimed_a_full_batch = limit > 0 && next_due == Some(Duration::ZERO);
     state.backlog = claimed_a_full_batch || limit == 0;
-    if let Some(still_limited) = still_limited {
+    if let Some((still_limited, smallest_room)) = still_limited {
+        if smallest_room.is_some() {
+            state.limits.smallest_room = smallest_room;
+        }
         // The unpark looked at every destination with room and every one it found.
         let looked: Vec<Arc<str>> = state
             .limited

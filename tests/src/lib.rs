@@ -300,6 +300,13 @@ pub fn dispatch_cluster() -> &'static Cluster {
     shared_with(DISPATCHER_SETTINGS)
 }
 
+/// Like [`dispatch_cluster`], with `extra` settings after the dispatcher's (a binary uses
+/// one or the other: the first call starts the binary's cluster).
+pub fn dispatch_cluster_with(extra: &[&str]) -> &'static Cluster {
+    let settings: Vec<&str> = DISPATCHER_SETTINGS.iter().chain(extra).copied().collect();
+    shared_with(&settings)
+}
+
 fn shared_with(settings: &[&str]) -> &'static Cluster {
     SHARED.get_or_init(|| {
         extern "C" fn stop_shared() {

@@ -2,21 +2,15 @@
 //! endpoint that fails throughout the window is disabled and its messages wait, none lost
 //! through the disable and the enable; one that succeeds now and then stays enabled.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 use workflow_tests::receiver::{Receiver, Reply};
-use workflow_tests::{Cluster, DISPATCHER_SETTINGS, dispatcher_pid, endpoint_disabled, unique};
+use workflow_tests::{Cluster, dispatch_cluster_with, dispatcher_pid, endpoint_disabled, unique};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn cluster() -> &'static Cluster {
-    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| {
-        let mut settings = DISPATCHER_SETTINGS.to_vec();
-        settings.push("workflow.endpoint_disable_after = '5s'");
-        Cluster::start(&settings)
-    })
+    dispatch_cluster_with(&["workflow.endpoint_disable_after = '5s'"])
 }
 
 async fn setup() -> (Client, Receiver) {
