@@ -1,5 +1,5 @@
 //! The benchmark runner: `workflow-bench` (see `bench/run.sh`) starts a throwaway cluster
-//! and receivers, runs B1–B10, prints one table and rewrites `BENCHMARKS.md`.
+//! and receivers, runs B1–B12, prints one table and rewrites `BENCHMARKS.md`.
 //!
 //! Every figure is a median of several runs, and every ratio compares two things measured
 //! in the same run on the same machine. Subcommands `receiver` and `bare-client` are the
@@ -8,6 +8,7 @@
 mod bare;
 mod blocked;
 mod pgbench;
+mod policy;
 mod readiness;
 mod receiver;
 mod report;
@@ -64,6 +65,8 @@ pub const SETTINGS: &[&str] = &[
     "workflow.databases = 'postgres, blocked'",
     "workflow.allow_private_networks = on",
     "workflow.max_concurrency = 32",
+    // Not binding for the drains to one receiver (B3/B4/B7/B8); B11 runs with the default.
+    "workflow.max_concurrency_per_destination = 32",
     "workflow.batch_size = 100",
     "workflow.poll_interval = '1s'",
     "workflow.request_timeout = '10s'",
@@ -132,7 +135,7 @@ impl Only {
 }
 
 /// A helper process that is killed when dropped.
-struct Helper(Child);
+pub struct Helper(Child);
 
 impl Drop for Helper {
     fn drop(&mut self) {
@@ -148,7 +151,7 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn start_receiver(delay: Duration) -> (Helper, String) {
+pub fn start_receiver(delay: Duration) -> (Helper, String) {
     let port = free_port();
     let child = Command::new(std::env::current_exe().expect("own path"))
         .args([
@@ -232,7 +235,7 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-async fn count(client: &Client, sql: &str) -> i64 {
+pub async fn count(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.expect(sql).get(0)
 }
 
@@ -577,6 +580,40 @@ async fn run_all(sizes: Sizes, quick: bool, only: Only) {
             0.0,
             true,
         ));
+    }
+    if only.wants("B11") {
+        eprintln!(
+            "B11: commit → receipt beside an endpoint that hangs with {} messages, against without",
+            policy::BACKLOG
+        );
+        let (beside, alone) = policy::b11(&cluster, &client, sizes).await;
+        report.ratio(Figure::new(
+            &format!(
+                "B11 commit → receipt p99 beside a hanging endpoint with {} messages",
+                policy::BACKLOG
+            ),
+            "ms",
+            beside,
+            alone,
+            1.5,
+            false,
+        ));
+    }
+    if only.wants("B12") {
+        eprintln!("B12: the rate a limited endpoint receives");
+        for (rate, achieved, configured) in policy::b12(&client, sizes, quick).await {
+            report.band(
+                Figure::new(
+                    &format!("B12 limiter accuracy at {rate}/s"),
+                    "requests/s",
+                    achieved,
+                    configured,
+                    0.9,
+                    true,
+                ),
+                1.1,
+            );
+        }
     }
     if only.is_complete() {
         report.finish(started.elapsed());
