@@ -1761,6 +1761,20 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             "permission denied",
         );
         assert_error(
+            "SELECT wf_endpoint_rotate('audited')",
+            "42501",
+            "permission denied",
+        );
+        // Publishing and the metrics are the application's; the subscriptions are not.
+        assert_eq!(
+            one::<Vec<i64>>("SELECT wf_publish('audit.nobody', '{}')"),
+            Some(vec![])
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM workflow.metrics WHERE endpoint = 'audited'"),
+            Some(1)
+        );
+        assert_error(
             "SELECT secrets FROM workflow.endpoint_settings",
             "42501",
             "permission denied",

@@ -22,6 +22,12 @@
 //! commit that left one counts itself in the dispatcher's slot (`wake::flag_on_commit`),
 //! a round that records a keyed message's outcome flags its key itself, kept flags are
 //! looked at again, and a poll interval without a look ends in one.
+//!
+//! A message whose destination is at its limit (`'limit'`) needs no flag: only this
+//! dispatcher parks it, and only its own requests coming back make room. The worker keeps
+//! the destinations it parked such messages for, and each round lets go of what their
+//! returned requests made room for (`UNPARK_LIMITED`); a dispatcher that starts finds
+//! them with `LIMITED_DESTINATIONS`.
 
 use super::claim;
 use crate::db::{self, Statement};
