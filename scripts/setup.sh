@@ -29,7 +29,7 @@ PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
 [ -x "$PG_CONFIG" ] || PG_CONFIG=/usr/bin/pg_config
 if ! grep -qs "pg$PG_MAJOR" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
   log "pointing cargo-pgrx at the system PostgreSQL $PG_MAJOR"
-  cargo pgrx init "--pg$PG_MAJOR" /usr/bin/pg_config >/dev/null
+  cargo pgrx init "--pg$PG_MAJOR" "$PG_CONFIG" >/dev/null
 fi
 
 for tool in rustfmt clippy; do
