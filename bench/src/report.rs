@@ -69,34 +69,27 @@ impl Report {
 
     pub fn ratio(&mut self, f: Figure) {
         let op = if f.higher_is_better { "≥" } else { "≤" };
-        let row = format!(
-            "| {} | {:.2} {} | {:.2} {} | **{:.2}** | {op} {:.2} | {} | {} |",
-            f.name,
-            f.ours,
-            f.unit,
-            f.base,
-            f.unit,
-            f.ratio,
-            f.target,
-            verdict(f.met()),
-            f.runs
-        );
-        println!("{row}");
-        self.rows.push(row);
+        let target = format!("{op} {:.2}", f.target);
+        let met = f.met();
+        self.ratio_row(&f, &target, met);
     }
 
     /// A ratio that must fall between the figure's target and `upper`.
     pub fn band(&mut self, f: Figure, upper: f64) {
         let met = f.ratio >= f.target && f.ratio <= upper;
+        let target = format!("{:.2}–{upper:.2}", f.target);
+        self.ratio_row(&f, &target, met);
+    }
+
+    fn ratio_row(&mut self, f: &Figure, target: &str, met: bool) {
         let row = format!(
-            "| {} | {:.2} {} | {:.2} {} | **{:.2}** | {:.2}–{upper:.2} | {} | {} |",
+            "| {} | {:.2} {} | {:.2} {} | **{:.2}** | {target} | {} | {} |",
             f.name,
             f.ours,
             f.unit,
             f.base,
             f.unit,
             f.ratio,
-            f.target,
             verdict(met),
             f.runs
         );

@@ -116,6 +116,22 @@ fn payload_size(arg: &'static str, doc: Option<Document>) -> Result<(), ArgError
     }
 }
 
+/// The checks every new message passes, enqueued or published: a payload within the size
+/// limit, a headers document the dispatcher can read, a finite due time.
+fn message_parts(
+    payload: Option<Document>,
+    headers: Option<Document>,
+    deliver_at: Option<pgrx::datum::TimestampWithTimeZone>,
+) -> Result<Document, WfError> {
+    let payload = validate::required("payload", payload)?;
+    payload_size("payload", Some(payload))?;
+    header_doc("headers", headers)?;
+    if let Some(due) = deliver_at {
+        validate::finite_timestamp("deliver_at", due.into_inner())?;
+    }
+    Ok(payload)
+}
+
 /// Checks a headers document. It is read with the extension's own parser, so a document
 /// it cannot hold (nested past its depth limit, a number like `1e400`) is a `22023` like
 /// any other bad header, not an internal error.

@@ -259,12 +259,7 @@ fn wf_enqueue(
     ordering_key: default!(Option<&str>, "NULL"),
 ) -> i64 {
     let target = parse_target(target).or_raise();
-    let payload = validate::required("payload", payload).or_raise();
-    super::payload_size("payload", Some(payload)).or_raise();
-    super::header_doc("headers", headers).or_raise();
-    if let Some(due) = deliver_at {
-        validate::finite_timestamp("deliver_at", due.into_inner()).or_raise();
-    }
+    let payload = super::message_parts(payload, headers, deliver_at).or_raise();
     let key = validate::message_key("idempotency_key", idempotency_key).or_raise();
     let step = validate::optional_name("step", step).or_raise();
     if step.is_some() && workflow.is_none() {

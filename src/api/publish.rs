@@ -75,12 +75,7 @@ fn wf_publish(
     ordering_key: default!(Option<&str>, "NULL"),
 ) -> Vec<i64> {
     let event_type = validate::event_type("event_type", event_type).or_raise();
-    let payload = validate::required("payload", payload).or_raise();
-    super::payload_size("payload", Some(payload)).or_raise();
-    super::header_doc("headers", headers).or_raise();
-    if let Some(due) = deliver_at {
-        validate::finite_timestamp("deliver_at", due.into_inner()).or_raise();
-    }
+    let payload = super::message_parts(payload, headers, deliver_at).or_raise();
     let key = validate::message_key("idempotency_key", idempotency_key).or_raise();
     let ordering_key = validate::message_key("ordering_key", ordering_key).or_raise();
 

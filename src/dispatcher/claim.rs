@@ -187,7 +187,7 @@ pub static CLAIM: Statement = Statement {
 };
 
 /// The claim for a round in which no destination can reach its limit (see
-/// [`Limits::binding`]), which then need not rank the rows it walks (see bench/NOTES.md).
+/// [`Rooms::binding`]), which then need not rank the rows it walks (see bench/NOTES.md).
 pub static CLAIM_WITHIN_LIMITS: Statement = Statement {
     sql: claim!(
         "sendable AS (
@@ -210,12 +210,12 @@ static SMALLEST_ROOM: Statement = Statement {
 /// What the dispatcher knows of the destinations' limits, to skip the ranking when none
 /// can bind.
 #[derive(Default)]
-pub struct Limits {
+pub struct Rooms {
     /// The smallest room any destination has, as last read; `None` before the first read.
     pub smallest_room: Option<usize>,
 }
 
-impl Limits {
+impl Rooms {
     /// Whether a walk of `limit` rows could find a destination beyond its room, given what
     /// each destination has outstanding: the one with most outstanding, with every row of
     /// the walk, against the smallest room of any.

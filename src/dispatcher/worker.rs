@@ -120,7 +120,7 @@ struct State {
     limited_known: bool,
     /// The destinations' limits as last read, read again whenever a round looks at the
     /// unpark flags (an endpoint's change leaves one).
-    limits: claim::Limits,
+    limits: claim::Rooms,
 }
 
 struct Round {
@@ -164,7 +164,7 @@ pub fn run(slot: usize) {
         by_destination: HashMap::new(),
         limited: HashMap::new(),
         limited_known: false,
-        limits: claim::Limits::default(),
+        limits: claim::Rooms::default(),
     };
 
     loop {
@@ -315,7 +315,7 @@ impl State {
                 self.failed_rounds = self.failed_rounds.saturating_add(1);
                 self.installed = false;
                 self.limited_known = false;
-                self.limits = claim::Limits::default();
+                self.limits = claim::Rooms::default();
             }
         }
     }
@@ -437,12 +437,15 @@ fn record_and_claim(state: &mut State) -> Round {
         state.limited.values_mut().for_each(|room| *room = true);
     }
     let limited_known = state.limited_known;
-    let with_room: Vec<String> = state
+    // The limited destinations this round looks at: those with room, or all before the
+    // first look; after the round they are what the unpark says.
+    let looked: Vec<Arc<str>> = state
         .limited
         .iter()
         .filter(|(_, room)| **room || !limited_known)
-        .map(|(destination, _)| destination.to_string())
+        .map(|(destination, _)| Arc::clone(destination))
         .collect();
+    let with_room: Vec<String> = looked.iter().map(|d| d.to_string()).collect();
     let by_destination = &state.by_destination;
     let ranked = state.limits.binding(limit, by_destination);
     let pushing = state.pushing;
@@ -548,13 +551,6 @@ fn record_and_claim(state: &mut State) -> Round {
         if smallest_room.is_some() {
             state.limits.smallest_room = smallest_room;
         }
-        // The unpark looked at every destination with room and every one it found.
-        let looked: Vec<Arc<str>> = state
-            .limited
-            .iter()
-            .filter(|(_, room)| **room || !limited_known)
-            .map(|(destination, _)| Arc::clone(destination))
-            .collect();
         for destination in looked {
             state.limited.remove(&destination);
         }
