@@ -2,12 +2,21 @@
 # Installs everything the build, the tests and the demo need, and nothing twice.
 # Safe to run on every invocation: each step checks before it acts.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 PGRX_VERSION=0.18.1
 PG_MAJOR=15
 APT_PACKAGES=(sudo clang libclang-dev build-essential pkg-config "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR")
 
 log() { printf '[setup] %s\n' "$*"; }
+
+# The toolchain rust-toolchain.toml pins, with the components the lint step uses.
+RUST_CHANNEL=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+if ! rustup run "$RUST_CHANNEL" cargo clippy -V >/dev/null 2>&1 ||
+   ! rustup run "$RUST_CHANNEL" cargo fmt --version >/dev/null 2>&1; then
+  log "installing the Rust toolchain $RUST_CHANNEL"
+  rustup toolchain install "$RUST_CHANNEL" --profile minimal --component rustfmt,clippy
+fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -32,7 +41,4 @@ if ! grep -qs "pg$PG_MAJOR" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
   cargo pgrx init "--pg$PG_MAJOR" "$PG_CONFIG" >/dev/null
 fi
 
-for tool in rustfmt clippy; do
-  rustup component list --installed 2>/dev/null | grep -q "^$tool" || rustup component add "$tool"
-done
 log "ready"
