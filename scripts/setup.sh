@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 PGRX_VERSION=0.18.1
 PG_MAJOR=15
-APT_PACKAGES=(sudo clang libclang-dev build-essential pkg-config "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR")
+APT_PACKAGES=(sudo clang libclang-dev build-essential pkg-config "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
+  # The monitoring test scrapes a real exporter.
+  prometheus-postgres-exporter)
 
 log() { printf '[setup] %s\n' "$*"; }
 

@@ -11,8 +11,9 @@ UPDATE workflow.outbox SET next_attempt_at = statement_timestamp()
 -- How many messages are delivered, dead and cancelled, so that wf_stats and dashboards never
 -- count the kept history. Kept as deltas: each statement that moves messages into or out
 -- of one of those states, or deletes them, adds a row (an insert waits for no one), and the
--- dispatcher's housekeeping folds the rows into one per status and endpoint. wf_stats and
--- workflow.metrics sum them.
+-- dispatcher's housekeeping folds the rows into one per status, endpoint and sign. wf_stats
+-- and workflow.metrics sum them for the kept counts; the positive rows alone only grow, and
+-- are the counters workflow.metrics gives Prometheus.
 CREATE TABLE workflow.message_counts (
     status  workflow.message_status NOT NULL,
     n       bigint NOT NULL,
@@ -331,7 +332,9 @@ kept AS (
     SELECT endpoint,
            sum(n) FILTER (WHERE status = 'delivered') AS delivered,
            sum(n) FILTER (WHERE status = 'dead') AS dead,
-           sum(n) FILTER (WHERE status = 'cancelled') AS cancelled
+           sum(n) FILTER (WHERE status = 'cancelled') AS cancelled,
+           sum(n) FILTER (WHERE status = 'delivered' AND n > 0) AS delivered_total,
+           sum(n) FILTER (WHERE status = 'dead' AND n > 0) AS dead_total
       FROM workflow.message_counts
      GROUP BY endpoint),
 delivered AS (
@@ -371,6 +374,8 @@ SELECT d.endpoint, d.disabled, d.failing_since,
        coalesce(p.parked, 0) AS parked, p.oldest_pending_age,
        coalesce(k.delivered, 0)::bigint AS delivered, coalesce(k.dead, 0)::bigint AS dead,
        coalesce(k.cancelled, 0)::bigint AS cancelled,
+       coalesce(k.delivered_total, 0)::bigint AS delivered_total,
+       coalesce(k.dead_total, 0)::bigint AS dead_total,
        coalesce(l.deliveries, 0) AS deliveries_last_minute,
        coalesce(f.failures, 0) AS failures_last_minute,
        l.p50 AS latency_p50_ms, l.p99 AS latency_p99_ms
@@ -383,6 +388,37 @@ SELECT d.endpoint, d.disabled, d.failing_since,
   LEFT JOIN failed f ON f.endpoint IS NOT DISTINCT FROM d.endpoint;
 COMMENT ON VIEW workflow.metrics IS 'Delivery health per endpoint, and for URL targets, cheap enough to scrape';
 GRANT SELECT ON workflow.metrics TO workflow_user;
+
+-- One row per workflow name with running workflows or workflows finished in the last minute,
+-- for dashboards and the Prometheus exporter. Cheap at any size: the running ones through
+-- runs_claimable, the last minute through runs_finished; never a scan of finished history.
+CREATE VIEW workflow.workflow_metrics AS
+WITH running AS (
+    SELECT name,
+           count(*) FILTER (WHERE lease_expires_at <= statement_timestamp()) AS ready,
+           count(*) FILTER (WHERE owner IS NOT NULL AND lease_expires_at > statement_timestamp()) AS leased,
+           count(*) FILTER (WHERE owner IS NULL
+                              AND (lease_expires_at > statement_timestamp() OR lease_expires_at IS NULL)) AS parked
+      FROM workflow.runs
+     WHERE (status = 'running') IS TRUE
+     GROUP BY name),
+finished AS (
+    SELECT name,
+           count(*) FILTER (WHERE status = 'completed') AS completed,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+      FROM workflow.runs
+     WHERE (status <> 'running') IS TRUE AND finished_at >= statement_timestamp() - interval '1 minute'
+     GROUP BY name)
+SELECT coalesce(r.name, f.name) AS name,
+       coalesce(r.ready, 0) AS ready, coalesce(r.leased, 0) AS leased,
+       coalesce(r.parked, 0) AS parked,
+       coalesce(f.completed, 0) AS completed_last_minute,
+       coalesce(f.failed, 0) AS failed_last_minute,
+       coalesce(f.cancelled, 0) AS cancelled_last_minute
+  FROM running r FULL JOIN finished f ON f.name = r.name;
+COMMENT ON VIEW workflow.workflow_metrics IS 'Running workflows by state, and the last minute''s finished ones, per name';
+GRANT SELECT ON workflow.workflow_metrics TO workflow_user;
 
 -- Delivery policy: wf_endpoint updates only the fields given and takes limits, event types
 -- and a retry schedule; wf_stats counts disabled endpoints; rotation, fan-out and replay

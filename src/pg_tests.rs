@@ -1346,6 +1346,51 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         );
     }
 
+    /// Over 5,000 finished workflows, the workflow metrics read runs only through the
+    /// partial index of running ones and the finished index's last minute.
+    #[pg_test]
+    fn the_workflow_metrics_read_no_finished_history() {
+        run(
+            "INSERT INTO workflow.runs (name, status, lease_duration, finished_at)
+             SELECT 'wm', 'completed', '1 minute', now() - interval '2 days' FROM generate_series(1, 5000)",
+        );
+        run(
+            "INSERT INTO workflow.runs (name, status, owner, lease_duration, lease_expires_at, finished_at)
+             VALUES ('wm', 'running', 'me', '1 minute', now() + interval '1 hour', NULL),
+                    ('wm', 'running', 'gone', '1 minute', now() - interval '1 second', NULL),
+                    ('wm', 'running', NULL, '1 minute', now() + interval '1 hour', NULL),
+                    ('wm', 'running', NULL, '1 minute', NULL, NULL),
+                    ('wm', 'failed', NULL, '1 minute', NULL, now()),
+                    ('other', 'completed', NULL, '1 minute', NULL, now())",
+        );
+        run("ANALYZE workflow.runs");
+        let plan =
+            one::<pgrx::Json>("EXPLAIN (FORMAT JSON) SELECT * FROM workflow.workflow_metrics")
+                .unwrap()
+                .0;
+        for root in plan.as_array().into_iter().flatten() {
+            each_plan_node(root, &mut |node| {
+                if node["Relation Name"].as_str() == Some("runs") {
+                    let index = node["Index Name"].as_str();
+                    assert!(
+                        index == Some("runs_claimable")
+                            || (index == Some("runs_finished") && !node["Index Cond"].is_null()),
+                        "the workflow metrics read finished history: {node:#}"
+                    );
+                }
+            });
+        }
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(concat_ws(':', name, ready, leased, parked, completed_last_minute,
+                                             failed_last_minute, cancelled_last_minute), ',' ORDER BY name)
+                   FROM workflow.workflow_metrics"
+            )
+            .as_deref(),
+            Some("other:0:0:0:1:0:0,wm:1:1:2:0:1:0")
+        );
+    }
+
     // ---- endpoints ----
 
     #[pg_test]
@@ -1577,6 +1622,42 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     }
 
     /// wf_replay sends a window of an endpoint's messages in the given statuses again, and
+    /// Retention lowers the kept counts, never the totals: the counters `workflow.metrics`
+    /// gives Prometheus only grow, also across the fold of the deltas.
+    #[pg_test]
+    fn retention_lowers_the_kept_counts_but_not_the_counters() {
+        run("SELECT wf_endpoint('ct', 'https://ct.example.com/')");
+        run(
+            "INSERT INTO workflow.outbox (endpoint, payload, status, attempts, finished_at, delivered_at)
+             SELECT 'ct', '{}', 'delivered', 1, now() - d, now() - d
+               FROM unnest(ARRAY[interval '3 days', '2 days', '1 minute']) d",
+        );
+        run(
+            "INSERT INTO workflow.message_counts (status, n, endpoint) VALUES ('delivered', 3, 'ct')",
+        );
+        let counts = "SELECT delivered || ' kept, ' || delivered_total || ' in all' FROM workflow.metrics WHERE endpoint = 'ct'";
+        assert_eq!(one::<String>(counts).as_deref(), Some("3 kept, 3 in all"));
+        let purged = Spi::connect_mut(|c| {
+            crate::dispatcher::housekeeping::purge_batch(c, std::time::Duration::from_secs(86_400))
+        })
+        .unwrap();
+        assert_eq!(purged, 2, "the two older than a day");
+        assert_eq!(one::<String>(counts).as_deref(), Some("1 kept, 3 in all"));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM workflow.message_counts WHERE endpoint = 'ct'"),
+            Some(2),
+            "folded into one row of each sign"
+        );
+        run(
+            "INSERT INTO workflow.message_counts (status, n, endpoint) VALUES ('delivered', 1, 'ct')",
+        );
+        Spi::connect_mut(|c| {
+            crate::dispatcher::housekeeping::purge_batch(c, std::time::Duration::from_secs(86_400))
+        })
+        .unwrap();
+        assert_eq!(one::<String>(counts).as_deref(), Some("2 kept, 4 in all"));
+    }
+
     /// only those; it is the owner's.
     #[pg_test]
     fn wf_replay_sends_a_window_of_an_endpoints_messages_again() {

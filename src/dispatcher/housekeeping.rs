@@ -44,12 +44,13 @@ pub(crate) static PURGE_MESSAGES: Statement = Statement {
     args: &[INTERVALOID, INT4OID],
 };
 
-/// Folds the committed count deltas into one row per status and endpoint, so that `wf_stats` sums a
-/// handful of rows. Rows of transactions still open are not seen and stay as they are.
+/// Folds the committed count deltas into one row per status, endpoint and sign, so that
+/// `wf_stats` sums a handful of rows, and the positive rows stay a counter that only grows
+/// (every writer adds rows of one sign). Rows of transactions still open stay as they are.
 static FOLD_COUNTS: Statement = Statement {
     sql: "WITH folded AS (DELETE FROM workflow.message_counts RETURNING status, n, endpoint)
           INSERT INTO workflow.message_counts (status, n, endpoint)
-          SELECT status, sum(n), endpoint FROM folded GROUP BY status, endpoint HAVING sum(n) <> 0",
+          SELECT status, sum(n), endpoint FROM folded GROUP BY status, endpoint, n > 0 HAVING sum(n) <> 0",
     args: &[],
 };
 
