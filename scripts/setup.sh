@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 PGRX_VERSION=0.18.1
 PG_MAJOR=15
 APT_PACKAGES=(sudo clang libclang-dev build-essential pkg-config "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
-  # The monitoring test scrapes a real exporter.
+  # The monitoring test scrapes a real exporter; the examples need Python's venv and Node.js.
   prometheus-postgres-exporter)
+command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
+python3 -m venv --help >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -41,6 +43,22 @@ PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
 if ! grep -qs "pg$PG_MAJOR" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
   log "pointing cargo-pgrx at the system PostgreSQL $PG_MAJOR"
   cargo pgrx init "--pg$PG_MAJOR" "$PG_CONFIG" >/dev/null
+fi
+
+# The examples' packages, from PyPI and npm at the versions their lock files pin. A stamp
+# beside the installed packages says which lock file they came from.
+python_env=examples/python/.venv
+if ! cmp -s examples/python/requirements.txt "$python_env/installed-from.txt"; then
+  log "installing the Python example's packages"
+  rm -rf "$python_env"
+  python3 -m venv "$python_env"
+  "$python_env/bin/pip" install --quiet --require-hashes -r examples/python/requirements.txt
+  cp examples/python/requirements.txt "$python_env/installed-from.txt"
+fi
+if ! cmp -s examples/node/package-lock.json examples/node/node_modules/installed-from.json; then
+  log "installing the Node.js example's packages"
+  (cd examples/node && npm ci --no-audit --no-fund --loglevel=error)
+  cp examples/node/package-lock.json examples/node/node_modules/installed-from.json
 fi
 
 log "ready"

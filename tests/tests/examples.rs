@@ -1,0 +1,121 @@
+//! The examples in `examples/`, each run as its README says against a cluster with the
+//! dispatcher, and what they did checked again from the database. Each example checks its
+//! own story as it goes and prints `ok` last; the test also checks that it exits cleanly.
+//! Their packages come from the registries at the versions their lock files pin, installed
+//! by `scripts/setup.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use workflow_tests::{Cluster, dispatch_cluster};
+
+fn example_dir(language: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(language)
+}
+
+/// Runs `program args` in the example's folder with the libpq environment of `cluster`, and
+/// returns its output; panics with all of it unless it exits cleanly, saying `ok` last.
+fn run_example(cluster: &Cluster, language: &str, program: &Path, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(example_dir(language))
+        .env("PGHOST", cluster.socket_dir())
+        .env("PGPORT", cluster.port().to_string())
+        .env("PGUSER", "postgres")
+        .env("PGDATABASE", "postgres")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (has scripts/setup.sh run?)", program.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.lines().last() == Some("ok"),
+        "the {language} example failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    stdout
+}
+
+async fn count(cluster: &Cluster, sql: &str) -> i64 {
+    cluster
+        .connect()
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_order_service_and_worker_pool() {
+    let cluster = dispatch_cluster();
+    let python = example_dir("python").join(".venv/bin/python");
+    let said = run_example(cluster, "python", &python, &["run.py"]);
+    assert!(said.contains("killed with SIGKILL"), "{said}");
+    assert_eq!(
+        count(
+            cluster,
+            "SELECT count(*) FROM workflow.workflows WHERE name = 'order' AND status = 'completed'"
+        )
+        .await,
+        4
+    );
+    assert_eq!(
+        count(
+            cluster,
+            "SELECT count(*) FROM workflow.messages WHERE endpoint = 'email-service' AND status = 'delivered'"
+        )
+        .await,
+        8,
+        "a placed and a shipped email per order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_transfer_through_a_push_handler() {
+    let cluster = dispatch_cluster();
+    let said = run_example(cluster, "node", Path::new("node"), &["run.js"]);
+    assert!(said.contains("one refunded"), "{said}");
+    assert_eq!(
+        count(
+            cluster,
+            "SELECT count(*) FROM workflow.workflows WHERE name = 'transfer'
+               AND status IN ('completed', 'failed')"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            cluster,
+            "SELECT count(*) FROM workflow.messages WHERE endpoint = 'transfer-handler'
+               AND status <> 'delivered'"
+        )
+        .await,
+        0,
+        "every push was answered 2xx"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_serializable_transfers_with_fan_out() {
+    let cluster = dispatch_cluster();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let said = run_example(
+        cluster,
+        "rust",
+        Path::new(&cargo),
+        &["run", "--quiet", "-p", "workflow-example-rust"],
+    );
+    assert!(said.contains("retries on serialization failures"), "{said}");
+    assert_eq!(
+        count(
+            cluster,
+            "SELECT count(*) FROM workflow.messages WHERE endpoint IN ('ledger', 'notifications')
+               AND status = 'delivered'"
+        )
+        .await,
+        40,
+        "twenty events to each subscriber"
+    );
+}
