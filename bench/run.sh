@@ -4,6 +4,6 @@
 # runs a subset and leaves BENCHMARKS.md alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh --release >/dev/null
+bash scripts/install.sh >/dev/null
 cargo build -q --release -p workflow-bench
 exec target/release/workflow-bench "$@"

@@ -17,7 +17,7 @@ PORT=5499
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 say "Installing what the demo needs and building the extension (first run: several minutes)"
-bash scripts/install.sh >/dev/null
+bash scripts/install.sh --debug >/dev/null
 cargo build -q -p workflow-tests --bin demo-receiver
 receiver_bin="$root/target/debug/demo-receiver"
 

@@ -20,7 +20,7 @@ install -d -o postgres -g postgres "$pgtest_root"
 cargo pgrx test pg15 --runas postgres --pgdata "$pgtest_root/data" 2>&1 | tee -a "$log"
 
 echo "== out-of-process tests (real clusters, real connections)"
-bash scripts/install.sh
+bash scripts/install.sh --debug
 cargo test -p workflow-tests --tests -- --test-threads=4 2>&1 | tee -a "$log"
 
 # One closing line for the whole suite, summed over every test binary.
