@@ -1992,7 +1992,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     /// of. A statement that finds its rows by key must still go by key. Were it free to
     /// answer `status = 'pending'` from `outbox_due`, which the statistics call empty, it
     /// would read every pending message for each call; the dispatcher's record did, every
-    /// round, until the next ANALYZE (B3 fell from 19,000 to 2,000 deliveries a second).
+    /// round, until the next ANALYZE (bench/NOTES.md).
     ///
     /// Then the same with statistics that call the tables empty though they have pages:
     /// what an ANALYZE records while a large enqueueing transaction is still open (its rows

@@ -19,8 +19,7 @@ pub const MAX_BATCHES: usize = 4;
 /// schema). Both deletes find their rows by key from one array, so their plans do not
 /// depend on a guess of how many rows `LIMIT $2` yields. The cut-off is computed once, in
 /// a sub-select: compared with the volatile `clock_timestamp()` directly it could not bound
-/// the index scan, which then walked every finished message, every second, to find none
-/// old enough (30 ms a round with 60,000 kept).
+/// the index scan, which then walked every finished message, every round (bench/NOTES.md).
 pub(crate) static PURGE_MESSAGES: Statement = Statement {
     sql: "WITH doomed AS (
               SELECT id FROM workflow.outbox

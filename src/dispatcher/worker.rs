@@ -41,9 +41,8 @@ const HOUSEKEEPING_MAX: Duration = Duration::from_secs(30);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Claimed messages, in flight or queued for a free connection, per allowed request.
 const OUTSTANDING_PER_SLOT: usize = claim::LEASE_GENERATIONS as usize;
-/// How long an outcome may wait to be recorded with others. At a few hundred messages a
-/// second, one at a time, a flush per outcome was a quarter of the WAL flushes of B2's
-/// workload; within 10 ms several share one. The lease (request timeouts plus
+/// How long an outcome may wait to be recorded with others, so that several share one WAL
+/// flush at moderate rates (bench/NOTES.md). The lease (request timeouts plus
 /// `LEASE_MARGIN`) is far longer, and a crash loses what waits here as it would lose an
 /// unflushed record: the messages are sent again (G2).
 const RECORD_WITHIN: Duration = Duration::from_millis(10);
@@ -321,9 +320,8 @@ impl State {
     }
 
     /// Under a backlog every round records what came back: the rounds follow each other
-    /// anyway, and holding outcomes back only split them into more transactions (B3
-    /// 16,600–17,000 deliveries a second recording every round, 13,300–14,700 holding
-    /// them for a shared flush).
+    /// anyway, and holding outcomes back only splits them into more transactions
+    /// (bench/NOTES.md).
     fn record_due(&self) -> bool {
         self.unrecorded_since.is_some_and(|since| {
             self.backlog
@@ -339,8 +337,8 @@ impl State {
         std::mem::take(&mut self.unrecorded)
     }
 
-    /// Whether a backlog waits for the room the outcomes made. (Waiting for more room
-    /// first, a quarter or half of the outstanding limit, made B3 slower still.)
+    /// Whether a backlog waits for the room the outcomes made (any room: waiting for more
+    /// first was slower, bench/NOTES.md).
     fn room_for_backlog(&self) -> bool {
         self.backlog && self.outstanding < max_outstanding()
     }
