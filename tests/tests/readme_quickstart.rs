@@ -1,0 +1,124 @@
+//! The README's "From zero to a verified webhook", run as a newcomer would run it: its
+//! receiver, its endpoint and its enqueue, taken from the README itself (the blocks after
+//! the `<!-- quickstart:… -->` markers), against a cluster with the dispatcher.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use workflow_tests::{Cluster, dispatch_cluster, eventually, message_reaches};
+
+/// The README's receiver listens on this port.
+const RECEIVER_PORT: u16 = 8000;
+
+/// The fenced block that follows `<!-- quickstart:{name} -->` in the README.
+fn readme_block(name: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let marker = format!("<!-- quickstart:{name} -->");
+    let after = &readme[readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {marker}"))..];
+    let body = &after[after.find("```").expect("a block")..];
+    let body = &body[body.find('\n').expect("a fence line") + 1..];
+    body[..body.find("```").expect("the block's end")].to_owned()
+}
+
+/// Runs `sql` through psql, as the README's reader does; returns what it printed.
+fn psql(cluster: &Cluster, sql: &str) -> String {
+    let output = Command::new("psql")
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(cluster.conninfo())
+        .args(["-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        output.status.success(),
+        "{sql}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The receiver process, stopped when the test ends however it ends.
+struct Receiver(Child);
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newcomer_gets_a_verified_webhook() {
+    let cluster = dispatch_cluster();
+    let secret = psql(cluster, &readme_block("endpoint")).trim().to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+
+    let script = std::env::temp_dir().join(format!(
+        "workflow-readme-receiver-{}.py",
+        std::process::id()
+    ));
+    std::fs::write(&script, readme_block("receiver")).unwrap();
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/.venv/bin/python");
+    let mut receiver = Receiver(
+        Command::new(&python)
+            .arg(&script)
+            .arg(&secret)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (has scripts/setup.sh run?)", python.display())),
+    );
+    let (lines, said) = mpsc::channel();
+    let stdout = receiver.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    eventually(
+        "the receiver to listen",
+        Duration::from_secs(10),
+        || async { TcpStream::connect(("127.0.0.1", RECEIVER_PORT)).ok() },
+    )
+    .await;
+
+    // psql takes the block as a script, its \gset and :id included.
+    let mut enqueue = Command::new("psql")
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(cluster.conninfo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("psql");
+    std::io::Write::write_all(
+        enqueue.stdin.as_mut().unwrap(),
+        readme_block("enqueue").as_bytes(),
+    )
+    .unwrap();
+    let output = enqueue.wait_with_output().unwrap();
+    assert!(output.status.success(), "the README's enqueue failed");
+
+    let line = said
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the receiver printed nothing");
+    assert!(
+        line.starts_with("verified msg_") && line.contains("greeting.created"),
+        "{line}"
+    );
+    let client = cluster.connect().await;
+    let id: i64 = client
+        .query_one(
+            "SELECT id FROM workflow.messages WHERE endpoint = 'hello'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    message_reaches(&client, id, "delivered", Duration::from_secs(30)).await;
+    let _ = std::fs::remove_file(&script);
+}
