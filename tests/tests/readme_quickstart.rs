@@ -59,6 +59,10 @@ async fn a_newcomer_gets_a_verified_webhook() {
     let secret = psql(cluster, &readme_block("endpoint")).trim().to_owned();
     assert!(secret.starts_with("whsec_"), "{secret}");
 
+    assert!(
+        TcpStream::connect(("127.0.0.1", RECEIVER_PORT)).is_err(),
+        "something else listens on port {RECEIVER_PORT}, where the README's receiver listens"
+    );
     let script = std::env::temp_dir().join(format!(
         "workflow-readme-receiver-{}.py",
         std::process::id()
