@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
+bash scripts/setup-tests.sh
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
