@@ -2422,6 +2422,15 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             )),
             Some(1)
         );
+        // A sender that retries after the workflow finished gets its signal's id, not an
+        // error; a new signal is still refused.
+        run(&format!("SELECT wf_complete('{id}')"));
+        assert_eq!(one::<i64>(&send), first);
+        assert_error(
+            &format!("SELECT wf_signal('{id}', 'paid', '1', 'evt-2')"),
+            "55000",
+            "is completed",
+        );
     }
 
     #[pg_test]

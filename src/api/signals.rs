@@ -183,11 +183,8 @@ pub(super) fn send(
     to_finished: ToFinished,
 ) -> Result<Option<i64>, WfError> {
     let run = lock(client, id, None)?;
-    // A parent may have finished, and even been removed by retention, before its child.
-    if to_finished == ToFinished::Skip && run.status.as_deref() != Some("running") {
-        return Ok(None);
-    }
-    require_running(id, run.status, "wf_signal")?;
+    // A repeat is answered whatever became of the workflow since (G4): a sender retrying
+    // after the workflow finished is what the key is for.
     if let Some(key) = key {
         let existing: Option<i64> =
             db::execute(client, &FIND_BY_KEY, &[id.into(), key.into()], first_value)?;
@@ -195,6 +192,11 @@ pub(super) fn send(
             return Ok(existing);
         }
     }
+    // A parent may have finished, and even been removed by retention, before its child.
+    if to_finished == ToFinished::Skip && run.status.as_deref() != Some("running") {
+        return Ok(None);
+    }
+    require_running(id, run.status, "wf_signal")?;
     // The wait this signal resolves, if the run waits for it and its step is still open.
     let resolves = match (&run.wait_signal, &run.wait_step) {
         (Some(waited), Some(step))
