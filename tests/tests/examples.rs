@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use workflow_tests::{Cluster, dispatch_cluster};
+use std::time::Duration;
+use workflow_tests::tokio_postgres::Client;
+use workflow_tests::{Cluster, dispatch_cluster, eventually};
 
 fn example_dir(language: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,7 +27,12 @@ fn run_example(cluster: &Cluster, language: &str, program: &Path, args: &[&str])
         .env("PGUSER", "postgres")
         .env("PGDATABASE", "postgres")
         .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (has scripts/setup.sh run?)", program.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (has scripts/setup-tests.sh run?)",
+                program.display()
+            )
+        });
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -36,14 +43,14 @@ fn run_example(cluster: &Cluster, language: &str, program: &Path, args: &[&str])
     stdout
 }
 
-async fn count(cluster: &Cluster, sql: &str) -> i64 {
-    cluster
-        .connect()
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
+/// Waits until the count `sql` returns is `expected`: an example ends when its receivers
+/// have what they wait for, and the dispatcher records the last answers a moment later.
+async fn count_reaches(client: &Client, sql: &str, expected: i64, what: &str) {
+    eventually(what, Duration::from_secs(30), || async {
+        let count: i64 = client.query_one(sql, &[]).await.unwrap().get(0);
+        (count == expected).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,23 +59,22 @@ async fn python_order_service_and_worker_pool() {
     let python = example_dir("python").join(".venv/bin/python");
     let said = run_example(cluster, "python", &python, &["run.py"]);
     assert!(said.contains("killed with SIGKILL"), "{said}");
-    assert_eq!(
-        count(
-            cluster,
-            "SELECT count(*) FROM workflow.workflows WHERE name = 'order' AND status = 'completed'"
-        )
-        .await,
-        4
-    );
-    assert_eq!(
-        count(
-            cluster,
-            "SELECT count(*) FROM workflow.messages WHERE endpoint = 'email-service' AND status = 'delivered'"
-        )
-        .await,
+    let client = cluster.connect().await;
+    count_reaches(
+        &client,
+        "SELECT count(*) FROM workflow.workflows WHERE name = 'order' AND status = 'completed'",
+        4,
+        "the four orders completed",
+    )
+    .await;
+    count_reaches(
+        &client,
+        "SELECT count(*) FROM workflow.messages
+          WHERE endpoint = 'email-service' AND status = 'delivered'",
         8,
-        "a placed and a shipped email per order"
-    );
+        "a placed and a shipped email per order",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -76,25 +82,23 @@ async fn node_transfer_through_a_push_handler() {
     let cluster = dispatch_cluster();
     let said = run_example(cluster, "node", Path::new("node"), &["run.js"]);
     assert!(said.contains("one refunded"), "{said}");
-    assert_eq!(
-        count(
-            cluster,
-            "SELECT count(*) FROM workflow.workflows WHERE name = 'transfer'
-               AND status IN ('completed', 'failed')"
-        )
-        .await,
-        2
-    );
-    assert_eq!(
-        count(
-            cluster,
-            "SELECT count(*) FROM workflow.messages WHERE endpoint = 'transfer-handler'
-               AND status <> 'delivered'"
-        )
-        .await,
+    let client = cluster.connect().await;
+    count_reaches(
+        &client,
+        "SELECT count(*) FROM workflow.workflows WHERE name = 'transfer'
+               AND status IN ('completed', 'failed')",
+        2,
+        "both transfers finished",
+    )
+    .await;
+    count_reaches(
+        &client,
+        "SELECT count(*) FROM workflow.messages WHERE endpoint = 'transfer-handler'
+               AND status <> 'delivered'",
         0,
-        "every push was answered 2xx"
-    );
+        "every push was answered 2xx",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -108,14 +112,13 @@ async fn rust_serializable_transfers_with_fan_out() {
         &["run", "--quiet", "-p", "workflow-example-rust"],
     );
     assert!(said.contains("retries on serialization failures"), "{said}");
-    assert_eq!(
-        count(
-            cluster,
-            "SELECT count(*) FROM workflow.messages WHERE endpoint IN ('ledger', 'notifications')
-               AND status = 'delivered'"
-        )
-        .await,
+    let client = cluster.connect().await;
+    count_reaches(
+        &client,
+        "SELECT count(*) FROM workflow.messages WHERE endpoint IN ('ledger', 'notifications')
+               AND status = 'delivered'",
         40,
-        "twenty events to each subscriber"
-    );
+        "twenty events to each subscriber",
+    )
+    .await;
 }
