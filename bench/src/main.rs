@@ -14,10 +14,10 @@ mod receiver;
 mod report;
 
 use report::{Figure, Report};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
-use workflow_tests::{Cluster, dispatcher_pid};
+use workflow_tests::{Cluster, Helper, dispatcher_pid, free_port};
 
 /// Sizes of one benchmark run; `--quick` shrinks them for a smoke run.
 #[derive(Clone, Copy)]
@@ -132,23 +132,6 @@ impl Only {
     fn is_complete(&self) -> bool {
         self.0.is_none()
     }
-}
-
-/// A helper process that is killed when dropped.
-pub struct Helper(Child);
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 pub fn start_receiver(delay: Duration) -> (Helper, String) {

@@ -369,6 +369,25 @@ pub async fn try_connect(conninfo: &str) -> Result<Client, tokio_postgres::Error
     Ok(client)
 }
 
+/// A helper process (a receiver, an exporter) that is killed when dropped, however the
+/// test or benchmark ends.
+pub struct Helper(pub std::process::Child);
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port free on 127.0.0.1 now, for a helper process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
 /// A name no other test uses, so tests sharing a cluster never see each other's rows.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

@@ -3,31 +3,14 @@
 //! `workflow_user`, and its `/metrics` scraped over HTTP.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use workflow_tests::receiver::{Receiver, Reply};
-use workflow_tests::{dispatch_cluster, enqueue, eventually, message_reaches};
+use workflow_tests::{Helper, dispatch_cluster, enqueue, eventually, free_port, message_reaches};
 
 const EXPORTER: &str = "/usr/bin/prometheus-postgres-exporter";
-
-/// The exporter process, stopped when the test ends however it ends.
-struct Exporter(Child);
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// The body of `GET /metrics`, or None while the exporter is not listening yet.
 fn scrape(port: u16) -> Option<String> {
@@ -91,7 +74,7 @@ async fn the_exporter_serves_the_shipped_queries() {
     let port = free_port();
     let queries =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/postgres_exporter.yaml");
-    let _exporter = Exporter(
+    let _exporter = Helper(
         Command::new(EXPORTER)
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg(format!("--extend.query-path={}", queries.display()))
@@ -106,7 +89,7 @@ async fn the_exporter_serves_the_shipped_queries() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("{EXPORTER}: {e} (has scripts/setup.sh run?)")),
+            .unwrap_or_else(|e| panic!("{EXPORTER}: {e} (has scripts/setup-tests.sh run?)")),
     );
     let metrics = eventually(
         "a scrape with the workflow metrics",

@@ -5,10 +5,10 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-use workflow_tests::{Cluster, dispatch_cluster, eventually, message_reaches};
+use workflow_tests::{Cluster, Helper, dispatch_cluster, eventually, message_reaches};
 
 /// The README's receiver listens on this port.
 const RECEIVER_PORT: u16 = 8000;
@@ -27,36 +27,34 @@ fn readme_block(name: &str) -> String {
     body[..body.find("```").expect("the block's end")].to_owned()
 }
 
-/// Runs `sql` through psql, as the README's reader does; returns what it printed.
-fn psql(cluster: &Cluster, sql: &str) -> String {
-    let output = Command::new("psql")
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(cluster.conninfo())
-        .args(["-c", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        output.status.success(),
-        "{sql}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+/// Runs the README's block `name` as a psql script, as its reader does; returns what psql
+/// printed. A file, not `-c`, so that its `\gset` and `:id` work.
+fn run_block(cluster: &Cluster, name: &str) -> String {
+    let script =
+        std::env::temp_dir().join(format!("workflow-readme-{name}-{}.sql", std::process::id()));
+    std::fs::write(&script, readme_block(name)).unwrap();
+    let conninfo = cluster.conninfo();
+    let printed = cluster.client_program(
+        "psql",
+        &[
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &conninfo,
+            "-f",
+            script.to_str().unwrap(),
+        ],
     );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The receiver process, stopped when the test ends however it ends.
-struct Receiver(Child);
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    let _ = std::fs::remove_file(&script);
+    String::from_utf8_lossy(&printed).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_newcomer_gets_a_verified_webhook() {
     let cluster = dispatch_cluster();
-    let secret = psql(cluster, &readme_block("endpoint")).trim().to_owned();
+    let secret = run_block(cluster, "endpoint").trim().to_owned();
     assert!(secret.starts_with("whsec_"), "{secret}");
 
     assert!(
@@ -69,13 +67,18 @@ async fn a_newcomer_gets_a_verified_webhook() {
     ));
     std::fs::write(&script, readme_block("receiver")).unwrap();
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/.venv/bin/python");
-    let mut receiver = Receiver(
+    let mut receiver = Helper(
         Command::new(&python)
             .arg(&script)
             .arg(&secret)
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (has scripts/setup.sh run?)", python.display())),
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (has scripts/setup-tests.sh run?)",
+                    python.display()
+                )
+            }),
     );
     let (lines, said) = mpsc::channel();
     let stdout = receiver.0.stdout.take().unwrap();
@@ -91,21 +94,7 @@ async fn a_newcomer_gets_a_verified_webhook() {
     )
     .await;
 
-    // psql takes the block as a script, its \gset and :id included.
-    let mut enqueue = Command::new("psql")
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(cluster.conninfo())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("psql");
-    std::io::Write::write_all(
-        enqueue.stdin.as_mut().unwrap(),
-        readme_block("enqueue").as_bytes(),
-    )
-    .unwrap();
-    let output = enqueue.wait_with_output().unwrap();
-    assert!(output.status.success(), "the README's enqueue failed");
+    run_block(cluster, "enqueue");
 
     let line = said
         .recv_timeout(Duration::from_secs(30))

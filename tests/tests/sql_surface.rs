@@ -10,7 +10,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 use workflow_tests::{dispatch_cluster, dispatcher_pid};
 
-const SURFACE: &str = "
+/// Who besides the owner holds `$privilege` in the ACL `$acl`, or `owner only`.
+macro_rules! grantees {
+    ($acl:literal, $privilege:literal, $owner:literal) => {
+        concat!(
+            "coalesce((SELECT string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+                                         ', ' ORDER BY 1)
+                         FROM aclexplode(", $acl, ") a
+                        WHERE a.privilege_type = '", $privilege, "' AND a.grantee <> ", $owner, "),
+                      'owner only')"
+        )
+    };
+}
+
+const SURFACE: &str = concat!("
 WITH ext AS (SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'workflow'),
 functions AS (
     SELECT 'function ' || n.nspname || '.' || p.proname || '(' || pg_catalog.pg_get_function_arguments(p.oid)
@@ -19,11 +32,7 @@ functions AS (
            || CASE WHEN p.proisstrict THEN ', strict' ELSE '' END
            || CASE WHEN p.prosecdef THEN ', security definer' ELSE '' END
            || coalesce(' | ' || array_to_string(p.proconfig, ', '), '')
-           || ' | execute: ' || coalesce((
-                  SELECT string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
-                                    ', ' ORDER BY 1)
-                    FROM aclexplode(p.proacl) a
-                   WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner), 'owner only') AS line
+           || ' | execute: ' || ", grantees!("p.proacl", "EXECUTE", "p.proowner"), " AS line
       FROM pg_catalog.pg_proc p
       JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
       JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
@@ -33,11 +42,7 @@ views AS (
                SELECT string_agg(a.attname || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod), ', '
                                  ORDER BY a.attnum)
                  FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
-           || ') | select: ' || coalesce((
-                  SELECT string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
-                                    ', ' ORDER BY 1)
-                    FROM aclexplode(c.relacl) a
-                   WHERE a.privilege_type = 'SELECT' AND a.grantee <> c.relowner), 'owner only') AS line
+           || ') | select: ' || ", grantees!("c.relacl", "SELECT", "c.relowner"), " AS line
       FROM pg_catalog.pg_class c
      WHERE c.relkind = 'v' AND c.relnamespace = 'workflow'::regnamespace),
 settings AS (
@@ -45,7 +50,7 @@ settings AS (
            || ' | ' || vartype || coalesce(' ' || min_val || '..' || max_val, '') || ' | ' || context AS line
       FROM pg_catalog.pg_settings WHERE name LIKE 'workflow.%')
 SELECT string_agg(line, E'\\n' ORDER BY line) FROM (
-    SELECT line FROM functions UNION ALL SELECT line FROM views UNION ALL SELECT line FROM settings) s";
+    SELECT line FROM functions UNION ALL SELECT line FROM views UNION ALL SELECT line FROM settings) s");
 
 fn golden() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/sql_surface.txt")
