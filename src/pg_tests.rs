@@ -164,7 +164,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     }
 
     /// G7: a write that names an owner changes nothing unless that owner holds an
-    /// unexpired lease, also a replay of a recorded step.
+    /// unexpired lease, also a replay of a recorded step, and also once the workflow finished.
     #[pg_test]
     fn g7_only_the_owner_holding_the_lease_advances_a_workflow() {
         let id = one::<pgrx::Uuid>("SELECT wf_start('fenced', owner => 'a')")
@@ -216,6 +216,21 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             "55000",
             "is completed; wf_fail needs a running workflow",
         );
+        // Its owners are stale now, like owners whose lease ran out: a twin of a push
+        // handler's request, finding the workflow finished, hears "stop".
+        for call in [
+            format!("SELECT wf_checkpoint('{id}', 'three', owner => 'b')"),
+            format!("SELECT wf_heartbeat('{id}', owner => 'b')"),
+            format!("SELECT wf_sleep('{id}', 'nap', now(), owner => 'b')"),
+            format!("SELECT wf_wait('{id}', 'signal', 'go', owner => 'b')"),
+        ] {
+            assert_error(&call, "55006", "is not leased to b");
+        }
+        assert_error(
+            &format!("SELECT wf_checkpoint('{id}', 'three')"),
+            "55000",
+            "is completed; wf_checkpoint needs a running workflow",
+        );
         assert_eq!(
             one::<pgrx::JsonB>(&format!(
                 "SELECT output FROM workflow.workflows WHERE id = '{id}'"
@@ -226,7 +241,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     }
 
     #[pg_test]
-    fn wf_heartbeat_renews_a_held_lease_and_refuses_a_parked_workflow() {
+    fn wf_heartbeat_renews_a_held_lease_and_fences_a_parked_workflow() {
         let id = one::<pgrx::Uuid>("SELECT wf_start('beating', owner => 'a')")
             .unwrap()
             .to_string();
@@ -250,6 +265,15 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             "55000",
             "is parked",
         );
+        // The owner that parked it is stale now, as every write that names it says (G7):
+        // a push handler's retried request must hear "stop", not a usage error.
+        for call in [
+            format!("SELECT wf_heartbeat('{id}', owner => 'a')"),
+            format!("SELECT wf_checkpoint('{id}', 'one', owner => 'a')"),
+            format!("SELECT wf_wait('{id}', 'signal', 'go', owner => 'a')"),
+        ] {
+            assert_error(&call, "55006", "is not leased to a");
+        }
         assert_error(
             "SELECT wf_heartbeat('00000000-0000-0000-0000-000000000000')",
             "P0002",

@@ -9,7 +9,7 @@
 //! missing it.
 
 use super::readiness;
-use super::workflows::{lease_or_default, read_step, require_lease, require_running};
+use super::workflows::{lease_or_default, read_step, require_running, require_writable};
 use crate::db::{self, Statement, first_value};
 use crate::dispatcher::wake;
 use crate::document::Document;
@@ -274,8 +274,7 @@ fn wf_wait(
     let owner = validate::optional_name("owner", owner).or_raise();
     super::write("wf_wait", |client| {
         let run = lock(client, id, owner)?;
-        require_running(id, run.status.clone(), "wf_wait")?;
-        require_lease(id, owner, run.holds, "wf_wait")?;
+        require_writable(id, run.status.clone(), owner, run.holds, "wf_wait")?;
         if let Some(recorded) = read_step(client, id, step)?.1 {
             return Ok(Some(recorded.transfer()));
         }

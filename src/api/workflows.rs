@@ -242,8 +242,24 @@ fn lock_running(
             }
             rows.first().get_two()
         })?;
-    require_running(id, status, action)?;
-    require_lease(id, owner, holds, action)
+    require_writable(id, status, owner, holds, action)
+}
+
+/// The checks of a write to a run, in the order its caller can act on: the run exists; an
+/// `owner` that does not hold its lease is stale whatever became of the run since (taken
+/// over, parked or finished), and hears `55006`, "stop" (G7); and the run is running.
+pub(super) fn require_writable(
+    id: pgrx::Uuid,
+    status: Option<String>,
+    owner: Option<&str>,
+    holds: Option<bool>,
+    action: &'static str,
+) -> Result<(), WfError> {
+    if status.is_none() {
+        return Err(WfError::UnknownWorkflow(id));
+    }
+    require_lease(id, owner, holds, action)?;
+    require_running(id, status, action)
 }
 
 /// G7: a write that names an owner changes nothing unless that owner holds the lease.
@@ -364,8 +380,7 @@ fn wf_checkpoint(
             let row = rows.first();
             Ok((row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
         })?;
-        require_running(id, status, "wf_checkpoint")?;
-        require_lease(id, owner, holds, "wf_checkpoint")?;
+        require_writable(id, status, owner, holds, "wf_checkpoint")?;
         if recorded_now == Some(true) {
             return Ok(None);
         }
@@ -411,14 +426,13 @@ fn wf_heartbeat(
             db::execute(client, &READ_LEASE, &[id.into(), owner.into()], |rows| {
                 rows.first().get_three()
             })?;
-        require_running(id, status, "wf_heartbeat")?;
+        require_writable(id, status, owner, holds, "wf_heartbeat")?;
         if leased != Some(true) {
             return Err(WfError::Parked {
                 id,
                 action: "wf_heartbeat",
             });
         }
-        require_lease(id, owner, holds, "wf_heartbeat")?;
         // Running, leased and held now, so it changed between the two statements.
         Err(WfError::ChangedConcurrently {
             id,
