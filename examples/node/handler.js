@@ -12,10 +12,19 @@ const { inTransaction } = require("./bank");
 const OBJECT_IN_USE = "55006"; // the owner no longer holds the lease
 
 // One fenced step: the heartbeat fails with 55006 unless `owner` still holds the lease, and
-// locks the run until the step's checkpoint commits with its business write.
-async function step(pool, push, name, write) {
+// locks the run until the step's checkpoint commits with its business write. One push can
+// reach the handler twice (the dispatcher sends it again when a request times out, while
+// the first goes on), both as the same owner: so whether the step is done is read under
+// the lock, where the twin's commit is seen, not from the push's `steps`.
+async function step(pool, push, name, write, options) {
   await inTransaction(pool, async (client) => {
     await client.query("SELECT wf_heartbeat($1, owner => $2)", [push.workflow, push.owner]);
+    const { rows } = await client.query("SELECT wf_step($1, $2) IS NOT NULL AS done", [
+      push.workflow,
+      name,
+    ]);
+    if (rows[0].done) return;
+    await options.slowDown();
     const output = await write(client, push.input);
     await client.query("SELECT wf_checkpoint($1, $2, $3, owner => $4)", [
       push.workflow,
@@ -26,7 +35,7 @@ async function step(pool, push, name, write) {
   });
 }
 
-async function advance(pool, push) {
+async function advance(pool, push, options) {
   const transfer = push.input;
   if (!("debit" in push.steps)) {
     await step(pool, push, "debit", async (client) => {
@@ -35,7 +44,7 @@ async function advance(pool, push) {
         transfer.amount,
       ]);
       return { debited: transfer.amount };
-    });
+    }, options);
   }
   // Replay-safe: the first call parks the workflow and returns null; the push after the
   // signal (or the timeout) returns what was recorded.
@@ -53,7 +62,7 @@ async function advance(pool, push) {
         transfer.amount,
       ]);
       return { refunded: transfer.amount };
-    });
+    }, options);
     await pool.query("SELECT wf_fail($1, 'the payment was not confirmed in time', $2)", [
       push.workflow,
       push.owner,
@@ -66,7 +75,7 @@ async function advance(pool, push) {
       transfer.amount,
     ]);
     return { credited: transfer.amount, charge: event.payload.charge };
-  });
+  }, options);
   await pool.query("SELECT wf_complete($1, $2, $3)", [
     push.workflow,
     { charge: event.payload.charge },
@@ -84,9 +93,32 @@ function readBody(request) {
   });
 }
 
-// `secret()` is the endpoint's signing secret; `log` hears what each request did.
-function createServer(pool, secret, log) {
-  return http.createServer(async (request, response) => {
+// `secret()` is the endpoint's signing secret; `log` hears what each request did. With
+// `slowFirstStep` (milliseconds), the first step the server runs takes that much longer
+// inside its transaction, like a slow call to the bank's core system.
+// `stop()` closes the server and waits for the requests it is still handling, including
+// those whose caller gave up waiting (the dispatcher's request timeout): their work goes on.
+function createServer(pool, secret, log, { slowFirstStep = 0 } = {}) {
+  let slowed = false;
+  const options = {
+    slowDown: async () => {
+      if (slowed || slowFirstStep === 0) return;
+      slowed = true;
+      await new Promise((resolve) => setTimeout(resolve, slowFirstStep));
+    },
+  };
+  const handling = new Set();
+  const server = http.createServer((request, response) => {
+    const work = handle(request, response).finally(() => handling.delete(work));
+    handling.add(work);
+  });
+  server.stop = async () => {
+    await new Promise((resolve) => server.close(resolve));
+    await Promise.all(handling);
+  };
+  return server;
+
+  async function handle(request, response) {
     const answer = (status, text) => {
       response.writeHead(status, { "content-type": "text/plain" }).end(text);
     };
@@ -101,7 +133,7 @@ function createServer(pool, secret, log) {
           log({ rejected: error.message });
           return answer(401, "bad signature");
         }
-        const outcome = await advance(pool, push);
+        const outcome = await advance(pool, push, options);
         log({ workflow: push.workflow, outcome });
         return answer(200, outcome);
       }
@@ -119,14 +151,15 @@ function createServer(pool, secret, log) {
       answer(404, "not found");
     } catch (error) {
       if (error.code === OBJECT_IN_USE) {
-        // Another owner took the workflow over (our lease ran out): it continues, not us.
+        // This owner no longer holds the lease: it ran out and another owner took over, or
+        // this is a retried push whose owner parked the workflow already. Not ours to go on.
         log({ lost: error.message });
         return answer(200, "taken over");
       }
       log({ error: error.message });
       answer(500, "failed"); // the dispatcher retries the push
     }
-  });
+  }
 }
 
 module.exports = { createServer };

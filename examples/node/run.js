@@ -1,6 +1,8 @@
 // The whole example, end to end, checking what it claims: two transfers pushed to the
 // handler, one confirmed by the payment provider (twice: one signal) and completed, one
-// never confirmed and refunded when its wait timed out; every push verified.
+// never confirmed and refunded when its wait timed out; every push verified. The first
+// step the handler runs is slow on purpose: the dispatcher gives up on that push after the
+// endpoint's one-second timeout and sends it again, and the twin debits nothing.
 //
 //   node run.js        (connection parameters from PGHOST, PGPORT, PGUSER, PGDATABASE)
 //
@@ -28,10 +30,15 @@ async function main() {
   const pool = new Pool({ max: 4 });
   let secret = null;
   const outcomes = [];
-  const server = createServer(pool, () => secret, (event) => {
-    console.log("  |", JSON.stringify(event));
-    outcomes.push(event);
-  });
+  const server = createServer(
+    pool,
+    () => secret,
+    (event) => {
+      console.log("  |", JSON.stringify(event));
+      outcomes.push(event);
+    },
+    { slowFirstStep: 3000 },
+  );
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   try {
     const url = `http://127.0.0.1:${server.address().port}`;
@@ -40,8 +47,10 @@ async function main() {
     const run = crypto.randomUUID().slice(0, 6);
     const [alice, bob] = [`alice-${run}`, `bob-${run}`];
     await pool.query("INSERT INTO accounts VALUES ($1, 100), ($2, 0)", [alice, bob]);
+    // A one-second timeout, and a quick retry, so that the slow first step has a twin.
     const { rows } = await pool.query(
-      "SELECT wf_endpoint('transfer-handler', $1, 'generate') AS secret",
+      `SELECT wf_endpoint('transfer-handler', $1, 'generate', timeout => '1 second',
+                          retry_schedule => '{250 milliseconds}') AS secret`,
       [`${url}/workflows`],
     );
     secret = rows[0].secret;
@@ -69,7 +78,27 @@ async function main() {
       const s = await status(confirmed);
       return s.waiting_for === "payment.confirmed" && s.owner === null;
     });
-    assert.equal(await balance(alice), 65, "both debits are done");
+    // The second push may come later, and its two-second wait may already have timed out:
+    // count its debit and any refund with alice's balance, in one statement's snapshot.
+    const ledger = async () =>
+      (await pool.query(
+        `SELECT (SELECT balance FROM accounts WHERE id = $1)::int AS alice,
+                count(*) FILTER (WHERE step = 'debit')::int AS debits,
+                coalesce(sum((output->>'debited')::int), 0)::int AS debited,
+                coalesce(sum((output->>'refunded')::int), 0)::int AS refunded
+           FROM workflow.steps WHERE workflow_id = ANY($2::uuid[])`,
+        [alice, [confirmed, unconfirmed]],
+      )).rows[0];
+    const debited = await eventually("both debits to be recorded", async () => {
+      const row = await ledger();
+      return row.debits === 2 && row;
+    });
+    assert.equal(debited.debited, 35, "both debits are recorded");
+    assert.equal(debited.alice, 100 - debited.debited + debited.refunded,
+      "alice's balance moves with the recorded debits and refunds, once each");
+    await eventually("the slow push's twin to be turned away", async () =>
+      outcomes.some((o) => o.lost));
+    console.log("the slow first push was sent again; its twin debited nothing, and stopped");
 
     console.log("the payment provider confirms the first transfer, and repeats its callback");
     for (let i = 0; i < 2; i++) {
@@ -98,7 +127,8 @@ async function main() {
       "completed, one refunded after its wait timed out");
     console.log("ok");
   } finally {
-    server.close();
+    // Pushes still being handled finish before their pool goes.
+    await server.stop();
     await pool.end();
   }
 }
