@@ -117,7 +117,7 @@ impl WfError {
                 "A completed, failed or cancelled workflow accepts no more steps; start a new one.",
             ),
             WfError::NotLeasedTo { .. } => Some(
-                "Its lease expired and another owner may have claimed it: stop working on it, and roll back what this transaction did for it.",
+                "Its lease ran out and another owner may have claimed it, or the workflow was parked or finished since: stop working on it, and roll back what this transaction did for it.",
             ),
             WfError::Parked { .. } => Some("Claim it with wf_claim once it is ready."),
             WfError::NothingToWaitFor {
