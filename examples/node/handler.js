@@ -16,7 +16,7 @@ const OBJECT_IN_USE = "55006"; // the owner no longer holds the lease
 // reach the handler twice (the dispatcher sends it again when a request times out, while
 // the first goes on), both as the same owner: so whether the step is done is read under
 // the lock, where the twin's commit is seen, not from the push's `steps`.
-async function step(pool, push, name, write, options) {
+async function step(pool, push, name, write, slowDown) {
   await inTransaction(pool, async (client) => {
     await client.query("SELECT wf_heartbeat($1, owner => $2)", [push.workflow, push.owner]);
     const { rows } = await client.query("SELECT wf_step($1, $2) IS NOT NULL AS done", [
@@ -24,7 +24,7 @@ async function step(pool, push, name, write, options) {
       name,
     ]);
     if (rows[0].done) return;
-    await options.slowDown();
+    await slowDown();
     const output = await write(client, push.input);
     await client.query("SELECT wf_checkpoint($1, $2, $3, owner => $4)", [
       push.workflow,
@@ -35,7 +35,7 @@ async function step(pool, push, name, write, options) {
   });
 }
 
-async function advance(pool, push, options) {
+async function advance(pool, push, slowDown) {
   const transfer = push.input;
   if (!("debit" in push.steps)) {
     await step(pool, push, "debit", async (client) => {
@@ -44,7 +44,7 @@ async function advance(pool, push, options) {
         transfer.amount,
       ]);
       return { debited: transfer.amount };
-    }, options);
+    }, slowDown);
   }
   // Replay-safe: the first call parks the workflow and returns null; the push after the
   // signal (or the timeout) returns what was recorded.
@@ -62,7 +62,7 @@ async function advance(pool, push, options) {
         transfer.amount,
       ]);
       return { refunded: transfer.amount };
-    }, options);
+    }, slowDown);
     await pool.query("SELECT wf_fail($1, 'the payment was not confirmed in time', $2)", [
       push.workflow,
       push.owner,
@@ -75,7 +75,7 @@ async function advance(pool, push, options) {
       transfer.amount,
     ]);
     return { credited: transfer.amount, charge: event.payload.charge };
-  }, options);
+  }, slowDown);
   await pool.query("SELECT wf_complete($1, $2, $3)", [
     push.workflow,
     { charge: event.payload.charge },
@@ -100,12 +100,10 @@ function readBody(request) {
 // those whose caller gave up waiting (the dispatcher's request timeout): their work goes on.
 function createServer(pool, secret, log, { slowFirstStep = 0 } = {}) {
   let slowed = false;
-  const options = {
-    slowDown: async () => {
-      if (slowed || slowFirstStep === 0) return;
-      slowed = true;
-      await new Promise((resolve) => setTimeout(resolve, slowFirstStep));
-    },
+  const slowDown = async () => {
+    if (slowed || slowFirstStep === 0) return;
+    slowed = true;
+    await new Promise((resolve) => setTimeout(resolve, slowFirstStep));
   };
   const handling = new Set();
   const server = http.createServer((request, response) => {
@@ -133,7 +131,7 @@ function createServer(pool, secret, log, { slowFirstStep = 0 } = {}) {
           log({ rejected: error.message });
           return answer(401, "bad signature");
         }
-        const outcome = await advance(pool, push, options);
+        const outcome = await advance(pool, push, slowDown);
         log({ workflow: push.workflow, outcome });
         return answer(200, outcome);
       }

@@ -80,21 +80,19 @@ async function main() {
     });
     // The second push may come later, and its two-second wait may already have timed out:
     // count its debit and any refund with alice's balance, in one statement's snapshot.
-    const ledger = async () =>
-      (await pool.query(
+    const ledger = await eventually("both debits to be recorded", async () => {
+      const { rows } = await pool.query(
         `SELECT (SELECT balance FROM accounts WHERE id = $1)::int AS alice,
                 count(*) FILTER (WHERE step = 'debit')::int AS debits,
                 coalesce(sum((output->>'debited')::int), 0)::int AS debited,
                 coalesce(sum((output->>'refunded')::int), 0)::int AS refunded
            FROM workflow.steps WHERE workflow_id = ANY($2::uuid[])`,
         [alice, [confirmed, unconfirmed]],
-      )).rows[0];
-    const debited = await eventually("both debits to be recorded", async () => {
-      const row = await ledger();
-      return row.debits === 2 && row;
+      );
+      return rows[0].debits === 2 && rows[0];
     });
-    assert.equal(debited.debited, 35, "both debits are recorded");
-    assert.equal(debited.alice, 100 - debited.debited + debited.refunded,
+    assert.equal(ledger.debited, 35, "both debits are recorded");
+    assert.equal(ledger.alice, 100 - ledger.debited + ledger.refunded,
       "alice's balance moves with the recorded debits and refunds, once each");
     await eventually("the slow push's twin to be turned away", async () =>
       outcomes.some((o) => o.lost));

@@ -274,7 +274,7 @@ fn wf_wait(
     let owner = validate::optional_name("owner", owner).or_raise();
     super::write("wf_wait", |client| {
         let run = lock(client, id, owner)?;
-        require_writable(id, run.status.clone(), owner, run.holds, "wf_wait")?;
+        require_writable(id, run.status, owner, run.holds, "wf_wait")?;
         if let Some(recorded) = read_step(client, id, step)?.1 {
             return Ok(Some(recorded.transfer()));
         }
