@@ -1,8 +1,9 @@
 //! Every `workflow.*` setting: its default, its range, and a typed accessor.
 //!
-//! Settings a session may sensibly choose for itself (a lease, a recovery cap) are
-//! `USERSET` and take effect on the next call. A setting that bounds the dispatcher's
-//! memory (the payload limit) is `SUSET`: an application must not be able to raise it. The dispatcher's settings are `SIGHUP`: they
+//! Settings a session may sensibly choose for itself (its default lease) are `USERSET` and
+//! take effect on the next call. A setting that bounds the dispatcher's memory (the payload
+//! limit) or decides the fate of other applications' workflows (the recovery cap, applied
+//! by whichever session claims) is `SUSET`: an application must not be able to change it. The dispatcher's settings are `SIGHUP`: they
 //! take effect on reload (`pg_reload_conf()`), except `workflow.databases`, which decides
 //! which workers exist and so needs a restart.
 
@@ -49,11 +50,12 @@ pub fn register(preloading: bool) {
         c"How many times in a row wf_claim may recover one workflow before it is failed.",
         c"A claim that takes over an owner's expired lease counts one recovery attempt (a \
           claim after a sleep does not, and every new checkpoint restarts the count); the \
-          claim past this number marks the workflow failed instead of handing it out again.",
+          claim past this number marks the workflow failed instead of handing it out again. \
+          Superuser-only: the claimer's session applies it to every application's workflows.",
         &MAX_RECOVERY_ATTEMPTS,
         0,
         1_000_000,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

@@ -59,10 +59,21 @@ pub enum WfError {
         action: &'static str,
         allowed: &'static str,
     },
+    #[error(
+        "message {id} is a durable step its workflow decided without ({}); it is not sent again",
+        decided_reason(decided)
+    )]
+    StepDecided { id: i64, decided: String },
     #[error("{action} cannot run in a read-only transaction{}", if *standby { " (this server is a hot standby)" } else { "" })]
     ReadOnly { action: &'static str, standby: bool },
     #[error("the row with this idempotency_key was created and removed concurrently, repeatedly")]
     StartRace,
+    #[error("a workflow named {name:?} was already started with idempotency_key {key:?}")]
+    AlreadyStarted {
+        name: String,
+        key: String,
+        id: pgrx::Uuid,
+    },
     #[error("workflow {id} changed concurrently while {action} ran, twice")]
     ChangedConcurrently {
         id: pgrx::Uuid,
@@ -95,11 +106,13 @@ impl WfError {
             | WfError::EndpointNameIsUrl(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             WfError::UnknownWorkflow(_) | WfError::UnknownMessage(_) => ERRCODE_NO_DATA_FOUND,
             WfError::UnknownEndpoint(_) | WfError::UnknownHandler(_) => ERRCODE_UNDEFINED_OBJECT,
+            WfError::AlreadyStarted { .. } => ERRCODE_UNIQUE_VIOLATION,
             WfError::NotLeasedTo { .. } => ERRCODE_OBJECT_IN_USE,
             WfError::NotRunning { .. }
             | WfError::Parked { .. }
             | WfError::NothingToWaitFor { .. }
-            | WfError::MessageState { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            | WfError::MessageState { .. }
+            | WfError::StepDecided { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             WfError::ReadOnly { .. } => ERRCODE_READ_ONLY_SQL_TRANSACTION,
             WfError::StartRace | WfError::ChangedConcurrently { .. } => {
                 ERRCODE_T_R_SERIALIZATION_FAILURE
@@ -137,9 +150,23 @@ impl WfError {
             WfError::StartRace | WfError::ChangedConcurrently { .. } => {
                 Some("Retry the transaction.")
             }
+            WfError::StepDecided { .. } => Some(
+                "A workflow's decision governs its side effects: enqueue a new step from a running workflow if it still needs one.",
+            ),
+            WfError::AlreadyStarted { .. } => Some(
+                "Call it with if_exists => 'return' to be handed the existing workflow, or use another key.",
+            ),
             WfError::ReadOnly { standby: true, .. } => {
                 Some("Write functions run on the primary; reads work here.")
             }
+            _ => None,
+        }
+    }
+
+    /// What a caller may need to act on, beyond the message.
+    fn detail(&self) -> Option<String> {
+        match self {
+            WfError::AlreadyStarted { id, .. } => Some(format!("The existing workflow is {id}.")),
             _ => None,
         }
     }
@@ -151,8 +178,20 @@ impl WfError {
         if let Some(hint) = self.hint() {
             report = report.set_hint(hint);
         }
+        if let Some(detail) = self.detail() {
+            report = report.set_detail(detail);
+        }
         report.report(PgLogLevel::ERROR);
         unreachable!("an ERROR report does not return")
+    }
+}
+
+/// Why a durable step is decided: its step was recorded, or its workflow finished.
+fn decided_reason(decided: &str) -> String {
+    match decided {
+        "recorded" => "its step is recorded".to_string(),
+        "removed" => "its workflow was removed by retention".to_string(),
+        status => format!("its workflow is {status}"),
     }
 }
 

@@ -7,8 +7,12 @@
 //! - [`workflow`] — the model in plain Rust: states, transitions, argument rules.
 //! - [`delivery`] — the delivery protocol in plain Rust: signing, retry policy, URL and
 //!   address checks, header rules.
-//! - [`dispatcher`] — the background worker: wake on commit, claim, send (tokio + reqwest
-//!   on their own threads), record, housekeeping.
+//! - [`runs`] — the floor under both: lease guards, claiming, children, signals, readiness,
+//!   session-bound leases; what the SQL surface and the dispatcher both do to runs.
+//! - [`dispatcher`] — the background worker: claim, send (tokio + reqwest on their own
+//!   threads), record, housekeeping.
+//! - [`wake`] — the shared-memory slot each dispatcher publishes, and the wake-ups that
+//!   commits and exiting sessions leave in it.
 //! - [`db`] — SPI with kept, typed plans; the only place that talks to the executor.
 //! - [`error`] — every error with its SQLSTATE, raised in one place.
 //! - [`config`] — every `workflow.*` setting with its default and range.
@@ -35,6 +39,8 @@ macro_rules! running_names {
     };
 }
 
+#[macro_use]
+mod runs;
 mod api;
 mod config;
 mod db;
@@ -42,6 +48,7 @@ mod delivery;
 mod dispatcher;
 mod document;
 mod error;
+mod wake;
 mod workflow;
 
 pgrx::pg_module_magic!();
@@ -88,7 +95,7 @@ pub extern "C-unwind" fn _PG_init() {
         unsafe { pg_sys::process_shared_preload_libraries_in_progress && !pg_sys::IsBinaryUpgrade };
     config::register(preloading);
     if preloading {
-        dispatcher::wake::init_shared_memory();
+        wake::init_shared_memory();
         dispatcher::database::install_drop_hook();
         dispatcher::register_workers();
     }

@@ -867,7 +867,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             (format!("SELECT wf_fail('{id}', NULL)"), "error"),
             ("SELECT wf_cancel(NULL)".to_string(), "workflow"),
             ("SELECT * FROM wf_status(NULL)".to_string(), "workflow"),
-            ("SELECT wf_claim('n', NULL)".to_string(), "owner"),
+            ("SELECT wf_release(NULL)".to_string(), "workflow"),
             ("SELECT wf_claim('n', 'o', max => NULL)".to_string(), "max"),
             (format!("SELECT wf_sleep('{id}', 's', NULL)"), "until"),
         ] {
@@ -2057,7 +2057,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             (&crate::api::outbox::CANCEL, "int8", "6001".into()),
             (&crate::api::outbox::RETRY, "int8", "6001".into()),
             (
-                &crate::api::outbox::CANCEL_WORKFLOW_MESSAGES,
+                &crate::runs::finish::CANCEL_WORKFLOW_MESSAGES,
                 "uuid[]",
                 format!("ARRAY[{id}]::uuid[]"),
             ),
@@ -2067,7 +2067,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
                 "'{6001,6002}'".into(),
             ),
             (
-                &crate::api::workflows::FINISH,
+                &crate::runs::finish::FINISH,
                 "uuid, text, jsonb, text, text",
                 format!("{id}, 'completed', NULL, NULL, NULL"),
             ),
@@ -2652,7 +2652,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             "a start with an owner is its own"
         );
         // What the dispatcher's round does.
-        let pushed = Spi::connect_mut(|client| crate::api::handlers::push_ready(client, 10, 10))
+        let pushed = Spi::connect_mut(|client| crate::runs::push::push_ready(client, 10, 10))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(pushed.0, 1);
         assert_eq!(
@@ -2707,7 +2707,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         run(&format!(
             "UPDATE workflow.runs SET lease_expires_at = clock_timestamp() WHERE id IN ('{small}', '{large}')"
         ));
-        let pushed = Spi::connect_mut(|client| crate::api::handlers::push_ready(client, 10, 10))
+        let pushed = Spi::connect_mut(|client| crate::runs::push::push_ready(client, 10, 10))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(pushed.0, 2);
         let push = |id: pgrx::Uuid| {

@@ -51,7 +51,15 @@ CREATE TABLE workflow.runs (
     -- stays here until the next wf_wait of its step records the timeout.
     wait_step          text,
     wait_signal        text,
-    wait_deadline      timestamptz
+    wait_deadline      timestamptz,
+    -- Who the work is for (wf_start's tenant), shown with the workflow and its claims: the
+    -- key that flow control by tenant, and a split of the data, go by.
+    tenant             text,
+    -- The session a lease without an explicit owner is bound to: its backend's pid and
+    -- start (pg_stat_activity's backend_start), so that a reused pid is another session.
+    -- When the session ends, the dispatcher frees the lease at once (see runs::sessions).
+    session_pid        integer,
+    session_started    timestamptz
 ) WITH (fillfactor = 85); -- room for HOT updates of status and lease on the same page
 
 -- The partial indexes on status are for the statements that mean to walk them, which
@@ -67,6 +75,8 @@ CREATE INDEX runs_claimable ON workflow.runs (name, lease_expires_at) WHERE (sta
 CREATE INDEX runs_finished ON workflow.runs (finished_at) WHERE (status <> 'running') IS TRUE;
 -- A run's children, for the cancel that cascades to them.
 CREATE INDEX runs_children ON workflow.runs (parent) WHERE parent IS NOT NULL;
+-- The session-bound leases, for the dispatcher's look for sessions that ended.
+CREATE INDEX runs_sessions ON workflow.runs (session_pid) WHERE session_pid IS NOT NULL;
 
 -- One row per completed step. The primary key makes a second record of a step impossible.
 -- There is no foreign key to runs on purpose: its per-row check (an SPI query and a row
@@ -90,7 +100,7 @@ SELECT r.id, r.name, r.status::text AS status, r.input, r.output, r.error,
        r.owner, r.lease_expires_at, r.recovery_attempts, r.idempotency_key,
        r.created_at, r.updated_at, r.finished_at,
        r.parent, coalesce(r.wait_signal, r.wait_step) AS waiting_for,
-       r.wait_deadline AS waiting_until
+       r.wait_deadline AS waiting_until, r.tenant
   FROM workflow.runs r
   LEFT JOIN LATERAL (
         SELECT count(*)::integer AS steps_done,

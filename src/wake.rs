@@ -28,7 +28,7 @@ pub const MAX_DISPATCHERS: usize = 32;
 
 #[derive(Default)]
 #[repr(C)]
-pub(super) struct Slot {
+pub(crate) struct Slot {
     database: AtomicU32,
     /// Address of the dispatcher's `PGPROC.procLatch`, in shared memory; 0 when vacant.
     latch: AtomicUsize,
@@ -36,11 +36,11 @@ pub(super) struct Slot {
     looks_again_at: AtomicI64,
     /// When a `DROP DATABASE` of the slot's database asked its dispatcher to leave (a
     /// `TimestampTz`; 0: never). See `database`.
-    pub(super) leave_requested_at: AtomicI64,
+    pub(crate) leave_requested_at: AtomicI64,
     /// Whether the slot's dispatcher started connecting and has not connected since.
-    pub(super) connecting: AtomicBool,
+    pub(crate) connecting: AtomicBool,
     /// Connection attempts that failed in a row.
-    pub(super) connect_failures: AtomicU32,
+    pub(crate) connect_failures: AtomicU32,
     /// Committed transactions that left an unpark flag (see `parking`), counted after each
     /// commit: the dispatcher runs its unpark when this grows, not every round.
     flags_raised: AtomicU64,
@@ -48,6 +48,13 @@ pub(super) struct Slot {
     /// last took it, as a `TimestampTz`; 0: none. The dispatcher announces the workflows a
     /// timer makes ready (see `ready`), and looks at it then.
     earliest_timer: AtomicI64,
+    /// Backends that held session-bound leases and exited, counted as they exit: the
+    /// dispatcher frees the leases of ended sessions when this grows (see `runs::sessions`).
+    sessions_ended: AtomicU64,
+    /// Transactions prepared (two-phase) after making workflows ready, counted at
+    /// PREPARE: until they commit, the dispatcher announces readiness itself (see
+    /// `runs::readiness`).
+    readiness_prepared: AtomicU64,
 }
 
 #[repr(C)]
@@ -86,7 +93,7 @@ thread_local! {
 }
 
 /// Slot `slot` in shared memory, when the library was preloaded.
-pub(super) fn slot(slot: usize) -> Option<&'static Slot> {
+pub(crate) fn slot(slot: usize) -> Option<&'static Slot> {
     if !SHARED_MEMORY.load(Ordering::Acquire) || slot >= MAX_DISPATCHERS {
         return None;
     }
@@ -94,7 +101,7 @@ pub(super) fn slot(slot: usize) -> Option<&'static Slot> {
 }
 
 /// The slot whose dispatcher serves database `oid`, with its latch.
-pub(super) fn slot_serving(oid: u32) -> Option<(&'static Slot, usize)> {
+pub(crate) fn slot_serving(oid: u32) -> Option<(&'static Slot, usize)> {
     if !SHARED_MEMORY.load(Ordering::Acquire) {
         return None;
     }
@@ -159,7 +166,7 @@ pub fn timer_on_commit(at: pg_sys::TimestampTz) {
 }
 
 /// The earliest timer committed in slot `slot`'s database since the last call, if any.
-pub(super) fn take_timer(slot: usize) -> Option<pg_sys::TimestampTz> {
+pub(crate) fn take_timer(slot: usize) -> Option<pg_sys::TimestampTz> {
     let at = self::slot(slot)?.earliest_timer.swap(0, Ordering::AcqRel);
     (at != 0).then_some(at)
 }
@@ -167,8 +174,58 @@ pub(super) fn take_timer(slot: usize) -> Option<pg_sys::TimestampTz> {
 /// How many committed transactions left an unpark flag in slot `slot`'s database so far.
 /// Read before the statement that acts on the flags: every commit counted by then is
 /// visible to it.
-pub(super) fn flags_raised(slot: usize) -> Option<u64> {
+pub(crate) fn flags_raised(slot: usize) -> Option<u64> {
     self::slot(slot).map(|slot| slot.flags_raised.load(Ordering::Acquire))
+}
+
+/// How many backends holding session-bound leases have exited in slot `slot`'s database.
+pub(crate) fn sessions_ended(slot: usize) -> Option<u64> {
+    self::slot(slot).map(|slot| slot.sessions_ended.load(Ordering::Acquire))
+}
+
+/// How many transactions were prepared after making workflows ready in slot `slot`'s
+/// database.
+pub(crate) fn readiness_prepared_count(slot: usize) -> Option<u64> {
+    self::slot(slot).map(|slot| slot.readiness_prepared.load(Ordering::Acquire))
+}
+
+/// From a backend's exit callback, after it left the proc array: it held a session-bound
+/// lease, so its database's dispatcher should free what it held. Only atomics and a latch.
+pub fn session_ended() {
+    serving_slots(|slot| {
+        slot.sessions_ended.fetch_add(1, Ordering::AcqRel);
+        true
+    });
+}
+
+/// At PREPARE TRANSACTION of a transaction that made workflows ready: it cannot notify
+/// (Postgres forbids NOTIFY in a prepared transaction), so its dispatcher announces
+/// readiness until the prepared transactions are gone.
+pub fn readiness_prepared() {
+    serving_slots(|slot| {
+        slot.readiness_prepared.fetch_add(1, Ordering::AcqRel);
+        true
+    });
+}
+
+/// Runs `note` on the slots serving this backend's database, and sets the latch of each
+/// for which it returns true. Safe to call from any callback: atomics and `SetLatch` only.
+fn serving_slots(note: impl Fn(&Slot) -> bool) {
+    if !SHARED_MEMORY.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: a backend connected to a database reads its own MyDatabaseId.
+    let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    for slot in &SLOTS.get().slots {
+        if slot.database.load(Ordering::Acquire) != database {
+            continue;
+        }
+        let latch = slot.latch.load(Ordering::Acquire);
+        if note(slot) && latch != 0 {
+            // SAFETY: the address is a PGPROC latch in shared memory (see `wake_dispatcher`).
+            unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
+        }
+    }
 }
 
 /// Arms a wake-up of this database's dispatcher for when the current transaction commits:
@@ -210,12 +267,7 @@ fn disarm() {
 }
 
 fn wake_dispatcher(due: pg_sys::TimestampTz, flagged: bool, timer: pg_sys::TimestampTz) {
-    // SAFETY: a backend connected to a database reads its own MyDatabaseId.
-    let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
-    for slot in &SLOTS.get().slots {
-        if slot.database.load(Ordering::Acquire) != database {
-            continue;
-        }
+    serving_slots(|slot| {
         if flagged {
             slot.flags_raised.fetch_add(1, Ordering::AcqRel);
         }
@@ -227,12 +279,9 @@ fn wake_dispatcher(due: pg_sys::TimestampTz, flagged: bool, timer: pg_sys::Times
                     Some(if left == 0 { timer } else { left.min(timer) })
                 });
         }
-        let latch = slot.latch.load(Ordering::Acquire);
-        if latch != 0 && due < slot.looks_again_at.load(Ordering::SeqCst) {
-            // SAFETY: the address is a PGPROC latch in shared memory, valid for the life of
-            // the cluster; if its dispatcher died and the PGPROC was reused, the worst case
-            // is one spurious wake-up of another process.
-            unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
-        }
-    }
+        // The latch is a PGPROC latch in shared memory, valid for the life of the cluster;
+        // if its dispatcher died and the PGPROC was reused, the worst case is one spurious
+        // wake-up of another process.
+        due < slot.looks_again_at.load(Ordering::SeqCst)
+    });
 }

@@ -5,9 +5,9 @@ use crate::db::{self, Statement, first_value};
 use crate::delivery::retry;
 use crate::delivery::signing::Secret;
 use crate::delivery::target;
-use crate::dispatcher::wake;
 use crate::document::Document;
 use crate::error::{OrRaise, WfError};
+use crate::wake;
 use crate::workflow::validate;
 use pgrx::datum::{AnyNumeric, DatumWithOid, Interval};
 use pgrx::pg_sys::{

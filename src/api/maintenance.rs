@@ -7,35 +7,12 @@ use pgrx::prelude::*;
 #[pg_schema]
 pub(crate) mod workflow {
     use crate::config;
-    use crate::db::{self, Statement};
+    use crate::db;
     use crate::error::OrRaise;
+    use crate::runs::retention::PURGE_FINISHED;
     use crate::workflow::validate;
     use pgrx::datum::{DatumWithOid, Interval};
-    use pgrx::pg_sys::{INT4OID, INTERVALOID};
     use pgrx::prelude::*;
-
-    /// Deletes one batch of finished runs older than the retention, with their checkpoints
-    /// and signals (there is no cascading foreign key, see the schema). Small batches keep locks short and let vacuum keep up.
-    pub static PURGE_FINISHED: Statement = Statement {
-        sql: "WITH doomed AS (
-                  SELECT id FROM workflow.runs
-                   WHERE (status <> 'running') IS TRUE AND finished_at <= statement_timestamp() - $1
-                   ORDER BY finished_at
-                   LIMIT $2
-                     FOR UPDATE SKIP LOCKED),
-              gone AS (
-                  DELETE FROM workflow.runs r
-                   WHERE r.id = ANY (ARRAY(SELECT id FROM doomed))
-                  RETURNING r.id),
-              steps AS (
-                  DELETE FROM workflow.checkpoints c
-                   WHERE c.workflow_id = ANY (ARRAY(SELECT id FROM gone))),
-              signals AS (
-                  DELETE FROM workflow.run_signals s
-                   WHERE s.workflow_id = ANY (ARRAY(SELECT id FROM gone)))
-              SELECT id FROM gone",
-        args: &[INTERVALOID, INT4OID],
-    };
 
     /// Removes up to `batch_size` workflows that finished more than `workflow.retention` ago;
     /// returns how many. Call until it returns less than `batch_size` to catch up.

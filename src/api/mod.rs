@@ -2,78 +2,11 @@
 //! errors. All are SECURITY DEFINER with a pinned `search_path`, so an application role
 //! needs only EXECUTE (through `workflow_user`), never rights on the tables.
 
-/// Whether the owner named by a text parameter holds the run's lease right now: no owner
-/// named means no fence. An expired lease is held by no one, even before a claim (G7).
-macro_rules! holds_lease {
-    ($owner:literal) => {
-        concat!(
-            "(",
-            $owner,
-            "::text IS NULL OR (owner = ",
-            $owner,
-            " AND lease_expires_at > clock_timestamp()))"
-        )
-    };
-}
-
-// Leases are measured on the wall clock, not the statement's start: a recovery loop in a
-// procedure, or a long transaction, must see a lease expire while it runs.
-
-/// Hands out the runs of `candidate` (ready ones: a lease that expired, a sleep that ended,
-/// a wait that was answered or timed out), locked by it, to the owner `$2` for the lease
-/// `$3` (NULL: each run's own). Taking over an owner's expired lease is a recovery and is
-/// counted (a checkpoint forgives the count); a run already recovered `$5` times in a row
-/// is failed instead: a workflow that kills every process that runs it must not loop
-/// forever. A parked run's readiness (no owner) is no recovery; `$recovery` can narrow
-/// what is one further.
-macro_rules! claim_ready {
-    ($candidate:expr) => {
-        claim_ready!($candidate, "r.owner IS NOT NULL")
-    };
-    ($candidate:expr, $recovery:literal) => {
-        concat!(
-            "WITH ",
-            $candidate,
-            ",
-          decided AS (
-              SELECT r.id, ",
-            $recovery,
-            " AS recovery,
-                     ",
-            $recovery,
-            " AND r.recovery_attempts >= $5 AS give_up
-                FROM workflow.runs r JOIN candidate USING (id))
-          UPDATE workflow.runs r
-             SET recovery_attempts = r.recovery_attempts + CASE WHEN d.recovery THEN 1 ELSE 0 END,
-                 updated_at = statement_timestamp(),
-                 status = CASE WHEN d.give_up THEN 'failed' ELSE 'running' END,
-                 error = CASE WHEN d.give_up
-                              THEN format('recovery abandoned: its lease expired %s times without a checkpoint between, workflow.max_recovery_attempts is %s',
-                                          r.recovery_attempts + 1, $5)
-                              ELSE r.error END,
-                 finished_at = CASE WHEN d.give_up THEN statement_timestamp() END,
-                 owner = CASE WHEN d.give_up THEN NULL ELSE $2 END,
-                 wait_step = CASE WHEN d.give_up THEN NULL ELSE r.wait_step END,
-                 wait_signal = CASE WHEN d.give_up THEN NULL ELSE r.wait_signal END,
-                 wait_deadline = CASE WHEN d.give_up THEN NULL ELSE r.wait_deadline END,
-                 lease_duration = coalesce($3, r.lease_duration),
-                 lease_expires_at = CASE WHEN d.give_up THEN NULL
-                                         ELSE clock_timestamp() + coalesce($3, r.lease_duration) END
-            FROM decided d
-           WHERE r.id = d.id
-          RETURNING r.id, NOT d.give_up"
-        )
-    };
-}
-
-pub(crate) mod children;
 mod endpoints;
-pub(crate) mod handlers;
+mod handlers;
 mod maintenance;
-pub(crate) mod readiness;
 mod signals;
 
-pub use maintenance::workflow::PURGE_FINISHED;
 pub(crate) mod outbox;
 mod publish;
 mod replay;

@@ -4,12 +4,12 @@
 
 use crate::db::{self, Statement, first_value, required};
 use crate::delivery::target;
-use crate::dispatcher::wake;
 use crate::document::Document;
 use crate::error::{OrRaise, WfError};
+use crate::wake;
 use crate::workflow::validate;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
-use pgrx::pg_sys::{INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDARRAYOID, UUIDOID};
+use pgrx::pg_sys::{INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
@@ -115,9 +115,22 @@ static MESSAGE: Statement = Statement {
 /// (Each statement that moves messages between states keeps `workflow.message_counts`.
 /// One that takes a message with an ordering key out of pending flags the key's next
 /// message for the dispatcher to unpark; a revived message is pending and needs no flag.)
+///
+/// A durable step is sent again only while its workflow runs and the step is not recorded
+/// (G10); the run is locked against a concurrent finish, which would cancel it again.
 pub(crate) static RETRY: Statement = Statement {
-    sql: "WITH revived AS (
-              SELECT id, status, endpoint FROM workflow.outbox WHERE id = $1 AND status IN ('dead', 'cancelled') FOR UPDATE),
+    sql: "WITH run AS (
+              SELECT r.status FROM workflow.runs r
+               WHERE r.id = (SELECT m.workflow_id FROM workflow.outbox m WHERE m.id = $1 AND m.step IS NOT NULL)
+                 FOR SHARE),
+          revived AS (
+              SELECT m.id, m.status, m.endpoint FROM workflow.outbox m
+               WHERE m.id = $1 AND m.status IN ('dead', 'cancelled')
+                 AND (m.step IS NULL
+                      OR ((SELECT status FROM run) = 'running'
+                          AND NOT EXISTS (SELECT FROM workflow.checkpoints c
+                                           WHERE c.workflow_id = m.workflow_id AND c.step = m.step)))
+                 FOR UPDATE),
           pending AS (
               UPDATE workflow.outbox
                  SET status = 'pending', attempts = 0, next_attempt_at = statement_timestamp(),
@@ -146,22 +159,19 @@ pub(crate) static CANCEL: Statement = Statement {
     args: &[INT8OID],
 };
 
+/// A message's status, and for a durable step whose workflow decided without it, what it
+/// decided: the step recorded, or the workflow's status.
 static MESSAGE_STATUS: Statement = Statement {
-    sql: "SELECT status FROM workflow.outbox WHERE id = $1",
+    sql: "SELECT m.status,
+                 CASE WHEN m.step IS NULL THEN NULL
+                      WHEN EXISTS (SELECT FROM workflow.checkpoints c
+                                    WHERE c.workflow_id = m.workflow_id AND c.step = m.step)
+                      THEN 'recorded'
+                      WHEN r.status IS DISTINCT FROM 'running' THEN coalesce(r.status, 'removed')
+                 END
+            FROM workflow.outbox m LEFT JOIN workflow.runs r ON r.id = m.workflow_id
+           WHERE m.id = $1",
     args: &[INT8OID],
-};
-
-/// Cancels the undelivered messages of the workflows being cancelled.
-pub static CANCEL_WORKFLOW_MESSAGES: Statement = Statement {
-    sql: "WITH cancelled AS (
-              UPDATE workflow.outbox
-                 SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
-                     parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
-               WHERE workflow_id = ANY ($1) AND status = 'pending'
-              RETURNING id, endpoint)
-          INSERT INTO workflow.message_counts (status, n, endpoint)
-          SELECT 'cancelled', count(*), endpoint FROM cancelled GROUP BY endpoint",
-    args: &[UUIDARRAYOID],
 };
 
 pub(crate) static STATS: Statement = Statement {
@@ -282,7 +292,7 @@ fn wf_enqueue(
                 &WORKFLOW_STATUS
             };
             let status: Option<String> = db::execute(client, lock, &[id.into()], first_value)?;
-            super::workflows::require_running(id, status, "wf_enqueue")?;
+            crate::runs::guard::require_running(id, status, "wf_enqueue")?;
             if let Some(step) = step {
                 // A durable step is enqueued once, whatever the key (G4).
                 let args: [DatumWithOid; 2] = [id.into(), step.into()];
@@ -377,31 +387,74 @@ fn wf_message(
     }
 }
 
-fn transition(id: i64, stmt: &'static Statement, action: &'static str, allowed: &'static str) {
-    super::write(action, |client| {
-        if db::execute(client, stmt, &[id.into()], |rows| Ok(!rows.is_empty()))? {
+/// The changes of one message's state an application may ask for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transition {
+    Retry,
+    Cancel,
+}
+
+impl Transition {
+    fn statement(self) -> &'static Statement {
+        match self {
+            Transition::Retry => &RETRY,
+            Transition::Cancel => &CANCEL,
+        }
+    }
+
+    fn action(self) -> &'static str {
+        match self {
+            Transition::Retry => "wf_retry",
+            Transition::Cancel => "wf_cancel_message",
+        }
+    }
+
+    /// The statuses it starts from, as its error names them.
+    fn allowed(self) -> &'static str {
+        match self {
+            Transition::Retry => "dead or cancelled",
+            Transition::Cancel => "pending",
+        }
+    }
+}
+
+fn transition(id: i64, transition: Transition) {
+    super::write(transition.action(), |client| {
+        if db::execute(client, transition.statement(), &[id.into()], |rows| {
+            Ok(!rows.is_empty())
+        })? {
             return Ok(());
         }
-        let status: Option<String> =
-            db::execute(client, &MESSAGE_STATUS, &[id.into()], first_value)?;
-        Err(match status {
+        let found: Option<(Option<String>, Option<String>)> =
+            db::execute(client, &MESSAGE_STATUS, &[id.into()], |rows| {
+                if rows.is_empty() {
+                    return Ok(None);
+                }
+                rows.first().get_two().map(Some)
+            })?;
+        Err(match found {
             None => WfError::UnknownMessage(id),
-            Some(status) => WfError::MessageState {
+            // A durable step its workflow decided without (G10): never sent again.
+            Some((_, Some(decided))) if transition == Transition::Retry => {
+                WfError::StepDecided { id, decided }
+            }
+            Some((status, _)) => WfError::MessageState {
                 id,
-                status,
-                action,
-                allowed,
+                status: status.unwrap_or_default(),
+                action: transition.action(),
+                allowed: transition.allowed(),
             },
         })
     })
 }
 
-/// Sends a dead or cancelled message again, with its attempts counted afresh.
+/// Sends a dead or cancelled message again, with its attempts counted afresh. A durable
+/// step whose step is recorded, or whose workflow finished, is not sent again (G10).
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_retry(id: Option<i64>) {
     let id = validate::required("id", id).or_raise();
-    transition(id, &RETRY, "wf_retry", "dead or cancelled");
+    transition(id, Transition::Retry);
     wake::on_commit();
 }
 
@@ -410,7 +463,7 @@ fn wf_retry(id: Option<i64>) {
 #[search_path(pg_catalog, pg_temp)]
 fn wf_cancel_message(id: Option<i64>) {
     let id = validate::required("id", id).or_raise();
-    transition(id, &CANCEL, "wf_cancel_message", "pending");
+    transition(id, Transition::Cancel);
     // A cancelled head of an ordering key lets the next message of the key go (its flag).
     wake::flag_on_commit();
 }

@@ -2,9 +2,9 @@
 //! of its own, in the caller's transaction.
 
 use crate::db::{self, Statement};
-use crate::dispatcher::wake;
 use crate::document::Document;
 use crate::error::{OrRaise, WfError};
+use crate::wake;
 use crate::workflow::validate;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::{JSONBOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID};

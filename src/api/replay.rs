@@ -2,8 +2,8 @@
 //! whose receiver lost them or refused them while it was broken.
 
 use crate::db::{self, Statement};
-use crate::dispatcher::wake;
 use crate::error::{OrRaise, WfError};
+use crate::wake;
 use crate::workflow::validate;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::{INT4OID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID};
@@ -17,17 +17,27 @@ pub const REPLAYED: i32 = 10_000;
 /// finishes after its last attempt starts, so the window's start bounds the walk of
 /// `outbox_finished`), and sends those of endpoint `$1` (NULL: URL targets) in a status of
 /// `$4` whose last attempt started in `[$2, $3)` again, at most `$5`: pending and due now,
-/// their attempts counted afresh, as `wf_retry` does. Returns how many, and where to go on
-/// if a bound stopped it (NULL: the window is done).
+/// their attempts counted afresh, as `wf_retry` does. A durable step whose step is recorded
+/// or whose workflow no longer runs is skipped (G10). Returns how many it sent, where to go
+/// on if a bound stopped it (NULL: the window is done), and how many it skipped.
 static REPLAY: Statement = Statement {
     sql: "WITH examined AS (
               SELECT m.id, m.finished_at FROM workflow.outbox m
                WHERE (m.status <> 'pending') IS TRUE AND m.finished_at >= $2
                ORDER BY m.finished_at
                LIMIT $6),
+          decided AS (
+              SELECT m.id FROM workflow.outbox m
+               WHERE m.id = ANY (ARRAY(SELECT id FROM examined)) AND m.step IS NOT NULL
+                 AND m.status::text = ANY ($4) AND m.endpoint IS NOT DISTINCT FROM $1
+                 AND m.last_started_at >= $2 AND ($3::timestamptz IS NULL OR m.last_started_at < $3)
+                 AND (NOT EXISTS (SELECT FROM workflow.runs r WHERE r.id = m.workflow_id AND r.status = 'running')
+                      OR EXISTS (SELECT FROM workflow.checkpoints c
+                                  WHERE c.workflow_id = m.workflow_id AND c.step = m.step))),
           chosen AS (
               SELECT m.id, m.status, m.endpoint, m.finished_at FROM workflow.outbox m
                WHERE m.id = ANY (ARRAY(SELECT id FROM examined))
+                 AND m.id <> ALL (ARRAY(SELECT id FROM decided))
                  AND m.status::text = ANY ($4) AND m.endpoint IS NOT DISTINCT FROM $1
                  AND m.last_started_at >= $2 AND ($3::timestamptz IS NULL OR m.last_started_at < $3)
                ORDER BY m.finished_at
@@ -46,7 +56,8 @@ static REPLAY: Statement = Statement {
           SELECT (SELECT count(*) FROM revived),
                  CASE WHEN (SELECT count(*) FROM chosen) >= $5 THEN (SELECT max(finished_at) FROM chosen)
                       WHEN (SELECT count(*) FROM examined) >= $6 THEN (SELECT max(finished_at) FROM examined)
-                 END",
+                 END,
+                 (SELECT count(*) FROM decided)",
     args: &[
         TEXTOID,
         TIMESTAMPTZOID,
@@ -96,7 +107,7 @@ fn wf_replay(
         }
         checked.push(status);
     }
-    let (replayed, resume) = super::write("wf_replay", |client| {
+    let (replayed, resume, skipped) = super::write("wf_replay", |client| {
         if let Some(name) = endpoint {
             let exists: Option<bool> =
                 db::execute(client, &ENDPOINT_EXISTS, &[name.into()], db::first_value)?;
@@ -117,9 +128,16 @@ fn wf_replay(
             Ok((
                 row.get::<i64>(1)?.unwrap_or(0),
                 row.get::<TimestampWithTimeZone>(2)?,
+                row.get::<i64>(3)?.unwrap_or(0),
             ))
         })?)
     });
+    if skipped > 0 {
+        notice!(
+            "wf_replay skipped {skipped} durable steps whose workflow decided without them \
+             (the step is recorded, or the workflow finished): they are never sent again"
+        );
+    }
     if let Some(resume) = resume {
         notice!(
             "wf_replay stopped at its bound ({REPLAYED} messages sent, or {EXAMINED} looked at); \

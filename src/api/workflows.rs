@@ -3,16 +3,18 @@
 //! Every function runs inside the caller's transaction (G1). Replays are answered from the
 //! recorded checkpoint (G3) and keyed starts are answered from the first start (G4).
 
-use super::{children, readiness};
 use crate::config;
 use crate::db::{self, Statement, first_value, required};
-use crate::dispatcher::wake;
 use crate::document::Document;
 use crate::error::{OrRaise, WfError};
-use crate::workflow::validate::{self, ArgError};
-use crate::workflow::{Finish, Status};
+use crate::runs::claim::{self, CLAIM, CLAIM_ANY, Claimer};
+use crate::runs::guard::{self, lease_or_default, lock_running, read_step, require_writable};
+use crate::runs::{children, finish, readiness, sessions};
+use crate::wake;
+use crate::workflow::Finish;
+use crate::workflow::validate;
 use pgrx::datum::{DatumWithOid, Interval, TimestampWithTimeZone};
-use pgrx::pg_sys::{INT4OID, INTERVALOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
+use pgrx::pg_sys::{INTERVALOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
 use pgrx::prelude::*;
 
 /// How many times wf_start retries when the row it conflicted with vanished (rolled back
@@ -21,17 +23,28 @@ const START_RETRIES: usize = 3;
 
 macro_rules! insert_run {
     () => {
-        "INSERT INTO workflow.runs AS r (name, idempotency_key, input, owner, lease_duration, lease_expires_at, parent)
+        "INSERT INTO workflow.runs AS r (name, idempotency_key, input, owner, lease_duration, lease_expires_at,
+                                        parent, tenant, session_pid, session_started)
           SELECT $1, $2, $3,
                  CASE WHEN p.pushed THEN NULL ELSE COALESCE($4, session_user || ':' || pg_backend_pid()) END,
                  $5,
                  CASE WHEN p.pushed THEN clock_timestamp() ELSE clock_timestamp() + $5 END,
-                 $6
+                 $6, $7,
+                 CASE WHEN p.pushed OR $4 IS NOT NULL THEN NULL ELSE pg_backend_pid() END,
+                 CASE WHEN p.pushed OR $4 IS NOT NULL THEN NULL ELSE $8 END
             FROM (SELECT $4::text IS NULL AND EXISTS (SELECT FROM workflow.handlers WHERE name = $1) AS pushed) p"
     };
 }
-const START_ARGS: &[pgrx::pg_sys::Oid] =
-    &[TEXTOID, TEXTOID, JSONBOID, TEXTOID, INTERVALOID, UUIDOID];
+const START_ARGS: &[pgrx::pg_sys::Oid] = &[
+    TEXTOID,
+    TEXTOID,
+    JSONBOID,
+    TEXTOID,
+    INTERVALOID,
+    UUIDOID,
+    TEXTOID,
+    TIMESTAMPTZOID,
+];
 
 /// Without a key, a plain insert (see `outbox::ENQUEUE` on what `ON CONFLICT` costs). A
 /// start without an owner of a name with a push handler is ready at once, for the
@@ -93,17 +106,6 @@ static CHECKPOINT: Statement = Statement {
     args: &[UUIDOID, TEXTOID, JSONBOID, TEXTOID],
 };
 
-/// Locks the run for the rest of the transaction, like a checkpoint does; its status, and
-/// whether the owner `$2` (if any) holds its lease.
-static LOCK_RUN: Statement = Statement {
-    sql: concat!(
-        "SELECT status, ",
-        holds_lease!("$2"),
-        " FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE"
-    ),
-    args: &[UUIDOID, TEXTOID],
-};
-
 /// Renews a held lease, for `$3` or the run's lease duration; a parked run (no owner) has
 /// none to renew.
 static HEARTBEAT: Statement = Statement {
@@ -118,17 +120,6 @@ static HEARTBEAT: Statement = Statement {
     args: &[UUIDOID, TEXTOID, INTERVALOID],
 };
 
-/// A run's status (NULL: no such run), whether it has an owner, and whether the owner
-/// `$2` (if any) holds it; always one row.
-static READ_LEASE: Statement = Statement {
-    sql: concat!(
-        "SELECT r.status, r.owner IS NOT NULL, ",
-        holds_lease!("$2"),
-        " FROM (SELECT $1::uuid AS id) k LEFT JOIN workflow.runs r ON r.id = k.id"
-    ),
-    args: &[UUIDOID, TEXTOID],
-};
-
 /// Records a sleep as a step, releases the lease and makes the run claimable from `until`.
 /// Returns the run's name if the sleep is over already (the run is ready now).
 static RECORD_SLEEP: Statement = Statement {
@@ -138,163 +129,63 @@ static RECORD_SLEEP: Statement = Statement {
               ON CONFLICT (workflow_id, step) DO NOTHING
               RETURNING output)
           UPDATE workflow.runs
-             SET owner = NULL, lease_expires_at = $3, updated_at = statement_timestamp()
+             SET owner = NULL, session_pid = NULL, session_started = NULL, lease_expires_at = $3,
+                 updated_at = statement_timestamp()
            WHERE id = $1 AND EXISTS (SELECT FROM new_step)
           RETURNING CASE WHEN $3 <= clock_timestamp() THEN name END",
     args: &[UUIDOID, TEXTOID, TIMESTAMPTZOID],
 };
 
-/// One row: whether the run exists, and the step's output if it was recorded.
-static READ_STEP: Statement = Statement {
-    sql: "SELECT r.id IS NOT NULL, c.output
-            FROM (SELECT $1::uuid AS id) k
-            LEFT JOIN workflow.runs r ON r.id = k.id
-            LEFT JOIN workflow.checkpoints c ON c.workflow_id = k.id AND c.step = $2",
-    args: &[UUIDOID, TEXTOID],
-};
-
-pub(crate) static FINISH: Statement = Statement {
+/// Releases a held lease: no owner, ready now (a parked run's readiness, which no claim
+/// counts as a recovery). Returns the run's name.
+static RELEASE: Statement = Statement {
     sql: concat!(
         "UPDATE workflow.runs
-            SET status = $2, output = $3, error = $4,
-                finished_at = statement_timestamp(), updated_at = statement_timestamp(),
-                owner = NULL, lease_expires_at = NULL,
-                wait_step = NULL, wait_signal = NULL, wait_deadline = NULL
-          WHERE id = $1 AND status = 'running' AND ",
-        holds_lease!("$5"),
-        " RETURNING parent IS NOT NULL"
+            SET owner = NULL, session_pid = NULL, session_started = NULL,
+                lease_expires_at = clock_timestamp(), updated_at = statement_timestamp()
+          WHERE id = $1 AND status = 'running' AND owner IS NOT NULL AND ",
+        holds_lease!("$2"),
+        " RETURNING name"
     ),
-    args: &[UUIDOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID],
+    args: &[UUIDOID, TEXTOID],
 };
 
 static STATUS: Statement = Statement {
     sql: "SELECT name, status, input, output, error, steps_done, last_step,
                  created_at, updated_at, finished_at, owner, lease_expires_at, recovery_attempts,
-                 idempotency_key, parent, waiting_for, waiting_until
+                 idempotency_key, parent, waiting_for, waiting_until, tenant
             FROM workflow.workflows WHERE id = $1",
     args: &[UUIDOID],
 };
 
-/// Up to `$4` ready runs of the name `$1`, oldest expiry first.
-pub(crate) static CLAIM: Statement = Statement {
-    sql: claim_ready!(
-        "candidate AS (
-              SELECT id FROM workflow.runs
-               WHERE name = $1 AND (status = 'running') IS TRUE AND lease_expires_at <= (SELECT clock_timestamp())
-               ORDER BY lease_expires_at
-               LIMIT $4
-                 FOR NO KEY UPDATE SKIP LOCKED)"
-    ),
-    args: &[TEXTOID, TEXTOID, INTERVALOID, INT4OID, INT4OID],
-};
+/// What a keyed start does when the key was used already: return the first workflow's id
+/// (G4), or raise `23505`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IfExists {
+    Return,
+    Error,
+}
 
-/// Up to `$4` ready runs of any name, oldest expiry first (`$1` is unused). The names come
-/// from `running_names!`, and each name's oldest ready runs from the same index, so the
-/// work grows with the number of names, not of runs; the chosen runs are then locked by
-/// key, each one's readiness checked again on the row.
-static CLAIM_ANY: Statement = Statement {
-    sql: claim_ready!(concat!(
-        running_names!(),
-        "
-          ready AS (
-              SELECT c.id FROM names n CROSS JOIN LATERAL (
-                  SELECT r.id, r.lease_expires_at FROM workflow.runs r
-                   WHERE r.name = n.name AND (r.status = 'running') IS TRUE
-                     AND r.lease_expires_at <= (SELECT clock_timestamp())
-                   ORDER BY r.lease_expires_at LIMIT $4) c
-               ORDER BY c.lease_expires_at LIMIT $4),
-          candidate AS (
-              SELECT id FROM workflow.runs
-               WHERE id = ANY (ARRAY(SELECT id FROM ready))
-                 AND status = 'running' AND lease_expires_at <= clock_timestamp()
-                 FOR NO KEY UPDATE SKIP LOCKED)"
-    )),
-    args: &[TEXTOID, TEXTOID, INTERVALOID, INT4OID, INT4OID],
-};
-
-pub(super) fn lease_or_default(
-    arg: &'static str,
-    lease: Option<Interval>,
-) -> Result<Interval, ArgError> {
-    match lease {
-        Some(lease) => {
-            validate::positive_interval(arg, lease.months(), lease.days(), lease.micros())?;
-            Ok(lease)
+fn if_exists(value: Option<&str>) -> Result<IfExists, WfError> {
+    match value {
+        Some("return") => Ok(IfExists::Return),
+        Some("error") => Ok(IfExists::Error),
+        other => Err(validate::ArgError::Invalid {
+            arg: "if_exists",
+            value: other.unwrap_or("NULL").to_string(),
+            reason: "it is 'return' (the existing workflow's id) or 'error'".into(),
         }
-        None => Ok(Interval::from_micros(
-            config::lease_duration().as_micros() as i64
-        )),
+        .into()),
     }
 }
 
-/// Locks the run; an error if it does not exist, is not running, or `owner` (if given)
-/// does not hold its lease.
-fn lock_running(
-    client: &mut pgrx::spi::SpiClient<'_>,
-    id: pgrx::Uuid,
-    owner: Option<&str>,
-    action: &'static str,
-) -> Result<(), WfError> {
-    let (status, holds): (Option<String>, Option<bool>) =
-        db::execute(client, &LOCK_RUN, &[id.into(), owner.into()], |rows| {
-            if rows.is_empty() {
-                return Ok((None, None));
-            }
-            rows.first().get_two()
-        })?;
-    require_writable(id, status, owner, holds, action)
-}
-
-/// The checks of a write to a run, in the order its caller can act on: the run exists; an
-/// `owner` that does not hold its lease is stale whatever became of the run since (taken
-/// over, parked or finished), and hears `55006`, "stop" (G7); and the run is running.
-pub(super) fn require_writable(
-    id: pgrx::Uuid,
-    status: Option<String>,
-    owner: Option<&str>,
-    holds: Option<bool>,
-    action: &'static str,
-) -> Result<(), WfError> {
-    if status.is_none() {
-        return Err(WfError::UnknownWorkflow(id));
-    }
-    require_lease(id, owner, holds, action)?;
-    require_running(id, status, action)
-}
-
-/// G7: a write that names an owner changes nothing unless that owner holds the lease.
-pub(super) fn require_lease(
-    id: pgrx::Uuid,
-    owner: Option<&str>,
-    holds: Option<bool>,
-    action: &'static str,
-) -> Result<(), WfError> {
-    match owner {
-        Some(owner) if holds != Some(true) => Err(WfError::NotLeasedTo {
-            id,
-            owner: owner.to_string(),
-            action,
-        }),
-        _ => Ok(()),
-    }
-}
-
-pub(super) fn require_running(
-    id: pgrx::Uuid,
-    status: Option<String>,
-    action: &'static str,
-) -> Result<(), WfError> {
-    match status {
-        None => Err(WfError::UnknownWorkflow(id)),
-        Some(s) if s == Status::Running.as_str() => Ok(()),
-        Some(status) => Err(WfError::NotRunning { id, status, action }),
-    }
-}
-
-/// Starts a workflow in state `running`, leased to `owner` (default: the session) for
-/// `workflow.lease_duration`. With an idempotency key, a repeated start returns the first id.
-/// With `parent`, a child: its parent is signalled when it finishes, and cancelled with it.
-/// Without `owner`, a workflow whose name has a push handler starts ready, to be pushed.
+/// Starts a workflow in state `running`, leased to `owner` for `workflow.lease_duration`;
+/// without `owner`, to this session, bound to it: freed when the session ends. With an
+/// idempotency key, a repeated start returns the first id, or with `if_exists => 'error'`
+/// raises `23505`. With `parent`, a child: its parent is signalled when it finishes, and
+/// cancelled with it. Without `owner`, a workflow whose name has a push handler starts
+/// ready, to be pushed. `tenant` names who the work is for.
+#[allow(clippy::too_many_arguments)] // the SQL signature is the SPEC's
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_start(
@@ -303,25 +194,32 @@ fn wf_start(
     idempotency_key: default!(Option<&str>, "NULL"),
     owner: default!(Option<&str>, "NULL"),
     parent: default!(Option<pgrx::Uuid>, "NULL"),
+    tenant: default!(Option<&str>, "NULL"),
+    if_exists: default!(Option<&str>, "'return'"),
 ) -> pgrx::Uuid {
     let name = validate::name("name", name).or_raise();
     let key = validate::optional_name("idempotency_key", idempotency_key).or_raise();
     let owner = validate::optional_name("owner", owner).or_raise();
+    let tenant = validate::optional_name("tenant", tenant).or_raise();
+    let if_exists = self::if_exists(if_exists).or_raise();
     super::payload_size("input", input).or_raise();
     let lease = lease_or_default("workflow.lease_duration", None).or_raise();
+    let session = owner.is_none().then(sessions::bind);
 
     super::write("wf_start", |client| {
         if let Some(parent) = parent {
             children::adopt(client, parent)?;
         }
         for _ in 0..START_RETRIES {
-            let args: [DatumWithOid; 6] = [
+            let args: [DatumWithOid; 8] = [
                 name.into(),
                 key.into(),
                 input.into(),
                 owner.into(),
                 lease.into(),
                 parent.into(),
+                tenant.into(),
+                session.into(),
             ];
             let start = if key.is_some() { &START_KEYED } else { &START };
             let created: Option<(Option<pgrx::Uuid>, Option<bool>)> =
@@ -333,7 +231,7 @@ fn wf_start(
                 })?;
             if let Some((Some(id), ready)) = created {
                 if ready == Some(true) {
-                    readiness::notify(client, name)?;
+                    readiness::notify(name);
                     wake::on_commit();
                 }
                 return Ok(id);
@@ -346,7 +244,14 @@ fn wf_start(
                 first_value,
             )?;
             if let Some(id) = existing {
-                return Ok(id);
+                return match if_exists {
+                    IfExists::Return => Ok(id),
+                    IfExists::Error => Err(WfError::AlreadyStarted {
+                        name: name.to_string(),
+                        key: key.unwrap_or_default().to_string(),
+                        id,
+                    }),
+                };
             }
         }
         Err(WfError::StartRace)
@@ -422,12 +327,9 @@ fn wf_heartbeat(
             wake::timer_on_commit(expiry.into_inner());
             return Ok(expiry);
         }
-        let (status, leased, holds): (Option<String>, Option<bool>, Option<bool>) =
-            db::execute(client, &READ_LEASE, &[id.into(), owner.into()], |rows| {
-                rows.first().get_three()
-            })?;
-        require_writable(id, status, owner, holds, "wf_heartbeat")?;
-        if leased != Some(true) {
+        let lease = guard::read_lease(client, id, owner)?;
+        require_writable(id, lease.status, owner, lease.holds, "wf_heartbeat")?;
+        if !lease.leased {
             return Err(WfError::Parked {
                 id,
                 action: "wf_heartbeat",
@@ -457,20 +359,6 @@ fn wf_find(name: Option<&str>, idempotency_key: Option<&str>) -> Option<pgrx::Uu
     })
 }
 
-/// Whether the run exists, and the step's recorded output.
-pub(super) fn read_step(
-    client: &pgrx::spi::SpiClient<'_>,
-    id: pgrx::Uuid,
-    step: &str,
-) -> Result<(Option<bool>, Option<Document>), WfError> {
-    Ok(db::query(
-        client,
-        &READ_STEP,
-        &[id.into(), step.into()],
-        |rows| rows.first().get_two(),
-    )?)
-}
-
 /// The recorded output of `step` (JSON `null` if it was recorded without one), or SQL NULL
 /// if the step has not completed.
 #[pg_extern(stable, parallel_unsafe, security_definer)]
@@ -487,51 +375,15 @@ fn wf_step(workflow: Option<pgrx::Uuid>, step: Option<&str>) -> Option<Document>
     output
 }
 
-/// A terminal transition. Repeating the one the workflow already made changes nothing
-/// (G3: a caller that retries after losing the answer to its commit); another is `55000`.
 fn finish(
     id: pgrx::Uuid,
-    finish: Finish,
+    transition: Finish,
     output: Option<Document>,
     error: Option<&str>,
     owner: Option<&str>,
 ) {
-    super::write(finish.action(), |client| {
-        let args: [DatumWithOid; 5] = [
-            id.into(),
-            finish.status().as_str().into(),
-            output.into(),
-            error.into(),
-            owner.into(),
-        ];
-        let finished: Option<bool> = db::execute(client, &FINISH, &args, first_value)?;
-        if let Some(has_parent) = finished {
-            if finish == Finish::Cancel {
-                let mut runs = children::cancel_descendants(client, id)?;
-                runs.push(id);
-                db::execute(
-                    client,
-                    &super::outbox::CANCEL_WORKFLOW_MESSAGES,
-                    &[runs.into()],
-                    |_| Ok(()),
-                )?;
-                // A cancelled message may have held back its ordering key (its flag).
-                wake::flag_on_commit();
-            }
-            if has_parent {
-                children::tell_parent(client, id)?;
-            }
-            return Ok(());
-        }
-        let (status, _, holds): (Option<String>, Option<bool>, Option<bool>) =
-            db::execute(client, &READ_LEASE, &[id.into(), owner.into()], |rows| {
-                rows.first().get_three()
-            })?;
-        if status.as_deref() == Some(finish.status().as_str()) {
-            return Ok(());
-        }
-        require_running(id, status, finish.action())?;
-        require_lease(id, owner, holds, finish.action())
+    super::write(transition.action(), |client| {
+        finish::finish(client, id, transition, output, error, owner)
     })
 }
 
@@ -600,6 +452,7 @@ fn wf_status(
         name!(parent, Option<pgrx::Uuid>),
         name!(waiting_for, Option<String>),
         name!(waiting_until, Option<TimestampWithTimeZone>),
+        name!(tenant, Option<String>),
     ),
 > {
     let id = validate::required("workflow", workflow).or_raise();
@@ -627,6 +480,7 @@ fn wf_status(
                 row.get(15)?,
                 row.get(16)?,
                 row.get(17)?,
+                row.get(18)?,
             )))
         })?)
     });
@@ -636,61 +490,123 @@ fn wf_status(
     }
 }
 
+/// What `wf_claim` and `wf_claim_runs` were asked, checked.
+struct ClaimRequest<'a> {
+    statement: &'static Statement,
+    name: Option<&'a str>,
+    claimer: Claimer<'a>,
+    max: i32,
+}
+
+fn claim_request<'a>(
+    name: Option<&'a str>,
+    owner: Option<&'a str>,
+    lease: Option<Interval>,
+    max: Option<i32>,
+) -> ClaimRequest<'a> {
+    const MAX_CLAIM: i64 = 10_000;
+    let name = validate::optional_name("name", name).or_raise();
+    let statement = if name.is_some() { &CLAIM } else { &CLAIM_ANY };
+    let owner = validate::optional_name("owner", owner).or_raise();
+    let lease = lease_or_default("lease", lease).or_raise();
+    let max = validate::required("max", max).or_raise();
+    let max = validate::in_range("max", max.into(), 1, MAX_CLAIM).or_raise() as i32;
+    ClaimRequest {
+        statement,
+        name,
+        claimer: Claimer {
+            owner,
+            lease: Some(lease),
+            max_recovery_attempts: config::max_recovery_attempts(),
+        },
+        max,
+    }
+}
+
+impl ClaimRequest<'_> {
+    fn claim(&self, client: &mut pgrx::spi::SpiClient<'_>) -> Result<Vec<pgrx::Uuid>, WfError> {
+        claim::claim(client, self.statement, self.name, self.claimer, self.max)
+    }
+}
+
 /// Hands `owner` up to `max` ready workflows of `name` (NULL: of any name), leased for
-/// `lease` (default `workflow.lease_duration`). Concurrent claimers never share a workflow.
+/// `lease` (default `workflow.lease_duration`). Without `owner`, the leases are this
+/// session's, bound to it: freed at once when it ends. Concurrent claimers never share a
+/// workflow.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_claim(
     name: Option<&str>,
-    owner: Option<&str>,
+    owner: default!(Option<&str>, "NULL"),
     lease: default!(Option<Interval>, "NULL"),
     max: default!(Option<i32>, 1),
 ) -> SetOfIterator<'static, pgrx::Uuid> {
-    const MAX_CLAIM: i64 = 10_000;
-    let name = validate::optional_name("name", name).or_raise();
-    let statement = if name.is_some() { &CLAIM } else { &CLAIM_ANY };
-    let owner = validate::name("owner", owner).or_raise();
-    let lease = lease_or_default("lease", lease).or_raise();
-    let max = validate::required("max", max).or_raise();
-    let max = validate::in_range("max", max.into(), 1, MAX_CLAIM).or_raise() as i32;
-    let cap = config::max_recovery_attempts();
-
-    let claimed = super::write("wf_claim", |client| {
-        let (mut claimed, mut failed) = (Vec::new(), Vec::new());
-        // A workflow failed for too many recoveries uses up a slot of the batch; look again
-        // until the batch is full or nothing expired is left.
-        loop {
-            let wanted = max - claimed.len() as i32;
-            let args: [DatumWithOid; 5] = [
-                name.into(),
-                owner.into(),
-                lease.into(),
-                wanted.into(),
-                cap.into(),
-            ];
-            let (rows, mut handed): (usize, Vec<pgrx::Uuid>) =
-                db::execute(client, statement, &args, |rows| {
-                    let count = rows.len();
-                    let mut handed = Vec::with_capacity(count);
-                    for row in rows {
-                        let id = row.get::<pgrx::Uuid>(1)?;
-                        match row.get::<bool>(2)? {
-                            Some(true) => handed.extend(id),
-                            _ => failed.extend(id),
-                        }
-                    }
-                    Ok((count, handed))
-                })?;
-            claimed.append(&mut handed);
-            for id in failed.drain(..) {
-                children::tell_parent(client, id)?;
-            }
-            if rows < wanted as usize || claimed.len() as i32 >= max {
-                return Ok(claimed);
-            }
-        }
-    });
+    let request = claim_request(name, owner, lease, max);
+    let claimed = super::write("wf_claim", |client| request.claim(client));
     SetOfIterator::new(claimed)
+}
+
+/// `wf_claim` that returns what a worker needs in the same round trip, as a push carries
+/// it: each claimed workflow with its name, input, recorded steps (`{step: output}`),
+/// tenant and lease expiry.
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelled out to name the columns
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_claim_runs(
+    name: Option<&str>,
+    owner: default!(Option<&str>, "NULL"),
+    lease: default!(Option<Interval>, "NULL"),
+    max: default!(Option<i32>, 1),
+) -> TableIterator<
+    'static,
+    (
+        name!(workflow, pgrx::Uuid),
+        name!(name, String),
+        name!(input, Option<Document>),
+        name!(steps, Document),
+        name!(tenant, Option<String>),
+        name!(lease_expires_at, TimestampWithTimeZone),
+    ),
+> {
+    let request = claim_request(name, owner, lease, max);
+    let runs = super::write("wf_claim_runs", |client| {
+        let claimed = request.claim(client)?;
+        claim::claimed_runs(client, claimed)
+    });
+    TableIterator::new(runs)
+}
+
+/// Gives up a held lease: the workflow is ready when this transaction commits (announced,
+/// and pushed if its name has a handler), and the claim that takes it is no recovery. For
+/// handing a new workflow to a pool in its starting transaction, and for a clean shutdown.
+/// With `owner`, only while that owner holds the lease (G7).
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_release(workflow: Option<pgrx::Uuid>, owner: default!(Option<&str>, "NULL")) {
+    let id = validate::required("workflow", workflow).or_raise();
+    let owner = validate::optional_name("owner", owner).or_raise();
+    super::write("wf_release", |client| {
+        let released: Option<String> =
+            db::execute(client, &RELEASE, &[id.into(), owner.into()], first_value)?;
+        if let Some(name) = released {
+            readiness::notify(&name);
+            // For a push handler of its name.
+            wake::on_commit();
+            return Ok(());
+        }
+        let lease = guard::read_lease(client, id, owner)?;
+        require_writable(id, lease.status, owner, lease.holds, "wf_release")?;
+        if !lease.leased {
+            return Err(WfError::Parked {
+                id,
+                action: "wf_release",
+            });
+        }
+        Err(WfError::ChangedConcurrently {
+            id,
+            action: "wf_release",
+        })
+    })
 }
 
 /// A durable timer: records `step`, releases the lease, and makes the workflow claimable
@@ -715,7 +631,7 @@ fn wf_sleep(
         let over: Option<String> = db::execute(client, &RECORD_SLEEP, &args, first_value)?;
         match over {
             // Ready now: this transaction tells the listeners itself.
-            Some(name) => readiness::notify(client, &name)?,
+            Some(name) => readiness::notify(&name),
             None => wake::timer_on_commit(until.into_inner()),
         }
         Ok(())

@@ -123,6 +123,18 @@ pub enum Decision {
     Dead,
     /// Pending, but its named endpoint is disabled until an operator re-enables it.
     DisableEndpoint,
+    /// A durable step's final answer that is no success (a declined card's 402): the
+    /// step's outcome, recorded; the message is delivered, and the destination is healthy.
+    Answered,
+}
+
+/// What kind of message an attempt was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Kind {
+    /// To a named endpoint, which a 410 disables.
+    pub named_endpoint: bool,
+    /// A durable HTTP step, whose final answer is its outcome.
+    pub durable_step: bool,
 }
 
 /// Decides a message's fate from one attempt: `status` is `None` when the request failed
@@ -131,7 +143,7 @@ pub fn decide(
     status: Option<u16>,
     attempt: u32,
     max_attempts: u32,
-    named_endpoint: bool,
+    kind: Kind,
     retry_after: Option<Duration>,
     schedule: &[Duration],
     rng: &mut impl Rng,
@@ -139,7 +151,8 @@ pub fn decide(
     let verdict = status.map_or(Verdict::Retry, classify_status);
     match verdict {
         Verdict::Delivered => Decision::Delivered,
-        Verdict::Gone if named_endpoint => Decision::DisableEndpoint,
+        Verdict::Gone | Verdict::Reject if kind.durable_step => Decision::Answered,
+        Verdict::Gone if kind.named_endpoint => Decision::DisableEndpoint,
         Verdict::Gone | Verdict::Reject => Decision::Dead,
         Verdict::Retry if attempt >= max_attempts => Decision::Dead,
         Verdict::Retry => Decision::RetryAfter(next_delay(attempt, schedule, retry_after, rng)),
@@ -258,8 +271,12 @@ mod tests {
     fn decisions_follow_the_delivery_protocol() {
         let mut rng = StdRng::seed_from_u64(5);
         let schedule = default();
-        let mut decide = |status, attempt, endpoint| {
-            decide(status, attempt, 3, endpoint, None, &schedule, &mut rng)
+        let mut decide = |status, attempt, named_endpoint| {
+            let kind = Kind {
+                named_endpoint,
+                durable_step: false,
+            };
+            decide(status, attempt, 3, kind, None, &schedule, &mut rng)
         };
         assert_eq!(decide(Some(204), 1, false), Decision::Delivered);
         assert!(matches!(
@@ -291,6 +308,55 @@ mod tests {
             decide(Some(410), 1, false),
             Decision::Dead,
             "a bare URL has no endpoint to disable"
+        );
+    }
+
+    #[test]
+    fn a_durable_steps_final_answer_is_its_outcome_and_no_answer_is_still_a_failure() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let schedule = default();
+        let step = |named_endpoint| Kind {
+            named_endpoint,
+            durable_step: true,
+        };
+        let mut decide =
+            |status, attempt, kind| decide(status, attempt, 3, kind, None, &schedule, &mut rng);
+        for (status, why) in [
+            (402, "a declined card"),
+            (404, "not found"),
+            (422, "unprocessable"),
+            (302, "a redirect is an answer, not followed"),
+        ] {
+            assert_eq!(
+                decide(Some(status), 1, step(true)),
+                Decision::Answered,
+                "{why}"
+            );
+        }
+        assert_eq!(
+            decide(Some(410), 1, step(true)),
+            Decision::Answered,
+            "a step's 410 answers the step and leaves its endpoint enabled"
+        );
+        assert_eq!(decide(Some(200), 1, step(false)), Decision::Delivered);
+        for retried in [408, 409, 425, 429, 500, 503] {
+            assert!(
+                matches!(
+                    decide(Some(retried), 1, step(false)),
+                    Decision::RetryAfter(_)
+                ),
+                "{retried} is transient for a step too"
+            );
+            assert_eq!(
+                decide(Some(retried), 3, step(false)),
+                Decision::Dead,
+                "{retried} with no attempts left"
+            );
+        }
+        assert_eq!(
+            decide(None, 3, step(false)),
+            Decision::Dead,
+            "a step that never got an answer is dead"
         );
     }
 

@@ -15,7 +15,7 @@
 //! the drop, asks the database's dispatcher to leave; it goes at once, and its next start
 //! waits out `LEAVE_WINDOW` before connecting, so the drop can finish.
 
-use super::wake;
+use crate::wake;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::sync::atomic::Ordering;

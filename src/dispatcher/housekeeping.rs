@@ -71,9 +71,12 @@ pub fn purge_batch(client: &mut SpiClient<'_>, retention: Duration) -> SpiResult
     let args: [DatumWithOid; 2] = [retention.into(), BATCH.into()];
     let messages = db::execute(client, &PURGE_MESSAGES, &args, |rows| Ok(rows.len()))?;
     let args: [DatumWithOid; 2] = [retention.into(), BATCH.into()];
-    let workflows = db::execute(client, &crate::api::PURGE_FINISHED, &args, |rows| {
-        Ok(rows.len())
-    })?;
+    let workflows = db::execute(
+        client,
+        &crate::runs::retention::PURGE_FINISHED,
+        &args,
+        |rows| Ok(rows.len()),
+    )?;
     db::execute(client, &FOLD_COUNTS, &[], |_| Ok(()))?;
     db::execute(client, &RETIRE_SECRETS, &[], |_| Ok(()))?;
     Ok(messages + workflows)

@@ -17,10 +17,10 @@ pub mod send;
 mod statistics;
 mod transaction;
 mod waiting;
-pub mod wake;
 mod worker;
 
 use crate::config;
+use crate::wake;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };

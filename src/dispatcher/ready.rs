@@ -44,6 +44,21 @@ static ANNOUNCE: Statement = Statement {
     args: &[TIMESTAMPTZOID],
 };
 
+/// Whether a prepared (two-phase) transaction of this database is still waiting for its
+/// COMMIT PREPARED. Asked before a look: one that sees none pending is followed by a look
+/// whose snapshot sees all their commits.
+static PREPARED_PENDING: Statement = Statement {
+    sql: "SELECT EXISTS (SELECT FROM pg_catalog.pg_prepared_xacts WHERE database = current_database())",
+    args: &[],
+};
+
+/// Whether prepared transactions are pending (see `PREPARED_PENDING`).
+pub fn prepared_pending(client: &mut SpiClient<'_>) -> SpiResult<bool> {
+    db::execute(client, &PREPARED_PENDING, &[], |rows| {
+        Ok(rows.first().get::<bool>(1)?.unwrap_or(false))
+    })
+}
+
 /// What a look found: where the next one starts, when it is due, whether anything became
 /// ready, and whether the rounds should push (see `api::handlers`).
 pub struct Looked {

@@ -7,7 +7,7 @@
 use super::send::{Outcome, storable};
 use crate::config;
 use crate::db::{self, Statement};
-use crate::delivery::retry::{self, Decision};
+use crate::delivery::retry::{self, Decision, Kind};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{
     FLOAT4ARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, INTERVALOID, TEXTARRAYOID,
@@ -157,7 +157,8 @@ pub(crate) static LOCK_STEP_RUNS: Statement = Statement {
 };
 
 /// A finished durable HTTP step: its answer becomes the step's checkpoint, unless the
-/// workflow finished meanwhile or the step was recorded some other way (a wait's timeout).
+/// workflow finished meanwhile, the step was recorded some other way, or the wait for it
+/// timed out (its deadline has passed: the timeout wins, as over a late signal).
 /// A run parked waiting for the step becomes ready, and its name is notified; a run
 /// claimed meanwhile keeps its lease and finds the step on its next wait.
 pub(crate) static CHECKPOINT_STEPS: Statement = Statement {
@@ -167,6 +168,8 @@ pub(crate) static CHECKPOINT_STEPS: Statement = Statement {
                 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(workflow_id, step, output)
                 JOIN workflow.runs r ON r.id = o.workflow_id AND r.status = 'running'
                WHERE r.id = ANY ($1)
+                 AND (r.wait_step = o.step AND r.wait_signal IS NULL
+                      AND r.wait_deadline <= clock_timestamp()) IS NOT TRUE
               ON CONFLICT (workflow_id, step) DO NOTHING
               RETURNING workflow_id, step),
           resolved AS (
@@ -314,7 +317,10 @@ pub fn record(
                 outcome.status,
                 outcome.attempt.max(1) as u32,
                 outcome.max_attempts.max(1) as u32,
-                outcome.named_endpoint,
+                Kind {
+                    named_endpoint: outcome.named_endpoint,
+                    durable_step: outcome.durable_step,
+                },
                 outcome.retry_after,
                 outcome
                     .retry_schedule
@@ -323,21 +329,28 @@ pub fn record(
                 &mut rng,
             )
         };
-        health.note(outcome, decision == Decision::Delivered);
+        // A step's answer is the step's business, not a sign of the destination's health.
+        if decision != Decision::Answered {
+            health.note(outcome, decision == Decision::Delivered);
+        }
         let (state, delay) = match decision {
-            Decision::Delivered => ("delivered", 0.0),
+            Decision::Delivered | Decision::Answered => ("delivered", 0.0),
             Decision::RetryAfter(delay) => ("pending", delay.as_secs_f64()),
             Decision::Dead => ("dead", 0.0),
             Decision::DisableEndpoint => ("pending", 0.0),
         };
         // A durable step is recorded when its message is finished, delivered or dead, so
         // that its workflow never waits for an answer that will not come.
-        let finished = matches!(decision, Decision::Delivered | Decision::Dead);
+        let finished = matches!(
+            decision,
+            Decision::Delivered | Decision::Answered | Decision::Dead
+        );
         if finished && let Some(output) = step_output(outcome, decision == Decision::Delivered) {
             steps.insert(outcome.id, output);
         }
         // A message with an ordering key is kept until its flag has unparked the next.
-        if decision == Decision::Delivered && !keep_delivered && !outcome.ordered {
+        let delivered = matches!(decision, Decision::Delivered | Decision::Answered);
+        if delivered && !keep_delivered && !outcome.ordered {
             forget_ids.push(outcome.id);
             forget_attempts.push(outcome.attempt);
             continue;

@@ -23,9 +23,9 @@ use super::send::{Outcome, Sender};
 use super::statistics;
 use super::transaction::{self, Failure};
 use super::waiting::Waiter;
-use super::wake;
-use crate::api::handlers;
 use crate::config;
+use crate::runs::{push, sessions};
+use crate::wake;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -109,6 +109,15 @@ struct State {
     /// Whether some workflow name has a push handler, as the last look saw: only then does
     /// a round push ready workflows.
     pushing: bool,
+    /// Transactions prepared after making workflows ready, as last counted (see
+    /// `wake::readiness_prepared`), and whether some may still be waiting for their
+    /// COMMIT PREPARED: until none is, every look announces every ready name.
+    prepared_seen: Option<u64>,
+    announce_all: bool,
+    /// Backends with session-bound leases that exited, as last counted, and when to look
+    /// for ended sessions unprompted (see `runs::sessions`).
+    sessions_seen: Option<u64>,
+    next_session_look: Instant,
     /// Claimed and not yet back, per destination (see `claim::destination_room!`).
     by_destination: HashMap<Arc<str>, usize>,
     /// The destinations with messages parked at their limit, and whether room may have
@@ -160,6 +169,10 @@ pub fn run(slot: usize) {
         ready_up_to: None,
         next_ready_look: Instant::now(),
         pushing: false,
+        prepared_seen: None,
+        announce_all: false,
+        sessions_seen: None,
+        next_session_look: Instant::now(),
         by_destination: HashMap::new(),
         limited: HashMap::new(),
         limited_known: false,
@@ -200,7 +213,7 @@ pub fn run(slot: usize) {
             continue;
         }
         housekeep(&mut state);
-        if announce_ready(&mut state) {
+        if free_ended_sessions(&mut state) || announce_ready(&mut state) {
             continue; // a push is due
         }
 
@@ -463,7 +476,7 @@ fn record_and_claim(state: &mut State) -> Round {
                 parking::Unparked::default()
             };
             let pushed_leases_end = if pushing {
-                handlers::push_ready(client, limit as i32, config::max_recovery_attempts())?.1
+                push::push_ready(client, limit as i32, config::max_recovery_attempts())?.1
             } else {
                 None
             };
@@ -658,9 +671,32 @@ fn housekeep(state: &mut State) {
     };
 }
 
+/// Frees the leases of sessions that ended, when a session with such leases exited or a
+/// poll interval passed. Returns whether a round should push at once (a freed workflow of
+/// a pushed name).
+fn free_ended_sessions(state: &mut State) -> bool {
+    let ended = wake::sessions_ended(state.slot);
+    if ended == state.sessions_seen && Instant::now() < state.next_session_look {
+        return false;
+    }
+    let freed = transaction::run_round(|| Ok(Spi::connect_mut(sessions::free_orphaned)?));
+    state.note(&freed);
+    if freed.is_ok() {
+        state.sessions_seen = ended;
+    }
+    state.next_session_look = Instant::now() + config::poll_interval();
+    state.pushing && freed.is_ok_and(|freed| freed > 0)
+}
+
 /// Tells applications about the workflows that became ready with time alone, when due.
 /// Returns whether a round should push at once.
 fn announce_ready(state: &mut State) -> bool {
+    let prepared = wake::readiness_prepared_count(state.slot);
+    if prepared != state.prepared_seen {
+        state.prepared_seen = prepared;
+        state.announce_all = true;
+        state.next_ready_look = Instant::now();
+    }
     if let Some(at) = wake::take_timer(state.slot) {
         // SAFETY: reading the clock, on the main thread.
         let now = unsafe { pg_sys::GetCurrentTimestamp() };
@@ -672,14 +708,25 @@ fn announce_ready(state: &mut State) -> bool {
     if Instant::now() < state.next_ready_look {
         return false;
     }
-    let since = state.ready_up_to;
-    let looked =
-        transaction::run_round(|| Ok(Spi::connect_mut(|client| ready::announce(client, since))?));
+    let announce_all = state.announce_all;
+    let since = if announce_all {
+        None
+    } else {
+        state.ready_up_to
+    };
+    let looked = transaction::run_round(|| {
+        Ok(Spi::connect_mut(|client| {
+            let pending = announce_all && ready::prepared_pending(client)?;
+            Ok::<_, pgrx::spi::SpiError>((ready::announce(client, since)?, pending))
+        })?)
+    });
     state.note(&looked);
     let poll = config::poll_interval();
     let mut push_now = false;
     let next = match looked {
-        Ok(looked) => {
+        Ok((looked, pending)) => {
+            // Announced after every prepared transaction it waited for had committed.
+            state.announce_all = pending;
             state.ready_up_to = looked.up_to;
             // A handler just made (or a first look) may have ready workflows waiting.
             push_now = looked.pushing && (looked.became_ready || !state.pushing);

@@ -1,9 +1,14 @@
 //! Child workflows: started with a `parent`, they tell it when they finish (the signal
 //! `workflow.finished`, in the finishing transaction), and a cancelled parent takes its
 //! running children with it.
+//!
+//! Locks go down the tree: a parent's row before its children's, level by level. A child
+//! that finishes locks its parent before itself (see `finish`), and a cancel locks the
+//! parent, then the descendants in depth order, so the two never wait for each other in
+//! opposite orders.
 
+use super::guard::require_running;
 use super::signals::{self, FINISHED, ToFinished};
-use super::workflows::require_running;
 use crate::db::{self, Statement, first_value};
 use crate::document::Document;
 use crate::error::WfError;
@@ -18,6 +23,18 @@ static TOUCH_PARENT: Statement = Statement {
     args: &[UUIDOID],
 };
 
+/// A run's parent, read without a lock (a run's parent never changes).
+static PARENT: Statement = Statement {
+    sql: "SELECT parent FROM workflow.runs WHERE id = $1",
+    args: &[UUIDOID],
+};
+
+/// Locks a run for the rest of the transaction.
+static LOCK: Statement = Statement {
+    sql: "SELECT FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE",
+    args: &[UUIDOID],
+};
+
 /// The parent of a finished run and the payload of its `workflow.finished` signal.
 static FINISHED_SIGNAL: Statement = Statement {
     sql: "SELECT parent, jsonb_build_object('workflow', id, 'name', name, 'status', status,
@@ -27,29 +44,45 @@ static FINISHED_SIGNAL: Statement = Statement {
 };
 
 /// Cancels the running descendants of the runs `$1`, however deep (a finished child's
-/// running children too); returns them.
+/// running children too), locking them level by level first; returns them.
 static CANCEL_DESCENDANTS: Statement = Statement {
-    sql: "WITH RECURSIVE tree (id) AS (
-              SELECT id FROM workflow.runs WHERE parent = ANY ($1)
+    sql: "WITH RECURSIVE tree (id, depth) AS (
+              SELECT id, 1 FROM workflow.runs WHERE parent = ANY ($1)
               UNION ALL
-              SELECT r.id FROM workflow.runs r JOIN tree t ON r.parent = t.id)
+              SELECT r.id, t.depth + 1 FROM workflow.runs r JOIN tree t ON r.parent = t.id),
+          locked AS (
+              SELECT r.id FROM workflow.runs r JOIN tree t ON t.id = r.id
+               WHERE r.status = 'running'
+               ORDER BY t.depth, r.id
+                 FOR NO KEY UPDATE OF r)
           UPDATE workflow.runs r
              SET status = 'cancelled', finished_at = statement_timestamp(),
                  updated_at = statement_timestamp(), owner = NULL, lease_expires_at = NULL,
+                 session_pid = NULL, session_started = NULL,
                  wait_step = NULL, wait_signal = NULL, wait_deadline = NULL
-           WHERE r.id = ANY (ARRAY(SELECT id FROM tree)) AND r.status = 'running'
+           WHERE r.id = ANY (ARRAY(SELECT id FROM locked)) AND r.status = 'running'
           RETURNING r.id",
     args: &[UUIDARRAYOID],
 };
 
 /// Checks that `parent` is a running workflow, and holds it until the caller commits.
-pub(super) fn adopt(client: &mut SpiClient<'_>, parent: pgrx::Uuid) -> Result<(), WfError> {
+pub fn adopt(client: &mut SpiClient<'_>, parent: pgrx::Uuid) -> Result<(), WfError> {
     let status: Option<String> = db::execute(client, &TOUCH_PARENT, &[parent.into()], first_value)?;
     require_running(parent, status, "wf_start (parent)")
 }
 
+/// Locks the parent of run `id`, if it has one, before the run itself is written: the
+/// order every writer of a parent and its child keeps.
+pub fn lock_parent(client: &mut SpiClient<'_>, id: pgrx::Uuid) -> Result<(), WfError> {
+    let parent: Option<pgrx::Uuid> = db::execute(client, &PARENT, &[id.into()], first_value)?;
+    if let Some(parent) = parent {
+        db::execute(client, &LOCK, &[parent.into()], |_| Ok(()))?;
+    }
+    Ok(())
+}
+
 /// Tells the parent of the finished run `id`, if it has one that still runs.
-pub(crate) fn tell_parent(client: &mut SpiClient<'_>, id: pgrx::Uuid) -> Result<(), WfError> {
+pub fn tell_parent(client: &mut SpiClient<'_>, id: pgrx::Uuid) -> Result<(), WfError> {
     let found: Option<(Option<pgrx::Uuid>, Option<Document>)> =
         db::execute(client, &FINISHED_SIGNAL, &[id.into()], |rows| {
             if rows.is_empty() {
@@ -65,7 +98,7 @@ pub(crate) fn tell_parent(client: &mut SpiClient<'_>, id: pgrx::Uuid) -> Result<
 
 /// Cancels the running descendants of a cancelled run; returns them, whose messages the
 /// caller cancels with the run's.
-pub(super) fn cancel_descendants(
+pub fn cancel_descendants(
     client: &mut SpiClient<'_>,
     id: pgrx::Uuid,
 ) -> Result<Vec<pgrx::Uuid>, WfError> {

@@ -409,16 +409,18 @@ async fn the_durable_http_step_checkpoints_the_response() {
     assert_eq!(step["headers"]["x-charge"], "ch_1");
 }
 
-/// A durable step whose message dies (a 402 here) is recorded too, with `ok: false`, so
-/// that its workflow does not wait forever for an answer that will not come.
+/// A durable step whose receiver refuses it for good (a 402 here) is recorded with
+/// `ok: false`: the answer is the step's outcome, so the message is delivered, and neither
+/// the destination's health nor the dead letters hear of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_durable_step_that_dies_is_recorded_as_not_ok() {
+async fn a_durable_steps_final_refusal_is_recorded_as_not_ok_and_delivered() {
+    // A declined card is the step's outcome, not a delivery failure (SPEC, wf_enqueue).
     let reply = Reply::Full {
         status: 402,
         headers: vec![("x-reason".into(), "card_declined".into())],
         body: r#"{"declined": true}"#.into(),
     };
-    let step = durable_step_answered(reply, "dead").await;
+    let step = durable_step_answered(reply, "delivered").await;
     assert_eq!(step["ok"], false);
     assert_eq!(step["status"], 402);
     assert_eq!(step["body"], serde_json::json!({"declined": true}));

@@ -1,13 +1,16 @@
 //! Signals and waits between real sessions, and `LISTEN workflow_ready`: a workflow that
 //! waits holds no lease, the event makes it ready, and a listener hears of it after the
 //! commit that made it ready — or from the dispatcher when time alone did — and never of
-//! a rollback.
+//! a rollback. A signal that comes after a wait's deadline does not win over the timeout,
+//! and a child that finishes while its parent is cancelled never deadlocks with the cancel.
 
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Barrier;
 use tokio_postgres::Client;
 use workflow_tests::listener::Listener;
 use workflow_tests::receiver::{Receiver, Reply};
-use workflow_tests::{dispatch_cluster, unique, until_true};
+use workflow_tests::{dispatch_cluster, eventually, sqlstate, unique, until_true};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const CHANNEL: &str = "workflow_ready";
@@ -443,4 +446,206 @@ async fn twelve_sleeps_are_no_recoveries() {
         ),
         ("completed".to_string(), 0, 12)
     );
+}
+
+/// A signal sent after a wait's deadline does not win over the timeout, even when it comes
+/// before the workflow's next `wf_wait`: that wait records the timeout, and the signal stays
+/// queued for the next wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_after_the_deadline_does_not_win_and_stays_queued_for_the_next_wait() {
+    let (client, mut listener) = setup().await;
+    let name = unique("late");
+    let id = start(&client, &name, "a").await;
+    let waited: Option<serde_json::Value> = client
+        .query_one(
+            "SELECT wf_wait($1, 'approval', 'approved', '300 milliseconds', 'a')",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(waited, None);
+    // The dispatcher announces the timeout once the deadline has passed.
+    listener.until(&name, DEADLINE).await;
+
+    let sender = dispatch_cluster().connect().await;
+    sender
+        .execute("SELECT wf_signal($1, 'approved')", &[&id])
+        .await
+        .unwrap();
+    assert_eq!(claim(&client, &name, "b").await, vec![id]);
+    let first = wait(&client, id, "approval", "approved", "b").await;
+    assert_eq!(
+        first,
+        Some(serde_json::json!({"timed_out": true})),
+        "the deadline passed before the signal was sent"
+    );
+    let queued: i64 = client
+        .query_one(
+            "SELECT count(*) FROM workflow.signals
+              WHERE workflow_id = $1 AND signal = 'approved' AND consumed_at IS NULL",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 1, "the late signal stays queued");
+
+    let second = wait(&client, id, "approval-2", "approved", "b")
+        .await
+        .expect("the queued signal is consumed by the next wait for it");
+    assert_eq!(second["signal"], "approved", "{second}");
+    assert_eq!(second["timed_out"], false, "{second}");
+    let consumed_by: Option<String> = client
+        .query_one(
+            "SELECT consumed_by FROM workflow.signals WHERE workflow_id = $1 AND signal = 'approved'",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(consumed_by.as_deref(), Some("approval-2"));
+}
+
+/// The outcome of one call in a race: its SQLSTATE and message if it failed.
+type Outcome = Result<(), (String, String)>;
+
+/// Runs `sql` with the workflow `id` in its own task, after `barrier` if one is given.
+fn race(
+    client: &Arc<Client>,
+    sql: &'static str,
+    id: uuid::Uuid,
+    barrier: Option<Arc<Barrier>>,
+) -> tokio::task::JoinHandle<Outcome> {
+    let client = Arc::clone(client);
+    tokio::spawn(async move {
+        if let Some(barrier) = barrier {
+            barrier.wait().await;
+        }
+        client
+            .execute(sql, &[&id])
+            .await
+            .map(drop)
+            .map_err(|e| (sqlstate(&e).to_string(), e.to_string()))
+    })
+}
+
+async fn waits_for_a_lock(observer: &Client, pid: i32) -> bool {
+    observer
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock')",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// `wf_cancel(parent)` and `wf_complete(child)` lock the same two runs (the cancel takes
+/// its running children along; the completion signals its parent): they never wait for
+/// each other in a cycle. Even rounds start the two calls together; odd rounds line them
+/// up behind the parent's worker, which holds the parent inside a step (a heartbeat in an
+/// open transaction), the cancel first, and its commit releases both at once. Either call
+/// may come first: the parent ends cancelled, and the child completed (the completion
+/// won) or cancelled (the cancel won, and the completion is refused with 55000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_parent_while_its_child_completes_never_deadlocks() {
+    const ROUNDS: usize = 12;
+    let (client, _listener) = setup().await;
+    let observer = dispatch_cluster().connect().await;
+    let canceller = Arc::new(dispatch_cluster().connect().await);
+    let completer = Arc::new(dispatch_cluster().connect().await);
+    let mut pids = Vec::new();
+    for session in [&canceller, &completer] {
+        let pid: i32 = session
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        pids.push(pid);
+    }
+    let (canceller_pid, completer_pid) = (pids[0], pids[1]);
+
+    for round in 0..ROUNDS {
+        let parent = start(&client, &unique("parent"), "p").await;
+        let child: uuid::Uuid = client
+            .query_one(
+                "SELECT wf_start($1, parent => $2, owner => 'c')",
+                &[&unique("child"), &parent],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let lined_up = round % 2 == 1;
+        let (cancel, complete) = if lined_up {
+            client.batch_execute("BEGIN").await.unwrap();
+            client
+                .execute("SELECT wf_heartbeat($1, 'p')", &[&parent])
+                .await
+                .unwrap();
+            let cancel = race(&canceller, "SELECT wf_cancel($1)", parent, None);
+            eventually(
+                "the cancel to queue behind the parent's worker",
+                DEADLINE,
+                || async {
+                    waits_for_a_lock(&observer, canceller_pid)
+                        .await
+                        .then_some(())
+                },
+            )
+            .await;
+            let complete = race(&completer, "SELECT wf_complete($1)", child, None);
+            eventually("the completion to queue or finish", DEADLINE, || async {
+                (complete.is_finished() || waits_for_a_lock(&observer, completer_pid).await)
+                    .then_some(())
+            })
+            .await;
+            client.batch_execute("COMMIT").await.unwrap();
+            (cancel, complete)
+        } else {
+            let barrier = Arc::new(Barrier::new(2));
+            (
+                race(
+                    &canceller,
+                    "SELECT wf_cancel($1)",
+                    parent,
+                    Some(Arc::clone(&barrier)),
+                ),
+                race(&completer, "SELECT wf_complete($1)", child, Some(barrier)),
+            )
+        };
+        let how = if lined_up { "lined up" } else { "together" };
+        let cancelled = cancel.await.unwrap();
+        let completed = complete.await.unwrap();
+        assert!(
+            cancelled.is_ok(),
+            "round {round} ({how}): wf_cancel(parent) failed: {cancelled:?}"
+        );
+        match &completed {
+            Ok(()) => {}
+            Err((code, _)) if code == "55000" => {}
+            Err(error) => panic!("round {round} ({how}): wf_complete(child) failed: {error:?}"),
+        }
+        let row = client
+            .query_one(
+                "SELECT (SELECT status FROM wf_status($1)), (SELECT status FROM wf_status($2))",
+                &[&parent, &child],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            (
+                "cancelled".to_string(),
+                if completed.is_ok() {
+                    "completed"
+                } else {
+                    "cancelled"
+                }
+                .to_string()
+            ),
+            "round {round} ({how}): (parent, child)"
+        );
+    }
+    workflow_tests::assert_invariants(&client).await;
 }

@@ -1,0 +1,123 @@
+//! The terminal transitions — complete, fail, cancel — and what a workflow's decision takes
+//! with it (G10): its durable HTTP steps not recorded yet, and its pending pushes, are
+//! cancelled in the finishing transaction, so no request goes out on behalf of a workflow
+//! that has decided. A cancel also cancels its running descendants and every pending
+//! message of theirs and its own. A finished child tells its parent.
+
+use super::children;
+use super::guard::{self, require_lease, require_running};
+use crate::db::{self, Statement, first_value};
+use crate::document::Document;
+use crate::error::WfError;
+use crate::wake;
+use crate::workflow::Finish;
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::{JSONBOID, TEXTOID, UUIDARRAYOID, UUIDOID};
+use pgrx::spi::SpiClient;
+
+pub static FINISH: Statement = Statement {
+    sql: concat!(
+        "UPDATE workflow.runs
+            SET status = $2, output = $3, error = $4,
+                finished_at = statement_timestamp(), updated_at = statement_timestamp(),
+                owner = NULL, lease_expires_at = NULL, session_pid = NULL, session_started = NULL,
+                wait_step = NULL, wait_signal = NULL, wait_deadline = NULL
+          WHERE id = $1 AND status = 'running' AND ",
+        holds_lease!("$5"),
+        " RETURNING parent IS NOT NULL"
+    ),
+    args: &[UUIDOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID],
+};
+
+/// Cancels every pending message of the workflows `$1` (a cancel).
+pub static CANCEL_WORKFLOW_MESSAGES: Statement = Statement {
+    sql: "WITH cancelled AS (
+              UPDATE workflow.outbox
+                 SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
+                     parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
+               WHERE workflow_id = ANY ($1) AND status = 'pending'
+              RETURNING id, endpoint)
+          INSERT INTO workflow.message_counts (status, n, endpoint)
+          SELECT 'cancelled', count(*), endpoint FROM cancelled GROUP BY endpoint",
+    args: &[UUIDARRAYOID],
+};
+
+/// Cancels the pending durable steps and pushes of the workflows `$1` (a completion or a
+/// failure): its plain messages are the outbox, delivered as committed.
+pub static CANCEL_SIDE_EFFECTS: Statement = Statement {
+    sql: "WITH cancelled AS (
+              UPDATE workflow.outbox
+                 SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
+                     parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
+               WHERE workflow_id = ANY ($1) AND status = 'pending'
+                 AND (step IS NOT NULL OR idempotency_key LIKE 'workflow.ready:%')
+              RETURNING id, endpoint)
+          INSERT INTO workflow.message_counts (status, n, endpoint)
+          SELECT 'cancelled', count(*), endpoint FROM cancelled GROUP BY endpoint
+          RETURNING n",
+    args: &[UUIDARRAYOID],
+};
+
+/// What follows a workflow's failure that no caller asked for (a claim that gave up on
+/// it): its side effects are cancelled and its parent told, as `wf_fail` would.
+pub fn after_failure(client: &mut SpiClient<'_>, id: pgrx::Uuid) -> Result<(), WfError> {
+    cancel_side_effects(client, vec![id])?;
+    children::tell_parent(client, id)
+}
+
+fn cancel_side_effects(client: &mut SpiClient<'_>, runs: Vec<pgrx::Uuid>) -> Result<(), WfError> {
+    let cancelled = db::execute(client, &CANCEL_SIDE_EFFECTS, &[runs.into()], |rows| {
+        Ok(!rows.is_empty())
+    })?;
+    if cancelled {
+        // A cancelled message may have held back its ordering key (its flag).
+        wake::flag_on_commit();
+    }
+    Ok(())
+}
+
+/// A terminal transition. Repeating the one the workflow already made changes nothing
+/// (G3: a caller that retries after losing the answer to its commit); another is `55000`.
+pub fn finish(
+    client: &mut SpiClient<'_>,
+    id: pgrx::Uuid,
+    finish: Finish,
+    output: Option<Document>,
+    error: Option<&str>,
+    owner: Option<&str>,
+) -> Result<(), WfError> {
+    children::lock_parent(client, id)?;
+    let args: [DatumWithOid; 5] = [
+        id.into(),
+        finish.status().as_str().into(),
+        output.into(),
+        error.into(),
+        owner.into(),
+    ];
+    let finished: Option<bool> = db::execute(client, &FINISH, &args, first_value)?;
+    if let Some(has_parent) = finished {
+        if finish == Finish::Cancel {
+            let mut runs = children::cancel_descendants(client, id)?;
+            runs.push(id);
+            db::execute(
+                client,
+                &CANCEL_WORKFLOW_MESSAGES,
+                &[runs.into()],
+                |_| Ok(()),
+            )?;
+            wake::flag_on_commit();
+        } else {
+            cancel_side_effects(client, vec![id])?;
+        }
+        if has_parent {
+            children::tell_parent(client, id)?;
+        }
+        return Ok(());
+    }
+    let lease = guard::read_lease(client, id, owner)?;
+    if lease.status.as_deref() == Some(finish.status().as_str()) {
+        return Ok(());
+    }
+    require_running(id, lease.status, finish.action())?;
+    require_lease(id, owner, lease.holds, finish.action())
+}

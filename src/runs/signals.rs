@@ -1,0 +1,172 @@
+//! Signals: a named event sent to a workflow in the caller's transaction, queued per
+//! workflow and name in commit order, or recorded at once as the step of the wait it
+//! resolves.
+//!
+//! Every write here locks the run first, as a checkpoint does, so a signal and a wait of
+//! one workflow never interleave: either the wait finds the signal queued, or the signal
+//! finds the wait parked and records it. A signal also writes the run's row, so that a
+//! REPEATABLE READ caller racing another signal gets a serialization failure instead of
+//! missing it. A wait whose deadline has passed is not resolved by a signal: its timeout
+//! has won, and the signal stays queued for a later wait.
+
+use super::guard::{read_step, require_running};
+use super::readiness;
+use crate::db::{self, Statement, first_value};
+use crate::document::Document;
+use crate::error::WfError;
+use crate::wake;
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::{JSONBOID, TEXTOID, UUIDOID};
+use pgrx::spi::SpiClient;
+
+/// The signal a child's finish sends its parent.
+pub const FINISHED: &str = "workflow.finished";
+
+/// The run locked for a signal or a wait: its status, whether the owner `$2` holds the
+/// lease, its name, whether it is parked (no owner), and its unresolved wait.
+static LOCK_RUN: Statement = Statement {
+    sql: concat!(
+        "SELECT status, ",
+        holds_lease!("$2"),
+        ", name, owner IS NULL, wait_step, wait_signal, wait_deadline <= clock_timestamp()
+           FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE"
+    ),
+    args: &[UUIDOID, TEXTOID],
+};
+
+static FIND_BY_KEY: Statement = Statement {
+    sql: "SELECT id FROM workflow.run_signals WHERE workflow_id = $1 AND idempotency_key = $2",
+    args: &[UUIDOID, TEXTOID],
+};
+
+/// Queues a signal, or, when `$5` names the step of the wait it resolves, records it as
+/// that step and makes a parked run ready. Returns the signal's id and whether the run
+/// became ready.
+static SEND: Statement = Statement {
+    sql: "WITH sent AS (
+              INSERT INTO workflow.run_signals (workflow_id, name, payload, idempotency_key, consumed_at, consumed_by)
+              VALUES ($1, $2, $3, $4, CASE WHEN $5::text IS NOT NULL THEN statement_timestamp() END, $5)
+              RETURNING id),
+          step AS (
+              INSERT INTO workflow.checkpoints (workflow_id, step, output)
+              SELECT $1, $5, jsonb_build_object('signal', $2::text, 'payload', $3::jsonb, 'timed_out', false)
+               WHERE $5 IS NOT NULL),
+          run AS (
+              UPDATE workflow.runs
+                 SET updated_at = statement_timestamp(),
+                     wait_step = CASE WHEN $5 IS NULL THEN wait_step END,
+                     wait_signal = CASE WHEN $5 IS NULL THEN wait_signal END,
+                     wait_deadline = CASE WHEN $5 IS NULL THEN wait_deadline END,
+                     lease_expires_at = CASE WHEN $5 IS NOT NULL AND owner IS NULL
+                                             THEN least(coalesce(lease_expires_at, 'infinity'), clock_timestamp())
+                                             ELSE lease_expires_at END
+               WHERE id = $1
+              RETURNING $5 IS NOT NULL AND owner IS NULL AS ready)
+          SELECT (SELECT id FROM sent), (SELECT ready FROM run)",
+    args: &[UUIDOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID],
+};
+
+/// A run locked for a signal or a wait.
+pub struct Locked {
+    pub status: Option<String>,
+    pub holds: Option<bool>,
+    pub name: String,
+    pub parked: bool,
+    pub wait_step: Option<String>,
+    pub wait_signal: Option<String>,
+    pub timed_out: bool,
+}
+
+pub fn lock(
+    client: &mut SpiClient<'_>,
+    id: pgrx::Uuid,
+    owner: Option<&str>,
+) -> Result<Locked, WfError> {
+    Ok(db::execute(
+        client,
+        &LOCK_RUN,
+        &[id.into(), owner.into()],
+        |rows| {
+            if rows.is_empty() {
+                return Ok(Locked {
+                    status: None,
+                    holds: None,
+                    name: String::new(),
+                    parked: false,
+                    wait_step: None,
+                    wait_signal: None,
+                    timed_out: false,
+                });
+            }
+            let row = rows.first();
+            Ok(Locked {
+                status: row.get(1)?,
+                holds: row.get(2)?,
+                name: row.get(3)?.unwrap_or_default(),
+                parked: row.get(4)?.unwrap_or(false),
+                wait_step: row.get(5)?,
+                wait_signal: row.get(6)?,
+                timed_out: row.get(7)?.unwrap_or(false),
+            })
+        },
+    )?)
+}
+
+/// Sends `signal` to the workflow `id` in the caller's transaction. `to_finished` says
+/// what a workflow that is no longer running gets: an error (an application's signal), or
+/// nothing (a child's finish, whose parent finished first).
+pub fn send(
+    client: &mut SpiClient<'_>,
+    id: pgrx::Uuid,
+    signal: &str,
+    payload: Option<Document>,
+    key: Option<&str>,
+    to_finished: ToFinished,
+) -> Result<Option<i64>, WfError> {
+    let run = lock(client, id, None)?;
+    // A repeat is answered whatever became of the workflow since (G4): a sender retrying
+    // after the workflow finished is what the key is for.
+    if let Some(key) = key {
+        let existing: Option<i64> =
+            db::execute(client, &FIND_BY_KEY, &[id.into(), key.into()], first_value)?;
+        if existing.is_some() {
+            return Ok(existing);
+        }
+    }
+    // A parent may have finished, and even been removed by retention, before its child.
+    if to_finished == ToFinished::Skip && run.status.as_deref() != Some("running") {
+        return Ok(None);
+    }
+    require_running(id, run.status, "wf_signal")?;
+    // The wait this signal resolves, if the run waits for it, its step is still open, and
+    // its deadline has not passed.
+    let resolves = match (&run.wait_signal, &run.wait_step) {
+        (Some(waited), Some(step))
+            if waited == signal && !run.timed_out && read_step(client, id, step)?.1.is_none() =>
+        {
+            Some(step.as_str())
+        }
+        _ => None,
+    };
+    let args: [DatumWithOid; 5] = [
+        id.into(),
+        signal.into(),
+        payload.into(),
+        key.into(),
+        resolves.into(),
+    ];
+    let (sent, ready): (Option<i64>, Option<bool>) =
+        db::execute(client, &SEND, &args, |rows| rows.first().get_two())?;
+    if ready == Some(true) {
+        readiness::notify(&run.name);
+        // For a push handler of its name.
+        wake::on_commit();
+    }
+    Ok(sent)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToFinished {
+    Refuse,
+    Skip,
+}

@@ -1,0 +1,178 @@
+//! Two-phase commit: a transaction that makes a workflow ready — by signalling its wait, by
+//! starting it under a push handler, or by sleeping it until a time already past — can be
+//! prepared (`PREPARE TRANSACTION`; a prepared transaction cannot `NOTIFY`, and 0.2.0 failed
+//! with 0A000), and once `COMMIT PREPARED` makes it ready the dispatcher announces it on
+//! `workflow_ready` and pushes what has a handler.
+
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+use uuid::Uuid;
+use workflow_tests::listener::Listener;
+use workflow_tests::receiver::Receiver;
+use workflow_tests::{dispatch_cluster_with, dispatcher_pid, sqlstate, unique};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+const CHANNEL: &str = "workflow_ready";
+/// The dispatcher announces what a prepared transaction made ready within its poll
+/// interval (10 s in `DISPATCHER_SETTINGS`), with 5 s to spare.
+const ANNOUNCED_WITHIN: Duration = Duration::from_secs(15);
+
+fn cluster() -> &'static workflow_tests::Cluster {
+    dispatch_cluster_with(&["max_prepared_transactions = 10"])
+}
+
+async fn setup() -> (Client, Listener) {
+    let client = cluster().connect().await;
+    dispatcher_pid(&client, DEADLINE).await;
+    let listener = Listener::start(&cluster().conninfo(), &[CHANNEL]).await;
+    (client, listener)
+}
+
+async fn start(client: &Client, name: &str, owner: &str) -> Uuid {
+    client
+        .query_one("SELECT wf_start($1, owner => $2)", &[&name, &owner])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn claim(client: &Client, name: &str, owner: &str) -> Vec<Uuid> {
+    client
+        .query("SELECT wf_claim($1, $2, max => 10)", &[&name, &owner])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Prepares the transaction open in `client` and commits it with `COMMIT PREPARED`; then
+/// waits to hear `name` on `workflow_ready`.
+async fn prepare_commit_and_hear(client: &Client, listener: &mut Listener, name: &str) {
+    let gid = unique("gid");
+    client
+        .batch_execute(&format!("PREPARE TRANSACTION '{gid}'"))
+        .await
+        .unwrap_or_else(|e| panic!("PREPARE TRANSACTION failed with {}: {e}", sqlstate(&e)));
+    client
+        .batch_execute(&format!("COMMIT PREPARED '{gid}'"))
+        .await
+        .expect("COMMIT PREPARED");
+    let committed = Instant::now();
+    listener.until(name, ANNOUNCED_WITHIN).await;
+    eprintln!(
+        "{name}: announced {:?} after COMMIT PREPARED",
+        committed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_signal_to_a_waiting_workflow_commits_and_is_announced() {
+    let (client, mut listener) = setup().await;
+    let name = unique("prepared-signal");
+    let id = start(&client, &name, "a").await;
+    let parked: Option<serde_json::Value> = client
+        .query_one(
+            "SELECT wf_wait($1, 'approval', 'approved', owner => 'a')",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(parked, None, "the workflow waits");
+
+    let sender = cluster().connect().await;
+    sender.batch_execute("BEGIN").await.unwrap();
+    sender
+        .execute(
+            "SELECT wf_signal($1, 'approved', '{\"by\": \"ops\"}')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    prepare_commit_and_hear(&sender, &mut listener, &name).await;
+
+    assert_eq!(claim(&client, &name, "b").await, [id]);
+    let approval: serde_json::Value = client
+        .query_one(
+            "SELECT wf_wait($1, 'approval', 'approved', owner => 'b')",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(approval["payload"]["by"], "ops", "{approval}");
+    assert_eq!(approval["timed_out"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_start_of_a_pushed_workflow_commits_and_its_handler_gets_the_push() {
+    let (client, mut listener) = setup().await;
+    let receiver = Receiver::start().await;
+    let name = unique("prepared-push");
+    let path = format!("/{name}");
+    let endpoint = unique("handler");
+    client
+        .execute(
+            "SELECT wf_endpoint($1, $2, 'generate')",
+            &[&endpoint, &receiver.url(&path)],
+        )
+        .await
+        .unwrap();
+    client
+        .execute("SELECT wf_handler($1, $2)", &[&name, &endpoint])
+        .await
+        .unwrap();
+
+    let starter = cluster().connect().await;
+    starter.batch_execute("BEGIN").await.unwrap();
+    let id: Uuid = starter
+        .query_one("SELECT wf_start($1, '{\"amount\": 25}')", &[&name])
+        .await
+        .unwrap()
+        .get(0);
+    prepare_commit_and_hear(&starter, &mut listener, &name).await;
+
+    let push = receiver.wait_for(&path, 1, ANNOUNCED_WITHIN).await[0].clone();
+    let body: serde_json::Value = serde_json::from_slice(&push.body).expect("a JSON push");
+    assert_eq!(body["type"], "workflow.ready");
+    assert_eq!(body["workflow"], id.to_string());
+    assert_eq!(body["input"], serde_json::json!({"amount": 25}));
+    let owner = body["owner"].as_str().expect("the push names its owner");
+    client
+        .execute("SELECT wf_complete($1, NULL, $2)", &[&id, &owner])
+        .await
+        .expect("the pushed owner holds the lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_sleep_until_a_past_time_commits_and_is_announced() {
+    let (client, mut listener) = setup().await;
+    let name = unique("prepared-sleep");
+    let id = start(&client, &name, "a").await;
+
+    let worker = cluster().connect().await;
+    worker.batch_execute("BEGIN").await.unwrap();
+    worker
+        .execute(
+            "SELECT wf_sleep($1, 'nap', now() - interval '1 second', 'a')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    prepare_commit_and_hear(&worker, &mut listener, &name).await;
+
+    assert_eq!(claim(&client, &name, "b").await, [id]);
+    let row = client
+        .query_one(
+            "SELECT recovery_attempts, wf_step($1, 'nap') IS NOT NULL FROM wf_status($1)",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i32>(0), row.get::<_, bool>(1)),
+        (0, true),
+        "(recovery attempts, sleep recorded): the end of a sleep is no recovery"
+    );
+}
