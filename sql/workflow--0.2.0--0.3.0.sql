@@ -14,6 +14,17 @@ ALTER TABLE workflow.runs
 -- The session-bound leases, for the dispatcher's look for sessions that ended.
 CREATE INDEX runs_sessions ON workflow.runs (session_pid) WHERE session_pid IS NOT NULL;
 
+-- Leases are at most a day from 0.3.0 on: one taken longer under 0.2.0 ends within a day,
+-- and renews by a day at most. (A parked run's time is its wait's deadline: no lease.)
+UPDATE workflow.runs
+   SET lease_duration = least(lease_duration, interval '1 day'),
+       lease_expires_at = CASE WHEN owner IS NOT NULL
+                               THEN least(lease_expires_at, now() + interval '1 day')
+                               ELSE lease_expires_at END
+ WHERE status = 'running'
+   AND (lease_duration > interval '1 day'
+        OR (owner IS NOT NULL AND lease_expires_at > now() + interval '1 day'));
+
 CREATE OR REPLACE VIEW workflow.workflows AS
 SELECT r.id, r.name, r.status::text AS status, r.input, r.output, r.error,
        s.steps_done, s.last_step,

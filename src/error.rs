@@ -191,6 +191,7 @@ fn decided_reason(decided: &str) -> String {
     match decided {
         "recorded" => "its step is recorded".to_string(),
         "removed" => "its workflow was removed by retention".to_string(),
+        "timed out" => "its wait timed out".to_string(),
         status => format!("its workflow is {status}"),
     }
 }

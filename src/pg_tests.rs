@@ -2634,6 +2634,81 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     }
 
     #[pg_test]
+    fn a_sweep_frees_the_leases_of_ended_sessions_and_keeps_live_ones() {
+        // Three leases bound to this session by ownerless starts; two are then made to look
+        // bound to sessions that ended: an earlier backend with this pid (pid reuse), and a
+        // pid no backend has.
+        let (live, reused, gone) = (start("sweep"), start("sweep"), start("sweep"));
+        let explicit = one::<pgrx::Uuid>("SELECT wf_start('sweep', owner => 'me')")
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT session_pid = pg_backend_pid() AND session_started IS NOT NULL
+                   FROM workflow.runs WHERE id = '{live}'"
+            )),
+            Some(true),
+            "an ownerless start binds the lease to this session"
+        );
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT session_pid IS NULL FROM workflow.runs WHERE id = '{explicit}'"
+            )),
+            Some(true),
+            "an explicit owner's lease is bound to no session"
+        );
+        run(&format!(
+            "UPDATE workflow.runs SET session_started = session_started - interval '1 second' WHERE id = '{reused}'"
+        ));
+        run(&format!(
+            "UPDATE workflow.runs SET session_pid = 2147483647 WHERE id = '{gone}'"
+        ));
+        // Inside one test every statement shares the test's statement time, which a sweep
+        // takes for a binding newer than itself and leaves alone: age the bindings.
+        run(
+            "UPDATE workflow.runs SET updated_at = updated_at - interval '1 minute' WHERE name = 'sweep'",
+        );
+        let pid = one::<i32>("SELECT pg_backend_pid()").unwrap();
+        for pids in [Some(vec![pid, 2_147_483_647]), None] {
+            let freed =
+                Spi::connect_mut(|client| crate::runs::sessions::free_orphaned(client, pids))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            if freed == 0 {
+                continue; // the second look: the first freed them
+            }
+            assert_eq!(freed, 2, "the pid-reused and the ended session's leases");
+        }
+        for (id, freed) in [
+            (&live, false),
+            (&reused, true),
+            (&gone, true),
+            (&explicit, false),
+        ] {
+            assert_eq!(
+                one::<bool>(&format!(
+                    "SELECT lease_expires_at <= clock_timestamp() AND session_pid IS NULL
+                            AND owner IS NOT NULL
+                       FROM workflow.runs WHERE id = '{id}'"
+                )),
+                Some(freed),
+                "{id}: freed {freed}"
+            );
+        }
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM wf_claim('sweep', 'rescuer', max => 10)"),
+            Some(2),
+            "the freed leases are claimable, the live ones are not"
+        );
+        assert_eq!(
+            one::<i32>(&format!(
+                "SELECT recovery_attempts FROM workflow.runs WHERE id = '{gone}'"
+            )),
+            Some(1),
+            "a freed session lease is recovered like an expired one"
+        );
+    }
+
+    #[pg_test]
     fn a_push_handler_takes_a_url_or_an_endpoint_and_a_handled_start_is_ready() {
         run("SELECT wf_handler('pushed', 'https://handler.example.com/run')");
         let id = one::<pgrx::Uuid>("SELECT wf_start('pushed')").unwrap();

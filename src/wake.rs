@@ -20,11 +20,16 @@ use pgrx::callbacks::{PgXactCallbackEvent, register_xact_callback};
 use pgrx::prelude::*;
 use pgrx::{PGRXSharedMemory, PgAtomic, pg_shmem_init, pg_sys};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 use std::time::Duration;
 
 /// The most databases `workflow.databases` may list.
 pub const MAX_DISPATCHERS: usize = 32;
+/// How many reported exits of sessions, and prepared transactions, a slot remembers: more
+/// between two looks of its dispatcher and it looks at them all.
+pub const REMEMBERED: usize = 32;
 
 #[derive(Default)]
 #[repr(C)]
@@ -48,13 +53,18 @@ pub(crate) struct Slot {
     /// last took it, as a `TimestampTz`; 0: none. The dispatcher announces the workflows a
     /// timer makes ready (see `ready`), and looks at it then.
     earliest_timer: AtomicI64,
-    /// Backends that held session-bound leases and exited, counted as they exit: the
-    /// dispatcher frees the leases of ended sessions when this grows (see `runs::sessions`).
+    /// Backends that held session-bound leases and exited, counted as they exit, and the
+    /// pids of the last `REMEMBERED` (the n-th in `ended_pids[n % REMEMBERED]`, written
+    /// before the count): the dispatcher frees those sessions' leases (see `runs::sessions`).
     sessions_ended: AtomicU64,
-    /// Transactions prepared (two-phase) after making workflows ready, counted at
-    /// PREPARE: until they commit, the dispatcher announces readiness itself (see
-    /// `runs::readiness`).
+    ended_cursor: AtomicU64,
+    ended_pids: [AtomicI32; REMEMBERED],
+    /// Transactions prepared (two-phase) after making workflows ready, counted once
+    /// prepared, with their transaction ids like the pids above: until they are committed
+    /// or rolled back, the dispatcher announces readiness itself (see `runs::readiness`).
     readiness_prepared: AtomicU64,
+    prepared_cursor: AtomicU64,
+    prepared_xids: [AtomicU32; REMEMBERED],
 }
 
 #[repr(C)]
@@ -178,31 +188,72 @@ pub(crate) fn flags_raised(slot: usize) -> Option<u64> {
     self::slot(slot).map(|slot| slot.flags_raised.load(Ordering::Acquire))
 }
 
-/// How many backends holding session-bound leases have exited in slot `slot`'s database.
-pub(crate) fn sessions_ended(slot: usize) -> Option<u64> {
-    self::slot(slot).map(|slot| slot.sessions_ended.load(Ordering::Acquire))
+/// What a slot reported since the dispatcher last looked: the values counted since
+/// `seen` (the count it saw then), and the count now. `None` for the values when more
+/// were counted than the slot remembers, or when it looks for the first time.
+pub(crate) struct Reported<T> {
+    pub values: Option<Vec<T>>,
+    pub count: u64,
 }
 
-/// How many transactions were prepared after making workflows ready in slot `slot`'s
-/// database.
-pub(crate) fn readiness_prepared_count(slot: usize) -> Option<u64> {
-    self::slot(slot).map(|slot| slot.readiness_prepared.load(Ordering::Acquire))
+/// The sessions with bound leases that ended in slot `slot`'s database since `seen`.
+pub(crate) fn ended_since(slot: usize, seen: Option<u64>) -> Option<Reported<i32>> {
+    let slot = self::slot(slot)?;
+    Some(reported(
+        &slot.sessions_ended,
+        &slot.ended_pids,
+        seen,
+        |pid| pid.load(Ordering::Acquire),
+    ))
+}
+
+/// The transactions prepared after making workflows ready in slot `slot`'s database since
+/// `seen`.
+pub(crate) fn prepared_since(slot: usize, seen: Option<u64>) -> Option<Reported<u32>> {
+    let slot = self::slot(slot)?;
+    Some(reported(
+        &slot.readiness_prepared,
+        &slot.prepared_xids,
+        seen,
+        |xid| xid.load(Ordering::Acquire),
+    ))
+}
+
+fn reported<A, T>(
+    count: &AtomicU64,
+    ring: &[A; REMEMBERED],
+    seen: Option<u64>,
+    read: impl Fn(&A) -> T,
+) -> Reported<T> {
+    let now = count.load(Ordering::Acquire);
+    let values = seen
+        .filter(|seen| now.saturating_sub(*seen) <= REMEMBERED as u64)
+        .map(|seen| {
+            (seen..now)
+                .map(|n| read(&ring[(n % REMEMBERED as u64) as usize]))
+                .collect()
+        });
+    Reported { values, count: now }
 }
 
 /// From a backend's exit callback, after it left the proc array: it held a session-bound
 /// lease, so its database's dispatcher should free what it held. Only atomics and a latch.
-pub fn session_ended() {
+pub fn session_ended(pid: i32) {
     serving_slots(|slot| {
+        let n = slot.ended_cursor.fetch_add(1, Ordering::AcqRel);
+        slot.ended_pids[(n % REMEMBERED as u64) as usize].store(pid, Ordering::Release);
         slot.sessions_ended.fetch_add(1, Ordering::AcqRel);
         true
     });
 }
 
-/// At PREPARE TRANSACTION of a transaction that made workflows ready: it cannot notify
-/// (Postgres forbids NOTIFY in a prepared transaction), so its dispatcher announces
-/// readiness until the prepared transactions are gone.
-pub fn readiness_prepared() {
+/// Once a transaction that made workflows ready is prepared (two-phase): it could not
+/// notify (Postgres forbids NOTIFY in a prepared transaction), so its dispatcher announces
+/// readiness until the transaction `xid` is committed or rolled back.
+pub fn readiness_prepared(xid: u32) {
     serving_slots(|slot| {
+        let n = slot.prepared_cursor.fetch_add(1, Ordering::AcqRel);
+        slot.prepared_xids[(n % REMEMBERED as u64) as usize].store(xid, Ordering::Release);
         slot.readiness_prepared.fetch_add(1, Ordering::AcqRel);
         true
     });

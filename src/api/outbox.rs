@@ -115,22 +115,10 @@ static MESSAGE: Statement = Statement {
 /// (Each statement that moves messages between states keeps `workflow.message_counts`.
 /// One that takes a message with an ordering key out of pending flags the key's next
 /// message for the dispatcher to unpark; a revived message is pending and needs no flag.)
-///
-/// A durable step is sent again only while its workflow runs and the step is not recorded
-/// (G10); the run is locked against a concurrent finish, which would cancel it again.
+/// (A durable step is checked first, see `STEP_RUN`.)
 pub(crate) static RETRY: Statement = Statement {
-    sql: "WITH run AS (
-              SELECT r.status FROM workflow.runs r
-               WHERE r.id = (SELECT m.workflow_id FROM workflow.outbox m WHERE m.id = $1 AND m.step IS NOT NULL)
-                 FOR SHARE),
-          revived AS (
-              SELECT m.id, m.status, m.endpoint FROM workflow.outbox m
-               WHERE m.id = $1 AND m.status IN ('dead', 'cancelled')
-                 AND (m.step IS NULL
-                      OR ((SELECT status FROM run) = 'running'
-                          AND NOT EXISTS (SELECT FROM workflow.checkpoints c
-                                           WHERE c.workflow_id = m.workflow_id AND c.step = m.step)))
-                 FOR UPDATE),
+    sql: "WITH revived AS (
+              SELECT id, status, endpoint FROM workflow.outbox WHERE id = $1 AND status IN ('dead', 'cancelled') FOR UPDATE),
           pending AS (
               UPDATE workflow.outbox
                  SET status = 'pending', attempts = 0, next_attempt_at = statement_timestamp(),
@@ -159,8 +147,17 @@ pub(crate) static CANCEL: Statement = Statement {
     args: &[INT8OID],
 };
 
+/// For a durable step: writes its run's row, which locks it as the run's writers do, so
+/// that a finish of the workflow racing a retry either comes first and is seen, or waits
+/// (and under REPEATABLE READ fails with a serialization error instead of missing it).
+static STEP_RUN: Statement = Statement {
+    sql: "UPDATE workflow.runs SET updated_at = statement_timestamp()
+           WHERE id = (SELECT workflow_id FROM workflow.outbox WHERE id = $1 AND step IS NOT NULL)",
+    args: &[INT8OID],
+};
+
 /// A message's status, and for a durable step whose workflow decided without it, what it
-/// decided: the step recorded, or the workflow's status.
+/// decided (G10): the step recorded, the wait for it timed out, or the workflow's status.
 static MESSAGE_STATUS: Statement = Statement {
     sql: "SELECT m.status,
                  CASE WHEN m.step IS NULL THEN NULL
@@ -168,6 +165,9 @@ static MESSAGE_STATUS: Statement = Statement {
                                     WHERE c.workflow_id = m.workflow_id AND c.step = m.step)
                       THEN 'recorded'
                       WHEN r.status IS DISTINCT FROM 'running' THEN coalesce(r.status, 'removed')
+                      WHEN r.wait_step = m.step AND r.wait_signal IS NULL
+                           AND r.wait_deadline <= clock_timestamp()
+                      THEN 'timed out'
                  END
             FROM workflow.outbox m LEFT JOIN workflow.runs r ON r.id = m.workflow_id
            WHERE m.id = $1",
@@ -287,6 +287,7 @@ fn wf_enqueue(
         };
         if let Some(id) = workflow {
             let lock = if step.is_some() {
+                crate::runs::guard::lock_parent(client, id)?;
                 &LOCK_STEP_RUN
             } else {
                 &WORKFLOW_STATUS
@@ -420,18 +421,28 @@ impl Transition {
 
 fn transition(id: i64, transition: Transition) {
     super::write(transition.action(), |client| {
-        if db::execute(client, transition.statement(), &[id.into()], |rows| {
-            Ok(!rows.is_empty())
-        })? {
-            return Ok(());
-        }
-        let found: Option<(Option<String>, Option<String>)> =
+        let status = |client: &mut pgrx::spi::SpiClient<'_>| {
             db::execute(client, &MESSAGE_STATUS, &[id.into()], |rows| {
                 if rows.is_empty() {
                     return Ok(None);
                 }
                 rows.first().get_two().map(Some)
-            })?;
+            })
+        };
+        if transition == Transition::Retry {
+            // A step its workflow decided without is never sent again (G10): checked after
+            // its run is locked, in a statement of its own that sees what came before.
+            db::execute(client, &STEP_RUN, &[id.into()], |_| Ok(()))?;
+            if let Some((_, Some(decided))) = status(client)? {
+                return Err(WfError::StepDecided { id, decided });
+            }
+        }
+        if db::execute(client, transition.statement(), &[id.into()], |rows| {
+            Ok(!rows.is_empty())
+        })? {
+            return Ok(());
+        }
+        let found: Option<(Option<String>, Option<String>)> = status(client)?;
         Err(match found {
             None => WfError::UnknownMessage(id),
             // A durable step its workflow decided without (G10): never sent again.

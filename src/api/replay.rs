@@ -17,8 +17,9 @@ pub const REPLAYED: i32 = 10_000;
 /// finishes after its last attempt starts, so the window's start bounds the walk of
 /// `outbox_finished`), and sends those of endpoint `$1` (NULL: URL targets) in a status of
 /// `$4` whose last attempt started in `[$2, $3)` again, at most `$5`: pending and due now,
-/// their attempts counted afresh, as `wf_retry` does. A durable step whose step is recorded
-/// or whose workflow no longer runs is skipped (G10). Returns how many it sent, where to go
+/// their attempts counted afresh, as `wf_retry` does. A durable step whose workflow decided
+/// without it — the step recorded, the wait for it timed out, the workflow no longer
+/// running — is skipped (G10). Returns how many it sent, where to go
 /// on if a bound stopped it (NULL: the window is done), and how many it skipped.
 static REPLAY: Statement = Statement {
     sql: "WITH examined AS (
@@ -31,7 +32,10 @@ static REPLAY: Statement = Statement {
                WHERE m.id = ANY (ARRAY(SELECT id FROM examined)) AND m.step IS NOT NULL
                  AND m.status::text = ANY ($4) AND m.endpoint IS NOT DISTINCT FROM $1
                  AND m.last_started_at >= $2 AND ($3::timestamptz IS NULL OR m.last_started_at < $3)
-                 AND (NOT EXISTS (SELECT FROM workflow.runs r WHERE r.id = m.workflow_id AND r.status = 'running')
+                 AND (NOT EXISTS (SELECT FROM workflow.runs r
+                                   WHERE r.id = m.workflow_id AND r.status = 'running'
+                                     AND (r.wait_step = m.step AND r.wait_signal IS NULL
+                                          AND r.wait_deadline <= clock_timestamp()) IS NOT TRUE)
                       OR EXISTS (SELECT FROM workflow.checkpoints c
                                   WHERE c.workflow_id = m.workflow_id AND c.step = m.step))),
           chosen AS (
@@ -66,6 +70,24 @@ static REPLAY: Statement = Statement {
         INT4OID,
         INT4OID,
     ],
+};
+
+/// Writes the runs of the durable steps a replay of the same window may send, before it
+/// looks at them (see `REPLAY`): a finish racing the replay either comes first and is
+/// seen, or waits for it (and under REPEATABLE READ fails instead of missing it). Runs are
+/// locked before messages, as a finish locks them.
+static LOCK_STEP_RUNS: Statement = Statement {
+    sql: "UPDATE workflow.runs r SET updated_at = statement_timestamp()
+           WHERE r.id = ANY (ARRAY(
+                     SELECT m.workflow_id FROM workflow.outbox m
+                      WHERE m.id = ANY (ARRAY(
+                                SELECT e.id FROM workflow.outbox e
+                                 WHERE (e.status <> 'pending') IS TRUE AND e.finished_at >= $2
+                                 ORDER BY e.finished_at
+                                 LIMIT $4))
+                        AND m.step IS NOT NULL AND m.endpoint IS NOT DISTINCT FROM $1
+                        AND m.status::text = ANY ($3)))",
+    args: &[TEXTOID, TIMESTAMPTZOID, TEXTARRAYOID, INT4OID],
 };
 
 static ENDPOINT_EXISTS: Statement = Statement {
@@ -115,6 +137,13 @@ fn wf_replay(
                 return Err(WfError::UnknownEndpoint(name.to_string()));
             }
         }
+        let args: [DatumWithOid; 4] = [
+            endpoint.into(),
+            since.into(),
+            checked.clone().into(),
+            EXAMINED.into(),
+        ];
+        db::execute(client, &LOCK_STEP_RUNS, &args, |_| Ok(()))?;
         let args: [DatumWithOid; 6] = [
             endpoint.into(),
             since.into(),

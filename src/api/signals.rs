@@ -8,8 +8,8 @@ use crate::db::{self, Statement, first_value};
 use crate::document::Document;
 use crate::error::{OrRaise, WfError};
 use crate::runs::guard::{self, read_step, require_writable};
-use crate::runs::readiness;
 use crate::runs::signals::{self, ToFinished};
+use crate::runs::{finish, readiness};
 use crate::wake;
 use crate::workflow::validate;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
@@ -39,21 +39,6 @@ static CONSUME_OLDEST: Statement = Statement {
 static RECORD_TIMEOUT: Statement = Statement {
     sql: "INSERT INTO workflow.checkpoints (workflow_id, step, output)
           VALUES ($1, $2, '{\"timed_out\": true}') RETURNING output",
-    args: &[UUIDOID, TEXTOID],
-};
-
-/// Cancels the message of the durable step `$2` if it is still pending: its wait timed
-/// out, and the workflow goes on without it (G10).
-static CANCEL_STEP: Statement = Statement {
-    sql: "WITH cancelled AS (
-              UPDATE workflow.outbox
-                 SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
-                     parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
-               WHERE workflow_id = $1 AND step = $2 AND status = 'pending'
-              RETURNING id, endpoint)
-          INSERT INTO workflow.message_counts (status, n, endpoint)
-          SELECT 'cancelled', count(*), endpoint FROM cancelled GROUP BY endpoint
-          RETURNING n",
     args: &[UUIDOID, TEXTOID],
 };
 
@@ -135,6 +120,7 @@ fn wf_wait(
         .or_raise();
     let owner = validate::optional_name("owner", owner).or_raise();
     super::write("wf_wait", |client| {
+        guard::lock_parent(client, id)?;
         let run = signals::lock(client, id, owner)?;
         require_writable(id, run.status, owner, run.holds, "wf_wait")?;
         if let Some(recorded) = read_step(client, id, step)?.1 {
@@ -143,13 +129,7 @@ fn wf_wait(
         let waits_here = run.wait_step.as_deref() == Some(step);
         let recorded: Option<Document> = if waits_here && run.timed_out {
             if run.wait_signal.is_none() {
-                let cancelled =
-                    db::execute(client, &CANCEL_STEP, &[id.into(), step.into()], |rows| {
-                        Ok(!rows.is_empty())
-                    })?;
-                if cancelled {
-                    wake::flag_on_commit();
-                }
+                finish::cancel_timed_out_step(client, id, step)?;
             }
             db::execute(
                 client,
@@ -181,8 +161,7 @@ fn wf_wait(
         if let Some(recorded) = recorded {
             let parked: Option<bool> = db::execute(client, &RESOLVED, &[id.into()], first_value)?;
             if parked == Some(true) {
-                readiness::notify(&run.name);
-                wake::on_commit();
+                readiness::became_ready(&run.name);
             }
             return Ok(Some(recorded.transfer()));
         }

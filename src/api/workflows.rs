@@ -30,8 +30,8 @@ macro_rules! insert_run {
                  $5,
                  CASE WHEN p.pushed THEN clock_timestamp() ELSE clock_timestamp() + $5 END,
                  $6, $7,
-                 CASE WHEN p.pushed OR $4 IS NOT NULL THEN NULL ELSE pg_backend_pid() END,
-                 CASE WHEN p.pushed OR $4 IS NOT NULL THEN NULL ELSE $8 END
+                 CASE WHEN p.pushed OR $8 IS NULL THEN NULL ELSE pg_backend_pid() END,
+                 CASE WHEN p.pushed THEN NULL ELSE $8 END
             FROM (SELECT $4::text IS NULL AND EXISTS (SELECT FROM workflow.handlers WHERE name = $1) AS pushed) p"
     };
 }
@@ -68,7 +68,8 @@ static FIND_BY_KEY: Statement = Statement {
 };
 
 /// Records a new step and renews the lease, in one statement (a checkpoint is the hot path
-/// of every workflow). The run is locked first, for the rest of the transaction, so that
+/// of every workflow). The run's parent, if it has one, is locked first (see
+/// `guard::lock_parent`; the run's lock waits for it), then the run, for the rest of the transaction, so that
 /// concurrent checkpoints of one workflow queue behind each other and a claimer skips it
 /// (SKIP LOCKED); the step is written only while the run is `running` and, when `$4`
 /// names an owner, only while that owner holds the lease (G7). The lease is renewed and
@@ -81,10 +82,16 @@ static FIND_BY_KEY: Statement = Statement {
 /// arbiter probe of `ON CONFLICT` takes no such read lock.)
 static CHECKPOINT: Statement = Statement {
     sql: concat!(
-        "WITH run AS (
+        "WITH parent AS MATERIALIZED (
+              SELECT p.id FROM workflow.runs p
+               WHERE p.id = (SELECT r.parent FROM workflow.runs r WHERE r.id = $1)
+                 FOR NO KEY UPDATE),
+          run AS (
               SELECT status, ",
         holds_lease!("$4"),
-        " AS holds FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE),
+        " AS holds FROM workflow.runs
+               WHERE id = $1 AND (SELECT count(*) FROM parent) >= 0
+                 FOR NO KEY UPDATE),
           new_step AS (
               INSERT INTO workflow.checkpoints (workflow_id, step, output)
               SELECT $1, $2, COALESCE($3, 'null'::jsonb) FROM run WHERE status = 'running' AND holds
@@ -204,7 +211,11 @@ fn wf_start(
     let if_exists = self::if_exists(if_exists).or_raise();
     super::payload_size("input", input).or_raise();
     let lease = lease_or_default("workflow.lease_duration", None).or_raise();
-    let session = owner.is_none().then(sessions::bind);
+    let session = if owner.is_none() {
+        sessions::bind()
+    } else {
+        None
+    };
 
     super::write("wf_start", |client| {
         if let Some(parent) = parent {
@@ -231,8 +242,7 @@ fn wf_start(
                 })?;
             if let Some((Some(id), ready)) = created {
                 if ready == Some(true) {
-                    readiness::notify(name);
-                    wake::on_commit();
+                    readiness::became_ready(name);
                 }
                 return Ok(id);
             }
@@ -319,6 +329,7 @@ fn wf_heartbeat(
         .transpose()
         .or_raise();
     super::write("wf_heartbeat", |client| {
+        guard::lock_parent(client, id)?;
         let args: [DatumWithOid; 3] = [id.into(), owner.into(), lease.into()];
         let renewed: Option<TimestampWithTimeZone> =
             db::execute(client, &HEARTBEAT, &args, first_value)?;
@@ -586,17 +597,20 @@ fn wf_release(workflow: Option<pgrx::Uuid>, owner: default!(Option<&str>, "NULL"
     let id = validate::required("workflow", workflow).or_raise();
     let owner = validate::optional_name("owner", owner).or_raise();
     super::write("wf_release", |client| {
+        guard::lock_parent(client, id)?;
         let released: Option<String> =
             db::execute(client, &RELEASE, &[id.into(), owner.into()], first_value)?;
         if let Some(name) = released {
-            readiness::notify(&name);
-            // For a push handler of its name.
-            wake::on_commit();
+            readiness::became_ready(&name);
             return Ok(());
         }
         let lease = guard::read_lease(client, id, owner)?;
         require_writable(id, lease.status, owner, lease.holds, "wf_release")?;
         if !lease.leased {
+            // Started ready for its push handler, or its wait answered: nothing to give up.
+            if lease.ready {
+                return Ok(());
+            }
             return Err(WfError::Parked {
                 id,
                 action: "wf_release",
@@ -631,7 +645,7 @@ fn wf_sleep(
         let over: Option<String> = db::execute(client, &RECORD_SLEEP, &args, first_value)?;
         match over {
             // Ready now: this transaction tells the listeners itself.
-            Some(name) => readiness::notify(&name),
+            Some(name) => readiness::became_ready(&name),
             None => wake::timer_on_commit(until.into_inner()),
         }
         Ok(())

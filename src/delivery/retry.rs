@@ -151,7 +151,12 @@ pub fn decide(
     let verdict = status.map_or(Verdict::Retry, classify_status);
     match verdict {
         Verdict::Delivered => Decision::Delivered,
-        Verdict::Gone | Verdict::Reject if kind.durable_step => Decision::Answered,
+        // A 4xx refusal answers a step; a redirect or a code outside HTTP's answers nothing.
+        Verdict::Gone | Verdict::Reject
+            if kind.durable_step && status.is_some_and(|s| (400..500).contains(&s)) =>
+        {
+            Decision::Answered
+        }
         Verdict::Gone if kind.named_endpoint => Decision::DisableEndpoint,
         Verdict::Gone | Verdict::Reject => Decision::Dead,
         Verdict::Retry if attempt >= max_attempts => Decision::Dead,
@@ -325,13 +330,19 @@ mod tests {
             (402, "a declined card"),
             (404, "not found"),
             (422, "unprocessable"),
-            (302, "a redirect is an answer, not followed"),
         ] {
             assert_eq!(
                 decide(Some(status), 1, step(true)),
                 Decision::Answered,
                 "{why}"
             );
+        }
+        for (status, why) in [
+            (302, "a redirect is not followed, and answers nothing"),
+            (103, "an informational code is no answer"),
+            (600, "nor is a code outside HTTP's"),
+        ] {
+            assert_eq!(decide(Some(status), 1, step(true)), Decision::Dead, "{why}");
         }
         assert_eq!(
             decide(Some(410), 1, step(true)),

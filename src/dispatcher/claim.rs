@@ -64,6 +64,8 @@ macro_rules! destination_room {
 pub(crate) use destination_room;
 
 /// Walks up to `$1` due messages, oldest due first, and claims those that may go now. A
+/// durable step its workflow decided without — the workflow finished, the step is
+/// recorded, or the wait for it timed out — is cancelled instead, never sent (G10). A
 /// message waits while its named endpoint is disabled, while an older message of its
 /// ordering key is pending (the key's head is the only one sent, so a failing head blocks
 /// only its own key), and while its destination — its endpoint, or its URL's origin — has
@@ -96,7 +98,15 @@ macro_rules! claim {
                          WHERE d.name = m.endpoint AND d.disabled_at IS NOT NULL) AS behind_endpoint,
                      m.ordering_key IS NOT NULL AND EXISTS (
                         SELECT FROM workflow.outbox p
-                         WHERE p.ordering_key = m.ordering_key AND p.status = 'pending' AND p.id < m.id) AS behind_key
+                         WHERE p.ordering_key = m.ordering_key AND p.status = 'pending' AND p.id < m.id) AS behind_key,
+                     m.step IS NOT NULL AND EXISTS (
+                        SELECT FROM workflow.runs r
+                         WHERE r.id = m.workflow_id
+                           AND (r.status <> 'running'
+                                OR (r.wait_step = m.step AND r.wait_signal IS NULL
+                                    AND r.wait_deadline <= clock_timestamp())
+                                OR EXISTS (SELECT FROM workflow.checkpoints c
+                                            WHERE c.workflow_id = m.workflow_id AND c.step = m.step))) AS decided
                 FROM workflow.outbox m
                WHERE (m.status = 'pending') IS TRUE AND m.parked IS NULL
                  AND m.next_attempt_at <= (SELECT clock_timestamp())
@@ -107,13 +117,22 @@ macro_rules! claim {
           ",
             $limits,
             "
+          decided AS (
+              UPDATE workflow.outbox m
+                 SET status = 'cancelled', finished_at = clock_timestamp(),
+                     unpark_successor = CASE WHEN m.ordering_key IS NOT NULL THEN true END
+               WHERE m.id = ANY (ARRAY(SELECT id FROM due WHERE decided))
+              RETURNING m.endpoint),
+          decided_counted AS (
+              INSERT INTO workflow.message_counts (status, n, endpoint)
+              SELECT 'cancelled', count(*), endpoint FROM decided GROUP BY endpoint),
           parked AS (
               UPDATE workflow.outbox m
                  SET parked = CASE WHEN m.id = ANY (ARRAY(SELECT id FROM due WHERE behind_endpoint))
                                    THEN 'endpoint'
                                    WHEN m.id = ANY (ARRAY(SELECT id FROM limited)) THEN 'limit'
                                    ELSE 'ordering_key' END
-               WHERE m.id = ANY (ARRAY(SELECT id FROM due WHERE behind_endpoint OR behind_key
+               WHERE m.id = ANY (ARRAY(SELECT id FROM due WHERE (behind_endpoint OR behind_key) AND NOT decided
                                        UNION ALL SELECT id FROM limited))
               RETURNING m.id),
           claimed AS (
@@ -147,7 +166,7 @@ macro_rules! claim {
                       THEN ARRAY(SELECT (extract(epoch FROM d) * 1000)::float8 FROM unnest(e.retry_schedule) d)
                  END,
                  e.failing_since IS NOT NULL, l.destinations
-            FROM (SELECT count(*) AS n FROM parked) p
+            FROM (SELECT (SELECT count(*) FROM parked) + (SELECT count(*) FROM decided) AS n) p
            CROSS JOIN (SELECT array_agg(DISTINCT destination) AS destinations FROM limited) l
             LEFT JOIN (claimed c LEFT JOIN workflow.endpoint_settings e ON e.name = c.endpoint) ON true"
         )
@@ -172,7 +191,7 @@ pub static CLAIM: Statement = Statement {
               SELECT d.id, d.destination,
                      row_number() OVER (PARTITION BY d.destination ORDER BY d.next_attempt_at, d.id) AS rank
                 FROM due d
-               WHERE NOT (d.behind_endpoint OR d.behind_key)),
+               WHERE NOT (d.behind_endpoint OR d.behind_key OR d.decided)),
           rooms AS (
               SELECT d.destination, ",
         destination_room!("d.destination", "$5", "$6", "$7", "$8"),
@@ -190,7 +209,7 @@ pub static CLAIM: Statement = Statement {
 pub static CLAIM_WITHIN_LIMITS: Statement = Statement {
     sql: claim!(
         "sendable AS (
-              SELECT d.id, d.destination FROM due d WHERE NOT (d.behind_endpoint OR d.behind_key)),
+              SELECT d.id, d.destination FROM due d WHERE NOT (d.behind_endpoint OR d.behind_key OR d.decided)),
           limited AS (SELECT NULL::bigint AS id, NULL::text AS destination WHERE false),"
     ),
     args: CLAIM_ARGS,

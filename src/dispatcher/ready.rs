@@ -10,7 +10,7 @@
 
 use crate::db::{self, Statement};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
-use pgrx::pg_sys::TIMESTAMPTZOID;
+use pgrx::pg_sys::{INT8ARRAYOID, TIMESTAMPTZOID};
 use pgrx::spi::{SpiClient, SpiResult};
 use std::time::Duration;
 
@@ -44,18 +44,24 @@ static ANNOUNCE: Statement = Statement {
     args: &[TIMESTAMPTZOID],
 };
 
-/// Whether a prepared (two-phase) transaction of this database is still waiting for its
-/// COMMIT PREPARED. Asked before a look: one that sees none pending is followed by a look
-/// whose snapshot sees all their commits.
-static PREPARED_PENDING: Statement = Statement {
-    sql: "SELECT EXISTS (SELECT FROM pg_catalog.pg_prepared_xacts WHERE database = current_database())",
-    args: &[],
+/// Which of the transactions `$1` (NULL: any of this database's) are still prepared,
+/// waiting for their COMMIT PREPARED. Asked before a look: a transaction it no longer
+/// finds has ended before the look's snapshot, which sees what it committed.
+static STILL_PREPARED: Statement = Statement {
+    sql: "SELECT coalesce(array_agg(transaction::text::bigint), '{}')
+            FROM pg_catalog.pg_prepared_xacts
+           WHERE database = current_database()
+             AND ($1::int8[] IS NULL OR transaction::text::bigint = ANY ($1))",
+    args: &[INT8ARRAYOID],
 };
 
-/// Whether prepared transactions are pending (see `PREPARED_PENDING`).
-pub fn prepared_pending(client: &mut SpiClient<'_>) -> SpiResult<bool> {
-    db::execute(client, &PREPARED_PENDING, &[], |rows| {
-        Ok(rows.first().get::<bool>(1)?.unwrap_or(false))
+/// The transactions of `watched` (`None`: of any) that are still prepared.
+pub fn still_prepared(
+    client: &mut SpiClient<'_>,
+    watched: Option<Vec<i64>>,
+) -> SpiResult<Vec<i64>> {
+    db::execute(client, &STILL_PREPARED, &[watched.into()], |rows| {
+        Ok(rows.first().get::<Vec<i64>>(1)?.unwrap_or_default())
     })
 }
 

@@ -52,6 +52,9 @@ const HELD_RETRY: Duration = Duration::from_millis(500);
 /// How long after a lease's expiry the look that announces it runs.
 const READY_LOOK_SLACK: Duration = Duration::from_millis(1);
 
+/// How often the dispatcher looks at every session-bound lease, for sessions whose exit no
+/// callback reported.
+const SESSION_SWEEP: Duration = Duration::from_secs(60);
 /// After a failed round, the next waits this long, doubling up to the poll interval.
 const FAILED_ROUND_BACKOFF: Duration = Duration::from_millis(100);
 /// The schema version this library's statements are written for.
@@ -110,14 +113,15 @@ struct State {
     /// a round push ready workflows.
     pushing: bool,
     /// Transactions prepared after making workflows ready, as last counted (see
-    /// `wake::readiness_prepared`), and whether some may still be waiting for their
-    /// COMMIT PREPARED: until none is, every look announces every ready name.
+    /// `wake::readiness_prepared`), and the ones that may still wait for their COMMIT
+    /// PREPARED (`Some(None)`: any of this database's): while there are any, every look
+    /// announces every ready name.
     prepared_seen: Option<u64>,
-    announce_all: bool,
+    prepared: Option<Option<Vec<i64>>>,
     /// Backends with session-bound leases that exited, as last counted, and when to look
-    /// for ended sessions unprompted (see `runs::sessions`).
+    /// at every session-bound lease unprompted (see `runs::sessions`).
     sessions_seen: Option<u64>,
-    next_session_look: Instant,
+    next_session_sweep: Instant,
     /// Claimed and not yet back, per destination (see `claim::destination_room!`).
     by_destination: HashMap<Arc<str>, usize>,
     /// The destinations with messages parked at their limit, and whether room may have
@@ -170,9 +174,9 @@ pub fn run(slot: usize) {
         next_ready_look: Instant::now(),
         pushing: false,
         prepared_seen: None,
-        announce_all: false,
+        prepared: None,
         sessions_seen: None,
-        next_session_look: Instant::now(),
+        next_session_sweep: Instant::now(),
         by_destination: HashMap::new(),
         limited: HashMap::new(),
         limited_known: false,
@@ -671,30 +675,55 @@ fn housekeep(state: &mut State) {
     };
 }
 
-/// Frees the leases of sessions that ended, when a session with such leases exited or a
-/// poll interval passed. Returns whether a round should push at once (a freed workflow of
-/// a pushed name).
+/// Frees the leases of sessions that ended: those whose exits the slot reported, or every
+/// session-bound lease's at the start, every `SESSION_SWEEP`, and when more exits came than
+/// the slot remembers. Returns whether a round should push at once (a freed workflow of a
+/// pushed name).
 fn free_ended_sessions(state: &mut State) -> bool {
-    let ended = wake::sessions_ended(state.slot);
-    if ended == state.sessions_seen && Instant::now() < state.next_session_look {
+    let Some(reported) = wake::ended_since(state.slot, state.sessions_seen) else {
         return false;
-    }
-    let freed = transaction::run_round(|| Ok(Spi::connect_mut(sessions::free_orphaned)?));
+    };
+    let sweep = Instant::now() >= state.next_session_sweep;
+    let pids = match reported.values {
+        _ if sweep => None,
+        Some(pids) if pids.is_empty() => return false,
+        Some(pids) => Some(pids),
+        None => None,
+    };
+    let everyone = pids.is_none();
+    let freed = transaction::run_round(|| {
+        Ok(Spi::connect_mut(|client| {
+            sessions::free_orphaned(client, pids)
+        })?)
+    });
     state.note(&freed);
     if freed.is_ok() {
-        state.sessions_seen = ended;
+        state.sessions_seen = Some(reported.count);
+        if everyone {
+            state.next_session_sweep = Instant::now() + SESSION_SWEEP;
+        }
     }
-    state.next_session_look = Instant::now() + config::poll_interval();
     state.pushing && freed.is_ok_and(|freed| freed > 0)
 }
 
 /// Tells applications about the workflows that became ready with time alone, when due.
 /// Returns whether a round should push at once.
 fn announce_ready(state: &mut State) -> bool {
-    let prepared = wake::readiness_prepared_count(state.slot);
-    if prepared != state.prepared_seen {
-        state.prepared_seen = prepared;
-        state.announce_all = true;
+    if let Some(reported) = wake::prepared_since(state.slot, state.prepared_seen)
+        && Some(reported.count) != state.prepared_seen
+    {
+        state.prepared_seen = Some(reported.count);
+        match reported.values {
+            Some(xids) => {
+                let watched = state.prepared.get_or_insert_with(|| Some(Vec::new()));
+                if let Some(watched) = watched {
+                    watched.extend(xids.into_iter().map(i64::from));
+                }
+            }
+            // More than the slot remembers, or a first look after some were prepared.
+            None if reported.count > 0 => state.prepared = Some(None),
+            None => {}
+        }
         state.next_ready_look = Instant::now();
     }
     if let Some(at) = wake::take_timer(state.slot) {
@@ -708,25 +737,29 @@ fn announce_ready(state: &mut State) -> bool {
     if Instant::now() < state.next_ready_look {
         return false;
     }
-    let announce_all = state.announce_all;
-    let since = if announce_all {
+    let watched = state.prepared.clone();
+    let since = if watched.is_some() {
         None
     } else {
         state.ready_up_to
     };
     let looked = transaction::run_round(|| {
         Ok(Spi::connect_mut(|client| {
-            let pending = announce_all && ready::prepared_pending(client)?;
-            Ok::<_, pgrx::spi::SpiError>((ready::announce(client, since)?, pending))
+            let still = match watched.clone() {
+                Some(xids) => Some(ready::still_prepared(client, xids)?),
+                None => None,
+            };
+            Ok::<_, pgrx::spi::SpiError>((ready::announce(client, since)?, still))
         })?)
     });
     state.note(&looked);
     let poll = config::poll_interval();
     let mut push_now = false;
     let next = match looked {
-        Ok((looked, pending)) => {
-            // Announced after every prepared transaction it waited for had committed.
-            state.announce_all = pending;
+        Ok((looked, still)) => {
+            // Every name was announced after the prepared transactions no longer waiting
+            // had ended; the ones still prepared are watched until they do.
+            state.prepared = still.filter(|xids| !xids.is_empty()).map(Some);
             state.ready_up_to = looked.up_to;
             // A handler just made (or a first look) may have ready workflows waiting.
             push_now = looked.pushing && (looked.became_ready || !state.pushing);

@@ -2,10 +2,10 @@
 //! `workflow.finished`, in the finishing transaction), and a cancelled parent takes its
 //! running children with it.
 //!
-//! Locks go down the tree: a parent's row before its children's, level by level. A child
-//! that finishes locks its parent before itself (see `finish`), and a cancel locks the
-//! parent, then the descendants in depth order, so the two never wait for each other in
-//! opposite orders.
+//! Locks go down the tree: a parent's row before its children's, level by level. A child's
+//! writers lock its parent before it (`guard::lock_parent`), and a cancel locks the parent,
+//! then the descendants in depth order, so the two never wait for each other in opposite
+//! orders.
 
 use super::guard::require_running;
 use super::signals::{self, FINISHED, ToFinished};
@@ -20,18 +20,6 @@ use pgrx::spi::SpiClient;
 /// READ it fails with a serialization error instead of missing it).
 static TOUCH_PARENT: Statement = Statement {
     sql: "UPDATE workflow.runs SET updated_at = statement_timestamp() WHERE id = $1 RETURNING status",
-    args: &[UUIDOID],
-};
-
-/// A run's parent, read without a lock (a run's parent never changes).
-static PARENT: Statement = Statement {
-    sql: "SELECT parent FROM workflow.runs WHERE id = $1",
-    args: &[UUIDOID],
-};
-
-/// Locks a run for the rest of the transaction.
-static LOCK: Statement = Statement {
-    sql: "SELECT FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE",
     args: &[UUIDOID],
 };
 
@@ -69,16 +57,6 @@ static CANCEL_DESCENDANTS: Statement = Statement {
 pub fn adopt(client: &mut SpiClient<'_>, parent: pgrx::Uuid) -> Result<(), WfError> {
     let status: Option<String> = db::execute(client, &TOUCH_PARENT, &[parent.into()], first_value)?;
     require_running(parent, status, "wf_start (parent)")
-}
-
-/// Locks the parent of run `id`, if it has one, before the run itself is written: the
-/// order every writer of a parent and its child keeps.
-pub fn lock_parent(client: &mut SpiClient<'_>, id: pgrx::Uuid) -> Result<(), WfError> {
-    let parent: Option<pgrx::Uuid> = db::execute(client, &PARENT, &[id.into()], first_value)?;
-    if let Some(parent) = parent {
-        db::execute(client, &LOCK, &[parent.into()], |_| Ok(()))?;
-    }
-    Ok(())
 }
 
 /// Tells the parent of the finished run `id`, if it has one that still runs.

@@ -12,8 +12,8 @@ use pgrx::spi::SpiClient;
 
 /// Hands out the runs of `candidate` (ready ones: a lease that expired, a sleep that ended,
 /// a wait that was answered or timed out), locked by it, to the owner `$2` for the lease
-/// `$3` (NULL: each run's own). Without an owner (`$2` NULL) the lease is bound to this
-/// session (`$6`, its start; see `sessions`) under the session's own name. Taking over an
+/// `$3` (NULL: each run's own). Without an owner (`$2` NULL) the lease is this session's,
+/// under its own name, and bound to it when `$6` (its start; see `sessions`) is given. Taking over an
 /// owner's expired lease is a recovery and is counted (a checkpoint forgives the count); a
 /// run already recovered `$5` times in a row is failed instead: a workflow that kills every
 /// process that runs it must not loop forever. A parked run's readiness (no owner) is no
@@ -46,8 +46,8 @@ macro_rules! claim_ready {
                  finished_at = CASE WHEN d.give_up THEN statement_timestamp() END,
                  owner = CASE WHEN d.give_up THEN NULL
                               ELSE coalesce($2, session_user || ':' || pg_backend_pid()) END,
-                 session_pid = CASE WHEN d.give_up OR $2 IS NOT NULL THEN NULL ELSE pg_backend_pid() END,
-                 session_started = CASE WHEN d.give_up OR $2 IS NOT NULL THEN NULL ELSE $6 END,
+                 session_pid = CASE WHEN d.give_up OR $6 IS NULL THEN NULL ELSE pg_backend_pid() END,
+                 session_started = CASE WHEN d.give_up THEN NULL ELSE $6 END,
                  wait_step = CASE WHEN d.give_up THEN NULL ELSE r.wait_step END,
                  wait_signal = CASE WHEN d.give_up THEN NULL ELSE r.wait_signal END,
                  wait_deadline = CASE WHEN d.give_up THEN NULL ELSE r.wait_deadline END,
@@ -144,7 +144,7 @@ pub fn claim(
 ) -> Result<Vec<pgrx::Uuid>, WfError> {
     let session: Option<TimestampWithTimeZone> = match claimer.owner {
         Some(_) => None,
-        None => Some(super::sessions::bind()),
+        None => super::sessions::bind(),
     };
     let (mut claimed, mut failed) = (Vec::new(), Vec::new());
     loop {

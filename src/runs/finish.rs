@@ -58,6 +58,37 @@ pub static CANCEL_SIDE_EFFECTS: Statement = Statement {
     args: &[UUIDARRAYOID],
 };
 
+/// Cancels the message of the durable step `$2` if it is still pending: its wait timed
+/// out, and the workflow goes on without it (G10).
+pub static CANCEL_STEP: Statement = Statement {
+    sql: "WITH cancelled AS (
+              UPDATE workflow.outbox
+                 SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
+                     parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
+               WHERE workflow_id = $1 AND step = $2 AND status = 'pending'
+              RETURNING id, endpoint)
+          INSERT INTO workflow.message_counts (status, n, endpoint)
+          SELECT 'cancelled', count(*), endpoint FROM cancelled GROUP BY endpoint
+          RETURNING n",
+    args: &[UUIDOID, TEXTOID],
+};
+
+/// Cancels a durable step whose wait timed out, if its message is still pending.
+pub fn cancel_timed_out_step(
+    client: &mut SpiClient<'_>,
+    id: pgrx::Uuid,
+    step: &str,
+) -> Result<(), WfError> {
+    let cancelled = db::execute(client, &CANCEL_STEP, &[id.into(), step.into()], |rows| {
+        Ok(!rows.is_empty())
+    })?;
+    if cancelled {
+        // A cancelled message may have held back its ordering key (its flag).
+        wake::flag_on_commit();
+    }
+    Ok(())
+}
+
 /// What follows a workflow's failure that no caller asked for (a claim that gave up on
 /// it): its side effects are cancelled and its parent told, as `wf_fail` would.
 pub fn after_failure(client: &mut SpiClient<'_>, id: pgrx::Uuid) -> Result<(), WfError> {
@@ -86,7 +117,7 @@ pub fn finish(
     error: Option<&str>,
     owner: Option<&str>,
 ) -> Result<(), WfError> {
-    children::lock_parent(client, id)?;
+    guard::lock_parent(client, id)?;
     let args: [DatumWithOid; 5] = [
         id.into(),
         finish.status().as_str().into(),

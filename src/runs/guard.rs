@@ -27,15 +27,24 @@ static LOCK_RUN: Statement = Statement {
     args: &[UUIDOID, TEXTOID],
 };
 
-/// A run's status (NULL: no such run), whether it has an owner, and whether the owner
-/// `$2` (if any) holds it; always one row.
+/// A run's status (NULL: no such run), whether it has an owner, whether the owner `$2`
+/// (if any) holds it, and whether it is claimable now; always one row.
 pub static READ_LEASE: Statement = Statement {
     sql: concat!(
         "SELECT r.status, r.owner IS NOT NULL, ",
         holds_lease!("$2"),
-        " FROM (SELECT $1::uuid AS id) k LEFT JOIN workflow.runs r ON r.id = k.id"
+        ", r.lease_expires_at <= clock_timestamp()
+           FROM (SELECT $1::uuid AS id) k LEFT JOIN workflow.runs r ON r.id = k.id"
     ),
     args: &[UUIDOID, TEXTOID],
+};
+
+/// Locks the parent of the run `$1`, if it has one (a run's parent never changes).
+static LOCK_PARENT: Statement = Statement {
+    sql: "SELECT FROM workflow.runs p
+           WHERE p.id = (SELECT r.parent FROM workflow.runs r WHERE r.id = $1)
+             FOR NO KEY UPDATE",
+    args: &[UUIDOID],
 };
 
 /// One row: whether the run exists, and the step's output if it was recorded.
@@ -55,6 +64,8 @@ pub struct Lease {
     pub leased: bool,
     /// Whether the owner asked about holds it (always, when none was named).
     pub holds: Option<bool>,
+    /// Whether it is claimable now (its lease, sleep or wait is over).
+    pub ready: bool,
 }
 
 /// Reads the run's lease without locking it.
@@ -63,25 +74,34 @@ pub fn read_lease(
     id: pgrx::Uuid,
     owner: Option<&str>,
 ) -> Result<Lease, WfError> {
-    let (status, leased, holds): (Option<String>, Option<bool>, Option<bool>) =
-        db::execute(client, &READ_LEASE, &[id.into(), owner.into()], |rows| {
-            rows.first().get_three()
-        })?;
-    Ok(Lease {
-        status,
-        leased: leased == Some(true),
-        holds,
+    db::execute(client, &READ_LEASE, &[id.into(), owner.into()], |rows| {
+        let row = rows.first();
+        Ok(Lease {
+            status: row.get(1)?,
+            leased: row.get::<bool>(2)? == Some(true),
+            holds: row.get(3)?,
+            ready: row.get::<bool>(4)? == Some(true),
+        })
     })
+    .map_err(WfError::from)
 }
 
-/// Locks the run; an error if it does not exist, is not running, or `owner` (if given)
-/// does not hold its lease.
+/// Locks the parent of run `id`, if it has one, before anything writes the run: a child
+/// that finishes signals its parent, and a cancel of the parent locks its children after
+/// it, so every transaction takes a parent's lock before its child's and none deadlocks.
+pub fn lock_parent(client: &mut SpiClient<'_>, id: pgrx::Uuid) -> Result<(), WfError> {
+    Ok(db::execute(client, &LOCK_PARENT, &[id.into()], |_| Ok(()))?)
+}
+
+/// Locks the run, after its parent; an error if it does not exist, is not running, or
+/// `owner` (if given) does not hold its lease.
 pub fn lock_running(
     client: &mut SpiClient<'_>,
     id: pgrx::Uuid,
     owner: Option<&str>,
     action: &'static str,
 ) -> Result<(), WfError> {
+    lock_parent(client, id)?;
     let (status, holds): (Option<String>, Option<bool>) =
         db::execute(client, &LOCK_RUN, &[id.into(), owner.into()], |rows| {
             if rows.is_empty() {

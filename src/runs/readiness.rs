@@ -7,7 +7,9 @@
 //! It is queued just before the commit rather than when the workflow became ready, because
 //! a transaction that executed `NOTIFY` cannot be prepared: whether a two-phase caller can
 //! commit must not depend on a workflow's state (G1). A prepared transaction's names are
-//! announced by the dispatcher once it commits (see `wake::readiness_prepared`).
+//! announced by the dispatcher once it commits (see `wake::readiness_prepared`); pgrx keeps
+//! a prepared transaction's remaining callbacks for the session's next transaction, where
+//! they find nothing queued.
 //! Readiness that comes with time alone — a sleep or a wait's timeout ending, a lease
 //! running out — is announced by the dispatcher (`dispatcher::ready`). Equal
 //! notifications of one transaction are folded into one, as Postgres would.
@@ -24,6 +26,13 @@ pub const CHANNEL: &str = "workflow_ready";
 thread_local! {
     /// The names this transaction made ready, each with the subtransaction that did it.
     static PENDING: RefCell<Vec<(pg_sys::SubTransactionId, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A workflow of `name` became ready in this transaction: its listeners are told at
+/// commit, and the dispatcher is woken then, for a push handler of its name.
+pub fn became_ready(name: &str) {
+    notify(name);
+    crate::wake::on_commit();
 }
 
 /// Queues the notification that a workflow of `name` is ready; sent at commit.
@@ -43,7 +52,13 @@ pub fn notify(name: &str) {
         register_xact_callback(PgXactCallbackEvent::PreCommit, send_pending);
         register_xact_callback(PgXactCallbackEvent::PrePrepare, || {
             if !PENDING.with(|pending| std::mem::take(&mut *pending.borrow_mut()).is_empty()) {
-                crate::wake::readiness_prepared();
+                // SAFETY: the preparing transaction's id, inside it.
+                let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() };
+                // Told once the transaction is prepared, so that the dispatcher finds it
+                // among the prepared ones when it looks.
+                register_xact_callback(PgXactCallbackEvent::Prepare, move || {
+                    crate::wake::readiness_prepared(xid.into_inner());
+                });
             }
         });
         register_xact_callback(PgXactCallbackEvent::Abort, forget);

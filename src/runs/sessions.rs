@@ -5,14 +5,15 @@
 //!
 //! A session is named by its backend's pid and start time, so that a later backend that
 //! reuses the pid is a different session. A backend that binds a lease registers an exit
-//! callback that wakes its database's dispatcher; the dispatcher then frees the leases of
-//! every session that is no longer in `pg_stat_activity`, and announces them. It also looks
-//! at its start and every poll interval, for sessions whose exit no callback reported (a
-//! backend killed with the whole server, or one that exited while no dispatcher ran).
-//! Without a dispatcher, a session-bound lease runs out like any other.
+//! callback that leaves its pid in its database's wake slot and wakes the dispatcher; the
+//! dispatcher then frees the leases of those pids whose session is no longer in
+//! `pg_stat_activity`, and announces them. It also looks at every session-bound lease at
+//! its start and every minute, for exits no callback reported (a backend killed with the
+//! whole server, one that exited while no dispatcher ran, more exits at once than the slot
+//! holds). Without a dispatcher, a session-bound lease runs out like any other.
 
 use crate::db::{self, Statement};
-use pgrx::pg_sys;
+use pgrx::pg_sys::{self, INT4ARRAYOID};
 use pgrx::spi::{SpiClient, SpiResult};
 use std::cell::Cell;
 
@@ -23,37 +24,48 @@ thread_local! {
 
 /// This backend's start, which with its pid names the session; registers the exit
 /// callback the first time a lease is bound to it. For the statements that take a lease
-/// without an owner (as their session-start argument).
-pub fn bind() -> pgrx::datum::TimestampWithTimeZone {
+/// without an owner (as their session-start argument); `None` (bind nothing: the lease runs
+/// out as an explicit owner's would) if the start cannot be read.
+pub fn bind() -> Option<pgrx::datum::TimestampWithTimeZone> {
+    // SAFETY: set once when the backend starts.
+    let started = unsafe { pg_sys::MyStartTimestamp };
+    let started = pgrx::datum::TimestampWithTimeZone::try_from(started).ok()?;
     if !HOOKED.with(Cell::get) {
         // SAFETY: registering a process-exit callback on the main thread; Postgres keeps
         // up to 20, and this one is registered once per backend.
         unsafe { pg_sys::on_proc_exit(Some(session_ended), pg_sys::Datum::from(0)) };
         HOOKED.with(|hooked| hooked.set(true));
     }
-    // SAFETY: set once when the backend starts.
-    let started = unsafe { pg_sys::MyStartTimestamp };
-    pgrx::datum::TimestampWithTimeZone::try_from(started)
-        .unwrap_or_else(|_| pgrx::datum::TimestampWithTimeZone::negative_infinity())
+    Some(started)
 }
 
 /// Runs after the backend left the proc array and `pg_stat_activity`, so the dispatcher it
-/// wakes no longer sees the session. Only atomics and a latch: nothing here can fail.
+/// wakes no longer sees the session. It touches only the wake slots in the main shared
+/// memory segment, which a backend keeps mapped until it exits (it never detaches it), and
+/// sets a latch, which is a signal: atomics and a `kill`, nothing that can fail or panic.
 unsafe extern "C-unwind" fn session_ended(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
-    crate::wake::session_ended();
+    // SAFETY: the backend's own pid, set at its start.
+    crate::wake::session_ended(unsafe { pg_sys::MyProcPid });
 }
 
-/// Frees the leases whose session is gone: due at once (the owner's name stays, so the
-/// claim that takes the run counts a recovery, as for an expired lease), and announced.
-/// Finds them through `runs_sessions`, so its work grows with the session-bound leases, not
-/// with the runs; a run someone holds locked is left for the next look. Returns how many
-/// leases it freed.
+/// Frees the leases whose session is gone, of the sessions with pids `$1` (NULL: of every
+/// session with a bound lease): due at once (the owner's name stays, so the claim that
+/// takes the run counts a recovery, as for an expired lease), and announced. Finds them
+/// through `runs_sessions`, so its work grows with those sessions' leases, not with the
+/// runs; a run someone holds locked is left for a later look. A lease bound by a statement
+/// that started after this one is never freed by it: such a session may be missing from
+/// the list of live backends this statement took. The live backends are read with
+/// `backend_start`, which only a superuser (the dispatcher's role) sees for every backend.
+/// Returns how many leases it freed.
 static FREE_ORPHANED: Statement = Statement {
     sql: "WITH alive AS MATERIALIZED (
               SELECT pid, backend_start FROM pg_catalog.pg_stat_get_activity(NULL::integer)),
           orphaned AS (
               SELECT r.id FROM workflow.runs r
-               WHERE r.session_pid IS NOT NULL
+               WHERE r.session_pid = ANY (coalesce($1, ARRAY(
+                         SELECT DISTINCT s.session_pid FROM workflow.runs s WHERE s.session_pid IS NOT NULL)))
+                 AND r.session_pid IS NOT NULL
+                 AND r.updated_at < statement_timestamp()
                  AND NOT EXISTS (SELECT FROM alive a
                                   WHERE a.pid = r.session_pid AND a.backend_start = r.session_started)
                  FOR NO KEY UPDATE SKIP LOCKED),
@@ -65,16 +77,18 @@ static FREE_ORPHANED: Statement = Statement {
                      session_pid = NULL, session_started = NULL,
                      updated_at = statement_timestamp()
                WHERE r.id = ANY (ARRAY(SELECT id FROM orphaned)) AND r.session_pid IS NOT NULL
+                 AND r.updated_at < statement_timestamp()
               RETURNING r.name, r.status = 'running' AND r.owner IS NOT NULL AS ready),
           sent AS (
               SELECT pg_notify('workflow_ready', name) FROM (SELECT DISTINCT name FROM freed WHERE ready) n)
           SELECT (SELECT count(*) FROM freed WHERE ready), (SELECT count(*) FROM sent)",
-    args: &[],
+    args: &[INT4ARRAYOID],
 };
 
-/// Frees the leases of sessions that ended; returns how many. For the dispatcher.
-pub fn free_orphaned(client: &mut SpiClient<'_>) -> SpiResult<usize> {
-    db::execute(client, &FREE_ORPHANED, &[], |rows| {
+/// Frees the leases of sessions that ended: of the backends `pids` (their exits reported),
+/// or of every ended session (`None`). Returns how many. For the dispatcher.
+pub fn free_orphaned(client: &mut SpiClient<'_>, pids: Option<Vec<i32>>) -> SpiResult<usize> {
+    db::execute(client, &FREE_ORPHANED, &[pids.into()], |rows| {
         Ok(rows.first().get::<i64>(1)?.unwrap_or(0) as usize)
     })
 }

@@ -14,7 +14,6 @@ use super::readiness;
 use crate::db::{self, Statement, first_value};
 use crate::document::Document;
 use crate::error::WfError;
-use crate::wake;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{JSONBOID, TEXTOID, UUIDOID};
 use pgrx::spi::SpiClient;
@@ -158,9 +157,7 @@ pub fn send(
     let (sent, ready): (Option<i64>, Option<bool>) =
         db::execute(client, &SEND, &args, |rows| rows.first().get_two())?;
     if ready == Some(true) {
-        readiness::notify(&run.name);
-        // For a push handler of its name.
-        wake::on_commit();
+        readiness::became_ready(&run.name);
     }
     Ok(sent)
 }

@@ -93,10 +93,12 @@ async fn node_transfer_through_a_push_handler() {
     .await;
     count_reaches(
         &client,
+        // A push still pending when its workflow finished is cancelled (G10): the example's
+        // twin of a timed-out push may be one.
         "SELECT count(*) FROM workflow.messages WHERE endpoint = 'transfer-handler'
-               AND status <> 'delivered'",
+               AND status NOT IN ('delivered', 'cancelled')",
         0,
-        "every push was answered 2xx",
+        "every push was answered 2xx, or cancelled by its workflow's finish",
     )
     .await;
 }
