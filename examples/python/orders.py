@@ -43,7 +43,7 @@ def place_order(conn: Connection, order_id: str, customer: str, total: str) -> s
                 f"{key}.email.placed",
             ),
         )
-        # Hand the rest to the worker pool: a sleep that ends now releases the lease, and
-        # the workflow is ready (NOTIFY workflow_ready) the moment this transaction commits.
-        conn.execute("SELECT wf_sleep(%s, 'queued', now())", (workflow,))
+        # Hand the rest to the worker pool: releasing the lease makes the workflow ready
+        # (NOTIFY workflow_ready) the moment this transaction commits.
+        conn.execute("SELECT wf_release(%s)", (workflow,))
         return str(workflow)
