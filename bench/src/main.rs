@@ -1,12 +1,13 @@
 //! The benchmark runner: `workflow-bench` (see `bench/run.sh`) starts a throwaway cluster
-//! and receivers, runs B1–B12, prints one table and rewrites `BENCHMARKS.md`.
+//! and receivers, runs B1–B12 and B15, prints one table and rewrites `BENCHMARKS.md`.
 //!
 //! Every figure is a median of several runs, and every ratio compares two things measured
-//! in the same run on the same machine. Subcommands `receiver` and `bare-client` are the
-//! helper processes it starts.
+//! in the same run on the same machine. Subcommands `receiver`, `bare-client` and `holder`
+//! are the helper processes it starts.
 
 mod bare;
 mod blocked;
+mod crash;
 mod pgbench;
 mod policy;
 mod readiness;
@@ -31,6 +32,11 @@ pub struct Sizes {
     pub storage_messages: usize,
     pub pgbench_seconds: u32,
     pub latency_messages: usize,
+    /// B15's kills of a worker holding a session-bound lease.
+    pub kills: usize,
+    /// B15's kills of a worker holding an explicit owner's lease, each waiting for the
+    /// lease to run out.
+    pub lease_kills: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -42,6 +48,8 @@ const FULL: Sizes = Sizes {
     storage_messages: 1_000_000,
     pgbench_seconds: 15,
     latency_messages: 1_000,
+    kills: 30,
+    lease_kills: 5,
 };
 const QUICK: Sizes = Sizes {
     runs: 3,
@@ -51,6 +59,8 @@ const QUICK: Sizes = Sizes {
     storage_messages: 100_000,
     pgbench_seconds: 8,
     latency_messages: 500,
+    kills: 10,
+    lease_kills: 3,
 };
 
 pub const CONCURRENCY: usize = 32;
@@ -100,6 +110,11 @@ fn main() {
                 args[3].parse().expect("c"),
             ));
             println!("{} {}", run.elapsed.as_secs_f64(), run.cpu.as_secs_f64());
+        }
+        Some("holder") => {
+            let _session = runtime.block_on(crash::hold(&args[1], &args[2]));
+            // Holds its lease until killed, or until the bench is gone and stdin closes.
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
         }
         _ => {
             let quick = args.iter().any(|a| a == "--quick");
@@ -597,6 +612,11 @@ async fn run_all(sizes: Sizes, quick: bool, only: Only) {
                 1.1,
             );
         }
+    }
+    if only.wants("B15") {
+        eprintln!("B15: a worker holding a workflow's lease is killed → another worker's wf_claim");
+        let resumed = crash::b15(&cluster, &client, sizes).await;
+        report.resumed(&resumed);
     }
     if only.is_complete() {
         report.finish(started.elapsed());

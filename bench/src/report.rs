@@ -131,6 +131,38 @@ impl Report {
         self.rows.push(row);
     }
 
+    /// B15: kill → claim by another worker, session-bound (A, with the target) against an
+    /// explicit owner's short lease (B); the ratio is B's p50 over A's.
+    pub fn resumed(&mut self, r: &crate::crash::Resumed) {
+        let spread = |ms: &[f64]| {
+            format!(
+                "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                crate::percentile(ms, 0.5),
+                crate::percentile(ms, 0.99),
+                crate::percentile(ms, 1.0)
+            )
+        };
+        let (p50, p99) = (
+            crate::percentile(&r.session, 0.5),
+            crate::percentile(&r.session, 0.99),
+        );
+        let row = format!(
+            "| B15 crash → resume (kill → another worker's wf_claim), poll interval {} | A, session-bound lease ({}): {} | B, owner '{}', {} lease: {} | **{:.2}** (B/A p50) | A: p50 ≤ 500 ms, p99 ≤ 1.5 s | {} | {} + {} kills |",
+            r.poll_interval,
+            crate::crash::SESSION_LEASE,
+            spread(&r.session),
+            crate::crash::OWNER,
+            crate::crash::OWNER_LEASE,
+            spread(&r.owner),
+            crate::percentile(&r.owner, 0.5) / p50,
+            verdict(p50 <= 500.0 && p99 <= 1500.0),
+            r.session.len(),
+            r.owner.len()
+        );
+        println!("{row}");
+        self.rows.push(row);
+    }
+
     pub fn storage(&mut self, megabytes: f64, dead: i64, elapsed: Duration) {
         let row = format!(
             "| B6 storage after {} deliveries, retention 0 | {megabytes:.2} MB, {dead} dead tuples | — | — | < 10 MB, dead tuples reclaimed | {} | 1 ({:.0} s, {:.0} msg/s) |",
@@ -251,8 +283,25 @@ impl Report {
             md,
             "- **B12**: an endpoint with `rate_per_second` of 20, 200 and 2,000, sent {} seconds' worth of \
              messages (at least 100) in one commit; the rate between the first and the last arrival at an \
-             in-process receiver, against the configured rate.\n",
+             in-process receiver, against the configured rate.",
             if self.quick { 2 } else { 5 }
+        );
+        let _ = writeln!(
+            md,
+            "- **B15**: a worker process of its own (`workflow-bench holder`, one connection) claims a ready \
+             workflow (a name of its own each time) and stays connected; it is killed with SIGKILL, and the \
+             time runs from the kill until another worker — a connection that `LISTEN`s on `workflow_ready` and \
+             calls `wf_claim(name, 'claimer', '60 s')` whenever a notification names the workflow's name — \
+             has the workflow back from `wf_claim`. A: {} kills of a worker that claimed with \
+             `wf_claim(name, NULL, '{}')`, a lease bound to its session, which the dispatcher frees when \
+             the backend exits. B: {} kills of a worker that claimed as the explicit owner `'{}'` with a \
+             {} lease, which nothing frees before it runs out. The ratio is B's p50 over A's; the target \
+             is A's. The poll interval in force is in the row.\n",
+            self.sizes.kills,
+            crate::crash::SESSION_LEASE,
+            self.sizes.lease_kills,
+            crate::crash::OWNER,
+            crate::crash::OWNER_LEASE
         );
         let _ = writeln!(md, "## Machine\n\n{}\n", machine());
         let _ = writeln!(md, "## Cluster settings\n\n```");

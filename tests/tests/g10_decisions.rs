@@ -13,7 +13,8 @@
 //!   (`55000`), and `wf_replay` skips such steps and says so in a NOTICE.
 //! - A final 4xx (402, 410, ...) to a durable step is the step's outcome: the message is
 //!   delivered with that status code, and the endpoint is neither failing nor disabled,
-//!   nor is anything dead. A step that never got an answer still ends dead.
+//!   nor is anything dead. A step that never got an answer still ends dead, and so does
+//!   one answered with a redirect (not followed): that is no answer either.
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime};
@@ -613,6 +614,68 @@ async fn a_durable_step_that_never_gets_an_answer_still_ends_dead() {
     assert!(step["error"].is_string(), "the step says why: {step}");
     let (_, dead) = totals(&client, &endpoint).await;
     assert_eq!(dead - dead_before, 1, "it counts in dead_total");
+}
+
+/// A redirect is no answer: it is not followed (to its `Location` or anywhere), and with
+/// no attempts left the step ends dead, as a failed delivery does. It records the status it
+/// got, counts in `dead_total`, and is a failure of the endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_a_durable_step_is_no_answer_and_ends_dead() {
+    let (client, receiver) = setup().await;
+    let path = path("charge");
+    let elsewhere = format!("{path}-moved");
+    let endpoint = endpoint(&client, &receiver.url(&path), ", max_attempts => 1").await;
+    receiver.script(
+        &path,
+        [Reply::Full {
+            status: 302,
+            headers: vec![("location".into(), receiver.url(&elsewhere))],
+            body: String::new(),
+        }],
+    );
+    let (delivered_before, dead_before) = totals(&client, &endpoint).await;
+    let id = start(&client, "a").await;
+    let message = enqueue_step(&client, &endpoint, id, "step").await;
+
+    assert_eq!(
+        finished(&client, message).await,
+        "dead",
+        "a 302 is no outcome of the step: with no attempts left, the message is dead"
+    );
+    let code: Option<i32> = client
+        .query_one("SELECT last_status_code FROM wf_message($1)", &[&message])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(code, Some(302));
+    let step = step_output(&client, id, "charge").await;
+    assert_eq!(step["ok"], false, "{step}");
+    assert_eq!(step["status"], 302, "{step}");
+    assert!(step["error"].is_string(), "the step says why: {step}");
+
+    let row = client
+        .query_one(
+            "SELECT failing_since IS NOT NULL, disabled_at IS NULL FROM workflow.endpoints WHERE name = $1",
+            &[&endpoint],
+        )
+        .await
+        .unwrap();
+    assert!(
+        row.get::<_, bool>(0),
+        "a redirect is a failure of the endpoint: failing_since is set"
+    );
+    assert!(row.get::<_, bool>(1), "a 302 does not disable the endpoint");
+    let (delivered, dead) = totals(&client, &endpoint).await;
+    assert_eq!(
+        (delivered - delivered_before, dead - dead_before),
+        (0, 1),
+        "the step counts as dead, not delivered (delivered_total, dead_total)"
+    );
+    assert_eq!(receiver.received(&path).len(), 1, "one attempt");
+    assert!(
+        receiver.received(&elsewhere).is_empty(),
+        "the redirect is not followed"
+    );
 }
 
 /// A step whose every attempt went unanswered is dead and recorded as not ok: sending it

@@ -2,7 +2,9 @@
 //! claimed without an owner is held by the session that did it: when that session ends —
 //! its worker process killed with SIGKILL, its backend terminated, its connection closed —
 //! the lease is free at once, announced on `workflow_ready`, and the next claim takes it as
-//! a recovery. A lease with an explicit owner outlives its session. `wf_release` hands a
+//! a recovery. The end of a session frees that session's leases only: another live
+//! session's stay, and so does a lease an explicit owner took over after the session's own
+//! ran out. A lease with an explicit owner outlives its session. `wf_release` hands a
 //! held lease back (ready at commit, no recovery); `wf_claim_runs` returns what a worker
 //! needs; `wf_start` keeps a tenant and can refuse a used key (`if_exists => 'error'`);
 //! a lease is at most one day; and an application role cannot change the recovery cap.
@@ -331,6 +333,163 @@ async fn an_explicit_owner_keeps_its_lease_after_its_session_is_gone() {
         .execute("SELECT wf_heartbeat($1, 'worker-a')", &[&claimed_id])
         .await
         .expect("worker-a still holds its lease");
+}
+
+/// A worker process holding two leases bound to its session: a 1 s one of `short`, which
+/// runs out while the worker lives, and a 60 s one of `control`, which only the end of its
+/// session frees. Returns it with its backend's pid once it holds both.
+async fn worker_holding(
+    client: &Client,
+    (short, short_id): (&str, Uuid),
+    (control, control_id): (&str, Uuid),
+) -> (Worker, i32) {
+    let mut worker = Worker::start(dispatch_cluster());
+    worker.run(&format!("SELECT wf_claim('{short}', NULL, '1 second');"));
+    worker.run(&format!("SELECT wf_claim('{control}', NULL, '60 s');"));
+    let pid = worker.backend_pid(client).await;
+    let session = Some(format!("postgres:{pid}"));
+    eventually("the worker to hold both leases", DEADLINE, || async {
+        (owner(client, short_id).await == session && owner(client, control_id).await == session)
+            .then_some(())
+    })
+    .await;
+    (worker, pid)
+}
+
+/// Kills the worker and waits until its session's end has been handled: its 60 s lease of
+/// `control` is claimable again.
+async fn kill_and_wait_for_the_sweep(
+    client: &Client,
+    mut worker: Worker,
+    pid: i32,
+    (control, control_id): (&str, Uuid),
+) {
+    worker.kill_9();
+    workflow_tests::backend_exits(client, pid, DEADLINE).await;
+    eventually(
+        "the worker's session-bound lease to be freed (its session's end was handled)",
+        DEADLINE,
+        || async { (claim(client, control, "rescuer").await == [control_id]).then_some(()) },
+    )
+    .await;
+}
+
+/// A claim without an owner, bound to the claiming session, of a 60 s lease.
+async fn claim_bound(client: &Client, name: &str) -> Vec<Uuid> {
+    client
+        .query("SELECT wf_claim($1, NULL, '60 s', 10)", &[&name])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// The session-bound leases of a session that lives are not another session's: the end of
+/// the worker's session (the control it held, freed, shows that it was handled) frees
+/// neither the lease the holder claimed afresh nor the one it took over after the worker's
+/// own lease of it ran out. Both stay the holder's, bound to its session, and running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_session_bound_lease_survives_another_sessions_exit() {
+    let (client, _listener) = setup().await;
+    let (kept, taken, control) = (unique("kept"), unique("taken-over"), unique("control"));
+    let kept_id = ready_workflow(&client, &kept).await;
+    let taken_id = ready_workflow(&client, &taken).await;
+    let control_id = ready_workflow(&client, &control).await;
+    let (worker, worker_pid) =
+        worker_holding(&client, (&taken, taken_id), (&control, control_id)).await;
+
+    let holder = dispatch_cluster().connect().await;
+    let holder_pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(claim_bound(&holder, &kept).await, [kept_id]);
+    eventually(
+        "the worker's 1 s lease to run out and the holder to take the workflow over",
+        DEADLINE,
+        || async { (claim_bound(&holder, &taken).await == [taken_id]).then_some(()) },
+    )
+    .await;
+
+    kill_and_wait_for_the_sweep(&client, worker, worker_pid, (&control, control_id)).await;
+    for (name, id) in [(&kept, kept_id), (&taken, taken_id)] {
+        assert!(
+            claim(&client, name, "rescuer").await.is_empty(),
+            "{name}: the lease of a live session is not freed by another session's end"
+        );
+        let row = client
+            .query_one(
+                "SELECT s.owner, r.session_pid, s.lease_expires_at > clock_timestamp()
+                   FROM wf_status($1) s, workflow.runs r WHERE r.id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            row.get::<_, Option<String>>(0),
+            Some(format!("postgres:{holder_pid}")),
+            "{name}: still the holder's"
+        );
+        assert_eq!(
+            row.get::<_, Option<i32>>(1),
+            Some(holder_pid),
+            "{name}: still bound to the holder's session"
+        );
+        assert!(row.get::<_, bool>(2), "{name}: its 60 s lease still runs");
+    }
+}
+
+/// A session-bound lease that ran out and was then claimed by the explicit owner `c`: the
+/// claim unbinds it from the session that held it before, so that session's end leaves
+/// `c` its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_claim_after_a_session_bound_lease_ran_out_is_kept_when_that_session_ends() {
+    let (client, _listener) = setup().await;
+    let (taken, control) = (unique("taken-by-c"), unique("control"));
+    let taken_id = ready_workflow(&client, &taken).await;
+    let control_id = ready_workflow(&client, &control).await;
+    let (worker, worker_pid) =
+        worker_holding(&client, (&taken, taken_id), (&control, control_id)).await;
+
+    eventually(
+        "the worker's 1 s lease to run out and c to claim the workflow",
+        DEADLINE,
+        || async { (claim(&client, &taken, "c").await == [taken_id]).then_some(()) },
+    )
+    .await;
+    let unbound: bool = client
+        .query_one(
+            "SELECT session_pid IS NULL AND session_started IS NULL FROM workflow.runs WHERE id = $1",
+            &[&taken_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        unbound,
+        "a claim with an explicit owner unbinds the lease from the session that held it"
+    );
+
+    kill_and_wait_for_the_sweep(&client, worker, worker_pid, (&control, control_id)).await;
+    assert!(
+        claim(&client, &taken, "rescuer").await.is_empty(),
+        "c's lease is not freed by the end of the session that held the workflow before"
+    );
+    let row = client
+        .query_one(
+            "SELECT owner, lease_expires_at > clock_timestamp() FROM wf_status($1)",
+            &[&taken_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "c");
+    assert!(row.get::<_, bool>(1), "c's 60 s lease still runs");
+    client
+        .execute("SELECT wf_heartbeat($1, 'c')", &[&taken_id])
+        .await
+        .expect("c still holds its lease");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,10 @@
 //! Signals and waits between real sessions, and `LISTEN workflow_ready`: a workflow that
 //! waits holds no lease, the event makes it ready, and a listener hears of it after the
 //! commit that made it ready — or from the dispatcher when time alone did — and never of
-//! a rollback. A signal that comes after a wait's deadline does not win over the timeout,
-//! and a child that finishes while its parent is cancelled never deadlocks with the cancel.
+//! a rollback, a savepoint's included. A signal that comes after a wait's deadline does
+//! not win over the timeout, and a child that finishes (after a last checkpoint in the
+//! same transaction, or without one) while its parent is cancelled never deadlocks with
+//! the cancel.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,6 +143,90 @@ async fn a_rolled_back_signal_is_not_queued_and_nobody_is_told() {
         .get(0);
     assert_eq!(queued, 0);
     assert_eq!(claim(&client, &name, "b").await, Vec::<uuid::Uuid>::new());
+}
+
+/// The signals queued by `id`'s workflow, consumed or not.
+async fn queued(client: &Client, id: uuid::Uuid) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM workflow.signals WHERE workflow_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Notifications follow savepoints as the rest of the transaction does: a signal in a
+/// savepoint rolled back is taken back with it, while the transaction's other signal still
+/// tells its listeners at commit; a signal in a released savepoint is told at the outer
+/// commit, and never if the outer transaction rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_savepoint_rolled_back_takes_its_notification_back() {
+    let (client, mut listener) = setup().await;
+    let name = unique("approval");
+    let other = unique("other-approval");
+    let id = start(&client, &name, "a").await;
+    assert_eq!(wait(&client, id, "approved", "approved", "a").await, None);
+    let witness = start(&client, &other, "a").await;
+    assert_eq!(
+        wait(&client, witness, "approved", "approved", "a").await,
+        None
+    );
+    let sender = dispatch_cluster().connect().await;
+    let signal = "SELECT wf_signal($1, 'approved')";
+
+    // A savepoint rolled back, in a transaction that commits.
+    sender.batch_execute("BEGIN").await.unwrap();
+    sender.execute(signal, &[&witness]).await.unwrap();
+    sender.batch_execute("SAVEPOINT s").await.unwrap();
+    sender.execute(signal, &[&id]).await.unwrap();
+    sender
+        .batch_execute("ROLLBACK TO SAVEPOINT s; COMMIT")
+        .await
+        .unwrap();
+    let (_, before) = listener.until(&other, DEADLINE).await;
+    assert!(
+        before.iter().all(|heard| heard.payload != name),
+        "notified {name:?} for a signal its savepoint took back: {before:?}"
+    );
+    listener.assert_nothing_for(&client, CHANNEL, &name).await;
+    assert_eq!(
+        queued(&client, id).await,
+        0,
+        "the signal of the savepoint rolled back is not queued"
+    );
+    assert_eq!(queued(&client, witness).await, 1, "the other signal is");
+
+    // A savepoint released, in a transaction that rolls back.
+    sender.batch_execute("BEGIN; SAVEPOINT s").await.unwrap();
+    sender.execute(signal, &[&id]).await.unwrap();
+    sender
+        .batch_execute("RELEASE SAVEPOINT s; ROLLBACK")
+        .await
+        .unwrap();
+    listener.assert_nothing_for(&client, CHANNEL, &name).await;
+    assert_eq!(queued(&client, id).await, 0, "the rolled-back signal");
+    assert_eq!(
+        claim(&client, &name, "b").await,
+        Vec::<uuid::Uuid>::new(),
+        "the workflow still waits"
+    );
+
+    // A savepoint released, in a transaction that commits: told at the outer commit.
+    sender.batch_execute("BEGIN; SAVEPOINT s").await.unwrap();
+    sender.execute(signal, &[&id]).await.unwrap();
+    sender.batch_execute("RELEASE SAVEPOINT s").await.unwrap();
+    listener.assert_nothing_for(&client, CHANNEL, &name).await;
+    sender.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        claim_when_told(&mut listener, &client, &name, "b").await,
+        id
+    );
+    let approval = wait(&client, id, "approved", "approved", "b")
+        .await
+        .unwrap();
+    assert_eq!(approval["timed_out"], false, "{approval}");
 }
 
 /// Two senders of one signal: the second queues behind the first's lock on the workflow,
@@ -645,6 +731,170 @@ async fn cancelling_a_parent_while_its_child_completes_never_deadlocks() {
                 .to_string()
             ),
             "round {round} ({how}): (parent, child)"
+        );
+    }
+    workflow_tests::assert_invariants(&client).await;
+}
+
+/// The outcome of a statement of a race.
+fn outcome<T>(result: Result<T, tokio_postgres::Error>) -> Outcome {
+    result
+        .map(drop)
+        .map_err(|e| (sqlstate(&e).to_string(), e.to_string()))
+}
+
+/// The child's worker finishing it as `c`: its last step and its completion in one
+/// transaction, begun at once and carried on after `barrier`, in a task of its own. A
+/// refused call rolls the transaction back.
+fn checkpoint_and_complete(
+    client: &Arc<Client>,
+    child: uuid::Uuid,
+    barrier: Arc<Barrier>,
+) -> tokio::task::JoinHandle<Outcome> {
+    let client = Arc::clone(client);
+    tokio::spawn(async move {
+        client.batch_execute("BEGIN").await.unwrap();
+        barrier.wait().await;
+        let finished = async {
+            client
+                .execute("SELECT wf_checkpoint($1, 'last', NULL, 'c')", &[&child])
+                .await?;
+            client
+                .execute("SELECT wf_complete($1, NULL, 'c')", &[&child])
+                .await?;
+            client.batch_execute("COMMIT").await
+        }
+        .await;
+        if finished.is_err() {
+            client.batch_execute("ROLLBACK").await.unwrap();
+        }
+        outcome(finished)
+    })
+}
+
+/// The race of `cancelling_a_parent_while_its_child_completes_never_deadlocks`, with the
+/// child's worker recording its last step in the completing transaction:
+/// `wf_checkpoint(child)`, then `wf_complete(child)`, as `c`. The checkpoint locks the
+/// parent before the child, as every write to a child does, so a cancel that comes after
+/// it waits for the whole transaction. (Had it locked the child alone, the cancel would
+/// hold the parent and wait for the child, and the completion, which signals the parent,
+/// would close the cycle: `40P01`.) Even rounds line the cancel up behind the checkpoint
+/// before the completion is sent; odd rounds start the cancel and the child's transaction
+/// together. The parent ends cancelled, and the child completed with its last step (its
+/// transaction won; always, when lined up) or cancelled without it (the cancel won, and
+/// the checkpoint is refused: `c` no longer holds the child).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_parent_while_its_child_checkpoints_and_completes_never_deadlocks() {
+    const ROUNDS: usize = 12;
+    let (client, _listener) = setup().await;
+    let observer = dispatch_cluster().connect().await;
+    let canceller = Arc::new(dispatch_cluster().connect().await);
+    let finisher = Arc::new(dispatch_cluster().connect().await);
+    let canceller_pid: i32 = canceller
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    for round in 0..ROUNDS {
+        let parent = start(&client, &unique("parent"), "p").await;
+        let child: uuid::Uuid = client
+            .query_one(
+                "SELECT wf_start($1, parent => $2, owner => 'c')",
+                &[&unique("child"), &parent],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let lined_up = round % 2 == 0;
+        let (cancelled, finished) = if lined_up {
+            finisher.batch_execute("BEGIN").await.unwrap();
+            finisher
+                .execute("SELECT wf_checkpoint($1, 'last', NULL, 'c')", &[&child])
+                .await
+                .expect("the child's last step");
+            let cancel = race(&canceller, "SELECT wf_cancel($1)", parent, None);
+            eventually(
+                "the cancel to queue behind the child's transaction",
+                DEADLINE,
+                || async {
+                    waits_for_a_lock(&observer, canceller_pid)
+                        .await
+                        .then_some(())
+                },
+            )
+            .await;
+            let completed = outcome(
+                finisher
+                    .execute("SELECT wf_complete($1, NULL, 'c')", &[&child])
+                    .await,
+            );
+            let end = if completed.is_ok() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            finisher.batch_execute(end).await.unwrap();
+            (cancel.await.unwrap(), completed)
+        } else {
+            let barrier = Arc::new(Barrier::new(2));
+            let cancel = race(
+                &canceller,
+                "SELECT wf_cancel($1)",
+                parent,
+                Some(Arc::clone(&barrier)),
+            );
+            let finish = checkpoint_and_complete(&finisher, child, barrier);
+            (cancel.await.unwrap(), finish.await.unwrap())
+        };
+        let how = if lined_up { "lined up" } else { "together" };
+        for (call, result) in [
+            ("wf_cancel(parent)", &cancelled),
+            ("the child's checkpoint and completion", &finished),
+        ] {
+            if let Err((code, message)) = result {
+                assert_ne!(
+                    code, "40P01",
+                    "round {round} ({how}): {call} deadlocked: {message}"
+                );
+            }
+        }
+        assert!(
+            cancelled.is_ok(),
+            "round {round} ({how}): wf_cancel(parent) failed: {cancelled:?}"
+        );
+        match &finished {
+            Ok(()) => {}
+            Err((code, _)) if !lined_up && (code == "55006" || code == "55000") => {}
+            Err(error) => panic!(
+                "round {round} ({how}): the child's checkpoint and completion failed: {error:?}"
+            ),
+        }
+        let row = client
+            .query_one(
+                "SELECT (SELECT status FROM wf_status($1)), (SELECT status FROM wf_status($2)),
+                        EXISTS (SELECT FROM workflow.steps WHERE workflow_id = $2 AND step = 'last')",
+                &[&parent, &child],
+            )
+            .await
+            .unwrap();
+        let child_status = if finished.is_ok() {
+            "completed"
+        } else {
+            "cancelled"
+        };
+        assert_eq!(
+            (
+                row.get::<_, String>(0),
+                row.get::<_, String>(1),
+                row.get::<_, bool>(2)
+            ),
+            (
+                "cancelled".to_string(),
+                child_status.to_string(),
+                finished.is_ok()
+            ),
+            "round {round} ({how}): (parent, child, the child's last step recorded)"
         );
     }
     workflow_tests::assert_invariants(&client).await;

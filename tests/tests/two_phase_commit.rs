@@ -49,11 +49,27 @@ async fn claim(client: &Client, name: &str, owner: &str) -> Vec<Uuid> {
 /// Prepares the transaction open in `client` and commits it with `COMMIT PREPARED`; then
 /// waits to hear `name` on `workflow_ready`.
 async fn prepare_commit_and_hear(client: &Client, listener: &mut Listener, name: &str) {
+    prepare_wait_commit_and_hear(client, listener, name, None).await;
+}
+
+/// As `prepare_commit_and_hear`, with the transaction left prepared for a while before its
+/// `COMMIT PREPARED`, when `prepared` gives how long; then a marker sent through its other
+/// connection shows that nobody was told of `name` meanwhile.
+async fn prepare_wait_commit_and_hear(
+    client: &Client,
+    listener: &mut Listener,
+    name: &str,
+    prepared: Option<(Duration, &Client)>,
+) {
     let gid = unique("gid");
     client
         .batch_execute(&format!("PREPARE TRANSACTION '{gid}'"))
         .await
         .unwrap_or_else(|e| panic!("PREPARE TRANSACTION failed with {}: {e}", sqlstate(&e)));
+    if let Some((prepared_for, other)) = prepared {
+        tokio::time::sleep(prepared_for).await;
+        listener.assert_nothing_for(other, CHANNEL, name).await;
+    }
     client
         .batch_execute(&format!("COMMIT PREPARED '{gid}'"))
         .await
@@ -103,6 +119,51 @@ async fn a_prepared_signal_to_a_waiting_workflow_commits_and_is_announced() {
         .get(0);
     assert_eq!(approval["payload"]["by"], "ops", "{approval}");
     assert_eq!(approval["timed_out"], false);
+}
+
+/// A signal whose transaction stays prepared for 2 s: the dispatcher, woken by the
+/// PREPARE, has looked while the transaction was prepared and not yet committed, and found
+/// nothing ready. A dispatcher that forgot the prepared transaction after that look would
+/// never announce what its COMMIT PREPARED made ready (it sends no notification of its
+/// own, and the run's readiness dates from before the look); one that watches it until it
+/// ends announces it at the next look, within a poll interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_signal_committed_long_after_its_prepare_is_announced() {
+    let (client, mut listener) = setup().await;
+    let name = unique("prepared-long");
+    let id = start(&client, &name, "a").await;
+    let parked: Option<serde_json::Value> = client
+        .query_one(
+            "SELECT wf_wait($1, 'approval', 'approved', owner => 'a')",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(parked, None, "the workflow waits");
+
+    let sender = cluster().connect().await;
+    sender.batch_execute("BEGIN").await.unwrap();
+    sender
+        .execute(
+            "SELECT wf_signal($1, 'approved', '{\"by\": \"ops\"}')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let prepared = (Duration::from_secs(2), &client);
+    prepare_wait_commit_and_hear(&sender, &mut listener, &name, Some(prepared)).await;
+
+    assert_eq!(claim(&client, &name, "b").await, [id]);
+    let approval: serde_json::Value = client
+        .query_one(
+            "SELECT wf_wait($1, 'approval', 'approved', owner => 'b')",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(approval["payload"]["by"], "ops", "{approval}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
