@@ -124,6 +124,67 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'wf_release_wrapper';
 
+-- Destinations as explicit state (G11).
+CREATE DOMAIN workflow.destination_state AS text
+    CHECK (VALUE IN ('healthy', 'failing'));
+-- The health of every destination that has failed (G11): an endpoint's name, or a URL
+-- target's origin, as the claim names it. A failing destination is probed with one request
+-- at a time, the next not before next_probe_at, and its other messages wait parked at its
+-- limit without attempts; its first answer makes it healthy and all of them due. Written
+-- only by the dispatcher (and by wf_endpoint_enable), kept here so that a restarted
+-- dispatcher, or a promoted standby's, goes on where it was.
+CREATE TABLE workflow.destinations (
+    destination    text        PRIMARY KEY,
+    state          workflow.destination_state NOT NULL,
+    -- When it entered its state.
+    since          timestamptz NOT NULL,
+    -- Failed requests in a row while failing: the probe interval doubles with them.
+    probes         integer     NOT NULL DEFAULT 0,
+    next_probe_at  timestamptz
+);
+SELECT pg_catalog.pg_extension_config_dump('workflow.destinations', '');
+
+-- A URL target's origin is canonical, so that one server written three ways is one
+-- destination. The column is computed by the library now: it is dropped and added again
+-- (this rewrites the outbox), and the limited messages' index with it.
+-- A URL's canonical origin, for the outbox's origin column (Rust: delivery::target::origin).
+CREATE FUNCTION workflow.url_origin(url text) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'url_origin_wrapper';
+REVOKE ALL ON FUNCTION workflow.url_origin(text) FROM PUBLIC;
+DROP INDEX workflow.outbox_limited;
+ALTER TABLE workflow.outbox DROP COLUMN origin;
+ALTER TABLE workflow.outbox ADD COLUMN origin text GENERATED ALWAYS AS (workflow.url_origin(url)) STORED;
+CREATE INDEX outbox_limited ON workflow.outbox (coalesce(endpoint, origin), next_attempt_at)
+    WHERE parked = 'limit';
+
+-- The endpoints view shows each endpoint's state and since when.
+CREATE OR REPLACE VIEW workflow.endpoints AS
+SELECT e.name, e.url, cardinality(e.secrets) AS secret_count,
+       ARRAY(SELECT jsonb_object_keys(e.headers) ORDER BY 1) AS header_names,
+       e.timeout, e.max_attempts, e.disabled_at, e.disabled_reason, e.created_at, e.updated_at,
+       e.max_concurrency, e.rate_per_second, e.event_types, e.retry_schedule, e.failing_since,
+       CASE WHEN e.retiring_until > statement_timestamp() THEN cardinality(e.retiring_secrets) ELSE 0 END
+           AS retiring_secret_count,
+       CASE WHEN e.retiring_until > statement_timestamp() THEN e.retiring_until END AS retiring_until,
+       CASE WHEN e.disabled_at IS NOT NULL THEN 'disabled' ELSE coalesce(d.state::text, 'healthy') END AS state,
+       CASE WHEN e.disabled_at IS NOT NULL THEN e.disabled_at ELSE coalesce(d.since, e.created_at) END
+           AS state_since,
+       CASE WHEN e.disabled_at IS NULL AND d.state = 'failing' THEN d.next_probe_at END AS next_probe_at
+  FROM workflow.endpoint_settings e
+  LEFT JOIN workflow.destinations d ON d.destination = e.name;
+
+-- wf_endpoint_disable is new; owner only, like every wf_endpoint*.
+CREATE  FUNCTION "wf_endpoint_disable"(
+	"name" TEXT, /* Option < & str > */
+	"reason" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS void
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_endpoint_disable_wrapper';
+REVOKE ALL ON FUNCTION wf_endpoint_disable(text, text) FROM PUBLIC;
+
 -- As the install script's grants do: nothing for PUBLIC, every wf_* for workflow_user.
 DO $$
 DECLARE

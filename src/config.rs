@@ -135,8 +135,9 @@ pub fn register(preloading: bool) {
         c"workflow.max_concurrency_per_destination",
         c"Most HTTP requests in flight to one destination at once.",
         c"A destination is a named endpoint, or the origin (scheme, host and port) of URL \
-          targets. An endpoint's max_concurrency overrides it. Below workflow.max_concurrency, \
-          so that a destination that hangs leaves slots to the others. Range 1 to 1000.",
+          targets. An endpoint's max_concurrency overrides it. Capped at half of \
+          workflow.max_concurrency, whatever that is, so that a destination that hangs \
+          leaves slots to the others. Range 1 to 1000.",
         &MAX_CONCURRENCY_PER_DESTINATION,
         1,
         1000,
@@ -246,8 +247,12 @@ pub fn max_attempts() -> i32 {
     MAX_ATTEMPTS.get().max(1)
 }
 
+/// A destination's default cap: the setting, but never more than half of
+/// `workflow.max_concurrency`, so that one destination that never answers cannot hold
+/// every request slot (an endpoint's own `max_concurrency` is its owner's choice).
 pub fn max_concurrency_per_destination() -> usize {
-    MAX_CONCURRENCY_PER_DESTINATION.get().max(1) as usize
+    let half = (max_concurrency() / 2).max(1);
+    (MAX_CONCURRENCY_PER_DESTINATION.get().max(1) as usize).min(half)
 }
 
 /// The default retry schedule (its check hook has validated it).

@@ -20,6 +20,8 @@ CREATE DOMAIN workflow.message_status AS text
     CHECK (VALUE IN ('pending', 'delivered', 'dead', 'cancelled'));
 CREATE DOMAIN workflow.park_reason AS text
     CHECK (VALUE IN ('endpoint', 'ordering_key', 'limit'));
+CREATE DOMAIN workflow.destination_state AS text
+    CHECK (VALUE IN ('healthy', 'failing'));
 
 -- One row per workflow run. Hot paths: insert on start, lease renewal on checkpoint, the
 -- claim scan for expired leases, and the retention scan over finished runs.
@@ -185,6 +187,27 @@ CREATE TABLE workflow.handlers (
     updated_at  timestamptz NOT NULL DEFAULT statement_timestamp()
 );
 
+-- The health of every destination that has failed (G11): an endpoint's name, or a URL
+-- target's origin, as the claim names it. A failing destination is probed with one request
+-- at a time, the next not before next_probe_at, and its other messages wait parked at its
+-- limit without attempts; its first answer makes it healthy and all of them due. Written
+-- only by the dispatcher (and by wf_endpoint_enable), kept here so that a restarted
+-- dispatcher, or a promoted standby's, goes on where it was.
+CREATE TABLE workflow.destinations (
+    destination    text        PRIMARY KEY,
+    state          workflow.destination_state NOT NULL,
+    -- When it entered its state.
+    since          timestamptz NOT NULL,
+    -- Failed requests in a row while failing: the probe interval doubles with them.
+    probes         integer     NOT NULL DEFAULT 0,
+    next_probe_at  timestamptz
+);
+
+-- A URL's canonical origin, for the outbox's origin column (Rust: delivery::target::origin).
+CREATE FUNCTION workflow.url_origin(url text) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'url_origin_wrapper';
+
 -- The outbox. A pending message is due when next_attempt_at has passed and no dispatcher
 -- holds it: a claim sets leased_until, so a dispatcher that dies mid-send leaves the
 -- message due again when the lease runs out. The lease is a column of its own, in no
@@ -229,9 +252,10 @@ CREATE TABLE workflow.outbox (
     -- unparks the key's next message and clears it. A flag rather than the unpark itself,
     -- because the writer's snapshot may predate the claim that parked the next message.
     unpark_successor boolean,
-    -- A URL target's origin (scheme://host:port as written): URL targets share
-    -- workflow.max_concurrency_per_destination by origin, as endpoints share their limits.
-    origin           text GENERATED ALWAYS AS (lower(substring(url FROM '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*'))) STORED
+    -- A URL target's origin, canonical (scheme://host:port as the URL standard reads it:
+    -- 127.1 is 127.0.0.1, the default port explicit): URL targets share
+    -- workflow.max_concurrency_per_destination and their health by origin, as endpoints do.
+    origin           text GENERATED ALWAYS AS (workflow.url_origin(url)) STORED
 ) WITH (
     -- Room on each page for the claim's HOT update (a fifth: a claim updates a batch of
     -- neighbouring rows, so not all of them stay on their page; half was tried, and the
@@ -307,15 +331,22 @@ ALTER TABLE workflow.delivery_attempts
 
 -- Header values are credentials as often as not (authorization, api keys): the view shows
 -- their names only, and secrets not at all.
+-- Its state: disabled (by its owner, a 410, or endpoint_disable_after), failing (probed,
+-- its messages waiting), or healthy; and since when.
 CREATE VIEW workflow.endpoints AS
-SELECT name, url, cardinality(secrets) AS secret_count,
-       ARRAY(SELECT jsonb_object_keys(headers) ORDER BY 1) AS header_names,
-       timeout, max_attempts, disabled_at, disabled_reason, created_at, updated_at,
-       max_concurrency, rate_per_second, event_types, retry_schedule, failing_since,
-       CASE WHEN retiring_until > statement_timestamp() THEN cardinality(retiring_secrets) ELSE 0 END
+SELECT e.name, e.url, cardinality(e.secrets) AS secret_count,
+       ARRAY(SELECT jsonb_object_keys(e.headers) ORDER BY 1) AS header_names,
+       e.timeout, e.max_attempts, e.disabled_at, e.disabled_reason, e.created_at, e.updated_at,
+       e.max_concurrency, e.rate_per_second, e.event_types, e.retry_schedule, e.failing_since,
+       CASE WHEN e.retiring_until > statement_timestamp() THEN cardinality(e.retiring_secrets) ELSE 0 END
            AS retiring_secret_count,
-       CASE WHEN retiring_until > statement_timestamp() THEN retiring_until END AS retiring_until
-  FROM workflow.endpoint_settings;
+       CASE WHEN e.retiring_until > statement_timestamp() THEN e.retiring_until END AS retiring_until,
+       CASE WHEN e.disabled_at IS NOT NULL THEN 'disabled' ELSE coalesce(d.state::text, 'healthy') END AS state,
+       CASE WHEN e.disabled_at IS NOT NULL THEN e.disabled_at ELSE coalesce(d.since, e.created_at) END
+           AS state_since,
+       CASE WHEN e.disabled_at IS NULL AND d.state = 'failing' THEN d.next_probe_at END AS next_probe_at
+  FROM workflow.endpoint_settings e
+  LEFT JOIN workflow.destinations d ON d.destination = e.name;
 COMMENT ON VIEW workflow.endpoints IS 'Named endpoints, without their secrets or header values';
 
 CREATE VIEW workflow.messages AS
@@ -500,3 +531,4 @@ SELECT pg_catalog.pg_extension_config_dump('workflow.message_counts', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.run_signals', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.run_signals_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.handlers', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.destinations', '');

@@ -23,6 +23,8 @@ const MAX_RATE_PER_SECOND: f64 = 100_000.0;
 /// before its lease would run out.
 const MIN_RATE_PER_SECOND: f64 = 0.1;
 const MAX_EVENT_TYPES: usize = 100;
+/// The longest reason `wf_endpoint_disable` keeps.
+const MAX_REASON_BYTES: usize = 1000;
 /// The longest `keep_old` of a rotation.
 const MAX_KEEP_OLD_MICROS: i64 = 30 * 86_400_000_000;
 
@@ -113,13 +115,37 @@ static UPDATE: Statement = Statement {
 /// set on every call, so that an enable also frees messages parked while the endpoint was
 /// disabled by hand. The failing time starts again: the endpoint gets a whole
 /// `workflow.endpoint_disable_after` to recover.
+/// Enables the endpoint and lets go of everything waiting for it (G11): its messages parked
+/// while it was disabled are unparked by the dispatcher (the flag), those waiting on their
+/// retry schedule are due now, and a failing state ends, so its next request is no probe.
 static ENABLE: Statement = Statement {
+    sql: "WITH enabled AS (
+              UPDATE workflow.endpoint_settings
+                 SET disabled_at = NULL, disabled_reason = NULL, updated_at = statement_timestamp(),
+                     unpark_messages = true, failing_since = NULL
+               WHERE name = $1
+              RETURNING name),
+          due AS (
+              UPDATE workflow.outbox m SET next_attempt_at = statement_timestamp()
+               WHERE m.endpoint = (SELECT name FROM enabled) AND m.parked IS NOT NULL
+                 AND m.next_attempt_at > statement_timestamp()),
+          healthy AS (
+              UPDATE workflow.destinations d
+                 SET state = 'healthy', since = statement_timestamp(), probes = 0, next_probe_at = NULL
+               WHERE d.destination = (SELECT name FROM enabled) AND d.state = 'failing')
+          SELECT name FROM enabled",
+    args: &[TEXTOID],
+};
+
+/// Disables the endpoint by hand: its messages wait, parked by the next claim that finds
+/// them; nothing is attempted until it is enabled.
+static DISABLE: Statement = Statement {
     sql: "UPDATE workflow.endpoint_settings
-             SET disabled_at = NULL, disabled_reason = NULL, updated_at = statement_timestamp(),
-                 unpark_messages = true, failing_since = NULL
+             SET disabled_at = coalesce(disabled_at, statement_timestamp()),
+                 disabled_reason = $2, updated_at = statement_timestamp()
            WHERE name = $1
           RETURNING name",
-    args: &[TEXTOID],
+    args: &[TEXTOID, TEXTOID],
 };
 
 /// A rotation: the new secret signs from now on, and the current ones (with any still
@@ -188,7 +214,13 @@ fn check_timeout(timeout: Interval) -> Result<(), WfError> {
 fn check_rate(rate: AnyNumeric) -> Result<f64, WfError> {
     let text = rate.to_string();
     let value: f64 = text.parse().unwrap_or(f64::NAN);
-    if !(value == 0.0 || (MIN_RATE_PER_SECOND..=MAX_RATE_PER_SECOND).contains(&value)) {
+    // Checked on the number as written: a rate too small for a float (1e-400) reads as 0,
+    // which would remove the limit.
+    let zero = text
+        .chars()
+        .filter(char::is_ascii_digit)
+        .all(|digit| digit == '0');
+    if !((value == 0.0 && zero) || (MIN_RATE_PER_SECOND..=MAX_RATE_PER_SECOND).contains(&value)) {
         return Err(validate::ArgError::Invalid {
             arg: "rate_per_second",
             value: text,
@@ -359,8 +391,32 @@ fn wf_endpoint_rotate(
     secret
 }
 
-/// Re-enables an endpoint disabled after a 410 or for failing too long; its waiting
-/// messages go out again.
+/// Disables an endpoint by hand — a receiver's maintenance, a copy's refresh — with the
+/// reason shown in `workflow.endpoints`: its messages wait, nothing is lost, nothing is
+/// attempted until `wf_endpoint_enable`. Disabling it again changes only the reason.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn wf_endpoint_disable(name: Option<&str>, reason: default!(Option<&str>, "NULL")) {
+    let name = validate::name("name", name).or_raise();
+    let reason = match reason {
+        Some(reason) => validate::text("reason", Some(reason), MAX_REASON_BYTES).or_raise(),
+        None => "disabled by its owner (wf_endpoint_disable)",
+    };
+    let found = super::write("wf_endpoint_disable", |client| {
+        Ok(db::execute(
+            client,
+            &DISABLE,
+            &[name.into(), reason.into()],
+            |rows| Ok(!rows.is_empty()),
+        )?)
+    });
+    if !found {
+        WfError::UnknownEndpoint(name.to_string()).raise();
+    }
+}
+
+/// Re-enables an endpoint disabled by hand, after a 410 or for failing too long: all its
+/// waiting messages are due at once, also those waiting on their retry schedule (G11).
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_endpoint_enable(name: Option<&str>) {

@@ -5,6 +5,7 @@
 mod endpoints;
 mod handlers;
 mod maintenance;
+mod origin;
 mod signals;
 
 pub(crate) mod outbox;

@@ -2,6 +2,7 @@
 //! tested. The dispatcher applies these; the SQL API validates with them at enqueue time.
 
 pub mod headers;
+pub mod health;
 pub mod retry;
 pub mod signing;
 pub mod target;

@@ -44,6 +44,17 @@ pub fn parse_url(text: &str) -> Result<Url, UrlError> {
     Ok(url)
 }
 
+/// A URL's origin as one destination: scheme, host and port, the host as the URL standard
+/// reads it (lower case, an IPv4 address in its dotted form whatever way it was written:
+/// `127.1` and `0x7f.0.0.1` are `127.0.0.1`), the default port made explicit. Two URLs
+/// that reach the same server share its limits. `None` for text that is no URL.
+pub fn origin(text: &str) -> Option<String> {
+    let url = Url::parse(text).ok()?;
+    let host = url.host_str()?;
+    let port = url.port_or_known_default()?;
+    Some(format!("{}://{}:{}", url.scheme(), host, port))
+}
+
 /// Whether an address is on the public internet. Everything a request forger would aim at
 /// inside the network is refused: loopback, private and shared ranges, link-local (which
 /// holds cloud metadata at 169.254.169.254), unique-local, multicast, reserved, and IPv6
@@ -98,6 +109,22 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_origin_names_the_server_however_the_url_spells_it() {
+        for (url, origin) in [
+            ("http://127.0.0.1/a", "http://127.0.0.1:80"),
+            ("http://127.1/b?x", "http://127.0.0.1:80"),
+            ("http://0x7f.0.0.1:80/c", "http://127.0.0.1:80"),
+            ("HTTPS://Example.COM/path", "https://example.com:443"),
+            ("https://example.com:8443", "https://example.com:8443"),
+            ("http://[::1]:8080/", "http://[::1]:8080"),
+        ] {
+            assert_eq!(super::origin(url).as_deref(), Some(origin), "{url}");
+        }
+        assert_eq!(super::origin("not a url"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -31,11 +31,17 @@ pub fn rows_within_byte_budget(max_payload_bytes: usize) -> usize {
 /// How many requests a destination may have outstanding per request it may have in flight:
 /// as for the dispatcher as a whole, one generation queued behind the one in flight.
 /// A rate-limited destination may have at most a second of its rate outstanding, so that
-/// none waits for its turn past its lease.
+/// none waits for its turn past its lease. A failing destination (see `destinations`) may
+/// have one, its probe, and none before the probe is due.
 macro_rules! destination_room {
     ($destination:expr, $generations:literal, $default:literal, $busy:literal, $counts:literal) => {
         concat!(
-            "(coalesce((SELECT least(coalesce(e.max_concurrency, ",
+            "(least(coalesce((SELECT CASE WHEN s.next_probe_at <= clock_timestamp() THEN 1 ELSE 0 END
+                                FROM workflow.destinations s
+                               WHERE s.destination = ",
+            $destination,
+            " AND s.state = 'failing'), 2147483647),
+                   coalesce((SELECT least(coalesce(e.max_concurrency, ",
             $default,
             ") * ",
             $generations,
@@ -49,7 +55,7 @@ macro_rules! destination_room {
             $default,
             " * ",
             $generations,
-            ")
+            "))
               - coalesce((SELECT b.n FROM unnest(",
             $busy,
             "::text[], ",
@@ -216,11 +222,14 @@ pub static CLAIM_WITHIN_LIMITS: Statement = Statement {
 };
 
 /// The smallest number of requests any destination may have outstanding (see
-/// `destination_room!`): an endpoint's own limits, or the default for the rest.
+/// `destination_room!`): an endpoint's own limits, or the default for the rest; none while
+/// a destination is failing.
 static SMALLEST_ROOM: Statement = Statement {
     sql: "SELECT least($1 * $2, min(least(coalesce(e.max_concurrency, $1) * $2,
                                            CASE WHEN e.rate_per_second IS NULL THEN 2147483647
-                                                ELSE greatest(1, ceil(e.rate_per_second))::int END)))
+                                                ELSE greatest(1, ceil(e.rate_per_second))::int END)),
+                        CASE WHEN EXISTS (SELECT FROM workflow.destinations s WHERE s.state = 'failing')
+                             THEN 0 END)
             FROM workflow.endpoint_settings e",
     args: &[INT4OID, INT4OID],
 };

@@ -8,6 +8,7 @@
 
 pub mod claim;
 pub mod database;
+mod destinations;
 pub mod housekeeping;
 mod limits;
 pub(crate) mod parking;

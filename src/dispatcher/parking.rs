@@ -135,7 +135,8 @@ pub fn unpark(client: &mut SpiClient<'_>) -> SpiResult<Unparked> {
 
 /// Lets go of messages parked at their destination's limit (`'limit'`, see `claim`), as
 /// many of each destination `$5` as it has room for now (the claim's `destination_room!`,
-/// with `$3`/`$4` the destinations with requests outstanding), oldest due first. Returns,
+/// with `$3`/`$4` the destinations with requests outstanding), oldest due first; a message
+/// a failed request parked waits for its retry time (see `destinations`). Returns,
 /// for each, whether any are left parked. A message an application holds locked stays for
 /// a later round.
 pub(crate) static UNPARK_LIMITED: Statement = Statement {
@@ -150,6 +151,7 @@ pub(crate) static UNPARK_LIMITED: Statement = Statement {
                CROSS JOIN LATERAL (
                      SELECT m.id FROM workflow.outbox m
                       WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                        AND m.next_attempt_at <= clock_timestamp()
                       ORDER BY coalesce(m.endpoint, m.origin), m.next_attempt_at
                       LIMIT r.n
                         FOR NO KEY UPDATE SKIP LOCKED) f),

@@ -15,6 +15,7 @@
 
 use super::claim::{self, Settings};
 use super::database;
+use super::destinations::{self, Failing};
 use super::housekeeping;
 use super::parking;
 use super::ready;
@@ -24,6 +25,7 @@ use super::statistics;
 use super::transaction::{self, Failure};
 use super::waiting::Waiter;
 use crate::config;
+use crate::delivery::health;
 use crate::runs::{push, sessions};
 use crate::wake;
 use pgrx::bgworkers::BackgroundWorker;
@@ -130,6 +132,10 @@ struct State {
     /// checked) the map names every one.
     limited: HashMap<Arc<str>, bool>,
     limited_known: bool,
+    /// The failing destinations and when each may be probed next (see `destinations`), as
+    /// stored when `failing_known`; read again at the next unpark otherwise.
+    failing: HashMap<Arc<str>, Failing>,
+    failing_known: bool,
     /// The destinations' limits as last read, read again whenever a round looks at the
     /// unpark flags (an endpoint's change leaves one).
     limits: claim::Rooms,
@@ -138,6 +144,26 @@ struct State {
 struct Round {
     claimed_a_full_batch: bool,
     next_due: Option<Duration>,
+}
+
+/// What one round's transaction did, for the worker to keep once it committed.
+#[derive(Default)]
+struct RoundDone {
+    claimed: claim::Claimed,
+    /// When the next message is due (zero: now).
+    next_due: Option<Duration>,
+    /// Outcomes not recorded: an application held their messages locked.
+    skipped: Vec<i64>,
+    /// Whether the unpark ran, and then whether it kept flags for later.
+    kept_flags: Option<bool>,
+    /// When the first lease of a workflow pushed this round runs out.
+    pushed_leases_end: Option<Duration>,
+    /// After a look at the limited destinations: those still limited, and the smallest room.
+    still_limited: Option<(Vec<String>, Option<usize>)>,
+    /// What the round's outcomes changed of the destinations' health.
+    health: Vec<(Arc<str>, health::Change)>,
+    /// The failing destinations as stored, when the round read them.
+    failing_now: Option<HashMap<Arc<str>, Failing>>,
 }
 
 pub fn run(slot: usize) {
@@ -180,6 +206,8 @@ pub fn run(slot: usize) {
         by_destination: HashMap::new(),
         limited: HashMap::new(),
         limited_known: false,
+        failing: HashMap::new(),
+        failing_known: false,
         limits: claim::Rooms::default(),
     };
 
@@ -233,7 +261,10 @@ pub fn run(slot: usize) {
             state
                 .next_ready_look
                 .saturating_duration_since(Instant::now()),
-        );
+        )
+        .min(state.next_probe().map_or(Duration::MAX, |at| {
+            at.saturating_duration_since(Instant::now())
+        }));
         sleep_until_work(&mut state, nap);
     }
 }
@@ -305,6 +336,57 @@ impl State {
             || Instant::now() >= self.next_unpark
     }
 
+    /// Keeps what a committed round changed of the destinations' health: a failing one is
+    /// limited (its messages wait parked, one probe at a time); one whose outage ended has
+    /// room for all of them. Any change may change the smallest room of all.
+    fn keep_health(
+        &mut self,
+        changes: Vec<(Arc<str>, health::Change)>,
+        stored: Option<HashMap<Arc<str>, Failing>>,
+    ) {
+        if changes.is_empty() && stored.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        for (destination, change) in changes {
+            match change.health {
+                health::Health::Healthy => {
+                    self.failing.remove(&destination);
+                    self.limited.insert(destination, true);
+                }
+                health::Health::Failing { probes } => {
+                    let probe_at = now + change.next_probe_in.unwrap_or_default();
+                    self.failing
+                        .insert(Arc::clone(&destination), Failing { probes, probe_at });
+                    self.limited.entry(destination).or_insert(false);
+                }
+            }
+            self.limits.smallest_room = None;
+        }
+        if let Some(stored) = stored {
+            for destination in stored.keys() {
+                self.limited.entry(Arc::clone(destination)).or_insert(false);
+            }
+            if stored.keys().ne(self.failing.keys()) || stored.len() != self.failing.len() {
+                self.limits.smallest_room = None;
+            }
+            self.failing = stored;
+            self.failing_known = true;
+        }
+    }
+
+    /// When the next failing destination may be probed again: its turn has not come yet.
+    /// (One whose turn has come gets room at each round until its probe's outcome sets the
+    /// next turn; waking for it again before then would spin.)
+    fn next_probe(&self) -> Option<Instant> {
+        let now = Instant::now();
+        self.failing
+            .values()
+            .map(|f| f.probe_at)
+            .filter(|at| *at > now)
+            .min()
+    }
+
     /// Outcomes a round skipped: for a round `HELD_RETRY` from now.
     fn hold(&mut self, outcomes: Vec<Outcome>) {
         if outcomes.is_empty() {
@@ -331,6 +413,7 @@ impl State {
                 self.failed_rounds = self.failed_rounds.saturating_add(1);
                 self.installed = false;
                 self.limited_known = false;
+                self.failing_known = false;
                 self.limits = claim::Rooms::default();
             }
         }
@@ -451,6 +534,15 @@ fn record_and_claim(state: &mut State) -> Round {
         // passed: every destination gets a look.
         state.limited.values_mut().for_each(|room| *room = true);
     }
+    // A failing destination whose probe is due has room for it.
+    let now = Instant::now();
+    for (destination, failing) in &state.failing {
+        if failing.probe_at <= now {
+            state.limited.insert(Arc::clone(destination), true);
+        }
+    }
+    let failing = state.failing.clone();
+    let load_failing = unpark || !state.failing_known;
     let limited_known = state.limited_known;
     // The limited destinations this round looks at: those with room, or all before the
     // first look; after the round they are what the unpark says.
@@ -468,8 +560,23 @@ fn record_and_claim(state: &mut State) -> Round {
         Spi::connect_mut(|client| {
             statistics::refresh_if_grown(client)?;
             let skipped = record::record(client, &outcomes, keep_delivered)?;
+            let recorded: Vec<&Outcome> = outcomes
+                .iter()
+                .filter(|o| !skipped.contains(&o.id))
+                .collect();
+            let health = destinations::observe(client, &recorded, &failing)?;
+            let failing_now = if load_failing {
+                Some(destinations::load(client)?)
+            } else {
+                None
+            };
             if limit == 0 {
-                return Ok((claim::Claimed::default(), None, skipped, None, None, None));
+                return Ok(RoundDone {
+                    skipped,
+                    health,
+                    failing_now,
+                    ..RoundDone::default()
+                });
             }
             if outcomes.is_empty() {
                 claim::commit_without_waiting(client)?;
@@ -517,22 +624,33 @@ fn record_and_claim(state: &mut State) -> Round {
             } else {
                 claim::next_due(client)?
             };
-            Ok((
+            Ok(RoundDone {
                 claimed,
                 next_due,
                 skipped,
-                unpark.then_some(unparked.flags_kept > 0),
+                kept_flags: unpark.then_some(unparked.flags_kept > 0),
                 pushed_leases_end,
-                Some((
+                still_limited: Some((
                     unparked_limited.map_or_else(Vec::new, |u| u.still_limited),
                     smallest_room,
                 )),
-            ))
+                health,
+                failing_now,
+            })
         })
     });
     state.note(&result);
     // A failed round was rolled back whole: its outcomes wait for the next.
-    let (claimed, next_due, skipped, kept_flags, pushed_leases_end, still_limited) = match result {
+    let RoundDone {
+        claimed,
+        next_due,
+        skipped,
+        kept_flags,
+        pushed_leases_end,
+        still_limited,
+        health,
+        failing_now,
+    } = match result {
         Ok(done) => done,
         Err(_) => {
             state.keep(outcomes);
@@ -559,6 +677,7 @@ fn record_and_claim(state: &mut State) -> Round {
     }
     // Outcomes of messages an application held locked: recorded by a later round.
     state.hold(record::take_skipped(outcomes, &skipped));
+    state.keep_health(health, failing_now);
     // A full walk, or unparked messages the claim may not have reached: more is due now.
     let claimed_a_full_batch = limit > 0 && next_due == Some(Duration::ZERO);
     state.backlog = claimed_a_full_batch || limit == 0;

@@ -1,5 +1,6 @@
 //! A real HTTP receiver for webhook tests: every request is recorded with its arrival time,
-//! and each path answers from a script of replies (200 once the script is used up).
+//! and each path answers from a script of replies (200 once the script is used up). It can
+//! also go down whole, refusing connections, and come back on the same port (an outage).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -13,8 +14,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{Notify, watch};
 
 /// How the receiver answers one request.
 #[derive(Clone, Debug)]
@@ -46,7 +47,6 @@ impl Received {
     }
 }
 
-#[derive(Default)]
 struct Shared {
     received: Mutex<Vec<Received>>,
     scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
@@ -55,6 +55,10 @@ struct Shared {
     /// Requests of each path being answered right now, and the most there ever were.
     in_flight: Mutex<HashMap<String, (usize, usize)>>,
     arrived: Notify,
+    /// Whether the receiver should be up (see [`Receiver::stop_listening`]).
+    up: watch::Sender<bool>,
+    /// Whether its port is open right now: what a switch waits for.
+    listening: watch::Sender<bool>,
 }
 
 /// Counts a request as in flight until it is answered or its connection goes away.
@@ -96,25 +100,44 @@ impl Receiver {
             .await
             .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");
-        let shared = Arc::new(Shared::default());
-        let accepting = Arc::clone(&shared);
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let shared = Arc::clone(&accepting);
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| handle(Arc::clone(&shared), request));
-                    // A Reset reply ends the connection with an error: expected.
-                    let _ = http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let shared = Arc::new(Shared {
+            received: Mutex::default(),
+            scripts: Mutex::default(),
+            always: Mutex::default(),
+            in_flight: Mutex::default(),
+            arrived: Notify::new(),
+            up: watch::Sender::new(true),
+            listening: watch::Sender::new(true),
         });
+        tokio::spawn(accept(Arc::clone(&shared), addr, listener));
         Receiver { addr, shared }
+    }
+
+    /// Goes down whole: closes the port, so that new connections are refused, and drops
+    /// every request that comes on a connection opened before, unanswered and unrecorded.
+    /// Returns once the port is closed.
+    pub async fn stop_listening(&self) {
+        self.shared.up.send_replace(false);
+        self.until_listening(false).await;
+    }
+
+    /// Comes back after [`Receiver::stop_listening`], on the same port; returns once it
+    /// accepts connections again.
+    pub async fn listen_again(&self) {
+        self.shared.up.send_replace(true);
+        self.until_listening(true).await;
+    }
+
+    async fn until_listening(&self, open: bool) {
+        let mut listening = self.shared.listening.subscribe();
+        let switched = listening.wait_for(|now| *now == open);
+        tokio::time::timeout(Duration::from_secs(15), switched)
+            .await
+            .unwrap_or_else(|_| {
+                let switch = if open { "open" } else { "close" };
+                panic!("the receiver's port did not {switch} within 15 s")
+            })
+            .expect("the receiver's accepting task");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -143,6 +166,16 @@ impl Receiver {
             .lock()
             .unwrap()
             .insert(path.to_string(), reply);
+    }
+
+    /// How many requests to `path` are being answered right now.
+    pub fn in_flight(&self, path: &str) -> usize {
+        self.shared
+            .in_flight
+            .lock()
+            .unwrap()
+            .get(path)
+            .map_or(0, |(now, _)| *now)
     }
 
     /// The most requests to `path` that were being answered at once.
@@ -207,10 +240,77 @@ pub async fn commit_to_receipt(
     arrived.saturating_duration_since(committing)
 }
 
+/// Accepts connections while the receiver is up; closes its port while it is down, and
+/// opens the same one again when it comes back.
+async fn accept(shared: Arc<Shared>, addr: SocketAddr, listener: TcpListener) {
+    let mut listener = Some(listener);
+    let mut up = shared.up.subscribe();
+    loop {
+        let Some(open) = &listener else {
+            if up.changed().await.is_err() {
+                return;
+            }
+            if *up.borrow_and_update() {
+                listener = Some(bind_again(addr).await);
+                shared.listening.send_replace(true);
+            }
+            continue;
+        };
+        tokio::select! {
+            accepted = open.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    continue;
+                };
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| handle(Arc::clone(&shared), request));
+                    // A Reset reply ends the connection with an error: expected.
+                    let _ = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            changed = up.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if !*up.borrow_and_update() {
+                    listener = None;
+                    shared.listening.send_replace(false);
+                }
+            }
+        }
+    }
+}
+
+/// Listens on `addr` again, the port this receiver had: with `SO_REUSEADDR`, so that its
+/// closed connections do not keep it, and retried should a client's socket hold it briefly.
+async fn bind_again(addr: SocketAddr) -> TcpListener {
+    let start = Instant::now();
+    loop {
+        let bound = TcpSocket::new_v4().and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(1024)
+        });
+        match bound {
+            Ok(listener) => return listener,
+            Err(e) if start.elapsed() > Duration::from_secs(10) => {
+                panic!("listen on {addr} again: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    if !*shared.up.borrow() {
+        return Err(std::io::Error::other("the receiver is down"));
+    }
     let at = Instant::now();
     let path = request.uri().path().to_string();
     let _in_flight = InFlight::new(&shared, &path);

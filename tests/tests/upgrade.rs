@@ -44,8 +44,14 @@ const ADDED_IN_0_2_0: &[&str] = &[
     "message_counts",
 ];
 
-/// The columns 0.3.0 added to the 0.2.0 tables.
-const ADDED_IN_0_3_0: &[&str] = &["runs.tenant", "runs.session_pid", "runs.session_started"];
+/// The columns 0.3.0 added to the 0.2.0 tables, or computes anew (a URL's origin is
+/// canonical from 0.3.0 on: `https://example.com` is `https://example.com:443`).
+const ADDED_IN_0_3_0: &[&str] = &[
+    "runs.tenant",
+    "runs.session_pid",
+    "runs.session_started",
+    "outbox.origin",
+];
 
 /// The rows of workflow.message_counts, hashed: `table_digests` leaves that table out.
 const MESSAGE_COUNTS_DIGEST: &str =
@@ -258,8 +264,8 @@ async fn a_filled_0_1_0_database_upgrades_to_the_schema_of_a_fresh_install_and_k
         .collect();
     assert_eq!(
         origins,
-        vec![Some("https://example.com".to_string())],
-        "the messages of URL targets have their origin, for the per-destination limit"
+        vec![Some("https://example.com:443".to_string())],
+        "the messages of URL targets have their canonical origin, for the per-destination limit"
     );
     let after: String = client.query_one(&digests, &[]).await.unwrap().get(0);
     assert_eq!(before, after, "every row survives the upgrade unchanged");
