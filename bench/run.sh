@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The benchmarks: builds the extension and the runner in release mode, then runs B1–B12 and
-# B15 on a throwaway cluster and rewrites BENCHMARKS.md. `--quick` runs smaller sizes;
-# `--only B3,B6` runs a subset and leaves BENCHMARKS.md alone.
+# The benchmarks: builds the extension and the runner in release mode, then runs B1–B13
+# (B5c beside B5) and B15 on a throwaway cluster and rewrites BENCHMARKS.md. `--quick` runs
+# smaller sizes; `--only B3,B6` runs a subset and leaves BENCHMARKS.md alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh >/dev/null

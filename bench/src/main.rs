@@ -1,5 +1,5 @@
 //! The benchmark runner: `workflow-bench` (see `bench/run.sh`) starts a throwaway cluster
-//! and receivers, runs B1–B12 and B15, prints one table and rewrites `BENCHMARKS.md`.
+//! and receivers, runs B1–B13, B5c and B15, prints one table and rewrites `BENCHMARKS.md`.
 //!
 //! Every figure is a median of several runs, and every ratio compares two things measured
 //! in the same run on the same machine. Subcommands `receiver`, `bare-client` and `holder`
@@ -7,7 +7,9 @@
 
 mod bare;
 mod blocked;
+mod concurrent;
 mod crash;
+mod outage;
 mod pgbench;
 mod policy;
 mod readiness;
@@ -37,6 +39,10 @@ pub struct Sizes {
     /// B15's kills of a worker holding an explicit owner's lease, each waiting for the
     /// lease to run out.
     pub lease_kills: usize,
+    /// B5c's seconds of 8 clients committing at 2,000 messages a second in all.
+    pub concurrent_seconds: u64,
+    /// B13's outage: how long the receiver answers 503.
+    pub outage: Duration,
 }
 
 const FULL: Sizes = Sizes {
@@ -50,6 +56,8 @@ const FULL: Sizes = Sizes {
     latency_messages: 1_000,
     kills: 30,
     lease_kills: 5,
+    concurrent_seconds: 10,
+    outage: Duration::from_secs(15 * 60),
 };
 const QUICK: Sizes = Sizes {
     runs: 3,
@@ -61,6 +69,8 @@ const QUICK: Sizes = Sizes {
     latency_messages: 500,
     kills: 10,
     lease_kills: 3,
+    concurrent_seconds: 3,
+    outage: Duration::from_secs(2 * 60),
 };
 
 pub const CONCURRENCY: usize = 32;
@@ -141,7 +151,7 @@ impl Only {
     fn wants(&self, benchmark: &str) -> bool {
         self.0
             .as_ref()
-            .is_none_or(|list| list.iter().any(|b| b == benchmark))
+            .is_none_or(|list| list.iter().any(|b| b.eq_ignore_ascii_case(benchmark)))
     }
 
     fn is_complete(&self) -> bool {
@@ -526,6 +536,16 @@ async fn run_all(sizes: Sizes, quick: bool, only: Only) {
             percentile(&bare, 0.99),
         );
     }
+    if only.wants("B5c") {
+        eprintln!(
+            "B5c: commit → receipt, {} clients at {} messages/s in all for {} s",
+            concurrent::CLIENTS,
+            concurrent::RATE,
+            sizes.concurrent_seconds
+        );
+        let measured = concurrent::b5c(&cluster, sizes).await;
+        report.concurrent(&measured);
+    }
     if only.wants("B6") {
         eprintln!(
             "B6: {} messages delivered with retention 0",
@@ -612,6 +632,15 @@ async fn run_all(sizes: Sizes, quick: bool, only: Only) {
                 1.1,
             );
         }
+    }
+    if only.wants("B13") {
+        eprintln!(
+            "B13: a receiver answering 503 for {} min while {} messages/s are committed to it, then 200",
+            sizes.outage.as_secs() / 60,
+            outage::RATE
+        );
+        let drained = outage::b13(&cluster, &client, sizes).await;
+        report.drained(&drained);
     }
     if only.wants("B15") {
         eprintln!("B15: a worker holding a workflow's lease is killed → another worker's wf_claim");

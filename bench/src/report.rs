@@ -107,6 +107,44 @@ impl Report {
         self.rows.push(row);
     }
 
+    /// B5c: B5 with 8 clients committing at once; no baseline.
+    pub fn concurrent(&mut self, c: &crate::concurrent::Concurrent) {
+        use crate::concurrent::{CLIENTS, P99_TARGET_MS, RATE, RATE_FLOOR};
+        let row = format!(
+            "| B5c commit → receipt, {CLIENTS} clients at {RATE} msg/s in all | p50 {:.2} ms, p99 {:.2} ms ({:.0} msg/s committed) | — | — | p99 ≤ {P99_TARGET_MS:.0} ms, at ≥ {:.0} msg/s | {} | {} messages |",
+            c.p50(),
+            c.p99(),
+            c.achieved,
+            RATE_FLOOR * RATE as f64,
+            verdict(c.met()),
+            c.latencies.len()
+        );
+        println!("{row}");
+        self.rows.push(row);
+    }
+
+    /// B13: a receiver's backlog after an outage, and the requests the outage cost it.
+    pub fn drained(&mut self, d: &crate::outage::Drained) {
+        use crate::outage::{DRAIN_TARGET, RATE, REQUEST_SHARE_TARGET};
+        let row = format!(
+            "| B13 outage drain: 503 for {} min at {RATE} msg/s to one endpoint, retry schedule '{}' | last delivery {:.1} s after the return (median message {:.1} s); {} requests while down, {:.2}% of {} messages, at most {} at once | — | — | ≤ {} s; ≤ {:.0}% | {} | 1 ({} messages held back without an attempt) |",
+            self.sizes.outage.as_secs() / 60,
+            d.retry_schedule,
+            d.last_delivery.as_secs_f64(),
+            d.median_delivery.as_secs_f64(),
+            d.requests_while_down,
+            d.request_share() * 100.0,
+            d.messages,
+            d.max_in_flight,
+            DRAIN_TARGET.as_secs(),
+            REQUEST_SHARE_TARGET * 100.0,
+            verdict(d.met()),
+            d.held_back
+        );
+        println!("{row}");
+        self.rows.push(row);
+    }
+
     /// A latency against the bare `NOTIFY` floor, with the B9 targets.
     pub fn told(&mut self, name: &str, ours: &[f64], bare: &[f64]) {
         let (p50, p99) = (crate::percentile(ours, 0.5), crate::percentile(ours, 0.99));
@@ -235,6 +273,19 @@ impl Report {
         );
         let _ = writeln!(
             md,
+            "- **B5c**: B5 under concurrency: {} client connections (tasks of the bench process, a backend each) \
+             commit one message per transaction to one URL, {} a second in all (each client every {} ms, \
+             the clients evenly staggered) for {} s; receipt time at an in-process receiver minus the time \
+             COMMIT was sent, each message matched by its payload. The row gives the rate the clients \
+             reached; below {:.0}% of the aim, the figure does not count.",
+            crate::concurrent::CLIENTS,
+            crate::concurrent::RATE,
+            1000 * crate::concurrent::CLIENTS as u32 / crate::concurrent::RATE,
+            self.sizes.concurrent_seconds,
+            crate::concurrent::RATE_FLOOR * 100.0
+        );
+        let _ = writeln!(
+            md,
             "- **B6**: {} messages enqueued in batches of 10,000 (the next batch waits while more than 10,000 are pending) with `workflow.retention = 0`; \
              size of the outbox and attempts tables with their indexes and TOAST once everything is delivered \
              and purged, after autovacuum had up to a minute.",
@@ -285,6 +336,22 @@ impl Report {
              messages (at least 100) in one commit; the rate between the first and the last arrival at an \
              in-process receiver, against the configured rate.",
             if self.quick { 2 } else { 5 }
+        );
+        let _ = writeln!(
+            md,
+            "- **B13**: an in-process receiver answers 503 (each after {} ms, so that requests sent together \
+             would overlap) for {} minutes while one connection commits {} messages a second to one endpoint, \
+             each in its own transaction, with the default `workflow.retry_schedule` (the endpoint has none of \
+             its own; the bench fails if the cluster sets another); then it answers 200. The time from the \
+             switch to 200 to the last request it receives once every message is delivered (and the median \
+             message's first arrival after the switch), and the requests it received while it answered 503 \
+             as a share of the messages committed, with the most it was answering at once (1 when failing \
+             destinations are probed one request at a time). A message not delivered within {} minutes of \
+             the return, or given up, fails the run.",
+            crate::outage::FAILING_REPLY.as_millis(),
+            self.sizes.outage.as_secs() / 60,
+            crate::outage::RATE,
+            crate::outage::DRAIN_DEADLINE.as_secs() / 60
         );
         let _ = writeln!(
             md,
