@@ -116,8 +116,10 @@ static UPDATE: Statement = Statement {
 /// disabled by hand. The failing time starts again: the endpoint gets a whole
 /// `workflow.endpoint_disable_after` to recover.
 /// Enables the endpoint and lets go of everything waiting for it (G11): its messages parked
-/// while it was disabled are unparked by the dispatcher (the flag), those waiting on their
-/// retry schedule are due now, and a failing state ends, so its next request is no probe.
+/// while it was disabled are unparked by the dispatcher (the flag), and those waiting on
+/// their retry schedule — parked at a failing destination's limit, or tried before and due
+/// later — are due now. (A message scheduled for later and never tried keeps its time.) A
+/// failing state is the dispatcher's: its first answer ends it.
 static ENABLE: Statement = Statement {
     sql: "WITH enabled AS (
               UPDATE workflow.endpoint_settings
@@ -125,14 +127,15 @@ static ENABLE: Statement = Statement {
                      unpark_messages = true, failing_since = NULL
                WHERE name = $1
               RETURNING name),
-          due AS (
+          parked_due AS (
               UPDATE workflow.outbox m SET next_attempt_at = statement_timestamp()
                WHERE m.endpoint = (SELECT name FROM enabled) AND m.parked IS NOT NULL
                  AND m.next_attempt_at > statement_timestamp()),
-          healthy AS (
-              UPDATE workflow.destinations d
-                 SET state = 'healthy', since = statement_timestamp(), probes = 0, next_probe_at = NULL
-               WHERE d.destination = (SELECT name FROM enabled) AND d.state = 'failing')
+          retried_due AS (
+              UPDATE workflow.outbox m SET next_attempt_at = statement_timestamp()
+               WHERE (m.status = 'pending') IS TRUE AND m.parked IS NULL
+                 AND m.next_attempt_at > statement_timestamp()
+                 AND m.endpoint = (SELECT name FROM enabled) AND m.attempts > 0)
           SELECT name FROM enabled",
     args: &[TEXTOID],
 };
@@ -142,7 +145,10 @@ static ENABLE: Statement = Statement {
 static DISABLE: Statement = Statement {
     sql: "UPDATE workflow.endpoint_settings
              SET disabled_at = coalesce(disabled_at, statement_timestamp()),
-                 disabled_reason = $2, updated_at = statement_timestamp()
+                 disabled_reason = coalesce($2, CASE WHEN disabled_at IS NULL
+                                                     THEN 'disabled by its owner (wf_endpoint_disable)'
+                                                     ELSE disabled_reason END),
+                 updated_at = statement_timestamp()
            WHERE name = $1
           RETURNING name",
     args: &[TEXTOID, TEXTOID],
@@ -393,15 +399,16 @@ fn wf_endpoint_rotate(
 
 /// Disables an endpoint by hand — a receiver's maintenance, a copy's refresh — with the
 /// reason shown in `workflow.endpoints`: its messages wait, nothing is lost, nothing is
-/// attempted until `wf_endpoint_enable`. Disabling it again changes only the reason.
+/// attempted until `wf_endpoint_enable`. Disabling it again changes only the reason (kept
+/// when none is given).
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_endpoint_disable(name: Option<&str>, reason: default!(Option<&str>, "NULL")) {
     let name = validate::name("name", name).or_raise();
-    let reason = match reason {
-        Some(reason) => validate::text("reason", Some(reason), MAX_REASON_BYTES).or_raise(),
-        None => "disabled by its owner (wf_endpoint_disable)",
-    };
+    let reason = reason
+        .map(|reason| validate::text("reason", Some(reason), MAX_REASON_BYTES))
+        .transpose()
+        .or_raise();
     let found = super::write("wf_endpoint_disable", |client| {
         Ok(db::execute(
             client,

@@ -36,7 +36,8 @@ pub fn rows_within_byte_budget(max_payload_bytes: usize) -> usize {
 macro_rules! destination_room {
     ($destination:expr, $generations:literal, $default:literal, $busy:literal, $counts:literal) => {
         concat!(
-            "(least(coalesce((SELECT CASE WHEN s.next_probe_at <= clock_timestamp() THEN 1 ELSE 0 END
+            "(least(coalesce((SELECT CASE WHEN coalesce(s.next_probe_at, '-infinity') <= clock_timestamp()
+                                          THEN 1 ELSE 0 END
                                 FROM workflow.destinations s
                                WHERE s.destination = ",
             $destination,
@@ -235,21 +236,11 @@ static SMALLEST_ROOM: Statement = Statement {
 };
 
 /// What the dispatcher knows of the destinations' limits, to skip the ranking when none
-/// can bind.
+/// can bind (see `plan::plan_round`).
 #[derive(Default)]
 pub struct Rooms {
     /// The smallest room any destination has, as last read; `None` before the first read.
     pub smallest_room: Option<usize>,
-}
-
-impl Rooms {
-    /// Whether a walk of `limit` rows could find a destination beyond its room, given what
-    /// each destination has outstanding: the one with most outstanding, with every row of
-    /// the walk, against the smallest room of any.
-    pub fn binding(&self, limit: usize, outstanding: &HashMap<Arc<str>, usize>) -> bool {
-        let most = outstanding.values().copied().max().unwrap_or(0);
-        self.smallest_room.is_none_or(|room| most + limit > room)
-    }
 }
 
 /// Reads the smallest room of any destination; see `SMALLEST_ROOM`.

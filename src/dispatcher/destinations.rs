@@ -15,7 +15,6 @@
 use super::send::Outcome;
 use crate::db::{self, Statement};
 use crate::delivery::health::{self, Change, Health, Seen};
-use crate::delivery::retry::{self, Verdict};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{FLOAT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
 use pgrx::spi::{SpiClient, SpiResult};
@@ -23,20 +22,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Stores the destinations' new states: `$2` their states, `$3` failed requests in a row,
-/// `$4` seconds until the next probe (NULL: healthy). `since` moves only with the state.
+/// Stores the failing destinations' states: `$2` unreachable requests in a row, `$3`
+/// seconds until the next probe. `since` stays while a destination stays failing.
 static SAVE: Statement = Statement {
     sql: "INSERT INTO workflow.destinations AS d (destination, state, since, probes, next_probe_at)
-          SELECT t.destination, t.state, clock_timestamp(), t.probes,
+          SELECT t.destination, 'failing', clock_timestamp(), t.probes,
                  clock_timestamp() + make_interval(secs => t.probe_in)
-            FROM unnest($1::text[], $2::text[], $3::int4[], $4::float8[])
-                 AS t(destination, state, probes, probe_in)
+            FROM unnest($1::text[], $2::int4[], $3::float8[]) AS t(destination, probes, probe_in)
           ON CONFLICT (destination) DO UPDATE
-             SET state = EXCLUDED.state,
-                 since = CASE WHEN d.state = EXCLUDED.state THEN d.since ELSE EXCLUDED.since END,
-                 probes = EXCLUDED.probes,
-                 next_probe_at = EXCLUDED.next_probe_at",
-    args: &[TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID],
+             SET probes = EXCLUDED.probes, next_probe_at = EXCLUDED.next_probe_at",
+    args: &[TEXTARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID],
+};
+
+/// Forgets the destinations `$1` whose outage ended: a healthy destination has no row.
+static FORGET: Statement = Statement {
+    sql: "DELETE FROM workflow.destinations WHERE destination = ANY ($1)",
+    args: &[TEXTARRAYOID],
 };
 
 /// Parks the messages `$1` that a failed request left pending, at their destination's
@@ -47,8 +48,9 @@ static PARK_FAILED: Statement = Statement {
     args: &[INT8ARRAYOID],
 };
 
-/// Makes every message parked at the destinations `$1` due now: their outage ended. Found
-/// through `outbox_limited`; a message an application holds locked keeps its time.
+/// Makes every message parked at the destinations `$1` due now, with the messages `$2`
+/// (failed in the round that ended the outage): their outage ended. Found through
+/// `outbox_limited`; a message an application holds locked keeps its time.
 static RELEASE: Statement = Statement {
     sql: "WITH waiting AS (
               SELECT m.id FROM workflow.outbox m
@@ -56,14 +58,16 @@ static RELEASE: Statement = Statement {
                  AND m.next_attempt_at > clock_timestamp()
                  FOR NO KEY UPDATE SKIP LOCKED)
           UPDATE workflow.outbox m SET next_attempt_at = clock_timestamp()
-           WHERE m.id = ANY (ARRAY(SELECT id FROM waiting))",
-    args: &[TEXTARRAYOID],
+           WHERE m.id = ANY (ARRAY(SELECT id FROM waiting UNION ALL SELECT unnest($2::int8[])))
+             AND m.status = 'pending'",
+    args: &[TEXTARRAYOID, INT8ARRAYOID],
 };
 
-/// The failing destinations, with seconds until their next probe.
+/// The failing destinations, with seconds until their next probe and since they failed.
 static FAILING: Statement = Statement {
     sql: "SELECT destination, probes,
-                 extract(epoch FROM next_probe_at - clock_timestamp())::float8
+                 extract(epoch FROM next_probe_at - clock_timestamp())::float8,
+                 extract(epoch FROM clock_timestamp() - since)::float8
             FROM workflow.destinations WHERE state = 'failing'",
     args: &[],
 };
@@ -72,115 +76,136 @@ static FAILING: Statement = Statement {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Failing {
     pub probes: u32,
-    /// When its next probe may start.
+    /// When it started failing, and when its next probe may start.
+    pub since: Instant,
     pub probe_at: Instant,
 }
 
-/// What a round's outcomes show of each destination they went to: answered, or failed.
-/// Requests that never went out (released, refused by the SSRF guard, unsendable) show
-/// nothing.
+/// What the dispatcher knows of the destinations' health between rounds: the failing ones,
+/// and the healthy ones with unreachable requests in a row (kept in memory only).
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    pub failing: HashMap<Arc<str>, Failing>,
+    pub suspect: HashMap<Arc<str>, u32>,
+}
+
+impl Known {
+    /// A destination's health, and how long it has been failing.
+    fn health(&self, destination: &Arc<str>) -> (Health, Duration) {
+        match self.failing.get(destination) {
+            Some(f) => (Health::Failing { probes: f.probes }, f.since.elapsed()),
+            None => (
+                Health::Healthy {
+                    failures: self.suspect.get(destination).copied().unwrap_or(0),
+                },
+                Duration::ZERO,
+            ),
+        }
+    }
+}
+
+/// What a round's outcomes show of each destination they went to. Requests that never
+/// went out (released, refused by the SSRF guard, unsendable) show nothing.
 pub fn seen(outcomes: &[&Outcome]) -> HashMap<Arc<str>, Seen> {
     let mut seen: HashMap<Arc<str>, Seen> = HashMap::new();
     for outcome in outcomes.iter().filter(|o| !o.released && !o.refused) {
-        let this = if answered(outcome.status) {
-            Seen::Answered
-        } else {
-            Seen::Failed
-        };
-        let entry = seen.entry(Arc::clone(&outcome.destination)).or_insert(this);
-        if this == Seen::Answered {
-            *entry = Seen::Answered;
+        let entry = seen
+            .entry(Arc::clone(&outcome.destination))
+            .or_insert(Seen::Unreachable {
+                requests: 0,
+                retry_after: None,
+            });
+        match (health::unreachable(outcome.status), &mut *entry) {
+            (false, _) => *entry = Seen::Answered,
+            (
+                true,
+                Seen::Unreachable {
+                    requests,
+                    retry_after,
+                },
+            ) => {
+                *requests += 1;
+                *retry_after = (*retry_after).max(outcome.retry_after);
+            }
+            (true, Seen::Answered) => {}
         }
     }
     seen
 }
 
-/// An answer that shows the destination up: a success, or a refusal it meant.
-fn answered(status: Option<u16>) -> bool {
-    match status {
-        Some(status @ 200..=299) => retry::classify_status(status) == Verdict::Delivered,
-        Some(status @ 400..=499) => retry::classify_status(status) != Verdict::Retry,
-        _ => false,
-    }
-}
-
-/// The changes a round's outcomes make, given the failing destinations as they stand.
-pub fn changes(
-    seen: &HashMap<Arc<str>, Seen>,
-    failing: &HashMap<Arc<str>, Failing>,
-) -> Vec<(Arc<str>, Change)> {
+/// The changes a round's outcomes make, given what is known.
+pub fn changes(seen: &HashMap<Arc<str>, Seen>, known: &Known) -> Vec<(Arc<str>, Change)> {
     seen.iter()
         .filter_map(|(destination, seen)| {
-            let health = failing
-                .get(destination)
-                .map_or(Health::Healthy, |f| Health::Failing { probes: f.probes });
-            let change = health::next(health, *seen);
-            // A healthy destination that answered changes nothing: the common round.
-            (change.health != Health::Healthy || change.release)
+            let (health, failing_for) = known.health(destination);
+            let change = health::next(health, *seen, failing_for);
+            // A healthy destination that answered, and was not suspect, changes nothing:
+            // the common round.
+            (change.health != health || change.health.is_failing() || change.release)
                 .then(|| (Arc::clone(destination), change))
         })
         .collect()
 }
 
-/// The messages of `outcomes` whose request failed at a destination that is failing after
-/// `changes`: they wait parked for a probe's turn or the outage's end.
-fn to_park(outcomes: &[&Outcome], changes: &[(Arc<str>, Change)]) -> Vec<i64> {
+/// The messages of `outcomes` that found their destination unreachable, at destinations
+/// `which` says yes to after `changes`.
+fn unreachable_at(
+    outcomes: &[&Outcome],
+    changes: &[(Arc<str>, Change)],
+    which: impl Fn(&Change) -> bool,
+) -> Vec<i64> {
     outcomes
         .iter()
-        .filter(|o| !o.released && !o.refused && !answered(o.status))
+        .filter(|o| !o.released && !o.refused && health::unreachable(o.status))
         .filter(|o| {
-            changes.iter().any(|(destination, change)| {
-                *destination == o.destination && change.health != Health::Healthy
-            })
+            changes
+                .iter()
+                .any(|(destination, change)| *destination == o.destination && which(change))
         })
         .map(|o| o.id)
         .collect()
 }
 
-/// What a round's recorded `outcomes` make of the destinations, given the failing ones as
-/// they stand: stores the changes, parks the failed messages of destinations failing now,
-/// and releases those whose outage ended, in the round's transaction. Returns the changes,
-/// for the worker to keep once the round commits.
+/// What a round's recorded `outcomes` make of the destinations, given what is known:
+/// stores the failing ones, parks their unreachable messages, forgets and releases those
+/// whose outage ended, in the round's transaction. Returns the changes, for the worker to
+/// keep once the round commits.
 pub fn observe(
     client: &mut SpiClient<'_>,
     outcomes: &[&Outcome],
-    failing: &HashMap<Arc<str>, Failing>,
+    known: &Known,
 ) -> SpiResult<Vec<(Arc<str>, Change)>> {
-    let changes = changes(&seen(outcomes), failing);
-    apply(client, &changes, to_park(outcomes, &changes))?;
-    Ok(changes)
-}
-
-/// Applies `changes` in the round's transaction: stores them, parks the failed messages
-/// `failed` of destinations that are failing now, and releases those whose outage ended.
-fn apply(
-    client: &mut SpiClient<'_>,
-    changes: &[(Arc<str>, Change)],
-    failed: Vec<i64>,
-) -> SpiResult<()> {
+    let changes = changes(&seen(outcomes), known);
     if changes.is_empty() {
-        return Ok(());
+        return Ok(changes);
     }
-    let (mut names, mut states, mut probes, mut probe_in) = (vec![], vec![], vec![], vec![]);
-    let mut released = Vec::new();
-    for (destination, change) in changes {
-        names.push(destination.to_string());
-        states.push(change.health.as_str());
-        probes.push(change.health.probes().min(i32::MAX as u32) as i32);
-        probe_in.push(change.next_probe_in.map(|d| d.as_secs_f64()));
+    let (mut names, mut probes, mut probe_in) = (vec![], vec![], vec![]);
+    let mut recovered = Vec::new();
+    for (destination, change) in &changes {
+        if change.health.is_failing() {
+            names.push(destination.to_string());
+            probes.push(change.health.probes().min(i32::MAX as u32) as i32);
+            probe_in.push(change.next_probe_in.map(|d| d.as_secs_f64()));
+        }
         if change.release {
-            released.push(destination.to_string());
+            recovered.push(destination.to_string());
         }
     }
-    let args: [DatumWithOid; 4] = [names.into(), states.into(), probes.into(), probe_in.into()];
-    db::execute(client, &SAVE, &args, |_| Ok(()))?;
-    if !failed.is_empty() {
-        db::execute(client, &PARK_FAILED, &[failed.into()], |_| Ok(()))?;
+    if !names.is_empty() {
+        let args: [DatumWithOid; 3] = [names.into(), probes.into(), probe_in.into()];
+        db::execute(client, &SAVE, &args, |_| Ok(()))?;
+        let parked = unreachable_at(outcomes, &changes, |c| c.health.is_failing());
+        if !parked.is_empty() {
+            db::execute(client, &PARK_FAILED, &[parked.into()], |_| Ok(()))?;
+        }
     }
-    if !released.is_empty() {
-        db::execute(client, &RELEASE, &[released.into()], |_| Ok(()))?;
+    if !recovered.is_empty() {
+        db::execute(client, &FORGET, &[recovered.clone().into()], |_| Ok(()))?;
+        let due_now = unreachable_at(outcomes, &changes, |c| c.release);
+        let args: [DatumWithOid; 2] = [recovered.into(), due_now.into()];
+        db::execute(client, &RELEASE, &args, |_| Ok(()))?;
     }
-    Ok(())
+    Ok(changes)
 }
 
 /// The failing destinations as stored; for a dispatcher that starts, and after an
@@ -195,10 +220,17 @@ pub fn load(client: &mut SpiClient<'_>) -> SpiResult<HashMap<Arc<str>, Failing>>
             };
             let probes = row.get::<i32>(2)?.unwrap_or(1).max(1) as u32;
             let wait = row.get::<f64>(3)?.unwrap_or(0.0).max(0.0);
+            let failed_for = row
+                .get::<f64>(4)?
+                .unwrap_or(0.0)
+                .clamp(0.0, 86_400.0 * 365.0);
             failing.insert(
                 Arc::from(destination),
                 Failing {
                     probes,
+                    since: now
+                        .checked_sub(Duration::from_secs_f64(failed_for))
+                        .unwrap_or(now),
                     probe_at: now + Duration::from_secs_f64(wait.min(86_400.0)),
                 },
             );
@@ -209,25 +241,59 @@ pub fn load(client: &mut SpiClient<'_>) -> SpiResult<HashMap<Arc<str>, Failing>>
 
 #[cfg(test)]
 mod tests {
-    use super::answered;
+    use super::*;
+
+    fn known(failing: &[(&str, u32)], suspect: &[(&str, u32)]) -> Known {
+        Known {
+            failing: failing
+                .iter()
+                .map(|(d, probes)| {
+                    (
+                        Arc::from(*d),
+                        Failing {
+                            probes: *probes,
+                            since: Instant::now(),
+                            probe_at: Instant::now(),
+                        },
+                    )
+                })
+                .collect(),
+            suspect: suspect.iter().map(|(d, n)| (Arc::from(*d), *n)).collect(),
+        }
+    }
+
+    fn lost(requests: u32) -> Seen {
+        Seen::Unreachable {
+            requests,
+            retry_after: None,
+        }
+    }
 
     #[test]
-    fn an_answer_is_a_success_or_a_meant_refusal() {
-        for status in [200, 204, 400, 402, 404, 410, 422] {
-            assert!(answered(Some(status)), "{status}");
-        }
-        for status in [
-            None,
-            Some(302),
-            Some(408),
-            Some(409),
-            Some(425),
-            Some(429),
-            Some(500),
-            Some(503),
-            Some(103),
-        ] {
-            assert!(!answered(status), "{status:?}");
-        }
+    fn only_what_changes_a_destination_is_a_change() {
+        let known = known(&[("down", 2)], &[("shaky", 2)]);
+        let seen: HashMap<Arc<str>, Seen> = [
+            ("fine", Seen::Answered),
+            ("shaky", lost(1)),
+            ("down", Seen::Answered),
+            ("new", lost(1)),
+        ]
+        .into_iter()
+        .map(|(d, s)| (Arc::from(d), s))
+        .collect();
+        let mut changes: Vec<(String, Change)> = changes(&seen, &known)
+            .into_iter()
+            .map(|(d, c)| (d.to_string(), c))
+            .collect();
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<&str> = changes.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(
+            names,
+            ["down", "new", "shaky"],
+            "a healthy destination that answered writes nothing"
+        );
+        assert!(changes[0].1.release, "the first answer ends the outage");
+        assert_eq!(changes[1].1.health, Health::Healthy { failures: 1 });
+        assert!(changes[2].1.health.is_failing(), "the third in a row");
     }
 }

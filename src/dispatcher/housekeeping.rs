@@ -65,6 +65,19 @@ static RETIRE_SECRETS: Statement = Statement {
     args: &[],
 };
 
+/// Forgets the failing destinations that have had nothing to probe for a minute past their
+/// turn (their messages delivered, dead or cancelled): a destination that is never sent to
+/// again must not stay failing, and cost every round a look, for ever. One that is sent to
+/// again starts healthy, and fails again if it must.
+static RETIRE_DESTINATIONS: Statement = Statement {
+    sql: "DELETE FROM workflow.destinations d
+           WHERE coalesce(d.next_probe_at, '-infinity') <= clock_timestamp() - interval '1 minute'
+             AND NOT EXISTS (SELECT FROM workflow.outbox m
+                              WHERE coalesce(m.endpoint, m.origin) = d.destination
+                                AND m.parked = 'limit')",
+    args: &[],
+};
+
 /// Deletes one batch of each kind; returns how many rows went.
 pub fn purge_batch(client: &mut SpiClient<'_>, retention: Duration) -> SpiResult<usize> {
     let retention = Interval::from_micros(retention.as_micros().min(i64::MAX as u128) as i64);
@@ -79,5 +92,6 @@ pub fn purge_batch(client: &mut SpiClient<'_>, retention: Duration) -> SpiResult
     )?;
     db::execute(client, &FOLD_COUNTS, &[], |_| Ok(()))?;
     db::execute(client, &RETIRE_SECRETS, &[], |_| Ok(()))?;
+    db::execute(client, &RETIRE_DESTINATIONS, &[], |_| Ok(()))?;
     Ok(messages + workflows)
 }

@@ -12,6 +12,7 @@ mod destinations;
 pub mod housekeeping;
 mod limits;
 pub(crate) mod parking;
+mod plan;
 mod ready;
 pub mod record;
 pub mod send;

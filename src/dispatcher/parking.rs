@@ -98,6 +98,10 @@ pub(crate) static UNPARK: Statement = Statement {
                              OR h.head <> ALL (ARRAY(SELECT id FROM parked_heads WHERE behind_key))
                              OR h.head = ANY (ARRAY(SELECT id FROM freed_heads))))
               RETURNING 1),
+          -- An endpoint its owner enabled is no longer failing: its next request is no probe.
+          forgotten AS (
+              DELETE FROM workflow.destinations d
+               WHERE d.destination = (SELECT name FROM endpoint WHERE enabled)),
           endpoint_done AS (
               UPDATE workflow.endpoint_settings e SET unpark_messages = NULL
                WHERE e.name = (SELECT name FROM endpoint)
@@ -142,9 +146,14 @@ pub fn unpark(client: &mut SpiClient<'_>) -> SpiResult<Unparked> {
 pub(crate) static UNPARK_LIMITED: Statement = Statement {
     sql: concat!(
         "WITH room AS (
-              SELECT t.destination, greatest(",
+              SELECT t.destination,
+                     -- A disabled endpoint has no room: its enable lets its messages go.
+                     CASE WHEN EXISTS (SELECT FROM workflow.endpoint_settings e
+                                        WHERE e.name = t.destination AND e.disabled_at IS NOT NULL)
+                          THEN 0
+                          ELSE greatest(",
         crate::dispatcher::claim::destination_room!("t.destination", "$1", "$2", "$3", "$4"),
-        ", 0) AS n
+        ", 0) END AS n
                 FROM unnest($5::text[]) AS t(destination)),
           freed AS (
               SELECT f.id, r.destination FROM room r
@@ -155,16 +164,39 @@ pub(crate) static UNPARK_LIMITED: Statement = Statement {
                       ORDER BY coalesce(m.endpoint, m.origin), m.next_attempt_at
                       LIMIT r.n
                         FOR NO KEY UPDATE SKIP LOCKED) f),
+          -- A failing destination whose probe is due, none of whose messages' retry time
+          -- has come (a quiet backlog, all of it tried): the one due soonest is the probe,
+          -- early. An early probe is no attempt of the message's own: its count is kept
+          -- (the claim adds the one taken back here), so that probing never shortens the
+          -- message's retries.
+          early AS (
+              SELECT e.id FROM room r
+               CROSS JOIN LATERAL (
+                     SELECT m.id FROM workflow.outbox m
+                      WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                        AND m.next_attempt_at > clock_timestamp()
+                      ORDER BY coalesce(m.endpoint, m.origin), m.next_attempt_at
+                      LIMIT 1
+                        FOR NO KEY UPDATE SKIP LOCKED) e
+               WHERE r.n > 0
+                 AND EXISTS (SELECT FROM workflow.destinations s
+                              WHERE s.destination = r.destination AND s.state = 'failing')
+                 AND NOT EXISTS (SELECT FROM freed f WHERE f.destination = r.destination)),
           unparked AS (
-              UPDATE workflow.outbox m SET parked = NULL
-               WHERE m.id = ANY (ARRAY(SELECT id FROM freed))
+              UPDATE workflow.outbox m
+                 SET parked = NULL,
+                     attempts = CASE WHEN m.id = ANY (ARRAY(SELECT id FROM early))
+                                     THEN greatest(m.attempts - 1, 0) ELSE m.attempts END,
+                     next_attempt_at = CASE WHEN m.id = ANY (ARRAY(SELECT id FROM early))
+                                            THEN clock_timestamp() ELSE m.next_attempt_at END
+               WHERE m.id = ANY (ARRAY(SELECT id FROM freed UNION ALL SELECT id FROM early))
               RETURNING m.id)
           SELECT r.destination,
                  -- A probe per destination (LIMIT keeps the planner from hashing the
                  -- whole index instead).
                  (SELECT true FROM workflow.outbox m
                    WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
-                     AND m.id <> ALL (ARRAY(SELECT id FROM freed))
+                     AND m.id <> ALL (ARRAY(SELECT id FROM freed UNION ALL SELECT id FROM early))
                    LIMIT 1) IS NOT NULL,
                  (SELECT count(*) FROM unparked)
             FROM room r"

@@ -18,6 +18,7 @@ use super::database;
 use super::destinations::{self, Failing};
 use super::housekeeping;
 use super::parking;
+use super::plan::{RoundInputs, plan_round};
 use super::ready;
 use super::record;
 use super::send::{Outcome, Sender};
@@ -132,9 +133,10 @@ struct State {
     /// checked) the map names every one.
     limited: HashMap<Arc<str>, bool>,
     limited_known: bool,
-    /// The failing destinations and when each may be probed next (see `destinations`), as
-    /// stored when `failing_known`; read again at the next unpark otherwise.
-    failing: HashMap<Arc<str>, Failing>,
+    /// The destinations' health (see `destinations`): the failing ones and when each may be
+    /// probed next, as stored when `failing_known` (read again at the next unpark
+    /// otherwise), and the healthy ones with unreachable requests in a row.
+    health: destinations::Known,
     failing_known: bool,
     /// The destinations' limits as last read, read again whenever a round looks at the
     /// unpark flags (an endpoint's change leaves one).
@@ -206,7 +208,7 @@ pub fn run(slot: usize) {
         by_destination: HashMap::new(),
         limited: HashMap::new(),
         limited_known: false,
-        failing: HashMap::new(),
+        health: destinations::Known::default(),
         failing_known: false,
         limits: claim::Rooms::default(),
     };
@@ -319,6 +321,9 @@ impl State {
                 || o.ordered
                 || o.released
                 || (!self.limited.is_empty() && self.limited.contains_key(&o.destination))
+                // A probe's outcome sets the destination's next turn: until it is recorded,
+                // another round would see room for a second probe.
+                || self.health.failing.contains_key(&o.destination)
         });
         self.unrecorded.extend(outcomes);
     }
@@ -338,40 +343,68 @@ impl State {
 
     /// Keeps what a committed round changed of the destinations' health: a failing one is
     /// limited (its messages wait parked, one probe at a time); one whose outage ended has
-    /// room for all of them. Any change may change the smallest room of all.
+    /// room for all of them. A change of the failing set may change the smallest room.
     fn keep_health(
         &mut self,
         changes: Vec<(Arc<str>, health::Change)>,
         stored: Option<HashMap<Arc<str>, Failing>>,
     ) {
-        if changes.is_empty() && stored.is_none() {
-            return;
-        }
         let now = Instant::now();
         for (destination, change) in changes {
             match change.health {
-                health::Health::Healthy => {
-                    self.failing.remove(&destination);
-                    self.limited.insert(destination, true);
+                health::Health::Healthy { failures } => {
+                    if self.health.failing.remove(&destination).is_some() {
+                        self.limits.smallest_room = None;
+                    }
+                    if failures == 0 {
+                        self.health.suspect.remove(&destination);
+                    } else {
+                        self.health
+                            .suspect
+                            .insert(Arc::clone(&destination), failures);
+                    }
+                    if change.release {
+                        self.limited.insert(destination, true);
+                    }
                 }
                 health::Health::Failing { probes } => {
                     let probe_at = now + change.next_probe_in.unwrap_or_default();
-                    self.failing
-                        .insert(Arc::clone(&destination), Failing { probes, probe_at });
+                    self.health.suspect.remove(&destination);
+                    let since = self.health.failing.get(&destination).map(|f| f.since);
+                    if since.is_none() {
+                        self.limits.smallest_room = None;
+                    }
+                    let failing = Failing {
+                        probes,
+                        since: since.unwrap_or(now),
+                        probe_at,
+                    };
+                    self.health
+                        .failing
+                        .insert(Arc::clone(&destination), failing);
                     self.limited.entry(destination).or_insert(false);
                 }
             }
-            self.limits.smallest_room = None;
         }
         if let Some(stored) = stored {
             for destination in stored.keys() {
                 self.limited.entry(Arc::clone(destination)).or_insert(false);
             }
-            if stored.keys().ne(self.failing.keys()) || stored.len() != self.failing.len() {
+            let same = stored.len() == self.health.failing.len()
+                && stored.keys().all(|d| self.health.failing.contains_key(d));
+            if !same {
                 self.limits.smallest_room = None;
             }
-            self.failing = stored;
+            self.health.failing = stored;
             self.failing_known = true;
+        }
+    }
+
+    /// A failing destination the round looked at and found nothing parked for: nothing to
+    /// probe. It is looked at again after the longest probe interval, not every round.
+    fn nothing_to_probe(&mut self, destination: &Arc<str>) {
+        if let Some(failing) = self.health.failing.get_mut(destination) {
+            failing.probe_at = Instant::now() + health::LONGEST_PROBE;
         }
     }
 
@@ -380,7 +413,8 @@ impl State {
     /// next turn; waking for it again before then would spin.)
     fn next_probe(&self) -> Option<Instant> {
         let now = Instant::now();
-        self.failing
+        self.health
+            .failing
             .values()
             .map(|f| f.probe_at)
             .filter(|at| *at > now)
@@ -503,15 +537,22 @@ fn max_outstanding() -> usize {
 /// One round's transaction: the outcomes due for recording, then a claim for the room left.
 fn record_and_claim(state: &mut State) -> Round {
     state.collect();
-    let outcomes = if state.record_due() {
-        state.take_unrecorded()
-    } else {
-        Vec::new()
-    };
-    let limit = max_outstanding()
-        .saturating_sub(state.outstanding)
-        .min(config::batch_size());
-    if outcomes.is_empty() && limit == 0 {
+    let flags = wake::flags_raised(state.slot);
+    let records_keyed = state.record_due() && state.unrecorded.iter().any(|o| o.ordered);
+    let plan = plan_round(&RoundInputs {
+        record_due: state.record_due(),
+        outstanding: state.outstanding,
+        max_outstanding: max_outstanding(),
+        batch_size: config::batch_size(),
+        byte_budget_rows: claim::rows_within_byte_budget(config::max_payload_bytes()),
+        unpark_due: state.unpark_due(flags, records_keyed),
+        limited_known: state.limited_known,
+        failing_known: state.failing_known,
+        smallest_room: state.limits.smallest_room,
+        most_outstanding: state.by_destination.values().copied().max().unwrap_or(0),
+        pushing: state.pushing,
+    });
+    if plan.idle_full {
         // Full, and nothing to record: outcomes that make room wake us.
         state.backlog = true;
         return Round {
@@ -519,30 +560,32 @@ fn record_and_claim(state: &mut State) -> Round {
             next_due: None,
         };
     }
-    let limit = limit.min(claim::rows_within_byte_budget(config::max_payload_bytes()));
+    let outcomes = if plan.record {
+        state.take_unrecorded()
+    } else {
+        Vec::new()
+    };
+    let limit = plan.claim;
+    let unpark = plan.unpark;
     let settings = Settings {
         request_timeout: config::request_timeout(),
         max_attempts: config::max_attempts(),
         concurrency_per_destination: config::max_concurrency_per_destination(),
     };
     let keep_delivered = keeps_delivered();
-    let flags = wake::flags_raised(state.slot);
-    let records_keyed = outcomes.iter().any(|o| o.ordered);
-    let unpark = state.unpark_due(flags, records_keyed);
-    if unpark {
+    if plan.load_failing {
         // An endpoint's limits may have changed (a commit that flagged), or a poll interval
         // passed: every destination gets a look.
         state.limited.values_mut().for_each(|room| *room = true);
     }
     // A failing destination whose probe is due has room for it.
     let now = Instant::now();
-    for (destination, failing) in &state.failing {
+    for (destination, failing) in &state.health.failing {
         if failing.probe_at <= now {
             state.limited.insert(Arc::clone(destination), true);
         }
     }
-    let failing = state.failing.clone();
-    let load_failing = unpark || !state.failing_known;
+    let known = state.health.clone();
     let limited_known = state.limited_known;
     // The limited destinations this round looks at: those with room, or all before the
     // first look; after the round they are what the unpark says.
@@ -554,8 +597,6 @@ fn record_and_claim(state: &mut State) -> Round {
         .collect();
     let with_room: Vec<String> = looked.iter().map(|d| d.to_string()).collect();
     let by_destination = &state.by_destination;
-    let ranked = state.limits.binding(limit, by_destination);
-    let pushing = state.pushing;
     let result = transaction::run_round(|| {
         Spi::connect_mut(|client| {
             statistics::refresh_if_grown(client)?;
@@ -564,13 +605,17 @@ fn record_and_claim(state: &mut State) -> Round {
                 .iter()
                 .filter(|o| !skipped.contains(&o.id))
                 .collect();
-            let health = destinations::observe(client, &recorded, &failing)?;
-            let failing_now = if load_failing {
-                Some(destinations::load(client)?)
-            } else {
-                None
+            let health = destinations::observe(client, &recorded, &known)?;
+            // Read after the unpark, which forgets an enabled endpoint's failing.
+            let load_failing = |client: &mut pgrx::spi::SpiClient<'_>| {
+                if plan.load_failing {
+                    destinations::load(client).map(Some)
+                } else {
+                    Ok(None)
+                }
             };
             if limit == 0 {
+                let failing_now = load_failing(client)?;
                 return Ok(RoundDone {
                     skipped,
                     health,
@@ -578,7 +623,7 @@ fn record_and_claim(state: &mut State) -> Round {
                     ..RoundDone::default()
                 });
             }
-            if outcomes.is_empty() {
+            if plan.commit_without_waiting {
                 claim::commit_without_waiting(client)?;
             }
             let unparked = if unpark {
@@ -586,13 +631,14 @@ fn record_and_claim(state: &mut State) -> Round {
             } else {
                 parking::Unparked::default()
             };
-            let pushed_leases_end = if pushing {
+            let failing_now = load_failing(client)?;
+            let pushed_leases_end = if plan.push {
                 push::push_ready(client, limit as i32, config::max_recovery_attempts())?.1
             } else {
                 None
             };
             let mut with_room = with_room.clone();
-            if !limited_known {
+            if plan.find_limited {
                 with_room.extend(parking::limited_destinations(client)?);
             }
             let unparked_limited = if with_room.is_empty() {
@@ -605,7 +651,7 @@ fn record_and_claim(state: &mut State) -> Round {
                     by_destination,
                 )?)
             };
-            let smallest_room = if unpark || state.limits.smallest_room.is_none() {
+            let smallest_room = if plan.read_smallest_room {
                 Some(claim::smallest_room(
                     client,
                     settings.concurrency_per_destination,
@@ -613,6 +659,8 @@ fn record_and_claim(state: &mut State) -> Round {
             } else {
                 None
             };
+            // A destination that turned failing in this round's record has room for one.
+            let ranked = plan.ranked || !health.is_empty();
             let claimed = claim::claim(client, limit, &settings, by_destination, ranked)?;
             let unparked_messages =
                 unparked.messages + unparked_limited.as_ref().map_or(0, |u| u.messages);
@@ -685,8 +733,8 @@ fn record_and_claim(state: &mut State) -> Round {
         if smallest_room.is_some() {
             state.limits.smallest_room = smallest_room;
         }
-        for destination in looked {
-            state.limited.remove(&destination);
+        for destination in &looked {
+            state.limited.remove(destination);
         }
         for destination in still_limited {
             state.limited.insert(destination.into(), false);
@@ -695,6 +743,11 @@ fn record_and_claim(state: &mut State) -> Round {
     }
     for destination in claimed.limited {
         state.limited.entry(destination.into()).or_insert(false);
+    }
+    for destination in &looked {
+        if !state.limited.contains_key(destination) {
+            state.nothing_to_probe(destination);
+        }
     }
     state.outstanding += claimed.jobs.len();
     // Committed: the HTTP side may start.
@@ -722,14 +775,24 @@ fn record_all(state: &mut State) {
         return;
     }
     let keep_delivered = keeps_delivered();
+    let known = state.health.clone();
     let result = transaction::run_round(|| {
         Ok(Spi::connect_mut(|client| {
-            record::record(client, &outcomes, keep_delivered)
+            let skipped = record::record(client, &outcomes, keep_delivered)?;
+            let recorded: Vec<&Outcome> = outcomes
+                .iter()
+                .filter(|o| !skipped.contains(&o.id))
+                .collect();
+            let health = destinations::observe(client, &recorded, &known)?;
+            Ok::<_, pgrx::spi::SpiError>((skipped, health))
         })?)
     });
     state.note(&result);
     match result {
-        Ok(skipped) => state.hold(record::take_skipped(outcomes, &skipped)),
+        Ok((skipped, health)) => {
+            state.hold(record::take_skipped(outcomes, &skipped));
+            state.keep_health(health, None);
+        }
         Err(_) => state.keep(outcomes),
     }
 }

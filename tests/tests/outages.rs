@@ -144,6 +144,26 @@ async fn destination_state(client: &Client, destination: &str) -> String {
         .get(0)
 }
 
+/// Makes `target` failing with three unreachable requests in a row, one after the other (so
+/// that the receiver never has two at once): each is enqueued once the one before has had
+/// its outcome recorded. Returns the three messages.
+async fn fail_three_times(client: &Client, target: &str) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = workflow_tests::enqueue(client, target).await;
+        until_true(
+            client,
+            "the request's outcome to be recorded",
+            "SELECT last_status_code IS NOT NULL OR last_error IS NOT NULL FROM workflow.outbox WHERE id = $1",
+            &[&id],
+            DEADLINE,
+        )
+        .await;
+        ids.push(id);
+    }
+    ids
+}
+
 async fn until_failing(client: &Client, destination: &str) {
     until_true(
         client,
@@ -204,8 +224,8 @@ async fn a_receiver_down_is_probed_one_request_at_a_time_and_its_backlog_arrives
         .unwrap();
     // Slow enough that two requests at once would overlap at the receiver.
     receiver.always("/outage", Reply::After(Duration::from_millis(250), 503));
-    // The first failure makes it failing; then the stream comes.
-    let mut ids = vec![workflow_tests::enqueue(&client, &endpoint).await];
+    // Three unreachable requests in a row make it failing; then the stream comes.
+    let mut ids = fail_three_times(&client, &endpoint).await;
     until_failing(&client, &endpoint).await;
 
     let outage = Instant::now();
@@ -253,8 +273,10 @@ async fn a_receiver_down_is_probed_one_request_at_a_time_and_its_backlog_arrives
 
     let messages = ids.len() as i64;
     let (made, failed) = requests(&client, &ids).await;
-    // About 2% of the messages: a probe 1, 2, 4, 8, 8… s apart, and the first failure.
-    let allowed = messages / 50 + 8;
+    // A probe a tenth of the failing time apart, from 1 s to 8 s: at most one a second in
+    // an outage this short (B13 measures the share over 15 minutes), and the three
+    // unreachable requests that made it failing.
+    let allowed = OUTAGE.as_secs() as i64 + 3;
     eprintln!(
         "{messages} messages in a {OUTAGE:?} outage: {failed} requests while it was down, \
          {held_back} messages never tried; all delivered {drained:?} after the return"
@@ -446,8 +468,10 @@ async fn a_push_handler_down_gets_its_pushes_within_seconds_of_its_return() {
         "5 pushes delivered {:?} after the handler's return; {while_down} requests while it was down",
         back.elapsed()
     );
+    // The pushes that made it failing, then a probe at most a second apart.
+    let allowed = DOWN.as_secs() as usize + 5;
     assert!(
-        while_down <= 6,
+        while_down <= allowed,
         "{while_down} pushes to a handler down for {DOWN:?}: a spray, not probes"
     );
     assert!(in_flight_while_down <= 1, "{in_flight_while_down} at once");
@@ -623,7 +647,7 @@ async fn a_dispatcher_killed_while_a_destination_fails_goes_on_probing_it() {
     let receiver = Receiver::start().await;
     receiver.always("/down", Reply::After(Duration::from_millis(250), 503));
     let (url, origin) = (receiver.url("/down"), receiver.url(""));
-    let mut ids = vec![workflow_tests::enqueue(&client, &url).await];
+    let mut ids = fail_three_times(&client, &url).await;
     until_failing(&client, &origin).await;
     let backlog = enqueue_many(&client, &url, 30).await;
     until_true(
@@ -672,16 +696,18 @@ async fn a_dispatcher_killed_while_a_destination_fails_goes_on_probing_it() {
         "{} requests at once to the failing destination",
         receiver.max_in_flight("/down")
     );
+    // A probe at most a second apart (a tenth of the failing time, from 1 s), where a
+    // spray would send the 30 waiting messages at once.
     assert!(
-        after_restart <= 3,
+        after_restart <= 7,
         "{after_restart} requests in the 6 s after the restart: a spray, not probes"
     );
     assert!(
-        made <= 8 && used <= made + 1,
+        made <= 20 && used <= made + 1,
         "{made} requests, {used} attempts counted for 31 messages of a failing destination"
     );
     assert!(
-        never_tried >= 31 - 8,
+        never_tried >= 31 - 20,
         "only {never_tried} of 31 messages were held back without an attempt"
     );
 
