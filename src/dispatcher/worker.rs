@@ -55,6 +55,8 @@ const HELD_RETRY: Duration = Duration::from_millis(500);
 /// How long after a lease's expiry the look that announces it runs.
 const READY_LOOK_SLACK: Duration = Duration::from_millis(1);
 
+/// Most healthy destinations whose unreachable requests in a row the worker counts.
+const MAX_SUSPECTS: usize = 4096;
 /// How often the dispatcher looks at every session-bound lease, for sessions whose exit no
 /// callback reported.
 const SESSION_SWEEP: Duration = Duration::from_secs(60);
@@ -359,6 +361,10 @@ impl State {
                     if failures == 0 {
                         self.health.suspect.remove(&destination);
                     } else {
+                        // Bounded: forgetting a count only delays an outage's notice.
+                        if self.health.suspect.len() >= MAX_SUSPECTS {
+                            self.health.suspect.clear();
+                        }
                         self.health
                             .suspect
                             .insert(Arc::clone(&destination), failures);
