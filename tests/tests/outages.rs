@@ -5,10 +5,11 @@
 //! so its backlog arrives within seconds of its return, not on each message's backoff. The
 //! same for a push handler, and for an endpoint enabled after a disable, whose messages
 //! waiting on their retry schedule go at once. The failing state is stored: a dispatcher
-//! killed during an outage goes on probing. Isolation by default: one destination's
-//! default cap is at most half of `workflow.max_concurrency`, and a server written three
-//! ways is one destination. `wf_endpoint_disable` holds messages without attempts and says
-//! why; a rate too small to see is refused.
+//! killed during an outage goes on probing, and so does a standby promoted in place of a
+//! primary that stopped during one. Isolation by default: one destination's default cap is
+//! at most half of `workflow.max_concurrency`, and a server written three ways is one
+//! destination. `wf_endpoint_disable` holds messages without attempts and says why; a rate
+//! too small to see is refused.
 //!
 //! Tests that count attempts against the retry schedule run with the default schedule
 //! (5 s, then minutes), not the harness's fast one.
@@ -726,6 +727,125 @@ async fn a_dispatcher_killed_while_a_destination_fails_goes_on_probing_it() {
     );
     assert_eq!(destination_state(&client, &origin).await, "healthy");
     assert_invariants(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_standby_goes_on_probing_a_destination_that_was_failing() {
+    // Watched this long once the promoted standby's dispatcher runs: the destination has
+    // been failing for seconds, so its probes are a second or two apart.
+    const WATCH: Duration = Duration::from_secs(6);
+    const BACKLOG: i32 = 20;
+    let primary = own_cluster(&[DEFAULT_SCHEDULE]);
+    let on_primary = primary.connect().await;
+    dispatcher_pid(&on_primary, DEADLINE).await;
+    // Streaming before the outage starts: the failing state reaches it through the WAL.
+    let standby = primary.standby();
+    let on_standby = standby.connect().await;
+    let receiver = Receiver::start().await;
+    receiver.always("/down", Reply::After(Duration::from_millis(250), 503));
+    let (url, origin) = (receiver.url("/down"), receiver.url(""));
+    let mut ids = fail_three_times(&on_primary, &url).await;
+    until_failing(&on_primary, &origin).await;
+    let backlog = enqueue_many(&on_primary, &url, BACKLOG).await;
+    // All but the one a probe may have taken.
+    let waiting = i64::from(BACKLOG - 1);
+    until_true(
+        &on_primary,
+        "the backlog to wait for the failing destination",
+        "SELECT count(*) FILTER (WHERE parked = 'limit') >= $2 FROM workflow.messages WHERE id = ANY ($1)",
+        &[&backlog, &waiting],
+        DEADLINE,
+    )
+    .await;
+    until_true(
+        &on_standby,
+        "the standby to replay the failing destination and its waiting backlog",
+        "SELECT EXISTS (SELECT FROM workflow.destinations WHERE destination = $1 AND state = 'failing')
+            AND (SELECT count(*) FILTER (WHERE parked = 'limit') >= $3
+                   FROM workflow.messages WHERE id = ANY ($2))",
+        &[&origin, &backlog, &waiting],
+        DEADLINE,
+    )
+    .await;
+    ids.extend(&backlog);
+    drop((on_primary, on_standby));
+
+    primary.stop_immediate();
+    // A probe the old primary had in flight is over within its 250 ms: every request from
+    // here on is the new primary's.
+    eventually(
+        "the old primary's last request to end",
+        Duration::from_secs(5),
+        || async { (receiver.in_flight("/down") == 0).then_some(()) },
+    )
+    .await;
+    let failover = Instant::now();
+    standby.promote();
+    let on_promoted = standby.connect().await;
+    let dispatcher = dispatcher_pid(&on_promoted, DEADLINE).await;
+    let running = Instant::now();
+    let mut not_failing = Vec::new();
+    while running.elapsed() < WATCH {
+        let stored = destination_state(&on_promoted, &origin).await;
+        if stored != "failing" {
+            not_failing.push((running.elapsed(), stored));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let after_promotion = receiver
+        .received("/down")
+        .iter()
+        .filter(|r| r.at >= failover)
+        .count();
+    // Every request but the three that made it failing was a probe, before or after the
+    // promotion; a probe takes one waiting message.
+    let probes = receiver.received("/down").len().saturating_sub(3);
+    let (_, never_tried) = attempts(&on_promoted, &backlog).await;
+    assert!(
+        not_failing.is_empty(),
+        "the destination not failing on the promoted standby (dispatcher {dispatcher}): {not_failing:?}"
+    );
+    assert!(
+        receiver.max_in_flight("/down") <= 1,
+        "{} requests at once to the failing destination",
+        receiver.max_in_flight("/down")
+    );
+    // A probe at most a second apart (a tenth of the failing time, from 1 s), where a
+    // spray would send the waiting messages at once.
+    let allowed = WATCH.as_secs() as usize + 2;
+    assert!(
+        (1..=allowed).contains(&after_promotion),
+        "{after_promotion} requests in the {WATCH:?} after the promotion: probes are one a \
+         second at most, and the promoted standby makes them"
+    );
+    // An attempt is counted at the claim: one more for a message claimed as the primary
+    // stopped, and one for a probe claimed but not yet arrived as we look.
+    assert!(
+        never_tried as usize + probes + 2 >= BACKLOG as usize,
+        "only {never_tried} of {BACKLOG} waiting messages were held back without an attempt, \
+         for {probes} probes"
+    );
+
+    receiver.always("/down", Reply::Status(200));
+    let back = Instant::now();
+    all_delivered(
+        &on_promoted,
+        &ids,
+        "every message to be delivered on the new primary within 15 s of the receiver's return",
+        Duration::from_secs(15),
+    )
+    .await;
+    eprintln!(
+        "after the promotion: {after_promotion} requests in {WATCH:?}; all {} delivered {:?} after the return",
+        ids.len(),
+        back.elapsed()
+    );
+    assert_eq!(
+        destination_state(&on_promoted, &origin).await,
+        "healthy",
+        "the first answer ended the outage on the new primary"
+    );
+    assert_invariants(&on_promoted).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
