@@ -48,6 +48,25 @@ async fn claim(client: &Client, name: &str, owner: &str) -> Vec<Uuid> {
 
 /// Prepares the transaction open in `client` and commits it with `COMMIT PREPARED`; then
 /// waits to hear `name` on `workflow_ready`.
+/// Prepares the open transaction of `client` (a failure names its SQLSTATE: 0A000 was
+/// 0.2.0's), runs `meanwhile`, and commits it.
+async fn prepare_and_commit<F, Fut>(client: &Client, meanwhile: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let gid = unique("gid");
+    client
+        .batch_execute(&format!("PREPARE TRANSACTION '{gid}'"))
+        .await
+        .unwrap_or_else(|e| panic!("PREPARE TRANSACTION failed with {}: {e}", sqlstate(&e)));
+    meanwhile().await;
+    client
+        .batch_execute(&format!("COMMIT PREPARED '{gid}'"))
+        .await
+        .expect("COMMIT PREPARED");
+}
+
 async fn prepare_commit_and_hear(client: &Client, listener: &mut Listener, name: &str) {
     prepare_wait_commit_and_hear(client, listener, name, None).await;
 }
@@ -61,19 +80,13 @@ async fn prepare_wait_commit_and_hear(
     name: &str,
     prepared: Option<(Duration, &Client)>,
 ) {
-    let gid = unique("gid");
-    client
-        .batch_execute(&format!("PREPARE TRANSACTION '{gid}'"))
-        .await
-        .unwrap_or_else(|e| panic!("PREPARE TRANSACTION failed with {}: {e}", sqlstate(&e)));
-    if let Some((prepared_for, other)) = prepared {
-        tokio::time::sleep(prepared_for).await;
-        listener.assert_nothing_for(other, CHANNEL, name).await;
-    }
-    client
-        .batch_execute(&format!("COMMIT PREPARED '{gid}'"))
-        .await
-        .expect("COMMIT PREPARED");
+    prepare_and_commit(client, || async {
+        if let Some((prepared_for, other)) = prepared {
+            tokio::time::sleep(prepared_for).await;
+            listener.assert_nothing_for(other, CHANNEL, name).await;
+        }
+    })
+    .await;
     let committed = Instant::now();
     listener.until(name, ANNOUNCED_WITHIN).await;
     eprintln!(
@@ -194,15 +207,7 @@ async fn a_prepared_start_of_a_pushed_workflow_commits_and_its_handler_gets_the_
         .get(0);
     // The push is how a pushed workflow is told: the dispatcher may push it before its
     // look announces it, and a pushed workflow is leased, so no NOTIFY is owed after that.
-    let gid = unique("gid");
-    starter
-        .batch_execute(&format!("PREPARE TRANSACTION '{gid}'"))
-        .await
-        .unwrap_or_else(|e| panic!("PREPARE TRANSACTION failed with {}: {e}", sqlstate(&e)));
-    starter
-        .batch_execute(&format!("COMMIT PREPARED '{gid}'"))
-        .await
-        .expect("COMMIT PREPARED");
+    prepare_and_commit(&starter, || async {}).await;
 
     let push = receiver.wait_for(&path, 1, ANNOUNCED_WITHIN).await[0].clone();
     let body: serde_json::Value = serde_json::from_slice(&push.body).expect("a JSON push");
