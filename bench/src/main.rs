@@ -340,14 +340,23 @@ async fn drain(
     sizes: Sizes,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
     let n = sizes.drain_messages;
+    // The dispatcher sends to an endpoint that asks for the bare client's concurrency: a
+    // URL target's default cap is at most half of workflow.max_concurrency (0.3.0).
+    client
+        .execute(
+            "SELECT wf_endpoint('drain', $1, max_concurrency => $2)",
+            &[&url, &(CONCURRENCY as i32)],
+        )
+        .await
+        .expect("the drain's endpoint");
     let (mut ours, mut bare, mut our_cpu, mut bare_cpu) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 1..=sizes.runs {
         clear_outbox(client).await;
-        preload(client, url, n).await;
+        preload(client, "drain", n).await;
         let commits_before = commits(client).await;
         let cpu_before = cpu_of_pid(dispatcher);
-        let elapsed = release_and_drain(client, url).await;
+        let elapsed = release_and_drain(client, "drain").await;
         let cpu = cpu_of_pid(dispatcher) - cpu_before;
         let lost = count(
             client,
