@@ -68,6 +68,18 @@ pub fn query<'conn, R>(
     read(client.select(&*plan, None, args)?)
 }
 
+/// The positions of a result's columns, looked up by name once, for reading many rows.
+pub fn ordinals<const N: usize>(
+    rows: &SpiTupleTable<'_>,
+    names: [&str; N],
+) -> SpiResult<[usize; N]> {
+    let mut found = [0; N];
+    for (slot, name) in found.iter_mut().zip(names) {
+        *slot = rows.column_ordinal(name)?;
+    }
+    Ok(found)
+}
+
 /// The first column of the first row, or `None` when there is no row.
 pub fn first_value<T: FromDatum + IntoDatum>(rows: SpiTupleTable<'_>) -> SpiResult<Option<T>> {
     if rows.is_empty() {

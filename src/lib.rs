@@ -23,24 +23,6 @@
 
 use pgrx::prelude::*;
 
-/// A CTE `names`: every name with a running workflow, found by skipping through
-/// `runs_claimable` one name at a time, so its work grows with the names, not the runs (a
-/// name is followed by a NULL row that ends the walk). For `wf_claim(NULL, …)` and the
-/// dispatcher's announcements of ready workflows.
-macro_rules! running_names {
-    () => {
-        "RECURSIVE names (name) AS (
-              (SELECT name FROM workflow.runs WHERE (status = 'running') IS TRUE ORDER BY name LIMIT 1)
-              UNION ALL
-              SELECT (SELECT r.name FROM workflow.runs r
-                       WHERE (r.status = 'running') IS TRUE AND r.name > n.name
-                       ORDER BY r.name LIMIT 1)
-                FROM names n WHERE n.name IS NOT NULL),"
-    };
-}
-
-#[macro_use]
-mod runs;
 mod api;
 mod config;
 mod db;
@@ -48,6 +30,7 @@ mod delivery;
 mod dispatcher;
 mod document;
 mod error;
+mod runs;
 mod wake;
 mod workflow;
 

@@ -28,50 +28,6 @@ const MAX_REASON_BYTES: usize = 1000;
 /// The longest `keep_old` of a rotation.
 const MAX_KEEP_OLD_MICROS: i64 = 30 * 86_400_000_000;
 
-/// What an update sets: each field only when its argument is given (`$4`…`$10`), the
-/// documented empty values resetting it; `$11` says whether `$3` replaces the secrets,
-/// which ends a rotation.
-macro_rules! changes {
-    ($row:literal) => {
-        concat!(
-            "url = COALESCE($2, ",
-            $row,
-            ".url),
-             secrets = CASE WHEN $11 THEN COALESCE($3, '{}') ELSE ",
-            $row,
-            ".secrets END,
-             retiring_secrets = CASE WHEN $11 THEN NULL ELSE ",
-            $row,
-            ".retiring_secrets END,
-             retiring_until = CASE WHEN $11 THEN NULL ELSE ",
-            $row,
-            ".retiring_until END,
-             headers = CASE WHEN $4 IS NULL THEN ",
-            $row,
-            ".headers ELSE nullif($4, '{}') END,
-             timeout = CASE WHEN $5 IS NULL THEN ",
-            $row,
-            ".timeout ELSE nullif($5, '0') END,
-             max_attempts = CASE WHEN $6 IS NULL THEN ",
-            $row,
-            ".max_attempts ELSE nullif($6, 0) END,
-             max_concurrency = CASE WHEN $7 IS NULL THEN ",
-            $row,
-            ".max_concurrency ELSE nullif($7, 0) END,
-             rate_per_second = CASE WHEN $8 IS NULL THEN ",
-            $row,
-            ".rate_per_second ELSE nullif($8, 0) END,
-             event_types = CASE WHEN $9 IS NULL THEN ",
-            $row,
-            ".event_types ELSE nullif($9, '{}') END,
-             retry_schedule = CASE WHEN $10 IS NULL THEN ",
-            $row,
-            ".retry_schedule ELSE nullif($10, '{}') END,
-             updated_at = statement_timestamp()"
-        )
-    };
-}
-
 const ENDPOINT_ARGS: &[pgrx::pg_sys::Oid] = &[
     TEXTOID,
     TEXTOID,
@@ -88,83 +44,35 @@ const ENDPOINT_ARGS: &[pgrx::pg_sys::Oid] = &[
 
 /// Creates an endpoint with a URL, or changes the one of that name.
 static UPSERT: Statement = Statement {
-    sql: concat!(
-        "INSERT INTO workflow.endpoint_settings AS e
-                 (name, url, secrets, headers, timeout, max_attempts, max_concurrency,
-                  rate_per_second, event_types, retry_schedule)
-          VALUES ($1, $2, COALESCE($3, '{}'), nullif($4, '{}'), nullif($5, '0'), nullif($6, 0),
-                  nullif($7, 0), nullif($8, 0), nullif($9, '{}'), nullif($10, '{}'))
-          ON CONFLICT (name) DO UPDATE SET ",
-        changes!("e"),
-        " RETURNING true"
-    ),
+    sql: include_str!("endpoints/upsert.sql"),
     args: ENDPOINT_ARGS,
 };
 
 /// Changes an endpoint without touching its URL (`$2` is NULL): there is nothing to create.
 static UPDATE: Statement = Statement {
-    sql: concat!(
-        "UPDATE workflow.endpoint_settings AS e SET ",
-        changes!("e"),
-        " WHERE e.name = $1 RETURNING true"
-    ),
+    sql: include_str!("endpoints/update.sql"),
     args: ENDPOINT_ARGS,
 };
 
 /// The flag has the dispatcher unpark the endpoint's messages (see its `parking` module);
 /// set on every call, so that an enable also frees messages parked while the endpoint was
-/// disabled by hand. The failing time starts again: the endpoint gets a whole
-/// `workflow.endpoint_disable_after` to recover.
-/// Enables the endpoint and lets go of everything waiting for it (G11): its messages parked
-/// while it was disabled are unparked by the dispatcher (the flag), and those waiting on
-/// their retry schedule — parked at a failing destination's limit, or tried before and due
-/// later — are due now. (A message scheduled for later and never tried keeps its time.) A
-/// failing state is the dispatcher's: its first answer ends it.
+/// disabled by hand.
 static ENABLE: Statement = Statement {
-    sql: "WITH enabled AS (
-              UPDATE workflow.endpoint_settings
-                 SET disabled_at = NULL, disabled_reason = NULL, updated_at = statement_timestamp(),
-                     unpark_messages = true, failing_since = NULL
-               WHERE name = $1
-              RETURNING name),
-          parked_due AS (
-              UPDATE workflow.outbox m SET next_attempt_at = statement_timestamp()
-               WHERE m.endpoint = (SELECT name FROM enabled) AND m.parked IS NOT NULL
-                 AND m.next_attempt_at > statement_timestamp()),
-          retried_due AS (
-              UPDATE workflow.outbox m SET next_attempt_at = statement_timestamp()
-               WHERE (m.status = 'pending') IS TRUE AND m.parked IS NULL
-                 AND m.next_attempt_at > statement_timestamp()
-                 AND m.endpoint = (SELECT name FROM enabled) AND m.attempts > 0)
-          SELECT name FROM enabled",
+    sql: include_str!("endpoints/enable.sql"),
     args: &[TEXTOID],
 };
 
 /// Disables the endpoint by hand: its messages wait, parked by the next claim that finds
 /// them; nothing is attempted until it is enabled.
 static DISABLE: Statement = Statement {
-    sql: "UPDATE workflow.endpoint_settings
-             SET disabled_at = coalesce(disabled_at, statement_timestamp()),
-                 disabled_reason = coalesce($2, CASE WHEN disabled_at IS NULL
-                                                     THEN 'disabled by its owner (wf_endpoint_disable)'
-                                                     ELSE disabled_reason END),
-                 updated_at = statement_timestamp()
-           WHERE name = $1
-          RETURNING name",
+    sql: include_str!("endpoints/disable.sql"),
     args: &[TEXTOID, TEXTOID],
 };
 
-/// A rotation: the new secret signs from now on, and the current ones (with any still
-/// being rotated out) go on signing until `$3` from now.
+/// A rotation: the new secret signs from now on, and the current ones (with any still being
+/// rotated out) go on signing until `$3` from now.
 static ROTATE: Statement = Statement {
-    sql: "UPDATE workflow.endpoint_settings e
-             SET retiring_secrets = CASE WHEN e.retiring_until > statement_timestamp()
-                                         THEN e.retiring_secrets ELSE '{}' END || e.secrets,
-                 retiring_until = statement_timestamp() + $3,
-                 secrets = ARRAY[$2],
-                 updated_at = statement_timestamp()
-           WHERE name = $1
-          RETURNING name",
+    sql: include_str!("endpoints/rotate.sql"),
     args: &[TEXTOID, TEXTOID, INTERVALOID],
 };
 

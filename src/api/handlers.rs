@@ -12,15 +12,15 @@ use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::TEXTOID;
 use pgrx::prelude::*;
 
+/// Sets the push handler of the workflow name $1: its URL $2, or the endpoint $3.
 static UPSERT: Statement = Statement {
-    sql: "INSERT INTO workflow.handlers AS h (name, url, endpoint) VALUES ($1, $2, $3)
-          ON CONFLICT (name) DO UPDATE
-             SET url = EXCLUDED.url, endpoint = EXCLUDED.endpoint, updated_at = statement_timestamp()",
+    sql: include_str!("handlers/upsert.sql"),
     args: &[TEXTOID, TEXTOID, TEXTOID],
 };
 
+/// Drops the push handler of the workflow name $1; returns the name if there was one.
 static DROP: Statement = Statement {
-    sql: "DELETE FROM workflow.handlers WHERE name = $1 RETURNING name",
+    sql: include_str!("handlers/drop.sql"),
     args: &[TEXTOID],
 };
 

@@ -13,8 +13,9 @@ use pgrx::pg_sys::{INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
+/// Whether the endpoint $1 exists.
 static ENDPOINT_EXISTS: Statement = Statement {
-    sql: "SELECT true FROM workflow.endpoint_settings WHERE name = $1",
+    sql: include_str!("outbox/endpoint_exists.sql"),
     args: &[TEXTOID],
 };
 
@@ -22,13 +23,13 @@ static ENDPOINT_EXISTS: Statement = Statement {
 /// one step queue behind each other and the second finds the first's message (under
 /// REPEATABLE READ it fails with a serialization error instead of sending twice).
 static LOCK_STEP_RUN: Statement = Statement {
-    sql: "UPDATE workflow.runs SET updated_at = statement_timestamp() WHERE id = $1 RETURNING status",
+    sql: include_str!("outbox/lock_step_run.sql"),
     args: &[UUIDOID],
 };
 
 /// The message already enqueued for a durable step.
 static FIND_STEP: Statement = Statement {
-    sql: "SELECT id FROM workflow.outbox WHERE workflow_id = $1 AND step = $2 ORDER BY id LIMIT 1",
+    sql: include_str!("outbox/find_step.sql"),
     args: &[UUIDOID, TEXTOID],
 };
 
@@ -65,13 +66,6 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     })
 }
 
-macro_rules! insert_message {
-    () => {
-        "INSERT INTO workflow.outbox AS m
-              (url, endpoint, payload, headers, idempotency_key, next_attempt_at, workflow_id, step, ordering_key)
-          VALUES ($1, $2, $3, $4, $5, COALESCE($6, statement_timestamp()), $7, $8, $9)"
-    };
-}
 const ENQUEUE_ARGS: &[pgrx::pg_sys::Oid] = &[
     TEXTOID,
     TEXTOID,
@@ -85,65 +79,42 @@ const ENQUEUE_ARGS: &[pgrx::pg_sys::Oid] = &[
 ];
 
 /// Without an idempotency key nothing can conflict, and a plain insert skips the
-/// speculative insertion `ON CONFLICT` always costs (a lock on a speculative token, a
-/// probe of the arbiter index and a second WAL record to confirm the row).
+/// speculative insertion `ON CONFLICT` always costs (a lock on a speculative token, a probe
+/// of the arbiter index and a second WAL record to confirm the row).
 static ENQUEUE: Statement = Statement {
-    sql: concat!(insert_message!(), " RETURNING m.id"),
+    sql: include_str!("outbox/enqueue.sql"),
     args: ENQUEUE_ARGS,
 };
 
+/// Enqueues a message with an idempotency key: a key used before inserts nothing, and the
+/// caller looks the first message up (find_by_key.sql).
 static ENQUEUE_KEYED: Statement = Statement {
-    sql: concat!(
-        insert_message!(),
-        " ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING m.id"
-    ),
+    sql: include_str!("outbox/enqueue_keyed.sql"),
     args: ENQUEUE_ARGS,
 };
 
+/// The message enqueued with the idempotency key $1, if any.
 static FIND_BY_KEY: Statement = Statement {
-    sql: "SELECT id FROM workflow.outbox WHERE idempotency_key = $1",
+    sql: include_str!("outbox/find_by_key.sql"),
     args: &[TEXTOID],
 };
 
+/// One message as `wf_message_status` shows it.
 static MESSAGE: Statement = Statement {
-    sql: "SELECT target, status, attempts, next_attempt_at, last_status_code, last_error,
-                 delivered_at, created_at, webhook_id
-            FROM workflow.messages WHERE id = $1",
+    sql: include_str!("outbox/message.sql"),
     args: &[INT8OID],
 };
 
 /// (Each statement that moves messages between states keeps `workflow.message_counts`.
-/// One that takes a message with an ordering key out of pending flags the key's next
-/// message for the dispatcher to unpark; a revived message is pending and needs no flag.)
-/// (A durable step is checked first, see `STEP_RUN`.)
 pub(crate) static RETRY: Statement = Statement {
-    sql: "WITH revived AS (
-              SELECT id, status, endpoint FROM workflow.outbox WHERE id = $1 AND status IN ('dead', 'cancelled') FOR UPDATE),
-          pending AS (
-              UPDATE workflow.outbox
-                 SET status = 'pending', attempts = 0, next_attempt_at = statement_timestamp(),
-                     leased_until = NULL, finished_at = NULL, delivered_at = NULL,
-                     unpark_successor = NULL
-               WHERE id = (SELECT id FROM revived)
-              RETURNING id),
-          counted AS (
-              INSERT INTO workflow.message_counts (status, n, endpoint)
-              SELECT status, -1, endpoint FROM revived WHERE EXISTS (SELECT FROM pending))
-          SELECT id FROM pending",
+    sql: include_str!("outbox/retry.sql"),
     args: &[INT8OID],
 };
 
+/// Cancels the message $1 if it is still pending, counting it (message_counts) and flagging
+/// its ordering key's next message for unparking; returns it if it was cancelled.
 pub(crate) static CANCEL: Statement = Statement {
-    sql: "WITH cancelled AS (
-              UPDATE workflow.outbox
-                 SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
-                     parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
-               WHERE id = $1 AND status = 'pending'
-              RETURNING id, endpoint),
-          counted AS (
-              INSERT INTO workflow.message_counts (status, n, endpoint)
-              SELECT 'cancelled', 1, endpoint FROM cancelled)
-          SELECT id FROM cancelled",
+    sql: include_str!("outbox/cancel.sql"),
     args: &[INT8OID],
 };
 
@@ -151,78 +122,22 @@ pub(crate) static CANCEL: Statement = Statement {
 /// that a finish of the workflow racing a retry either comes first and is seen, or waits
 /// (and under REPEATABLE READ fails with a serialization error instead of missing it).
 static STEP_RUN: Statement = Statement {
-    sql: "UPDATE workflow.runs SET updated_at = statement_timestamp()
-           WHERE id = (SELECT workflow_id FROM workflow.outbox WHERE id = $1 AND step IS NOT NULL)",
+    sql: include_str!("outbox/step_run.sql"),
     args: &[INT8OID],
 };
 
 /// A message's status, and for a durable step whose workflow decided without it, what it
 /// decided (G10): the step recorded, the wait for it timed out, or the workflow's status.
 static MESSAGE_STATUS: Statement = Statement {
-    sql: "SELECT m.status,
-                 CASE WHEN m.step IS NULL THEN NULL
-                      WHEN EXISTS (SELECT FROM workflow.checkpoints c
-                                    WHERE c.workflow_id = m.workflow_id AND c.step = m.step)
-                      THEN 'recorded'
-                      WHEN r.status IS DISTINCT FROM 'running' THEN coalesce(r.status, 'removed')
-                      WHEN r.wait_step = m.step AND r.wait_signal IS NULL
-                           AND r.wait_deadline <= clock_timestamp()
-                      THEN 'timed out'
-                 END
-            FROM workflow.outbox m LEFT JOIN workflow.runs r ON r.id = m.workflow_id
-           WHERE m.id = $1",
+    sql: include_str!("outbox/message_status.sql"),
     args: &[INT8OID],
 };
 
+/// The outbox's numbers for `wf_stats()`: pending, counts by outcome, the oldest pending
+/// message's age, the last minute's attempts and latency, whether a dispatcher runs, and
+/// how many endpoints are disabled.
 pub(crate) static STATS: Statement = Statement {
-    sql: "WITH counts AS (
-              SELECT (SELECT count(*) FROM workflow.outbox WHERE (status = 'pending') IS TRUE AND parked IS NULL)
-                     + (SELECT count(*) FROM workflow.outbox WHERE parked IS NOT NULL) AS pending,
-                     coalesce(sum(n) FILTER (WHERE status = 'delivered'), 0)::bigint AS delivered,
-                     coalesce(sum(n) FILTER (WHERE status = 'dead'), 0)::bigint AS dead,
-                     coalesce(sum(n) FILTER (WHERE status = 'cancelled'), 0)::bigint AS cancelled
-                FROM workflow.message_counts),
-          oldest AS (
-              SELECT clock_timestamp() - least(
-                         (SELECT min(created_at) FROM workflow.outbox
-                           WHERE (status = 'pending') IS TRUE AND parked IS NULL),
-                         (SELECT min(created_at) FROM workflow.outbox WHERE parked IS NOT NULL)) AS age),
-          last_minute AS (
-              SELECT count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS deliveries,
-                     count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299) AS failures
-                FROM (SELECT status_code FROM workflow.delivery_attempts
-                       WHERE started_at >= statement_timestamp() - interval '1 minute'
-                      UNION ALL
-                      -- Each message's latest attempt is on the message: pending ones
-                      -- through the due and parked indexes, finished ones through the
-                      -- finished index (a message finishes after its last attempt starts, so
-                      -- the condition on finished_at follows and bounds the scan to the last
-                      -- minute).
-                      SELECT last_status_code FROM workflow.outbox
-                       WHERE (status = 'pending') IS TRUE AND parked IS NULL
-                         AND last_started_at >= statement_timestamp() - interval '1 minute'
-                      UNION ALL
-                      SELECT last_status_code FROM workflow.outbox
-                       WHERE parked IS NOT NULL
-                         AND last_started_at >= statement_timestamp() - interval '1 minute'
-                      UNION ALL
-                      SELECT last_status_code FROM workflow.outbox
-                       WHERE (status <> 'pending') IS TRUE
-                         AND finished_at >= statement_timestamp() - interval '1 minute'
-                         AND last_started_at >= statement_timestamp() - interval '1 minute') a),
-          latency AS (
-              SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
-                     percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
-                FROM (SELECT extract(epoch FROM delivered_at - created_at) * 1000 AS ms
-                        FROM workflow.outbox
-                       WHERE (status <> 'pending') IS TRUE AND status = 'delivered'
-                         AND finished_at >= statement_timestamp() - interval '1 minute') d)
-          SELECT c.pending, c.delivered, c.dead, c.cancelled, o.age, m.deliveries, m.failures,
-                 l.p50, l.p99,
-                 EXISTS (SELECT FROM pg_catalog.pg_stat_activity
-                          WHERE backend_type = 'workflow dispatcher' AND datname = current_database()),
-                 (SELECT count(*) FROM workflow.endpoint_settings WHERE disabled_at IS NOT NULL)
-            FROM counts c, oldest o, last_minute m, latency l",
+    sql: include_str!("outbox/stats.sql"),
     args: &[],
 };
 

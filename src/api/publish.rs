@@ -11,35 +11,15 @@ use pgrx::pg_sys::{JSONBOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID};
 use pgrx::prelude::*;
 
 /// The enabled endpoints whose `event_types` match `$1`: the type itself, `*`, or a
-/// `prefix.*` it starts with. KEY SHARE: none is deleted under its new message.
+/// `prefix.*` it starts with.
 static SUBSCRIBERS: Statement = Statement {
-    sql: "SELECT e.name FROM workflow.endpoint_settings e
-           WHERE e.disabled_at IS NULL AND e.event_types IS NOT NULL
-             AND EXISTS (SELECT FROM unnest(e.event_types) p
-                          WHERE p = $1 OR p = '*'
-                             OR (right(p, 2) = '.*' AND starts_with($1, left(p, -1))))
-           ORDER BY e.name
-             FOR KEY SHARE",
+    sql: include_str!("publish/subscribers.sql"),
     args: &[TEXTOID],
 };
 
-/// One message per subscriber `$7`, with the Standard Webhooks payload structure. A key
-/// `$4` becomes one per subscriber, `workflow.publish:<endpoint>:<key>` (the claim sends
-/// the caller's key), so a repeated publish finds each subscriber's message; an ordering
-/// key likewise orders each subscriber's messages apart, so that one failing subscriber
-/// holds back only its own.
+/// One message per subscriber `$7`, with the Standard Webhooks payload structure.
 static PUBLISH: Statement = Statement {
-    sql: "INSERT INTO workflow.outbox AS m
-                 (endpoint, payload, headers, idempotency_key, next_attempt_at, ordering_key)
-          SELECT s.name,
-                 jsonb_build_object('type', $1, 'timestamp', to_jsonb(statement_timestamp()), 'data', $2),
-                 $3,
-                 'workflow.publish:' || s.name || ':' || $4,
-                 COALESCE($5, statement_timestamp()),
-                 'workflow.publish:' || s.name || ':' || $6
-            FROM unnest($7::text[]) AS s(name)
-          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-          RETURNING m.id, m.endpoint",
+    sql: include_str!("publish/publish.sql"),
     args: &[
         TEXTOID,
         JSONBOID,
@@ -53,9 +33,7 @@ static PUBLISH: Statement = Statement {
 
 /// The messages a keyed publish made before, by subscriber.
 static FIND_PUBLISHED: Statement = Statement {
-    sql: "SELECT m.id, m.endpoint FROM workflow.outbox m
-           WHERE m.idempotency_key = ANY (ARRAY(
-                     SELECT 'workflow.publish:' || s.name || ':' || $1 FROM unnest($2::text[]) AS s(name)))",
+    sql: include_str!("publish/find_published.sql"),
     args: &[TEXTOID, TEXTARRAYOID],
 };
 

@@ -19,59 +19,32 @@ use pgrx::prelude::*;
 /// Consumes the oldest queued signal `$3` into the step `$2`; returns the step's output,
 /// none if nothing is queued.
 static CONSUME_OLDEST: Statement = Statement {
-    sql: "WITH oldest AS (
-              SELECT id, payload FROM workflow.run_signals
-               WHERE workflow_id = $1 AND name = $3 AND consumed_at IS NULL
-               ORDER BY id LIMIT 1
-                 FOR UPDATE),
-          consumed AS (
-              UPDATE workflow.run_signals s
-                 SET consumed_at = statement_timestamp(), consumed_by = $2
-                FROM oldest o WHERE s.id = o.id
-              RETURNING o.payload)
-          INSERT INTO workflow.checkpoints (workflow_id, step, output)
-          SELECT $1, $2, jsonb_build_object('signal', $3::text, 'payload', payload, 'timed_out', false)
-            FROM consumed
-          RETURNING output",
+    sql: include_str!("signals/consume_oldest.sql"),
     args: &[UUIDOID, TEXTOID, TEXTOID],
 };
 
+/// Records the wait's step $2 of the run $1 as timed out; returns its output.
 static RECORD_TIMEOUT: Statement = Statement {
-    sql: "INSERT INTO workflow.checkpoints (workflow_id, step, output)
-          VALUES ($1, $2, '{\"timed_out\": true}') RETURNING output",
+    sql: include_str!("signals/record_timeout.sql"),
     args: &[UUIDOID, TEXTOID],
 };
 
 /// After a wait's step is recorded: the wait is resolved, and the run goes on as a
 /// checkpoint would leave it — its lease renewed if it has an owner, ready if it is parked.
 static RESOLVED: Statement = Statement {
-    sql: "UPDATE workflow.runs
-             SET wait_step = NULL, wait_signal = NULL, wait_deadline = NULL,
-                 recovery_attempts = 0,
-                 lease_expires_at = CASE WHEN owner IS NULL
-                                         THEN least(coalesce(lease_expires_at, 'infinity'), clock_timestamp())
-                                         ELSE clock_timestamp() + lease_duration END,
-                 updated_at = statement_timestamp()
-           WHERE id = $1
-          RETURNING owner IS NULL",
+    sql: include_str!("signals/resolved.sql"),
     args: &[UUIDOID],
 };
 
 /// The status of the message of the durable step `$2`, if one was enqueued.
 static DURABLE_STEP: Statement = Statement {
-    sql: "SELECT status FROM workflow.outbox WHERE workflow_id = $1 AND step = $2 ORDER BY id LIMIT 1",
+    sql: include_str!("signals/durable_step.sql"),
     args: &[UUIDOID, TEXTOID],
 };
 
 /// Parks the run on a wait: no owner, claimable from the deadline on (never without one).
 static PARK: Statement = Statement {
-    sql: "UPDATE workflow.runs
-             SET owner = NULL, session_pid = NULL, session_started = NULL,
-                 wait_step = $2, wait_signal = $3,
-                 wait_deadline = clock_timestamp() + $4, lease_expires_at = clock_timestamp() + $4,
-                 updated_at = statement_timestamp()
-           WHERE id = $1
-          RETURNING wait_deadline",
+    sql: include_str!("signals/park.sql"),
     args: &[UUIDOID, TEXTOID, TEXTOID, INTERVALOID],
 };
 

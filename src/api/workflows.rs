@@ -7,7 +7,7 @@ use crate::config;
 use crate::db::{self, Statement, first_value, required};
 use crate::document::Document;
 use crate::error::{OrRaise, WfError};
-use crate::runs::claim::{self, CLAIM, CLAIM_ANY, Claimer};
+use crate::runs::claim::{self, Claimer, Ready};
 use crate::runs::guard::{self, lease_or_default, lock_running, read_step, require_writable};
 use crate::runs::{children, finish, readiness, sessions};
 use crate::wake;
@@ -21,20 +21,6 @@ use pgrx::prelude::*;
 /// or purged) before it could read it. Each retry needs a concurrent delete, so two is a lot.
 const START_RETRIES: usize = 3;
 
-macro_rules! insert_run {
-    () => {
-        "INSERT INTO workflow.runs AS r (name, idempotency_key, input, owner, lease_duration, lease_expires_at,
-                                        parent, tenant, session_pid, session_started)
-          SELECT $1, $2, $3,
-                 CASE WHEN p.pushed THEN NULL ELSE COALESCE($4, session_user || ':' || pg_backend_pid()) END,
-                 $5,
-                 CASE WHEN p.pushed THEN clock_timestamp() ELSE clock_timestamp() + $5 END,
-                 $6, $7,
-                 CASE WHEN p.pushed OR $8 IS NULL THEN NULL ELSE pg_backend_pid() END,
-                 CASE WHEN p.pushed THEN NULL ELSE $8 END
-            FROM (SELECT $4::text IS NULL AND EXISTS (SELECT FROM workflow.handlers WHERE name = $1) AS pushed) p"
-    };
-}
 const START_ARGS: &[pgrx::pg_sys::Oid] = &[
     TEXTOID,
     TEXTOID,
@@ -46,122 +32,55 @@ const START_ARGS: &[pgrx::pg_sys::Oid] = &[
     TIMESTAMPTZOID,
 ];
 
-/// Without a key, a plain insert (see `outbox::ENQUEUE` on what `ON CONFLICT` costs). A
-/// start without an owner of a name with a push handler is ready at once, for the
-/// dispatcher to push. Returns the id, and whether the run is ready.
+/// Without a key, a plain insert (see `outbox::ENQUEUE` on what `ON CONFLICT` costs).
 static START: Statement = Statement {
-    sql: concat!(insert_run!(), " RETURNING r.id, r.owner IS NULL"),
+    sql: include_str!("workflows/start.sql"),
     args: START_ARGS,
 };
 
+/// Starts a workflow with an idempotency key: a key used before for the name inserts
+/// nothing, and the caller looks the first run up (find_by_key.sql).
 static START_KEYED: Statement = Statement {
-    sql: concat!(
-        insert_run!(),
-        " ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING RETURNING r.id, r.owner IS NULL"
-    ),
+    sql: include_str!("workflows/start_keyed.sql"),
     args: START_ARGS,
 };
 
+/// The run of the name $1 started with the idempotency key $2, if any.
 static FIND_BY_KEY: Statement = Statement {
-    sql: "SELECT id FROM workflow.runs WHERE name = $1 AND idempotency_key = $2",
+    sql: include_str!("workflows/find_by_key.sql"),
     args: &[TEXTOID, TEXTOID],
 };
 
 /// Records a new step and renews the lease, in one statement (a checkpoint is the hot path
-/// of every workflow). The run's parent, if it has one, is locked first (see
-/// `guard::lock_parent`; the run's lock waits for it), then the run, for the rest of the transaction, so that
-/// concurrent checkpoints of one workflow queue behind each other and a claimer skips it
-/// (SKIP LOCKED); the step is written only while the run is `running` and, when `$4`
-/// names an owner, only while that owner holds the lease (G7). The lease is renewed and
-/// the recoveries counted so far are forgiven only when the step is new, so a replay
-/// writes nothing (G3). Returns the run's status (NULL: no such run), whether the owner
-/// holds it, whether the step was recorded now, and otherwise its recorded output as of
-/// the statement's snapshot. (Checking for the step with `NOT EXISTS` in the update, to
-/// lock and renew in one write, made SERIALIZABLE callers read `checkpoints_pkey` pages
-/// that every checkpoint inserts into: unrelated workflows then failed each other. The
-/// arbiter probe of `ON CONFLICT` takes no such read lock.)
+/// of every workflow).
 static CHECKPOINT: Statement = Statement {
-    sql: concat!(
-        "WITH parent AS MATERIALIZED (
-              SELECT p.id FROM workflow.runs p
-               WHERE p.id = (SELECT r.parent FROM workflow.runs r WHERE r.id = $1)
-                 FOR NO KEY UPDATE),
-          run AS (
-              SELECT status, ",
-        holds_lease!("$4"),
-        " AS holds FROM workflow.runs
-               WHERE id = $1 AND (SELECT count(*) FROM parent) >= 0
-                 FOR NO KEY UPDATE),
-          new_step AS (
-              INSERT INTO workflow.checkpoints (workflow_id, step, output)
-              SELECT $1, $2, COALESCE($3, 'null'::jsonb) FROM run WHERE status = 'running' AND holds
-              ON CONFLICT (workflow_id, step) DO NOTHING
-              RETURNING workflow_id),
-          renewed AS (
-              UPDATE workflow.runs
-                 SET lease_expires_at = clock_timestamp() + lease_duration,
-                     recovery_attempts = 0,
-                     updated_at = statement_timestamp()
-               WHERE id = (SELECT workflow_id FROM new_step)
-              RETURNING id)
-          SELECT (SELECT status FROM run),
-                 (SELECT holds FROM run),
-                 EXISTS (SELECT FROM renewed),
-                 (SELECT output FROM workflow.checkpoints
-                   WHERE workflow_id = $1 AND step = $2 AND NOT EXISTS (SELECT FROM renewed))"
-    ),
+    sql: include_str!("workflows/checkpoint.sql"),
     args: &[UUIDOID, TEXTOID, JSONBOID, TEXTOID],
 };
 
 /// Renews a held lease, for `$3` or the run's lease duration; a parked run (no owner) has
 /// none to renew.
 static HEARTBEAT: Statement = Statement {
-    sql: concat!(
-        "UPDATE workflow.runs
-            SET lease_expires_at = clock_timestamp() + COALESCE($3, lease_duration),
-                updated_at = statement_timestamp()
-          WHERE id = $1 AND status = 'running' AND owner IS NOT NULL AND ",
-        holds_lease!("$2"),
-        " RETURNING lease_expires_at"
-    ),
+    sql: include_str!("workflows/heartbeat.sql"),
     args: &[UUIDOID, TEXTOID, INTERVALOID],
 };
 
 /// Records a sleep as a step, releases the lease and makes the run claimable from `until`.
-/// Returns the run's name if the sleep is over already (the run is ready now).
 static RECORD_SLEEP: Statement = Statement {
-    sql: "WITH new_step AS (
-              INSERT INTO workflow.checkpoints (workflow_id, step, output)
-              VALUES ($1, $2, jsonb_build_object('sleep_until', $3::timestamptz))
-              ON CONFLICT (workflow_id, step) DO NOTHING
-              RETURNING output)
-          UPDATE workflow.runs
-             SET owner = NULL, session_pid = NULL, session_started = NULL, lease_expires_at = $3,
-                 updated_at = statement_timestamp()
-           WHERE id = $1 AND EXISTS (SELECT FROM new_step)
-          RETURNING CASE WHEN $3 <= clock_timestamp() THEN name END",
+    sql: include_str!("workflows/record_sleep.sql"),
     args: &[UUIDOID, TEXTOID, TIMESTAMPTZOID],
 };
 
 /// Releases a held lease: no owner, ready now (a parked run's readiness, which no claim
-/// counts as a recovery). Returns the run's name.
+/// counts as a recovery).
 static RELEASE: Statement = Statement {
-    sql: concat!(
-        "UPDATE workflow.runs
-            SET owner = NULL, session_pid = NULL, session_started = NULL,
-                lease_expires_at = clock_timestamp(), updated_at = statement_timestamp()
-          WHERE id = $1 AND status = 'running' AND owner IS NOT NULL AND ",
-        holds_lease!("$2"),
-        " RETURNING name"
-    ),
+    sql: include_str!("workflows/release.sql"),
     args: &[UUIDOID, TEXTOID],
 };
 
+/// One workflow as `wf_status` shows it.
 static STATUS: Statement = Statement {
-    sql: "SELECT name, status, input, output, error, steps_done, last_step,
-                 created_at, updated_at, finished_at, owner, lease_expires_at, recovery_attempts,
-                 idempotency_key, parent, waiting_for, waiting_until, tenant
-            FROM workflow.workflows WHERE id = $1",
+    sql: include_str!("workflows/status.sql"),
     args: &[UUIDOID],
 };
 
@@ -503,8 +422,7 @@ fn wf_status(
 
 /// What `wf_claim` and `wf_claim_runs` were asked, checked.
 struct ClaimRequest<'a> {
-    statement: &'static Statement,
-    name: Option<&'a str>,
+    ready: Ready<'a>,
     claimer: Claimer<'a>,
     max: i32,
 }
@@ -517,14 +435,12 @@ fn claim_request<'a>(
 ) -> ClaimRequest<'a> {
     const MAX_CLAIM: i64 = 10_000;
     let name = validate::optional_name("name", name).or_raise();
-    let statement = if name.is_some() { &CLAIM } else { &CLAIM_ANY };
     let owner = validate::optional_name("owner", owner).or_raise();
     let lease = lease_or_default("lease", lease).or_raise();
     let max = validate::required("max", max).or_raise();
     let max = validate::in_range("max", max.into(), 1, MAX_CLAIM).or_raise() as i32;
     ClaimRequest {
-        statement,
-        name,
+        ready: name.map_or(Ready::OfAnyName, Ready::OfName),
         claimer: Claimer {
             owner,
             lease: Some(lease),
@@ -536,7 +452,7 @@ fn claim_request<'a>(
 
 impl ClaimRequest<'_> {
     fn claim(&self, client: &mut pgrx::spi::SpiClient<'_>) -> Result<Vec<pgrx::Uuid>, WfError> {
-        claim::claim(client, self.statement, self.name, self.claimer, self.max)
+        claim::claim(client, self.ready, self.claimer, self.max)
     }
 }
 

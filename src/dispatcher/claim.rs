@@ -5,7 +5,7 @@ use crate::db::{self, Statement};
 use crate::delivery::headers;
 use crate::delivery::signing::Secret;
 use pgrx::datum::{DatumWithOid, Interval};
-use pgrx::pg_sys::{INT4ARRAYOID, INT4OID, INT8ARRAYOID, INTERVALOID, TEXTARRAYOID};
+use pgrx::pg_sys::{BOOLOID, INT4ARRAYOID, INT4OID, INT8ARRAYOID, INTERVALOID, TEXTARRAYOID};
 use pgrx::spi::{SpiClient, SpiResult};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,191 +28,28 @@ pub fn rows_within_byte_budget(max_payload_bytes: usize) -> usize {
     (CLAIM_BYTES / (max_payload_bytes + headers::MAX_BYTES).max(1)).max(1)
 }
 
-/// How many requests a destination may have outstanding per request it may have in flight:
-/// as for the dispatcher as a whole, one generation queued behind the one in flight.
-/// A rate-limited destination may have at most a second of its rate outstanding, so that
-/// none waits for its turn past its lease. A failing destination (see `destinations`) may
-/// have one, its probe, and none before the probe is due.
-macro_rules! destination_room {
-    ($destination:expr, $generations:literal, $default:literal, $busy:literal, $counts:literal) => {
-        concat!(
-            "(least(coalesce((SELECT CASE WHEN coalesce(s.next_probe_at, '-infinity') <= clock_timestamp()
-                                          THEN 1 ELSE 0 END
-                                FROM workflow.destinations s
-                               WHERE s.destination = ",
-            $destination,
-            " AND s.state = 'failing'), 2147483647),
-                   coalesce((SELECT least(coalesce(e.max_concurrency, ",
-            $default,
-            ") * ",
-            $generations,
-            ",
-                                     CASE WHEN e.rate_per_second IS NULL THEN 2147483647
-                                          ELSE greatest(1, ceil(e.rate_per_second))::int END)
-                          FROM workflow.endpoint_settings e WHERE e.name = ",
-            $destination,
-            "),
-                       ",
-            $default,
-            " * ",
-            $generations,
-            "))
-              - coalesce((SELECT b.n FROM unnest(",
-            $busy,
-            "::text[], ",
-            $counts,
-            "::int4[]) AS b(destination, n)
-                           WHERE b.destination = ",
-            $destination,
-            "), 0))"
-        )
-    };
-}
-pub(crate) use destination_room;
-
-/// Walks up to `$1` due messages, oldest due first, and claims those that may go now. A
-/// message waits while its named endpoint is disabled, while an older message of its
-/// ordering key is pending (the key's head is the only one sent, so a failing head blocks
-/// only its own key), and while its destination — its endpoint, or its URL's origin — has
-/// as many requests outstanding as its limits allow (`destination_room!`; `$7`/`$8` are the
-/// destinations with requests outstanding, and how many). Such a blocked message is parked
-/// instead (see `parking`): out of `outbox_due`, so no later claim walks it again; every
-/// row the walk takes is claimed or parked, so each claim makes progress and its work
-/// grows with `$1`, never with what is blocked. The last columns count the parked, and
-/// name the destinations parked at their limit; a walk that claims nothing still returns
-/// one row, its other columns NULL.
-///
-/// The dispatcher runs this as a generic plan (see `worker`), which cannot know `$1`, so
-/// the statement is shaped to leave the planner no costly choice:
-/// - `due` walks `outbox_due` in index order and stops after `$1` rows: what blocks a row
-///   is found by per-row `EXISTS` probes. Messages in flight keep their due time and sit at
-///   the head of the index, so a claim steps over at most the outstanding ones. (Joining
-///   the endpoint's settings here let the planner hash-join and sort the whole backlog.)
-/// - the updates find their rows by primary key from arrays, not by a join, which a
-///   generic plan estimated at a tenth of the table and ran as a merge join over the whole
-///   primary key;
-/// - the endpoint's settings are joined to the claimed rows only;
-/// - the lease goes to `leased_until`, which no index covers: the claim is a HOT update.
-macro_rules! claim {
-    ($limits:expr) => {
-        concat!(
-            "WITH due AS (
-              SELECT m.id, m.next_attempt_at, coalesce(m.endpoint, m.origin) AS destination,
-                     m.endpoint IS NOT NULL AND EXISTS (
-                        SELECT FROM workflow.endpoint_settings d
-                         WHERE d.name = m.endpoint AND d.disabled_at IS NOT NULL) AS behind_endpoint,
-                     m.ordering_key IS NOT NULL AND EXISTS (
-                        SELECT FROM workflow.outbox p
-                         WHERE p.ordering_key = m.ordering_key AND p.status = 'pending' AND p.id < m.id) AS behind_key
-                FROM workflow.outbox m
-               WHERE (m.status = 'pending') IS TRUE AND m.parked IS NULL
-                 AND m.next_attempt_at <= (SELECT clock_timestamp())
-                 AND (m.leased_until IS NULL OR m.leased_until <= (SELECT clock_timestamp()))
-               ORDER BY m.next_attempt_at
-               LIMIT $1
-                 FOR UPDATE OF m SKIP LOCKED),
-          ",
-            $limits,
-            "
-          parked AS (
-              UPDATE workflow.outbox m
-                 SET parked = CASE WHEN m.id = ANY (ARRAY(SELECT id FROM due WHERE behind_endpoint))
-                                   THEN 'endpoint'
-                                   WHEN m.id = ANY (ARRAY(SELECT id FROM limited)) THEN 'limit'
-                                   ELSE 'ordering_key' END
-               WHERE m.id = ANY (ARRAY(SELECT id FROM due WHERE behind_endpoint OR behind_key
-                                       UNION ALL SELECT id FROM limited))
-              RETURNING m.id),
-          claimed AS (
-              UPDATE workflow.outbox m
-                 SET attempts = m.attempts + 1,
-                     leased_until = clock_timestamp()
-                         + COALESCE((SELECT e.timeout FROM workflow.endpoint_settings e
-                                      WHERE e.name = m.endpoint), $2) * $5
-                         + $3
-               WHERE m.id = ANY (ARRAY(SELECT id FROM sendable
-                                        WHERE id <> ALL (ARRAY(SELECT id FROM limited))))
-              RETURNING m.id, m.attempts, m.url, m.endpoint, m.payload, m.headers,
-                        m.idempotency_key, m.webhook_id, m.step, m.ordering_key,
-                        m.last_started_at, coalesce(m.endpoint, m.origin) AS destination)
-          SELECT c.id, c.attempts, COALESCE(e.url, c.url), c.payload::text,
-                 e.headers::text, c.headers::text,
-                 -- A published message's key is its publish's, per endpoint (see wf_publish).
-                 CASE WHEN starts_with(c.idempotency_key, 'workflow.publish:')
-                      THEN substr(c.idempotency_key, length('workflow.publish:' || c.endpoint || ':') + 1)
-                      ELSE c.idempotency_key END,
-                 c.webhook_id,
-                 -- Secrets being rotated out sign too, until their time is up.
-                 e.secrets || CASE WHEN e.retiring_until > clock_timestamp()
-                                   THEN e.retiring_secrets ELSE '{}' END,
-                 COALESCE(e.max_attempts, $4),
-                 (extract(epoch FROM COALESCE(e.timeout, $2)) * 1000)::bigint,
-                 c.step IS NOT NULL, c.endpoint IS NOT NULL, c.ordering_key IS NOT NULL,
-                 c.last_started_at IS NOT NULL, p.n, c.destination,
-                 coalesce(e.max_concurrency, $6), e.rate_per_second,
-                 CASE WHEN e.retry_schedule IS NOT NULL
-                      THEN ARRAY(SELECT (extract(epoch FROM d) * 1000)::float8 FROM unnest(e.retry_schedule) d)
-                 END,
-                 e.failing_since IS NOT NULL, l.destinations
-            FROM (SELECT count(*) AS n FROM parked) p
-           CROSS JOIN (SELECT array_agg(DISTINCT destination) AS destinations FROM limited) l
-            LEFT JOIN (claimed c LEFT JOIN workflow.endpoint_settings e ON e.name = c.endpoint) ON true"
-        )
-    };
-}
-
-const CLAIM_ARGS: &[pgrx::pg_sys::Oid] = &[
-    INT4OID,
-    INTERVALOID,
-    INTERVALOID,
-    INT4OID,
-    INT4OID,
-    INT4OID,
-    TEXTARRAYOID,
-    INT4ARRAYOID,
-];
-
-/// The claim that ranks each destination's rows and sets aside those beyond its room.
+/// Walks up to a batch of due messages and claims those that may go now, parking the
+/// blocked ones; `claim.sql` says how and why.
 pub static CLAIM: Statement = Statement {
-    sql: claim!(concat!(
-        "sendable AS (
-              SELECT d.id, d.destination,
-                     row_number() OVER (PARTITION BY d.destination ORDER BY d.next_attempt_at, d.id) AS rank
-                FROM due d
-               WHERE NOT (d.behind_endpoint OR d.behind_key)),
-          rooms AS (
-              SELECT d.destination, ",
-        destination_room!("d.destination", "$5", "$6", "$7", "$8"),
-        " AS room
-                FROM (SELECT DISTINCT destination FROM sendable) d),
-          limited AS MATERIALIZED (
-              SELECT s.id, s.destination FROM sendable s JOIN rooms r ON r.destination = s.destination
-               WHERE s.rank > r.room),"
-    )),
-    args: CLAIM_ARGS,
-};
-
-/// The claim for a round in which no destination can reach its limit (see
-/// [`Rooms::binding`]), which then need not rank the rows it walks (see bench/NOTES.md).
-pub static CLAIM_WITHIN_LIMITS: Statement = Statement {
-    sql: claim!(
-        "sendable AS (
-              SELECT d.id, d.destination FROM due d WHERE NOT (d.behind_endpoint OR d.behind_key)),
-          limited AS (SELECT NULL::bigint AS id, NULL::text AS destination WHERE false),"
-    ),
-    args: CLAIM_ARGS,
+    sql: include_str!("claim/claim.sql"),
+    args: &[
+        INT4OID,
+        INTERVALOID,
+        INTERVALOID,
+        INT4OID,
+        INT4OID,
+        INT4OID,
+        TEXTARRAYOID,
+        INT4ARRAYOID,
+        BOOLOID,
+    ],
 };
 
 /// The smallest number of requests any destination may have outstanding (see
-/// `destination_room!`): an endpoint's own limits, or the default for the rest; none while
+/// `claim.sql`): an endpoint's own limits, or the default for the rest; none while
 /// a destination is failing.
 static SMALLEST_ROOM: Statement = Statement {
-    sql: "SELECT least($1 * $2, min(least(coalesce(e.max_concurrency, $1) * $2,
-                                           CASE WHEN e.rate_per_second IS NULL THEN 2147483647
-                                                ELSE greatest(1, ceil(e.rate_per_second))::int END)),
-                        CASE WHEN EXISTS (SELECT FROM workflow.destinations s WHERE s.state = 'failing')
-                             THEN 0 END)
-            FROM workflow.endpoint_settings e",
+    sql: include_str!("claim/smallest_room.sql"),
     args: &[INT4OID, INT4OID],
 };
 
@@ -235,19 +72,9 @@ pub fn smallest_room(client: &mut SpiClient<'_>, per_destination: usize) -> SpiR
     Ok(room.unwrap_or(1).max(0) as usize)
 }
 
-/// How long until the next pending message becomes due. Messages already due but not
-/// claimable — parked, or leased — do not count: what unblocks them (an enable, a head's
-/// outcome, a cancel, this dispatcher's own outcome) wakes the dispatcher itself, and
-/// counting them would make it spin. The one
-/// exception, the lease of a dispatcher that died, is noticed within a poll interval.
-/// Capped at a day, so that no stored time (an `infinity` from before 0.2.0) can make the
-/// subtraction fail.
+/// How long until the next pending message becomes due.
 static NEXT_DUE: Statement = Statement {
-    sql: "SELECT (extract(epoch FROM least(min(next_attempt_at), clock_timestamp() + interval '1 day')
-                                     - clock_timestamp()) * 1000)::bigint
-            FROM workflow.outbox
-           WHERE (status = 'pending') IS TRUE AND parked IS NULL
-             AND next_attempt_at > (SELECT clock_timestamp())",
+    sql: include_str!("claim/next_due.sql"),
     args: &[],
 };
 
@@ -300,15 +127,8 @@ fn interval(duration: Duration) -> Interval {
 }
 
 /// Lets the current transaction's commit return before its WAL reaches disk.
-///
-/// For a transaction that only claims. If a crash loses its commit, its messages are due
-/// and unleased again and are sent again at once: the at-least-once path of a lease that
-/// runs out, a lease sooner (G2: a request in flight during a crash may be repeated). The
-/// commit becomes durable with the next one that is waited for, since WAL is flushed in
-/// order: the record of its outcomes at the latest. Recording always waits: a delivered
-/// message must not turn pending, nor a durable step's checkpoint vanish, once seen.
 static COMMIT_WITHOUT_WAITING: Statement = Statement {
-    sql: "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)",
+    sql: include_str!("claim/commit_without_waiting.sql"),
     args: &[],
 };
 
@@ -318,31 +138,9 @@ pub fn commit_without_waiting(client: &mut SpiClient<'_>) -> SpiResult<()> {
 
 /// Cancels, among the durable steps just claimed `$1`, those their workflow decided without
 /// — the workflow finished, the step is recorded, or the wait for it timed out — so that
-/// none is sent (G10); the claim's attempt is taken back. Run only for a claim that took
-/// durable steps: a probe of the runs in the claim's walk made every claim several times
-/// dearer (bench/NOTES.md). Returns the cancelled messages.
+/// none is sent (G10); the claim's attempt is taken back.
 static CANCEL_DECIDED_STEPS: Statement = Statement {
-    sql: "WITH decided AS (
-              SELECT m.id FROM workflow.outbox m
-               WHERE m.id = ANY ($1) AND m.step IS NOT NULL
-                 AND EXISTS (SELECT FROM workflow.runs r
-                              WHERE r.id = m.workflow_id
-                                AND (r.status <> 'running'
-                                     OR (r.wait_step = m.step AND r.wait_signal IS NULL
-                                         AND r.wait_deadline <= clock_timestamp())
-                                     OR EXISTS (SELECT FROM workflow.checkpoints c
-                                                 WHERE c.workflow_id = m.workflow_id AND c.step = m.step)))),
-          cancelled AS (
-              UPDATE workflow.outbox m
-                 SET status = 'cancelled', finished_at = clock_timestamp(), leased_until = NULL,
-                     attempts = greatest(m.attempts - 1, 0),
-                     unpark_successor = CASE WHEN m.ordering_key IS NOT NULL THEN true END
-               WHERE m.id = ANY (ARRAY(SELECT id FROM decided)) AND m.status = 'pending'
-              RETURNING m.id, m.endpoint),
-          counted AS (
-              INSERT INTO workflow.message_counts (status, n, endpoint)
-              SELECT 'cancelled', count(*), endpoint FROM cancelled GROUP BY endpoint)
-          SELECT id FROM cancelled",
+    sql: include_str!("claim/cancel_decided_steps.sql"),
     args: &[INT8ARRAYOID],
 };
 
@@ -375,7 +173,7 @@ pub fn claim(
     // Earlier than the database's clock_timestamp() in the claim: the deadline errs early.
     let claimed_at = Instant::now();
     let (busy, counts) = db_arrays(outstanding);
-    let args: [DatumWithOid; 8] = [
+    let args: [DatumWithOid; 9] = [
         (limit.min(i32::MAX as usize) as i32).into(),
         interval(settings.request_timeout).into(),
         interval(LEASE_MARGIN).into(),
@@ -384,52 +182,105 @@ pub fn claim(
         (settings.concurrency_per_destination.min(i32::MAX as usize) as i32).into(),
         busy.into(),
         counts.into(),
+        ranked.into(),
     ];
-    let statement = if ranked { &CLAIM } else { &CLAIM_WITHIN_LIMITS };
-    db::execute(client, statement, &args, |rows| {
+    db::execute(client, &CLAIM, &args, |rows| {
         let mut claimed = Claimed {
             jobs: Vec::with_capacity(rows.len()),
             ..Claimed::default()
         };
+        if rows.is_empty() {
+            return Ok(claimed);
+        }
+        let [
+            id,
+            attempt,
+            url,
+            body,
+            endpoint_headers,
+            message_headers,
+            idempotency_key,
+            webhook_id,
+            secrets,
+            max_attempts,
+            timeout_ms,
+            durable_step,
+            named_endpoint,
+            ordered,
+            replaces_attempt,
+            parked,
+            destination,
+            concurrency,
+            rate_per_second,
+            retry_schedule_ms,
+            endpoint_failing,
+            limited,
+        ] = db::ordinals(
+            &rows,
+            [
+                "id",
+                "attempt",
+                "url",
+                "body",
+                "endpoint_headers",
+                "message_headers",
+                "idempotency_key",
+                "webhook_id",
+                "secrets",
+                "max_attempts",
+                "timeout_ms",
+                "durable_step",
+                "named_endpoint",
+                "ordered",
+                "replaces_attempt",
+                "parked",
+                "destination",
+                "concurrency",
+                "rate_per_second",
+                "retry_schedule_ms",
+                "endpoint_failing",
+                "limited",
+            ],
+        )?;
         for row in rows {
-            claimed.parked = row.get::<i64>(16)?.unwrap_or(0).max(0) as usize;
+            claimed.parked = row.get::<i64>(parked)?.unwrap_or(0).max(0) as usize;
             if claimed.limited.is_empty() {
-                let limited: Option<Vec<Option<String>>> = row.get(22)?;
-                claimed.limited = limited.unwrap_or_default().into_iter().flatten().collect();
+                let names: Option<Vec<Option<String>>> = row.get(limited)?;
+                claimed.limited = names.unwrap_or_default().into_iter().flatten().collect();
             }
-            let Some(id) = row.get::<i64>(1)? else {
+            let Some(id) = row.get::<i64>(id)? else {
                 continue; // the one row of a walk that claimed nothing
             };
-            let endpoint_headers: Option<String> = row.get(5)?;
-            let message_headers: Option<String> = row.get(6)?;
-            let secrets: Option<Vec<Option<String>>> = row.get(9)?;
+            let endpoint_headers: Option<String> = row.get(endpoint_headers)?;
+            let message_headers: Option<String> = row.get(message_headers)?;
+            let secrets: Option<Vec<Option<String>>> = row.get(secrets)?;
             let (headers, bad_headers) =
                 merge_headers(endpoint_headers.as_deref(), message_headers.as_deref());
             let (secrets, bad_secret) = parse_secrets(secrets.unwrap_or_default());
             let timeout =
-                Duration::from_millis(row.get::<i64>(11)?.unwrap_or(30_000).max(1) as u64);
+                Duration::from_millis(row.get::<i64>(timeout_ms)?.unwrap_or(30_000).max(1) as u64);
             claimed.jobs.push(Job {
                 id,
-                attempt: row.get(2)?.unwrap_or(1),
-                url: row.get(3)?.unwrap_or_default(),
-                body: row.get(4)?.unwrap_or_default(),
+                attempt: row.get(attempt)?.unwrap_or(1),
+                url: row.get(url)?.unwrap_or_default(),
+                body: row.get(body)?.unwrap_or_default(),
                 headers,
-                idempotency_key: row.get(7)?,
-                webhook_id: row.get(8)?.unwrap_or_default(),
+                idempotency_key: row.get(idempotency_key)?,
+                webhook_id: row.get(webhook_id)?.unwrap_or_default(),
                 secrets,
-                max_attempts: row.get(10)?.unwrap_or(1),
+                max_attempts: row.get(max_attempts)?.unwrap_or(1),
                 timeout,
-                durable_step: row.get(12)?.unwrap_or(false),
-                named_endpoint: row.get(13)?.unwrap_or(false),
-                ordered: row.get(14)?.unwrap_or(false),
-                replaces_attempt: row.get(15)?.unwrap_or(true),
+                durable_step: row.get(durable_step)?.unwrap_or(false),
+                named_endpoint: row.get(named_endpoint)?.unwrap_or(false),
+                ordered: row.get(ordered)?.unwrap_or(false),
+                replaces_attempt: row.get(replaces_attempt)?.unwrap_or(true),
                 lease_deadline: claimed_at + timeout * LEASE_GENERATIONS as u32 + LEASE_MARGIN,
                 unsendable: bad_secret.or(bad_headers),
-                destination: row.get::<String>(17)?.unwrap_or_default().into(),
-                concurrency: row.get::<i32>(18)?.unwrap_or(1).max(1) as usize,
-                rate_per_second: row.get::<f64>(19)?.filter(|rate| *rate > 0.0),
-                retry_schedule: schedule(row.get::<Vec<Option<f64>>>(20)?),
-                endpoint_failing: row.get::<bool>(21)?.unwrap_or(false),
+                destination: row.get::<String>(destination)?.unwrap_or_default().into(),
+                concurrency: row.get::<i32>(concurrency)?.unwrap_or(1).max(1) as usize,
+                rate_per_second: row.get::<f64>(rate_per_second)?.filter(|rate| *rate > 0.0),
+                retry_schedule: schedule(row.get::<Vec<Option<f64>>>(retry_schedule_ms)?),
+                endpoint_failing: row.get::<bool>(endpoint_failing)?.unwrap_or(false),
             });
         }
         Ok(claimed)

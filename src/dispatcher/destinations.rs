@@ -2,7 +2,7 @@
 //! it (`delivery::health`), stored in `workflow.destinations`, and what follows.
 //!
 //! A failing destination is a limit of one request at a time, and none before its next
-//! probe is due: the claim's room for it (`claim::destination_room!`) says so, so its due
+//! probe is due: the claim's room for it (`claim/claim.sql`) says so, so its due
 //! messages are parked at its limit as they are walked, and its failed messages are parked
 //! with their retry time kept. `parking::UNPARK_LIMITED` lets one go when a probe is due,
 //! the oldest whose retry time has come. Its first answer makes every one of its parked
@@ -23,52 +23,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Stores the failing destinations' states: `$2` unreachable requests in a row, `$3`
-/// seconds until the next probe. `since` stays while a destination stays failing.
+/// seconds until the next probe.
 static SAVE: Statement = Statement {
-    sql: "INSERT INTO workflow.destinations AS d (destination, state, since, probes, next_probe_at)
-          SELECT t.destination, 'failing', clock_timestamp(), t.probes,
-                 clock_timestamp() + make_interval(secs => t.probe_in)
-            FROM unnest($1::text[], $2::int4[], $3::float8[]) AS t(destination, probes, probe_in)
-          ON CONFLICT (destination) DO UPDATE
-             SET probes = EXCLUDED.probes, next_probe_at = EXCLUDED.next_probe_at",
+    sql: include_str!("destinations/save.sql"),
     args: &[TEXTARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID],
 };
 
 /// Forgets the destinations `$1` whose outage ended: a healthy destination has no row.
 static FORGET: Statement = Statement {
-    sql: "DELETE FROM workflow.destinations WHERE destination = ANY ($1)",
+    sql: include_str!("destinations/forget.sql"),
     args: &[TEXTARRAYOID],
 };
 
 /// Parks the messages `$1` that a failed request left pending, at their destination's
 /// limit, with their retry time: they wait for a probe's turn, or for the outage's end.
 static PARK_FAILED: Statement = Statement {
-    sql: "UPDATE workflow.outbox m SET parked = 'limit'
-           WHERE m.id = ANY ($1) AND m.status = 'pending' AND m.parked IS NULL",
+    sql: include_str!("destinations/park_failed.sql"),
     args: &[INT8ARRAYOID],
 };
 
 /// Makes every message parked at the destinations `$1` due now, with the messages `$2`
-/// (failed in the round that ended the outage): their outage ended. Found through
-/// `outbox_limited`; a message an application holds locked keeps its time.
+/// (failed in the round that ended the outage): their outage ended.
 static RELEASE: Statement = Statement {
-    sql: "WITH waiting AS (
-              SELECT m.id FROM workflow.outbox m
-               WHERE coalesce(m.endpoint, m.origin) = ANY ($1) AND m.parked = 'limit'
-                 AND m.next_attempt_at > clock_timestamp()
-                 FOR NO KEY UPDATE SKIP LOCKED)
-          UPDATE workflow.outbox m SET next_attempt_at = clock_timestamp()
-           WHERE m.id = ANY (ARRAY(SELECT id FROM waiting UNION ALL SELECT unnest($2::int8[])))
-             AND m.status = 'pending'",
+    sql: include_str!("destinations/release.sql"),
     args: &[TEXTARRAYOID, INT8ARRAYOID],
 };
 
 /// The failing destinations, with seconds until their next probe and since they failed.
 static FAILING: Statement = Statement {
-    sql: "SELECT destination, probes,
-                 extract(epoch FROM next_probe_at - clock_timestamp())::float8,
-                 extract(epoch FROM clock_timestamp() - since)::float8
-            FROM workflow.destinations WHERE state = 'failing'",
+    sql: include_str!("destinations/failing.sql"),
     args: &[],
 };
 

@@ -51,8 +51,8 @@ pub struct RoundPlan {
     pub read_smallest_room: bool,
     /// Claim and enqueue the pushes of ready workflows of handled names.
     pub push: bool,
-    /// Claim with the statement that ranks each destination's rows against its room (not
-    /// needed, and dearer, while no destination can reach its room).
+    /// Rank each destination's rows against its room in the claim (`claim.sql`'s `$9`):
+    /// not needed, and dearer, while no destination can reach its room.
     pub ranked: bool,
 }
 

@@ -22,81 +22,8 @@ pub const RECORDED_BODY_BYTES: usize = 4096;
 
 /// An outcome only changes its message if the message is still pending in the attempt that
 /// produced it: a cancel, or a newer claim after this dispatcher lost its lease, wins.
-/// A message an application holds locked (a `wf_cancel_message` not yet committed) is
-/// skipped, never waited for: its outcome is kept for a later round. Returns the messages
-/// it changed (`skipped` false) and the ones it skipped (`skipped` true). The update reaches
-/// the locked rows by their `ctid` (locked by this statement, they cannot move), so the lock
-/// costs no second index probe; the skipped ones are looked for only when a lock was missed.
-/// Every other read of the outbox goes by key from the id array, so the plan does not hinge
-/// on a join order.
-///
-/// Every read of the outbox has an index condition on the id array, even where a join
-/// would express it: under statistics that call the outbox empty (an ANALYZE taken while a
-/// large enqueueing transaction was still open) a join probe became a walk of the whole
-/// primary key, a second a round.
-///
-/// The attempt becomes the message's latest (`last_*`); the one it replaces moves to the
-/// log, read from the statement's snapshot, which is the row before this update (only the
-/// dispatcher writes `last_*`, one round at a time). `$10` names the messages that hold
-/// one, as their claims saw: most outcomes are first attempts, and looking up every
-/// message again to find nothing was a tenth of the statement. An outcome that no longer
-/// changes its message still happened: it goes to the log directly.
-///
-/// An outcome also unparks its message (a claim may have parked it after its lease ran
-/// out), and a message with an ordering key that finishes flags its key's next message
-/// for unparking (see `parking`).
 pub(crate) static RECORD: Statement = Statement {
-    sql: "WITH o AS (
-              SELECT * FROM unnest($1::int8[], $2::int4[], $3::float8[], $4::float4[], $5::int4[],
-                                   $6::text[], $7::text[], $8::text[], $9::float8[])
-                       AS o(id, attempt, started, duration_ms, status_code, error, body, outcome,
-                            delay_s)),
-          locked AS (
-              SELECT m.id, m.ctid FROM workflow.outbox m WHERE m.id = ANY ($1) FOR NO KEY UPDATE SKIP LOCKED),
-          changed AS (
-              UPDATE workflow.outbox m
-                 SET status = o.outcome,
-                     next_attempt_at = CASE WHEN o.outcome = 'pending'
-                                            THEN clock_timestamp() + make_interval(secs => o.delay_s)
-                                            ELSE m.next_attempt_at END,
-                     leased_until = NULL,
-                     last_attempt = o.attempt,
-                     last_started_at = to_timestamp(o.started),
-                     last_duration_ms = o.duration_ms,
-                     last_status_code = o.status_code,
-                     last_error = o.error,
-                     last_response_body = o.body,
-                     delivered_at = CASE WHEN o.outcome = 'delivered' THEN clock_timestamp() END,
-                     finished_at = CASE WHEN o.outcome = 'pending' THEN NULL ELSE clock_timestamp() END,
-                     parked = NULL,
-                     unpark_successor = CASE WHEN o.outcome <> 'pending' AND m.ordering_key IS NOT NULL
-                                             THEN true END
-                FROM o
-               WHERE m.ctid = ANY (ARRAY(SELECT ctid FROM locked)) AND m.id = o.id
-                 AND m.status = 'pending' AND m.attempts = o.attempt
-              RETURNING m.id, m.workflow_id, m.step, m.status, m.endpoint),
-          counted AS (
-              INSERT INTO workflow.message_counts (status, n, endpoint)
-              SELECT status, count(*), endpoint FROM changed
-               WHERE status IN ('delivered', 'dead') GROUP BY status, endpoint),
-          logged AS (
-              INSERT INTO workflow.delivery_attempts
-                     (message_id, attempt, started_at, duration_ms, status_code, error, response_body)
-              SELECT p.id, p.last_attempt, p.last_started_at, p.last_duration_ms, p.last_status_code,
-                     p.last_error, p.last_response_body
-                FROM workflow.outbox p
-               WHERE p.id = ANY (ARRAY(SELECT id FROM changed WHERE id = ANY ($10)))
-                 AND p.last_started_at IS NOT NULL
-              UNION ALL
-              SELECT o.id, o.attempt, to_timestamp(o.started), o.duration_ms, o.status_code, o.error, o.body
-                FROM o
-               WHERE o.id <> ALL (ARRAY(SELECT id FROM changed))
-                 AND o.id = ANY (ARRAY(SELECT id FROM locked)))
-          SELECT id, workflow_id, step, false FROM changed
-          UNION ALL
-          SELECT m.id, NULL, NULL, true FROM workflow.outbox m
-           WHERE (SELECT count(*) FROM locked) < cardinality($1)
-             AND m.id = ANY ($1) AND m.id <> ALL (ARRAY(SELECT id FROM locked))",
+    sql: include_str!("record/record.sql"),
     args: &[
         INT8ARRAYOID,
         INT4ARRAYOID,
@@ -113,95 +40,30 @@ pub(crate) static RECORD: Statement = Statement {
 
 /// With `workflow.retention = 0` nothing finished is kept, so a delivered message is
 /// deleted by the statement that learns of its delivery, with any attempts it had: no
-/// outcome update, no attempt row, nothing left for retention. (Same condition as
-/// `RECORD`: only a message still pending in the attempt that produced the outcome.)
+/// outcome update, no attempt row, nothing left for retention.
 pub(crate) static FORGET_DELIVERED: Statement = Statement {
-    sql: "WITH o AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS o(id, attempt)),
-          locked AS (
-              SELECT m.id FROM workflow.outbox m WHERE m.id = ANY ($1) FOR UPDATE SKIP LOCKED),
-          gone AS (
-              DELETE FROM workflow.outbox m
-               USING o
-               WHERE m.id = ANY (ARRAY(SELECT id FROM locked)) AND m.id = o.id
-                 AND m.status = 'pending' AND m.attempts = o.attempt
-              RETURNING m.id, m.workflow_id, m.step),
-          attempts AS (
-              DELETE FROM workflow.delivery_attempts a
-               WHERE a.message_id = ANY (ARRAY(SELECT id FROM gone)))
-          SELECT id, workflow_id, step, false FROM gone
-          UNION ALL
-          SELECT m.id, NULL, NULL, true FROM workflow.outbox m
-           WHERE (SELECT count(*) FROM locked) < cardinality($1)
-             AND m.id = ANY ($1) AND m.id <> ALL (ARRAY(SELECT id FROM locked))",
+    sql: include_str!("record/forget_delivered.sql"),
     args: &[INT8ARRAYOID, INT4ARRAYOID],
 };
 
 /// A durable step is recorded with its run locked, like every write of a step, so that a
-/// wait parking the run either sees the step or is woken by it. A run an application
-/// holds is never waited for: this returns the messages (of `$1`) whose running run is
-/// held by someone else, and their outcomes wait for a later round.
+/// wait parking the run either sees the step or is woken by it.
 pub(crate) static LOCK_STEP_RUNS: Statement = Statement {
-    sql: "WITH steps AS (
-              SELECT m.id, m.workflow_id FROM workflow.outbox m
-               WHERE m.id = ANY ($1) AND m.step IS NOT NULL),
-          locked AS (
-              SELECT r.id FROM workflow.runs r
-               WHERE r.id = ANY (ARRAY(SELECT workflow_id FROM steps)) AND r.status = 'running'
-                 FOR NO KEY UPDATE SKIP LOCKED)
-          SELECT s.id FROM steps s
-           WHERE s.workflow_id <> ALL (ARRAY(SELECT id FROM locked))
-             AND s.workflow_id = ANY (ARRAY(
-                     SELECT r.id FROM workflow.runs r
-                      WHERE r.id = ANY (ARRAY(SELECT workflow_id FROM steps)) AND r.status = 'running'))",
+    sql: include_str!("record/lock_step_runs.sql"),
     args: &[INT8ARRAYOID],
 };
 
 /// A finished durable HTTP step: its answer becomes the step's checkpoint, unless the
 /// workflow finished meanwhile, the step was recorded some other way, or the wait for it
 /// timed out (its deadline has passed: the timeout wins, as over a late signal).
-/// A run parked waiting for the step becomes ready, and its name is notified; a run
-/// claimed meanwhile keeps its lease and finds the step on its next wait.
 pub(crate) static CHECKPOINT_STEPS: Statement = Statement {
-    sql: "WITH recorded AS (
-              INSERT INTO workflow.checkpoints (workflow_id, step, output)
-              SELECT o.workflow_id, o.step, o.output::jsonb
-                FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(workflow_id, step, output)
-                JOIN workflow.runs r ON r.id = o.workflow_id AND r.status = 'running'
-               WHERE r.id = ANY ($1)
-                 AND (r.wait_step = o.step AND r.wait_signal IS NULL
-                      AND r.wait_deadline <= clock_timestamp()) IS NOT TRUE
-              ON CONFLICT (workflow_id, step) DO NOTHING
-              RETURNING workflow_id, step),
-          resolved AS (
-              UPDATE workflow.runs r
-                 SET wait_step = NULL, wait_signal = NULL, wait_deadline = NULL,
-                     lease_expires_at = CASE WHEN r.owner IS NULL
-                                             THEN least(coalesce(r.lease_expires_at, 'infinity'), clock_timestamp())
-                                             ELSE r.lease_expires_at END,
-                     updated_at = clock_timestamp()
-               WHERE r.id = ANY (ARRAY(SELECT workflow_id FROM recorded))
-                 AND r.wait_signal IS NULL
-                 AND EXISTS (SELECT FROM recorded s WHERE s.workflow_id = r.id AND s.step = r.wait_step)
-              RETURNING r.name, r.owner IS NULL AS ready),
-          notified AS (
-              SELECT pg_notify('workflow_ready', name) FROM (SELECT DISTINCT name FROM resolved WHERE ready) n)
-          SELECT count(*) FROM notified",
+    sql: include_str!("record/checkpoint_steps.sql"),
     args: &[UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID],
 };
 
 /// A 410 Gone from a named endpoint disables it; its messages wait for wf_endpoint_enable.
-/// An endpoint the owner is changing right now is skipped: its message is due again at
-/// once, and the next 410 disables it.
 static DISABLE_ENDPOINTS: Statement = Statement {
-    sql: "UPDATE workflow.endpoint_settings e
-             SET disabled_at = clock_timestamp(),
-                 disabled_reason = 'the endpoint answered 410 Gone',
-                 updated_at = clock_timestamp()
-           WHERE e.name = ANY (ARRAY(
-                     SELECT d.name FROM workflow.endpoint_settings d
-                      WHERE d.name = ANY (ARRAY(SELECT m.endpoint FROM workflow.outbox m WHERE m.id = ANY ($1)))
-                        AND d.disabled_at IS NULL
-                        FOR NO KEY UPDATE SKIP LOCKED))",
+    sql: include_str!("record/disable_endpoints.sql"),
     args: &[INT8ARRAYOID],
 };
 
@@ -209,47 +71,16 @@ static DISABLE_ENDPOINTS: Statement = Statement {
 /// last success (`$2`, none of them also succeeding this round, `$1`) starts its failing
 /// time; a success ends it; and an endpoint that has failed throughout
 /// `workflow.endpoint_disable_after` (`$3`, NULL: never) is disabled, its messages kept
-/// waiting. An endpoint the owner is changing right now is skipped until a later outcome.
+/// waiting.
 static HEALTH: Statement = Statement {
-    sql: "WITH recovered AS (
-              UPDATE workflow.endpoint_settings e SET failing_since = NULL
-               WHERE e.name = ANY (ARRAY(
-                         SELECT d.name FROM workflow.endpoint_settings d
-                          WHERE d.name = ANY ($1) AND d.failing_since IS NOT NULL
-                            FOR NO KEY UPDATE SKIP LOCKED))),
-          failing AS (
-              UPDATE workflow.endpoint_settings e SET failing_since = clock_timestamp()
-               WHERE e.name = ANY (ARRAY(
-                         SELECT d.name FROM workflow.endpoint_settings d
-                          WHERE d.name = ANY ($2) AND d.name <> ALL ($1) AND d.failing_since IS NULL
-                            FOR NO KEY UPDATE SKIP LOCKED))),
-          disabled AS (
-              UPDATE workflow.endpoint_settings e
-                 SET disabled_at = clock_timestamp(),
-                     disabled_reason = 'no attempt succeeded since ' || e.failing_since
-                                       || ' (workflow.endpoint_disable_after)',
-                     updated_at = clock_timestamp()
-               WHERE e.name = ANY (ARRAY(
-                         SELECT d.name FROM workflow.endpoint_settings d
-                          WHERE d.name = ANY ($2) AND d.name <> ALL ($1) AND d.disabled_at IS NULL
-                            AND d.failing_since <= clock_timestamp() - $3
-                            FOR NO KEY UPDATE SKIP LOCKED)))
-          SELECT 1",
+    sql: include_str!("record/health.sql"),
     args: &[TEXTARRAYOID, TEXTARRAYOID, INTERVALOID],
 };
 
 /// Hands back messages that were claimed but not sent (see `Outcome::released`): due again
-/// at once, the claim's attempt not counted. A message held locked keeps its lease, which
-/// runs out.
+/// at once, the claim's attempt not counted.
 static RELEASE: Statement = Statement {
-    sql: "WITH o AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS o(id, attempt)),
-          locked AS (
-              SELECT m.id FROM workflow.outbox m WHERE m.id = ANY ($1) FOR NO KEY UPDATE SKIP LOCKED)
-          UPDATE workflow.outbox m
-             SET attempts = m.attempts - 1, leased_until = NULL
-            FROM o
-           WHERE m.id = ANY (ARRAY(SELECT id FROM locked)) AND m.id = o.id
-             AND m.status = 'pending' AND m.attempts = o.attempt",
+    sql: include_str!("record/release.sql"),
     args: &[INT8ARRAYOID, INT4ARRAYOID],
 };
 

@@ -127,7 +127,7 @@ struct State {
     /// at every session-bound lease unprompted (see `runs::sessions`).
     sessions_seen: Option<u64>,
     next_session_sweep: Instant,
-    /// Claimed and not yet back, per destination (see `claim::destination_room!`).
+    /// Claimed and not yet back, per destination (a destination's room, `claim/claim.sql`).
     by_destination: HashMap<Arc<str>, usize>,
     /// The destinations with messages parked at their limit, and whether room may have
     /// freed since the last unpark (one of their requests came back). Only this dispatcher

@@ -16,40 +16,23 @@ use pgrx::pg_sys::{UUIDARRAYOID, UUIDOID};
 use pgrx::spi::SpiClient;
 
 /// Writes the parent's row, which also locks it: a cancel of the parent that runs
-/// concurrently waits for the child's start and then sees the child (under REPEATABLE
-/// READ it fails with a serialization error instead of missing it).
+/// concurrently waits for the child's start and then sees the child (under REPEATABLE READ
+/// it fails with a serialization error instead of missing it).
 static TOUCH_PARENT: Statement = Statement {
-    sql: "UPDATE workflow.runs SET updated_at = statement_timestamp() WHERE id = $1 RETURNING status",
+    sql: include_str!("children/touch_parent.sql"),
     args: &[UUIDOID],
 };
 
 /// The parent of a finished run and the payload of its `workflow.finished` signal.
 static FINISHED_SIGNAL: Statement = Statement {
-    sql: "SELECT parent, jsonb_build_object('workflow', id, 'name', name, 'status', status,
-                                            'output', output, 'error', error)
-            FROM workflow.runs WHERE id = $1 AND parent IS NOT NULL",
+    sql: include_str!("children/finished_signal.sql"),
     args: &[UUIDOID],
 };
 
 /// Cancels the running descendants of the runs `$1`, however deep (a finished child's
 /// running children too), locking them level by level first; returns them.
 static CANCEL_DESCENDANTS: Statement = Statement {
-    sql: "WITH RECURSIVE tree (id, depth) AS (
-              SELECT id, 1 FROM workflow.runs WHERE parent = ANY ($1)
-              UNION ALL
-              SELECT r.id, t.depth + 1 FROM workflow.runs r JOIN tree t ON r.parent = t.id),
-          locked AS (
-              SELECT r.id FROM workflow.runs r JOIN tree t ON t.id = r.id
-               WHERE r.status = 'running'
-               ORDER BY t.depth, r.id
-                 FOR NO KEY UPDATE OF r)
-          UPDATE workflow.runs r
-             SET status = 'cancelled', finished_at = statement_timestamp(),
-                 updated_at = statement_timestamp(), owner = NULL, lease_expires_at = NULL,
-                 session_pid = NULL, session_started = NULL,
-                 wait_step = NULL, wait_signal = NULL, wait_deadline = NULL
-           WHERE r.id = ANY (ARRAY(SELECT id FROM locked)) AND r.status = 'running'
-          RETURNING r.id",
+    sql: include_str!("children/cancel_descendants.sql"),
     args: &[UUIDARRAYOID],
 };
 

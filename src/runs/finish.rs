@@ -15,61 +15,29 @@ use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{JSONBOID, TEXTOID, UUIDARRAYOID, UUIDOID};
 use pgrx::spi::SpiClient;
 
+/// Finishes a running run whose lease the owner holds.
 pub static FINISH: Statement = Statement {
-    sql: concat!(
-        "UPDATE workflow.runs
-            SET status = $2, output = $3, error = $4,
-                finished_at = statement_timestamp(), updated_at = statement_timestamp(),
-                owner = NULL, lease_expires_at = NULL, session_pid = NULL, session_started = NULL,
-                wait_step = NULL, wait_signal = NULL, wait_deadline = NULL
-          WHERE id = $1 AND status = 'running' AND ",
-        holds_lease!("$5"),
-        " RETURNING parent IS NOT NULL"
-    ),
+    sql: include_str!("finish/finish.sql"),
     args: &[UUIDOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID],
 };
 
 /// Cancels every pending message of the workflows `$1` (a cancel).
 pub static CANCEL_WORKFLOW_MESSAGES: Statement = Statement {
-    sql: "WITH cancelled AS (
-              UPDATE workflow.outbox
-                 SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
-                     parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
-               WHERE workflow_id = ANY ($1) AND status = 'pending'
-              RETURNING id, endpoint)
-          INSERT INTO workflow.message_counts (status, n, endpoint)
-          SELECT 'cancelled', count(*), endpoint FROM cancelled GROUP BY endpoint",
+    sql: include_str!("finish/cancel_workflow_messages.sql"),
     args: &[UUIDARRAYOID],
 };
 
 /// Cancels the pending durable steps and pushes of the workflows `$1` (a completion or a
 /// failure): its plain messages are the outbox, delivered as committed.
 pub static CANCEL_SIDE_EFFECTS: Statement = Statement {
-    sql: "WITH cancelled AS (
-              UPDATE workflow.outbox
-                 SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
-                     parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
-               WHERE workflow_id = ANY ($1) AND status = 'pending'
-                 AND (step IS NOT NULL OR idempotency_key LIKE 'workflow.ready:%')
-              RETURNING id, endpoint)
-          INSERT INTO workflow.message_counts (status, n, endpoint)
-          SELECT 'cancelled', count(*), endpoint FROM cancelled GROUP BY endpoint
-          RETURNING n",
+    sql: include_str!("finish/cancel_side_effects.sql"),
     args: &[UUIDARRAYOID],
 };
 
-/// Cancels the message of the durable step `$2` if it is still pending: its wait timed
-/// out, and the workflow goes on without it (G10).
+/// Cancels the message of the durable step `$2` if it is still pending: its wait timed out,
+/// and the workflow goes on without it (G10).
 pub static CANCEL_STEP: Statement = Statement {
-    sql: "WITH cancelled AS (
-              UPDATE workflow.outbox
-                 SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),
-                     parked = NULL, unpark_successor = CASE WHEN ordering_key IS NOT NULL THEN true END
-               WHERE workflow_id = $1 AND step = $2 AND status = 'pending'
-              RETURNING id, endpoint)
-          INSERT INTO workflow.message_counts (status, n, endpoint)
-          SELECT 'cancelled', count(*), endpoint FROM cancelled GROUP BY endpoint
-          RETURNING n",
+    sql: include_str!("finish/cancel_step.sql"),
     args: &[UUIDOID, TEXTOID],
 };
 

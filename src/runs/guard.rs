@@ -16,43 +16,27 @@ use pgrx::spi::SpiClient;
 /// and a century-long one takes a workflow out of recovery for good.
 pub const MAX_LEASE_SECONDS: i64 = 24 * 60 * 60;
 
-/// Locks the run for the rest of the transaction, as a checkpoint does; its status, and
-/// whether the owner `$2` (if any) holds its lease.
+/// Locks a run for the rest of the transaction; its status and whether the owner holds it.
 static LOCK_RUN: Statement = Statement {
-    sql: concat!(
-        "SELECT status, ",
-        holds_lease!("$2"),
-        " FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE"
-    ),
+    sql: include_str!("guard/lock_run.sql"),
     args: &[UUIDOID, TEXTOID],
 };
 
-/// A run's status (NULL: no such run), whether it has an owner, whether the owner `$2`
-/// (if any) holds it, and whether it is claimable now; always one row.
+/// A run's lease as its writers see it; always one row.
 pub static READ_LEASE: Statement = Statement {
-    sql: concat!(
-        "SELECT r.status, r.owner IS NOT NULL, ",
-        holds_lease!("$2"),
-        ", r.lease_expires_at <= clock_timestamp()
-           FROM (SELECT $1::uuid AS id) k LEFT JOIN workflow.runs r ON r.id = k.id"
-    ),
+    sql: include_str!("guard/read_lease.sql"),
     args: &[UUIDOID, TEXTOID],
 };
 
 /// Locks the parent of the run `$1`, if it has one (a run's parent never changes).
 static LOCK_PARENT: Statement = Statement {
-    sql: "SELECT FROM workflow.runs p
-           WHERE p.id = (SELECT r.parent FROM workflow.runs r WHERE r.id = $1)
-             FOR NO KEY UPDATE",
+    sql: include_str!("guard/lock_parent.sql"),
     args: &[UUIDOID],
 };
 
 /// One row: whether the run exists, and the step's output if it was recorded.
 static READ_STEP: Statement = Statement {
-    sql: "SELECT r.id IS NOT NULL, c.output
-            FROM (SELECT $1::uuid AS id) k
-            LEFT JOIN workflow.runs r ON r.id = k.id
-            LEFT JOIN workflow.checkpoints c ON c.workflow_id = k.id AND c.step = $2",
+    sql: include_str!("guard/read_step.sql"),
     args: &[UUIDOID, TEXTOID],
 };
 

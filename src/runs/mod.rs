@@ -17,24 +17,7 @@
 //! Run locks are taken in one order, parents before children, so that a cancel cascading
 //! down and a child finishing up never deadlock.
 
-/// Whether the owner named by a text parameter holds the run's lease right now: no owner
-/// named means no fence. An expired lease is held by no one, even before a claim (G7).
-/// Leases are measured on the wall clock, not the statement's start: a recovery loop in a
-/// procedure, or a long transaction, must see a lease expire while it runs.
-macro_rules! holds_lease {
-    ($owner:literal) => {
-        concat!(
-            "(",
-            $owner,
-            "::text IS NULL OR (owner = ",
-            $owner,
-            " AND lease_expires_at > clock_timestamp()))"
-        )
-    };
-}
-
 pub mod children;
-#[macro_use]
 pub mod claim;
 pub mod finish;
 pub mod guard;

@@ -21,47 +21,22 @@ use pgrx::spi::SpiClient;
 /// The signal a child's finish sends its parent.
 pub const FINISHED: &str = "workflow.finished";
 
-/// The run locked for a signal or a wait: its status, whether the owner `$2` holds the
-/// lease, its name, whether it is parked (no owner), and its unresolved wait.
+/// Locks a run for a signal or a wait; its status, lease and unresolved wait.
 static LOCK_RUN: Statement = Statement {
-    sql: concat!(
-        "SELECT status, ",
-        holds_lease!("$2"),
-        ", name, owner IS NULL, wait_step, wait_signal, wait_deadline <= clock_timestamp()
-           FROM workflow.runs WHERE id = $1 FOR NO KEY UPDATE"
-    ),
+    sql: include_str!("signals/lock_run.sql"),
     args: &[UUIDOID, TEXTOID],
 };
 
+/// The signal of a run sent with an idempotency key, if any.
 static FIND_BY_KEY: Statement = Statement {
-    sql: "SELECT id FROM workflow.run_signals WHERE workflow_id = $1 AND idempotency_key = $2",
+    sql: include_str!("signals/find_by_key.sql"),
     args: &[UUIDOID, TEXTOID],
 };
 
 /// Queues a signal, or, when `$5` names the step of the wait it resolves, records it as
-/// that step and makes a parked run ready. Returns the signal's id and whether the run
-/// became ready.
+/// that step and makes a parked run ready.
 static SEND: Statement = Statement {
-    sql: "WITH sent AS (
-              INSERT INTO workflow.run_signals (workflow_id, name, payload, idempotency_key, consumed_at, consumed_by)
-              VALUES ($1, $2, $3, $4, CASE WHEN $5::text IS NOT NULL THEN statement_timestamp() END, $5)
-              RETURNING id),
-          step AS (
-              INSERT INTO workflow.checkpoints (workflow_id, step, output)
-              SELECT $1, $5, jsonb_build_object('signal', $2::text, 'payload', $3::jsonb, 'timed_out', false)
-               WHERE $5 IS NOT NULL),
-          run AS (
-              UPDATE workflow.runs
-                 SET updated_at = statement_timestamp(),
-                     wait_step = CASE WHEN $5 IS NULL THEN wait_step END,
-                     wait_signal = CASE WHEN $5 IS NULL THEN wait_signal END,
-                     wait_deadline = CASE WHEN $5 IS NULL THEN wait_deadline END,
-                     lease_expires_at = CASE WHEN $5 IS NOT NULL AND owner IS NULL
-                                             THEN least(coalesce(lease_expires_at, 'infinity'), clock_timestamp())
-                                             ELSE lease_expires_at END
-               WHERE id = $1
-              RETURNING $5 IS NOT NULL AND owner IS NULL AS ready)
-          SELECT (SELECT id FROM sent), (SELECT ready FROM run)",
+    sql: include_str!("signals/send.sql"),
     args: &[UUIDOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID],
 };
 

@@ -1,0 +1,4 @@
+-- For a durable HTTP step: writes the run's row, which locks it, so that two enqueues of
+-- one step queue behind each other and the second finds the first's message (under
+-- REPEATABLE READ it fails with a serialization error instead of sending twice).
+UPDATE workflow.runs SET updated_at = statement_timestamp() WHERE id = $1 RETURNING status;

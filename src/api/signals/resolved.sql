@@ -1,0 +1,11 @@
+-- After a wait's step is recorded: the wait is resolved, and the run goes on as a
+-- checkpoint would leave it — its lease renewed if it has an owner, ready if it is parked.
+UPDATE workflow.runs
+   SET wait_step = NULL, wait_signal = NULL, wait_deadline = NULL,
+       recovery_attempts = 0,
+       lease_expires_at = CASE WHEN owner IS NULL
+                               THEN least(coalesce(lease_expires_at, 'infinity'), clock_timestamp())
+                               ELSE clock_timestamp() + lease_duration END,
+       updated_at = statement_timestamp()
+ WHERE id = $1
+RETURNING owner IS NULL;

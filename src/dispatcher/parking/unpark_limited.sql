@@ -1,0 +1,73 @@
+-- Lets go of messages parked at their destination's limit ('limit', see claim.sql), as
+-- many of each destination of $5 as it has room for now, oldest due first.
+--
+-- The room is the claim's (claim.sql: $1 lease generations, $2 the default requests in
+-- flight per destination, $3/$4 the destinations with requests outstanding and how many);
+-- a disabled endpoint has none, its enable lets its messages go. A message a failed
+-- request parked waits for its retry time (see destinations.rs). Returns, for each
+-- destination, whether any are left parked, and how many messages were let go. A message
+-- an application holds locked stays for a later round.
+WITH room AS (
+    SELECT t.destination,
+           CASE WHEN EXISTS (SELECT FROM workflow.endpoint_settings e
+                              WHERE e.name = t.destination AND e.disabled_at IS NOT NULL)
+                THEN 0
+                ELSE greatest(
+                       least(coalesce((SELECT CASE WHEN coalesce(s.next_probe_at, '-infinity') <= clock_timestamp()
+                                                   THEN 1 ELSE 0 END
+                                         FROM workflow.destinations s
+                                        WHERE s.destination = t.destination AND s.state = 'failing'),
+                                      2147483647),
+                             coalesce((SELECT least(coalesce(e.max_concurrency, $2) * $1,
+                                                    CASE WHEN e.rate_per_second IS NULL THEN 2147483647
+                                                         ELSE greatest(1, ceil(e.rate_per_second))::int END)
+                                         FROM workflow.endpoint_settings e WHERE e.name = t.destination),
+                                      $2 * $1))
+                       - coalesce((SELECT b.n FROM unnest($3::text[], $4::int4[]) AS b(destination, n)
+                                    WHERE b.destination = t.destination), 0),
+                       0) END AS n
+      FROM unnest($5::text[]) AS t(destination)),
+freed AS (
+    SELECT f.id, r.destination FROM room r
+     CROSS JOIN LATERAL (
+           SELECT m.id FROM workflow.outbox m
+            WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+              AND m.next_attempt_at <= clock_timestamp()
+            ORDER BY coalesce(m.endpoint, m.origin), m.next_attempt_at
+            LIMIT r.n
+              FOR NO KEY UPDATE SKIP LOCKED) f),
+-- A failing destination whose probe is due, none of whose messages' retry time has come (a
+-- quiet backlog, all of it tried): the one due soonest is the probe, early. An early probe
+-- is no attempt of the message's own: its count is kept (the claim adds the one taken back
+-- here), so that probing never shortens the message's retries.
+early AS (
+    SELECT e.id FROM room r
+     CROSS JOIN LATERAL (
+           SELECT m.id FROM workflow.outbox m
+            WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+              AND m.next_attempt_at > clock_timestamp()
+            ORDER BY coalesce(m.endpoint, m.origin), m.next_attempt_at
+            LIMIT 1
+              FOR NO KEY UPDATE SKIP LOCKED) e
+     WHERE r.n > 0
+       AND EXISTS (SELECT FROM workflow.destinations s
+                    WHERE s.destination = r.destination AND s.state = 'failing')
+       AND NOT EXISTS (SELECT FROM freed f WHERE f.destination = r.destination)),
+unparked AS (
+    UPDATE workflow.outbox m
+       SET parked = NULL,
+           attempts = CASE WHEN m.id = ANY (ARRAY(SELECT id FROM early))
+                           THEN greatest(m.attempts - 1, 0) ELSE m.attempts END,
+           next_attempt_at = CASE WHEN m.id = ANY (ARRAY(SELECT id FROM early))
+                                  THEN clock_timestamp() ELSE m.next_attempt_at END
+     WHERE m.id = ANY (ARRAY(SELECT id FROM freed UNION ALL SELECT id FROM early))
+    RETURNING m.id)
+SELECT r.destination,
+       -- A probe per destination (LIMIT keeps the planner from hashing the whole index
+       -- instead).
+       (SELECT true FROM workflow.outbox m
+         WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+           AND m.id <> ALL (ARRAY(SELECT id FROM freed UNION ALL SELECT id FROM early))
+         LIMIT 1) IS NOT NULL AS still_parked,
+       (SELECT count(*) FROM unparked) AS messages
+  FROM room r;

@@ -1,0 +1,12 @@
+-- Finishes the run $1 with the status $2 (completed, failed or cancelled), its output $3
+-- or error $4, if it is running and the owner $5 (NULL: no fence) holds its lease; the
+-- lease is measured on the wall clock (see guard/lock_run.sql). Returns whether the run
+-- has a parent to tell.
+UPDATE workflow.runs
+   SET status = $2, output = $3, error = $4,
+       finished_at = statement_timestamp(), updated_at = statement_timestamp(),
+       owner = NULL, lease_expires_at = NULL, session_pid = NULL, session_started = NULL,
+       wait_step = NULL, wait_signal = NULL, wait_deadline = NULL
+ WHERE id = $1 AND status = 'running'
+   AND ($5::text IS NULL OR (owner = $5 AND lease_expires_at > clock_timestamp()))
+RETURNING parent IS NOT NULL AS has_parent;

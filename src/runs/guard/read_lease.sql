@@ -1,0 +1,8 @@
+-- A run's status (NULL: no such run), whether it has an owner, whether the owner $2 (if
+-- any) holds it (as in lock_run.sql), and whether it is claimable now; always one row.
+SELECT r.status,
+       r.owner IS NOT NULL AS leased,
+       $2::text IS NULL OR (r.owner = $2 AND r.lease_expires_at > clock_timestamp()) AS holds_lease,
+       r.lease_expires_at <= clock_timestamp() AS claimable
+  FROM (SELECT $1::uuid AS id) k
+  LEFT JOIN workflow.runs r ON r.id = k.id;

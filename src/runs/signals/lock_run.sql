@@ -1,0 +1,13 @@
+-- Locks the run $1 for a signal or a wait; returns its status, whether the owner $2 holds
+-- the lease (as in guard/lock_run.sql), its name, whether it is parked (no owner), and its
+-- unresolved wait.
+SELECT status,
+       $2::text IS NULL OR (owner = $2 AND lease_expires_at > clock_timestamp()) AS holds_lease,
+       name,
+       owner IS NULL AS parked,
+       wait_step,
+       wait_signal,
+       wait_deadline <= clock_timestamp() AS wait_timed_out
+  FROM workflow.runs
+ WHERE id = $1
+   FOR NO KEY UPDATE;
