@@ -201,3 +201,18 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- One attempt's outcome as the dispatcher records it: a round's attempts travel to their
+-- messages as one array of these (src/dispatcher/record/record.sql).
+CREATE TYPE workflow.attempt_outcome AS (
+    id               bigint,
+    attempt          integer,
+    started          double precision,
+    duration_ms      real,
+    status_code      integer,
+    error            text,
+    body             text,
+    state            text,
+    delay_s          double precision,
+    replaces_attempt boolean
+);

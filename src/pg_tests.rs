@@ -2008,9 +2008,8 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     fn recording_outcomes_touches_only_their_messages() {
         assert_batch_sized(dispatcher_plans(
             &crate::dispatcher::record::RECORD,
-            "int8[], int4[], float8[], float4[], int4[], text[], text[], text[], float8[], int8[]",
-            "'{1,2}', '{1,1}', '{0,0}', '{5,5}', '{200,200}', '{NULL,NULL}', '{\"\",\"\"}', \
-             '{delivered,delivered}', '{0,0}', '{2}'",
+            "text[]",
+            r#"'{"(1,1,0,5,200,,\"\",delivered,0,false)","(2,1,0,5,200,,\"\",delivered,0,true)"}'"#,
         ));
     }
 
@@ -2052,9 +2051,8 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         let statements: [(&crate::db::Statement, &str, String); 10] = [
             (
                 &crate::dispatcher::record::RECORD,
-                "int8[], int4[], float8[], float4[], int4[], text[], text[], text[], float8[], int8[]",
-                "'{6001,6002}', '{1,1}', '{0,0}', '{5,5}', '{200,200}', '{NULL,NULL}', \
-                 '{\"\",\"\"}', '{delivered,delivered}', '{0,0}', '{6002}'"
+                "text[]",
+                r#"'{"(6001,1,0,5,200,,\"\",delivered,0,false)","(6002,1,0,5,200,,\"\",delivered,0,true)"}'"#
                     .into(),
             ),
             (
@@ -2208,20 +2206,26 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         assert_eq!(unpark(), (0, 0), "nothing is unblocked yet");
 
         // The head's delivery flags its key: the next message, and only it, comes back.
-        let args: [pgrx::datum::DatumWithOid; 10] = [
-            vec![keyed[0]].into(),
-            vec![1].into(),
-            vec![0.0f64].into(),
-            vec![5.0f32].into(),
-            vec![200].into(),
-            vec![None::<String>].into(),
-            vec![None::<String>].into(),
-            vec!["delivered".to_string()].into(),
-            vec![0.0f64].into(),
-            Vec::<i64>::new().into(),
-        ];
+        let delivered = crate::dispatcher::record::Recorded {
+            id: keyed[0],
+            attempt: 1,
+            started: 0.0,
+            duration_ms: 5.0,
+            status_code: Some(200),
+            error: None,
+            body: None,
+            state: "delivered",
+            delay_s: 0.0,
+            replaces_attempt: false,
+        };
+        let rows = crate::dispatcher::record::literals(&[delivered]);
         Spi::connect_mut(|c| {
-            crate::db::execute(c, &crate::dispatcher::record::RECORD, &args, |_| Ok(()))
+            crate::db::execute(
+                c,
+                &crate::dispatcher::record::RECORD,
+                &[rows.into()],
+                |_| Ok(()),
+            )
         })
         .unwrap();
         assert_eq!(unpark(), (1, 0));
@@ -2280,6 +2284,56 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         );
     }
 
+    /// A round's attempts reach their messages as rows of `workflow.attempt_outcome` in
+    /// their text form: whatever a receiver answers arrives as it was, quotes, backslashes,
+    /// commas, parentheses, line breaks and all; an absent answer stays NULL, not "".
+    #[pg_test]
+    fn recorded_text_arrives_as_the_receiver_sent_it() {
+        let id = one::<i64>(&format!("SELECT wf_enqueue('{HOOK}', '{{}}')")).unwrap();
+        run(&format!(
+            "UPDATE workflow.outbox SET attempts = 1 WHERE id = {id}"
+        ));
+        let body = "{\"a\": \"(x, y)\"}\n\\N \"\" \\\" ü 🚀 ,)";
+        let row = crate::dispatcher::record::Recorded {
+            id,
+            attempt: 1,
+            started: 1_700_000_000.25,
+            duration_ms: 12.5,
+            status_code: Some(500),
+            error: None,
+            body: Some(body.to_string()),
+            state: "pending",
+            delay_s: 5.0,
+            replaces_attempt: false,
+        };
+        let rows = crate::dispatcher::record::literals(&[row]);
+        Spi::connect_mut(|c| {
+            crate::db::execute(
+                c,
+                &crate::dispatcher::record::RECORD,
+                &[rows.into()],
+                |_| Ok(()),
+            )
+        })
+        .unwrap();
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT last_response_body FROM workflow.outbox WHERE id = {id}"
+            ))
+            .as_deref(),
+            Some(body)
+        );
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT last_error IS NULL AND last_status_code = 500 AND last_duration_ms = 12.5
+                        AND last_started_at = to_timestamp(1700000000.25)
+                        AND status = 'pending' AND next_attempt_at > now() + interval '4 seconds'
+                   FROM workflow.outbox WHERE id = {id}"
+            )),
+            Some(true)
+        );
+    }
+
     /// The latest attempt stays on the message, the one it replaces moves to the log, and
     /// an outcome that no longer applies (its lease was lost) is logged all the same.
     #[pg_test]
@@ -2287,22 +2341,31 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         let id = one::<i64>(&format!("SELECT wf_enqueue('{HOOK}', '{{}}')")).unwrap();
         // `replaces`: what the claim saw, whether the message held an earlier attempt.
         let record = |attempt: i32, code: i32, outcome: &str, replaces: bool| {
-            let args: [pgrx::datum::DatumWithOid; 10] = [
-                vec![id].into(),
-                vec![attempt].into(),
-                vec![f64::from(attempt)].into(),
-                vec![5.0f32].into(),
-                vec![code].into(),
-                vec![None::<String>].into(),
-                vec![Some("body".to_string())].into(),
-                vec![outcome.to_string()].into(),
-                vec![0.0f64].into(),
-                if replaces { vec![id] } else { vec![] }.into(),
-            ];
+            let state = match outcome {
+                "pending" => "pending",
+                "dead" => "dead",
+                _ => "delivered",
+            };
+            let row = crate::dispatcher::record::Recorded {
+                id,
+                attempt,
+                started: f64::from(attempt),
+                duration_ms: 5.0,
+                status_code: Some(code),
+                error: None,
+                body: Some("body".to_string()),
+                state,
+                delay_s: 0.0,
+                replaces_attempt: replaces,
+            };
+            let rows = crate::dispatcher::record::literals(&[row]);
             Spi::connect_mut(|client| {
-                crate::db::execute(client, &crate::dispatcher::record::RECORD, &args, |rows| {
-                    Ok(rows.len())
-                })
+                crate::db::execute(
+                    client,
+                    &crate::dispatcher::record::RECORD,
+                    &[rows.into()],
+                    |rows| Ok(rows.len()),
+                )
             })
             .unwrap()
         };

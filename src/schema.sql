@@ -23,6 +23,21 @@ CREATE DOMAIN workflow.park_reason AS text
 CREATE DOMAIN workflow.destination_state AS text
     CHECK (VALUE IN ('healthy', 'failing'));
 
+-- One attempt's outcome as the dispatcher records it: a round's attempts travel to their
+-- messages as one array of these (src/dispatcher/record/record.sql).
+CREATE TYPE workflow.attempt_outcome AS (
+    id               bigint,
+    attempt          integer,
+    started          double precision,
+    duration_ms      real,
+    status_code      integer,
+    error            text,
+    body             text,
+    state            text,
+    delay_s          double precision,
+    replaces_attempt boolean
+);
+
 -- One row per workflow run. Hot paths: insert on start, lease renewal on checkpoint, the
 -- claim scan for expired leases, and the retention scan over finished runs.
 CREATE TABLE workflow.runs (

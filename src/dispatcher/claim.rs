@@ -53,14 +53,6 @@ static SMALLEST_ROOM: Statement = Statement {
     args: &[INT4OID, INT4OID],
 };
 
-/// What the dispatcher knows of the destinations' limits, to skip the ranking when none
-/// can bind (see `plan::plan_round`).
-#[derive(Default)]
-pub struct Rooms {
-    /// The smallest room any destination has, as last read; `None` before the first read.
-    pub smallest_room: Option<usize>,
-}
-
 /// Reads the smallest room of any destination; see `SMALLEST_ROOM`.
 pub fn smallest_room(client: &mut SpiClient<'_>, per_destination: usize) -> SpiResult<usize> {
     let args: [DatumWithOid; 2] = [

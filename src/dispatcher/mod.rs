@@ -16,6 +16,7 @@ mod plan;
 mod ready;
 pub mod record;
 pub mod send;
+mod state;
 mod statistics;
 mod transaction;
 mod waiting;

@@ -9,13 +9,10 @@ use crate::config;
 use crate::db::{self, Statement};
 use crate::delivery::retry::{self, Decision, Kind};
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::{
-    FLOAT4ARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, INTERVALOID, TEXTARRAYOID,
-    UUIDARRAYOID,
-};
+use pgrx::pg_sys::{INT4ARRAYOID, INT8ARRAYOID, INTERVALOID, TEXTARRAYOID, UUIDARRAYOID};
 use pgrx::spi::{SpiClient, SpiResult};
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// The part of a response body kept in `workflow.attempts`.
 pub const RECORDED_BODY_BYTES: usize = 4096;
@@ -24,18 +21,7 @@ pub const RECORDED_BODY_BYTES: usize = 4096;
 /// produced it: a cancel, or a newer claim after this dispatcher lost its lease, wins.
 pub(crate) static RECORD: Statement = Statement {
     sql: include_str!("record/record.sql"),
-    args: &[
-        INT8ARRAYOID,
-        INT4ARRAYOID,
-        FLOAT8ARRAYOID,
-        FLOAT4ARRAYOID,
-        INT4ARRAYOID,
-        TEXTARRAYOID,
-        TEXTARRAYOID,
-        TEXTARRAYOID,
-        FLOAT8ARRAYOID,
-        INT8ARRAYOID,
-    ],
+    args: &[TEXTARRAYOID],
 };
 
 /// With `workflow.retention = 0` nothing finished is kept, so a delivered message is
@@ -95,6 +81,171 @@ pub fn take_skipped(outcomes: Vec<Outcome>, skipped: &[i64]) -> Vec<Outcome> {
         .collect()
 }
 
+/// One outcome as `RECORD` takes it: a row of the type `workflow.attempt_outcome`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub id: i64,
+    pub attempt: i32,
+    /// When the request started, in seconds since the Unix epoch.
+    pub started: f64,
+    pub duration_ms: f32,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub body: Option<String>,
+    /// The message's state after it: `delivered`, `pending` (a retry) or `dead`.
+    pub state: &'static str,
+    /// For a retry: seconds until it is due.
+    pub delay_s: f64,
+    /// The message held an earlier attempt (as its claim saw), which moves to the log.
+    pub replaces_attempt: bool,
+}
+
+impl Recorded {
+    /// The row as `record_in` reads it: fields in the type's order, NULL as nothing, text
+    /// quoted with its quotes and backslashes escaped.
+    fn literal(&self) -> String {
+        fn quoted(out: &mut String, text: &str) {
+            out.push('"');
+            for c in text.chars() {
+                if c == '"' || c == '\\' {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out.push('"');
+        }
+        let mut out = String::with_capacity(
+            64 + self.error.as_ref().map_or(0, String::len)
+                + self.body.as_ref().map_or(0, String::len),
+        );
+        out.push_str(&format!(
+            "({},{},{},{},",
+            self.id, self.attempt, self.started, self.duration_ms
+        ));
+        if let Some(code) = self.status_code {
+            out.push_str(&code.to_string());
+        }
+        out.push(',');
+        if let Some(error) = &self.error {
+            quoted(&mut out, error);
+        }
+        out.push(',');
+        if let Some(body) = &self.body {
+            quoted(&mut out, body);
+        }
+        out.push_str(&format!(
+            ",{},{},{})",
+            self.state, self.delay_s, self.replaces_attempt
+        ));
+        out
+    }
+}
+
+/// The rows as `RECORD`'s one argument.
+pub fn literals(rows: &[Recorded]) -> Vec<String> {
+    rows.iter().map(Recorded::literal).collect()
+}
+
+/// What recording a round's outcomes writes, decided from the outcomes alone.
+#[derive(Debug, Default)]
+pub struct RecordPlan {
+    /// The attempts to record on their messages (`RECORD`).
+    pub rows: Vec<Recorded>,
+    /// Delivered messages nothing keeps (`workflow.retention = 0`): id and attempt
+    /// (`FORGET_DELIVERED`).
+    pub forget: Vec<(i64, i32)>,
+    /// The checkpoints of finished durable steps, by message (`CHECKPOINT_STEPS`).
+    pub steps: HashMap<i64, String>,
+    /// Messages whose answer disables their endpoint (`DISABLE_ENDPOINTS`).
+    pub disables: Vec<i64>,
+    /// What the outcomes say of their named endpoints (`HEALTH`).
+    health: Health,
+}
+
+/// Decides what each outcome does to its message: the retry policy's decision, the
+/// step it checkpoints, the endpoint it disables. `keep_delivered` is false when
+/// `workflow.retention` is 0; `default_schedule` is `workflow.retry_schedule`.
+pub fn plan_record(
+    outcomes: &[&Outcome],
+    keep_delivered: bool,
+    default_schedule: &[Duration],
+    rng: &mut impl rand::Rng,
+) -> RecordPlan {
+    let mut plan = RecordPlan {
+        rows: Vec::with_capacity(outcomes.len()),
+        ..RecordPlan::default()
+    };
+    for outcome in outcomes {
+        let decision = if outcome.refused {
+            Decision::Dead
+        } else {
+            retry::decide(
+                outcome.status,
+                outcome.attempt.max(1) as u32,
+                outcome.max_attempts.max(1) as u32,
+                Kind {
+                    named_endpoint: outcome.named_endpoint,
+                    durable_step: outcome.durable_step,
+                },
+                outcome.retry_after,
+                outcome
+                    .retry_schedule
+                    .as_deref()
+                    .unwrap_or(default_schedule),
+                rng,
+            )
+        };
+        // A step's answer is the step's business, not a sign of the destination's health.
+        if decision != Decision::Answered {
+            plan.health.note(outcome, decision == Decision::Delivered);
+        }
+        let (state, delay) = match decision {
+            Decision::Delivered | Decision::Answered => ("delivered", 0.0),
+            Decision::RetryAfter(delay) => ("pending", delay.as_secs_f64()),
+            Decision::Dead => ("dead", 0.0),
+            Decision::DisableEndpoint => ("pending", 0.0),
+        };
+        // A durable step is recorded when its message is finished, delivered or dead, so
+        // that its workflow never waits for an answer that will not come.
+        let finished = matches!(
+            decision,
+            Decision::Delivered | Decision::Answered | Decision::Dead
+        );
+        if finished && let Some(output) = step_output(outcome, decision == Decision::Delivered) {
+            plan.steps.insert(outcome.id, output);
+        }
+        // A message with an ordering key is kept until its flag has unparked the next.
+        let delivered = matches!(decision, Decision::Delivered | Decision::Answered);
+        if delivered && !keep_delivered && !outcome.ordered {
+            plan.forget.push((outcome.id, outcome.attempt));
+            continue;
+        }
+        if decision == Decision::DisableEndpoint {
+            plan.disables.push(outcome.id);
+        }
+        plan.rows.push(Recorded {
+            id: outcome.id,
+            attempt: outcome.attempt,
+            started: outcome
+                .started_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            duration_ms: outcome.duration.as_secs_f32() * 1000.0,
+            status_code: outcome.status.map(i32::from),
+            error: outcome.error.clone(),
+            body: outcome
+                .body
+                .as_deref()
+                .map(|b| truncate(b, RECORDED_BODY_BYTES).to_string()),
+            state,
+            delay_s: delay,
+            replaces_attempt: outcome.replaces_attempt,
+        });
+    }
+    plan
+}
+
 /// Records a round of outcomes; call inside a transaction. `keep_delivered` is false when
 /// `workflow.retention` is 0. Returns the messages skipped because an application held
 /// them locked: their outcomes are for a later round.
@@ -119,100 +270,27 @@ pub fn record(
         let args: [DatumWithOid; 2] = [ids.into(), attempts.into()];
         db::execute(client, &RELEASE, &args, |_| Ok(()))?;
     }
-    let mut rng = rand::rng();
-    let default_schedule = config::retry_schedule();
-    let n = outcomes.len();
-    let (mut ids, mut attempts, mut started, mut durations) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
+    let plan = plan_record(
+        &outcomes,
+        keep_delivered,
+        &config::retry_schedule(),
+        &mut rand::rng(),
     );
-    let (mut codes, mut errors, mut bodies, mut states) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let mut delays = Vec::with_capacity(n);
-    let mut replacing = Vec::new();
-    let (mut forget_ids, mut forget_attempts) = (Vec::new(), Vec::new());
-    // Only the few outcomes with consequences beyond their message.
-    let (mut steps, mut disables) = (HashMap::new(), Vec::new());
-    let mut health = Health::default();
-    for outcome in outcomes {
-        let decision = if outcome.refused {
-            Decision::Dead
-        } else {
-            retry::decide(
-                outcome.status,
-                outcome.attempt.max(1) as u32,
-                outcome.max_attempts.max(1) as u32,
-                Kind {
-                    named_endpoint: outcome.named_endpoint,
-                    durable_step: outcome.durable_step,
-                },
-                outcome.retry_after,
-                outcome
-                    .retry_schedule
-                    .as_deref()
-                    .unwrap_or(&default_schedule),
-                &mut rng,
-            )
-        };
-        // A step's answer is the step's business, not a sign of the destination's health.
-        if decision != Decision::Answered {
-            health.note(outcome, decision == Decision::Delivered);
-        }
-        let (state, delay) = match decision {
-            Decision::Delivered | Decision::Answered => ("delivered", 0.0),
-            Decision::RetryAfter(delay) => ("pending", delay.as_secs_f64()),
-            Decision::Dead => ("dead", 0.0),
-            Decision::DisableEndpoint => ("pending", 0.0),
-        };
-        // A durable step is recorded when its message is finished, delivered or dead, so
-        // that its workflow never waits for an answer that will not come.
-        let finished = matches!(
-            decision,
-            Decision::Delivered | Decision::Answered | Decision::Dead
-        );
-        if finished && let Some(output) = step_output(outcome, decision == Decision::Delivered) {
-            steps.insert(outcome.id, output);
-        }
-        // A message with an ordering key is kept until its flag has unparked the next.
-        let delivered = matches!(decision, Decision::Delivered | Decision::Answered);
-        if delivered && !keep_delivered && !outcome.ordered {
-            forget_ids.push(outcome.id);
-            forget_attempts.push(outcome.attempt);
-            continue;
-        }
-        ids.push(outcome.id);
-        attempts.push(outcome.attempt);
-        if outcome.replaces_attempt {
-            replacing.push(outcome.id);
-        }
-        started.push(
-            outcome
-                .started_at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64(),
-        );
-        durations.push(outcome.duration.as_secs_f32() * 1000.0);
-        codes.push(outcome.status.map(i32::from));
-        errors.push(outcome.error.clone());
-        bodies.push(
-            outcome
-                .body
-                .as_deref()
-                .map(|b| truncate(b, RECORDED_BODY_BYTES).to_string()),
-        );
-        states.push(state);
-        delays.push(delay);
-        if decision == Decision::DisableEndpoint {
-            disables.push(outcome.id);
-        }
-    }
+    let mut skipped = apply(client, plan)?;
+    skipped.extend(held);
+    Ok(skipped)
+}
+
+/// Runs a record plan's statements; returns the messages skipped because an application
+/// held them locked.
+fn apply(client: &mut SpiClient<'_>, plan: RecordPlan) -> SpiResult<Vec<i64>> {
+    let RecordPlan {
+        rows,
+        forget,
+        steps,
+        mut disables,
+        health,
+    } = plan;
     // The messages each statement changed, with the workflow step a delivery checkpoints;
     // read only when a consequence needs them (most rounds have none).
     let consequences = !steps.is_empty() || !disables.is_empty();
@@ -231,23 +309,17 @@ pub fn record(
         }
         Ok(())
     };
-    if !ids.is_empty() {
-        let args: [DatumWithOid; 10] = [
-            ids.into(),
-            attempts.into(),
-            started.into(),
-            durations.into(),
-            codes.into(),
-            errors.into(),
-            bodies.into(),
-            states.into(),
-            delays.into(),
-            replacing.into(),
-        ];
-        db::execute(client, &RECORD, &args, &mut read_changed)?;
+    if !rows.is_empty() {
+        db::execute(
+            client,
+            &RECORD,
+            &[literals(&rows).into()],
+            &mut read_changed,
+        )?;
     }
-    if !forget_ids.is_empty() {
-        let args: [DatumWithOid; 2] = [forget_ids.into(), forget_attempts.into()];
+    if !forget.is_empty() {
+        let (ids, attempts): (Vec<i64>, Vec<i32>) = forget.into_iter().unzip();
+        let args: [DatumWithOid; 2] = [ids.into(), attempts.into()];
         db::execute(client, &FORGET_DELIVERED, &args, &mut read_changed)?;
     }
     // A consequence only follows an outcome that changed its message.
@@ -278,14 +350,13 @@ pub fn record(
         ];
         db::execute(client, &HEALTH, &args, |_| Ok(()))?;
     }
-    skipped.extend(held);
     Ok(skipped)
 }
 
 /// The named endpoints a round's outcomes succeeded and failed for, and whether that may
 /// change their health (see `HEALTH`): a failure always may (it starts a failing time or
 /// ends one in a disable), a success only for an endpoint that was failing.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Health {
     succeeded: Vec<String>,
     failed: Vec<String>,
@@ -406,7 +477,174 @@ fn truncate(text: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{truncate, without_nul};
+    use super::{Outcome, Recorded, plan_record, truncate, without_nul};
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    /// A first attempt at a named endpoint that answered `status`, 5 attempts allowed.
+    fn answered(status: Option<u16>) -> Outcome {
+        Outcome {
+            id: 7,
+            attempt: 1,
+            max_attempts: 5,
+            named_endpoint: true,
+            durable_step: false,
+            ordered: false,
+            replaces_attempt: false,
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(100),
+            duration: Duration::from_millis(3),
+            status,
+            error: status.is_none().then(|| "connection refused".to_string()),
+            refused: false,
+            body: status.map(|_| "{}".to_string()),
+            retry_after: None,
+            headers: None,
+            released: false,
+            destination: Arc::from("orders"),
+            retry_schedule: None,
+            endpoint_failing: false,
+        }
+    }
+
+    /// What the plan does with one outcome: the message's state (or "forgotten"), whether a
+    /// step is checkpointed, whether the endpoint is disabled, and what health hears.
+    fn planned(outcome: Outcome, keep_delivered: bool) -> (&'static str, bool, bool, String) {
+        let schedule = [Duration::from_secs(5), Duration::from_secs(300)];
+        let plan = plan_record(&[&outcome], keep_delivered, &schedule, &mut rand::rng());
+        let state = match (plan.rows.first(), plan.forget.first()) {
+            (Some(row), None) => row.state,
+            (None, Some(_)) => "forgotten",
+            other => panic!("one outcome, one fate: {other:?}"),
+        };
+        let health = format!(
+            "ok {:?} failed {:?}",
+            plan.health.succeeded, plan.health.failed
+        );
+        (
+            state,
+            !plan.steps.is_empty(),
+            !plan.disables.is_empty(),
+            health,
+        )
+    }
+
+    #[test]
+    fn each_outcome_is_planned_as_its_decision_says() {
+        let step = |status| Outcome {
+            durable_step: true,
+            ..answered(status)
+        };
+        let ordered = Outcome {
+            ordered: true,
+            ..answered(Some(200))
+        };
+        let last = Outcome {
+            attempt: 5,
+            ..answered(Some(503))
+        };
+        let refused = Outcome {
+            refused: true,
+            ..answered(None)
+        };
+        let ok = r#"ok ["orders"] failed []"#.to_string();
+        let failed = r#"ok [] failed ["orders"]"#.to_string();
+        let quiet = "ok [] failed []".to_string();
+        let cases = [
+            (
+                "a 200 is delivered",
+                answered(Some(200)),
+                true,
+                ("delivered", false, false, ok.clone()),
+            ),
+            (
+                "a 503 with attempts left is retried",
+                answered(Some(503)),
+                true,
+                ("pending", false, false, failed.clone()),
+            ),
+            (
+                "no answer is retried",
+                answered(None),
+                true,
+                ("pending", false, false, failed.clone()),
+            ),
+            (
+                "a 503 on the last attempt is dead",
+                last,
+                true,
+                ("dead", false, false, failed.clone()),
+            ),
+            (
+                "a refused destination is dead at once",
+                refused,
+                true,
+                ("dead", false, false, failed.clone()),
+            ),
+            (
+                "a 410 disables the named endpoint",
+                answered(Some(410)),
+                true,
+                ("pending", false, true, failed.clone()),
+            ),
+            (
+                "a step's 404 answers the step, health untouched",
+                step(Some(404)),
+                true,
+                ("delivered", true, false, quiet),
+            ),
+            (
+                "a step's 200 is its checkpoint",
+                step(Some(200)),
+                true,
+                ("delivered", true, false, ok.clone()),
+            ),
+            (
+                "retention 0 forgets a delivery",
+                answered(Some(200)),
+                false,
+                ("forgotten", false, false, ok.clone()),
+            ),
+            (
+                "but keeps a keyed one for its successor's flag",
+                ordered,
+                false,
+                ("delivered", false, false, ok),
+            ),
+        ];
+        for (case, outcome, keep_delivered, expected) in cases {
+            assert_eq!(planned(outcome, keep_delivered), expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_retry_waits_for_its_scheduled_delay() {
+        let schedule = [Duration::from_secs(5)];
+        let outcome = answered(Some(503));
+        let plan = plan_record(&[&outcome], true, &schedule, &mut rand::rng());
+        let delay = plan.rows[0].delay_s;
+        assert!((4.0..=6.0).contains(&delay), "{delay}");
+        assert_eq!(plan.rows[0].started, 100.0);
+    }
+
+    #[test]
+    fn a_row_literal_survives_quotes_backslashes_and_nulls() {
+        let row = Recorded {
+            id: 1,
+            attempt: 2,
+            started: 1.5,
+            duration_ms: 0.25,
+            status_code: None,
+            error: Some(r#"a "quoted", \ (odd) error"#.to_string()),
+            body: None,
+            state: "pending",
+            delay_s: 5.0,
+            replaces_attempt: true,
+        };
+        assert_eq!(
+            row.literal(),
+            r#"(1,2,1.5,0.25,,"a \"quoted\", \\ (odd) error",,pending,5,true)"#
+        );
+    }
 
     #[test]
     fn nul_characters_become_replacement_characters_everywhere() {

@@ -8,7 +8,7 @@
 //!
 //! A record waits for its WAL flush, a claim does not (see
 //! `claim::commit_without_waiting`). While no backlog keeps the rounds coming, an outcome
-//! waits up to `RECORD_WITHIN` for others to share its flush, unless someone waits for it
+//! waits up to `state::RECORD_WITHIN` for others to share its flush, unless someone waits for it
 //! (a durable step's workflow, the next message of its ordering key) or enough have
 //! gathered. Delivery itself is not delayed: a commit that enqueues wakes a round at once,
 //! and only outcomes wait.
@@ -18,10 +18,11 @@ use super::database;
 use super::destinations::{self, Failing};
 use super::housekeeping;
 use super::parking;
-use super::plan::{RoundInputs, plan_round};
+use super::plan::{RoundInputs, RoundPlan, plan_round};
 use super::ready;
 use super::record;
 use super::send::{Outcome, Sender};
+use super::state::{Destinations, HELD_RETRY, Outcomes, Parking, Timers};
 use super::statistics;
 use super::transaction::{self, Failure};
 use super::waiting::Waiter;
@@ -30,8 +31,8 @@ use crate::delivery::health;
 use crate::runs::{push, sessions};
 use crate::wake;
 use pgrx::bgworkers::BackgroundWorker;
-use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,19 +45,9 @@ const HOUSEKEEPING_MAX: Duration = Duration::from_secs(30);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Claimed messages, in flight or queued for a free connection, per allowed request.
 const OUTSTANDING_PER_SLOT: usize = claim::LEASE_GENERATIONS as usize;
-/// How long an outcome may wait to be recorded with others, so that several share one WAL
-/// flush at moderate rates (bench/NOTES.md). The lease (request timeouts plus
-/// `LEASE_MARGIN`) is far longer, and a crash loses what waits here as it would lose an
-/// unflushed record: the messages are sent again (G2).
-const RECORD_WITHIN: Duration = Duration::from_millis(10);
-/// How long the outcome of a message an application held locked waits before a round
-/// tries to record it again.
-const HELD_RETRY: Duration = Duration::from_millis(500);
 /// How long after a lease's expiry the look that announces it runs.
 const READY_LOOK_SLACK: Duration = Duration::from_millis(1);
 
-/// Most healthy destinations whose unreachable requests in a row the worker counts.
-const MAX_SUSPECTS: usize = 4096;
 /// How often the dispatcher looks at every session-bound lease, for sessions whose exit no
 /// callback reported.
 const SESSION_SWEEP: Duration = Duration::from_secs(60);
@@ -75,20 +66,13 @@ struct State {
     waiter: Waiter,
     /// Claimed and not yet back from the HTTP side: in flight or queued there.
     outstanding: usize,
-    /// Back from the HTTP side, not yet recorded.
-    unrecorded: Vec<Outcome>,
-    /// When the oldest of `unrecorded` came back.
-    unrecorded_since: Option<Instant>,
-    /// Whether a workflow or an ordering key waits for one of `unrecorded`.
-    awaited: bool,
-    /// Outcomes a round skipped because an application held their messages locked, and
-    /// since when: tried again after `HELD_RETRY`.
-    held: Vec<Outcome>,
-    held_since: Option<Instant>,
     /// Whether more may be due than the last round claimed: it took all it asked for, or
     /// had no room to ask.
     backlog: bool,
-    next_housekeeping: Instant,
+    outcomes: Outcomes,
+    parking: Parking,
+    destinations: Destinations,
+    timers: Timers,
     /// Whether this database has the extension at this library's version. Checked in a
     /// transaction of its own, so the claim that follows starts after `CREATE EXTENSION`
     /// committed and sees its tables; checked again after a failed round (a `DROP
@@ -101,53 +85,24 @@ struct State {
     failed_rounds: u32,
     /// SIGTERM arrived (pgrx's flag is reset by reading it, so it is kept here).
     stop_requested: bool,
-    /// What the last unpark saw (see `parking`): the slot's count of commits that left a
-    /// flag, whether it kept flags for later, and when it runs again at the latest (for
-    /// flags no commit counted: a prepared transaction's, or a hand edit's).
-    flags_seen: Option<u64>,
-    flags_kept: bool,
-    next_unpark: Instant,
-    /// A round recorded outcomes of keyed messages, so flagged their keys, and ran no
-    /// unpark (it had no room to claim).
-    flagged_by_record: bool,
-    /// Where the announcements of workflows ready with time alone stand (see `ready`): up
-    /// to when they are done, and when the next look is due.
-    ready_up_to: Option<TimestampWithTimeZone>,
-    next_ready_look: Instant,
-    /// Whether some workflow name has a push handler, as the last look saw: only then does
-    /// a round push ready workflows.
-    pushing: bool,
-    /// Transactions prepared after making workflows ready, as last counted (see
-    /// `wake::readiness_prepared`), and the ones that may still wait for their COMMIT
-    /// PREPARED (`Some(None)`: any of this database's): while there are any, every look
-    /// announces every ready name.
-    prepared_seen: Option<u64>,
-    prepared: Option<Option<Vec<i64>>>,
-    /// Backends with session-bound leases that exited, as last counted, and when to look
-    /// at every session-bound lease unprompted (see `runs::sessions`).
-    sessions_seen: Option<u64>,
-    next_session_sweep: Instant,
-    /// Claimed and not yet back, per destination (a destination's room, `claim/claim.sql`).
-    by_destination: HashMap<Arc<str>, usize>,
-    /// The destinations with messages parked at their limit, and whether room may have
-    /// freed since the last unpark (one of their requests came back). Only this dispatcher
-    /// parks them, so after `limited_known` (a look at the outbox since the schema was last
-    /// checked) the map names every one.
-    limited: HashMap<Arc<str>, bool>,
-    limited_known: bool,
-    /// The destinations' health (see `destinations`): the failing ones and when each may be
-    /// probed next, as stored when `failing_known` (read again at the next unpark
-    /// otherwise), and the healthy ones with unreachable requests in a row.
-    health: destinations::Known,
-    failing_known: bool,
-    /// The destinations' limits as last read, read again whenever a round looks at the
-    /// unpark flags (an endpoint's change leaves one).
-    limits: claim::Rooms,
 }
 
+/// What a round tells the loop.
 struct Round {
     claimed_a_full_batch: bool,
     next_due: Option<Duration>,
+}
+
+/// What a round's transaction is given: its plan, and what the worker knows.
+struct RoundWork<'a> {
+    plan: RoundPlan,
+    outcomes: &'a [Outcome],
+    keep_delivered: bool,
+    settings: Settings,
+    known: &'a destinations::Known,
+    outstanding: &'a HashMap<Arc<str>, usize>,
+    /// The destinations with messages parked at their limit that the round looks at.
+    limited: &'a [Arc<str>],
 }
 
 /// What one round's transaction did, for the worker to keep once it committed.
@@ -185,34 +140,15 @@ pub fn run(slot: usize) {
         waiter: Waiter::new(sender.wake_fd()),
         sender,
         outstanding: 0,
-        unrecorded: Vec::new(),
-        unrecorded_since: None,
-        awaited: false,
-        held: Vec::new(),
-        held_since: None,
         backlog: false,
-        next_housekeeping: Instant::now(),
+        outcomes: Outcomes::default(),
+        parking: Parking::new(),
+        destinations: Destinations::default(),
+        timers: Timers::new(),
         installed: false,
         reported_version: None,
         failed_rounds: 0,
         stop_requested: false,
-        flags_seen: None,
-        flags_kept: false,
-        next_unpark: Instant::now(),
-        flagged_by_record: false,
-        ready_up_to: None,
-        next_ready_look: Instant::now(),
-        pushing: false,
-        prepared_seen: None,
-        prepared: None,
-        sessions_seen: None,
-        next_session_sweep: Instant::now(),
-        by_destination: HashMap::new(),
-        limited: HashMap::new(),
-        limited_known: false,
-        health: destinations::Known::default(),
-        failing_known: false,
-        limits: claim::Rooms::default(),
     };
 
     loop {
@@ -263,10 +199,11 @@ pub fn run(slot: usize) {
         }
         .min(
             state
+                .timers
                 .next_ready_look
                 .saturating_duration_since(Instant::now()),
         )
-        .min(state.next_probe().map_or(Duration::MAX, |at| {
+        .min(state.destinations.next_probe().map_or(Duration::MAX, |at| {
             at.saturating_duration_since(Instant::now())
         }));
         sleep_until_work(&mut state, nap);
@@ -276,31 +213,16 @@ pub fn run(slot: usize) {
 impl State {
     /// Takes what the HTTP side finished.
     fn collect(&mut self) {
-        if self
-            .held_since
-            .is_some_and(|since| since.elapsed() >= HELD_RETRY)
-        {
-            self.held_since = None;
-            let held = std::mem::take(&mut self.held);
-            self.keep(held);
-        }
+        let held = self.outcomes.take_held(false);
+        self.keep(held);
         let arrived = self.sender.finished();
         if arrived.is_empty() {
             return;
         }
         self.outstanding = self.outstanding.saturating_sub(arrived.len());
         for outcome in &arrived {
-            if let Some(n) = self.by_destination.get_mut(&outcome.destination) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.by_destination.remove(&outcome.destination);
-                }
-            }
-            if !self.limited.is_empty()
-                && let Some(room) = self.limited.get_mut(&outcome.destination)
-            {
-                *room = true;
-            }
+            self.destinations.returned(&outcome.destination);
+            self.parking.returned(&outcome.destination);
         }
         self.keep(arrived);
     }
@@ -312,133 +234,26 @@ impl State {
 
     /// Outcomes to record: new ones, or ones a round could not record and gives back.
     fn keep(&mut self, outcomes: Vec<Outcome>) {
-        if outcomes.is_empty() {
-            return;
-        }
-        self.unrecorded_since.get_or_insert_with(Instant::now);
         // A released message is due again at once, so its release is not held back; nor is
-        // the outcome that makes room for messages parked at their destination's limit.
-        self.awaited |= outcomes.iter().any(|o| {
+        // the outcome that makes room for messages parked at their destination's limit, nor
+        // a failing destination's probe.
+        let awaited = outcomes.iter().any(|o| {
             o.durable_step
                 || o.ordered
                 || o.released
-                || (!self.limited.is_empty() && self.limited.contains_key(&o.destination))
-                // A probe's outcome sets the destination's next turn: until it is recorded,
-                // another round would see room for a second probe.
-                || self.health.failing.contains_key(&o.destination)
+                || self.parking.limits(&o.destination)
+                || self.destinations.is_failing(&o.destination)
         });
-        self.unrecorded.extend(outcomes);
+        self.outcomes.keep(outcomes, awaited);
     }
 
-    /// Whether a round should act on unpark flags: a commit left one since the last look,
-    /// the last look kept some, this round or an earlier one without a look records an
-    /// outcome of a keyed message (whose record flags its key), or a poll interval has
-    /// passed.
-    fn unpark_due(&self, flags: Option<u64>, records_keyed: bool) -> bool {
-        flags.is_none()
-            || flags != self.flags_seen
-            || self.flags_kept
-            || records_keyed
-            || self.flagged_by_record
-            || Instant::now() >= self.next_unpark
-    }
-
-    /// Keeps what a committed round changed of the destinations' health: a failing one is
-    /// limited (its messages wait parked, one probe at a time); one whose outage ended has
-    /// room for all of them. A change of the failing set may change the smallest room.
-    fn keep_health(
-        &mut self,
-        changes: Vec<(Arc<str>, health::Change)>,
-        stored: Option<HashMap<Arc<str>, Failing>>,
-    ) {
-        let now = Instant::now();
-        for (destination, change) in changes {
-            match change.health {
-                health::Health::Healthy { failures } => {
-                    if self.health.failing.remove(&destination).is_some() {
-                        self.limits.smallest_room = None;
-                    }
-                    if failures == 0 {
-                        self.health.suspect.remove(&destination);
-                    } else {
-                        // Bounded: forgetting a count only delays an outage's notice.
-                        if self.health.suspect.len() >= MAX_SUSPECTS {
-                            self.health.suspect.clear();
-                        }
-                        self.health
-                            .suspect
-                            .insert(Arc::clone(&destination), failures);
-                    }
-                    if change.release {
-                        self.limited.insert(destination, true);
-                    }
-                }
-                health::Health::Failing { probes } => {
-                    let probe_at = now + change.next_probe_in.unwrap_or_default();
-                    self.health.suspect.remove(&destination);
-                    let since = self.health.failing.get(&destination).map(|f| f.since);
-                    if since.is_none() {
-                        self.limits.smallest_room = None;
-                    }
-                    let failing = Failing {
-                        probes,
-                        since: since.unwrap_or(now),
-                        probe_at,
-                    };
-                    self.health
-                        .failing
-                        .insert(Arc::clone(&destination), failing);
-                    self.limited.entry(destination).or_insert(false);
-                }
-            }
-        }
-        if let Some(stored) = stored {
-            for destination in stored.keys() {
-                self.limited.entry(Arc::clone(destination)).or_insert(false);
-            }
-            let same = stored.len() == self.health.failing.len()
-                && stored.keys().all(|d| self.health.failing.contains_key(d));
-            if !same {
-                self.limits.smallest_room = None;
-            }
-            self.health.failing = stored;
-            self.failing_known = true;
-        }
-    }
-
-    /// A failing destination the round looked at and found nothing parked for: nothing to
-    /// probe. It is looked at again after the longest probe interval, not every round.
-    fn nothing_to_probe(&mut self, destination: &Arc<str>) {
-        if let Some(failing) = self.health.failing.get_mut(destination) {
-            failing.probe_at = Instant::now() + health::LONGEST_PROBE;
-        }
-    }
-
-    /// When the next failing destination may be probed again: its turn has not come yet.
-    /// (One whose turn has come gets room at each round until its probe's outcome sets the
-    /// next turn; waking for it again before then would spin.)
-    fn next_probe(&self) -> Option<Instant> {
-        let now = Instant::now();
-        self.health
-            .failing
-            .values()
-            .map(|f| f.probe_at)
-            .filter(|at| *at > now)
-            .min()
-    }
-
-    /// Outcomes a round skipped: for a round `HELD_RETRY` from now.
-    fn hold(&mut self, outcomes: Vec<Outcome>) {
-        if outcomes.is_empty() {
-            return;
-        }
-        self.held_since.get_or_insert_with(Instant::now);
-        self.held.extend(outcomes);
+    fn record_due(&self) -> bool {
+        self.outcomes.record_due(self.backlog, max_outstanding())
     }
 
     /// Notes how a transaction ended: a failure is logged when it starts a series (with
     /// the back-off, a persistent one is not logged every round), and makes the worker
-    /// check the extension again.
+    /// check the extension, and read what it keeps of the outbox, again.
     fn note<T>(&mut self, result: &Result<T, Failure>) {
         match result {
             Ok(_) => self.failed_rounds = 0,
@@ -452,29 +267,10 @@ impl State {
                 }
                 self.failed_rounds = self.failed_rounds.saturating_add(1);
                 self.installed = false;
-                self.limited_known = false;
-                self.failing_known = false;
-                self.limits = claim::Rooms::default();
+                self.parking.forget();
+                self.destinations.forget();
             }
         }
-    }
-
-    /// Under a backlog every round records what came back: the rounds follow each other
-    /// anyway, and holding outcomes back only splits them into more transactions
-    /// (bench/NOTES.md).
-    fn record_due(&self) -> bool {
-        self.unrecorded_since.is_some_and(|since| {
-            self.backlog
-                || self.awaited
-                || self.unrecorded.len() >= max_outstanding() / 2
-                || since.elapsed() >= RECORD_WITHIN
-        })
-    }
-
-    fn take_unrecorded(&mut self) -> Vec<Outcome> {
-        self.unrecorded_since = None;
-        self.awaited = false;
-        std::mem::take(&mut self.unrecorded)
     }
 
     /// Whether a backlog waits for the room the outcomes made (any room: waiting for more
@@ -490,13 +286,7 @@ impl State {
 fn sleep_until_work(state: &mut State, nap: Duration) {
     let until = Instant::now() + nap;
     loop {
-        let mut wake_at = match state.unrecorded_since {
-            Some(since) => until.min(since + RECORD_WITHIN),
-            None => until,
-        };
-        if let Some(since) = state.held_since {
-            wake_at = wake_at.min(since + HELD_RETRY);
-        }
+        let wake_at = state.outcomes.wake_at(until);
         let events = sleep(state, wake_at.saturating_duration_since(Instant::now()));
         if events & (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT) as i32 != 0 {
             return;
@@ -540,23 +330,24 @@ fn max_outstanding() -> usize {
     config::max_concurrency() * OUTSTANDING_PER_SLOT
 }
 
-/// One round's transaction: the outcomes due for recording, then a claim for the room left.
+/// One round: plan it from what the worker knows, run the plan in one transaction, keep
+/// what it found, and hand the claimed messages to the HTTP side.
 fn record_and_claim(state: &mut State) -> Round {
     state.collect();
     let flags = wake::flags_raised(state.slot);
-    let records_keyed = state.record_due() && state.unrecorded.iter().any(|o| o.ordered);
+    let records_keyed = state.record_due() && state.outcomes.any_ordered();
     let plan = plan_round(&RoundInputs {
         record_due: state.record_due(),
         outstanding: state.outstanding,
         max_outstanding: max_outstanding(),
         batch_size: config::batch_size(),
         byte_budget_rows: claim::rows_within_byte_budget(config::max_payload_bytes()),
-        unpark_due: state.unpark_due(flags, records_keyed),
-        limited_known: state.limited_known,
-        failing_known: state.failing_known,
-        smallest_room: state.limits.smallest_room,
-        most_outstanding: state.by_destination.values().copied().max().unwrap_or(0),
-        pushing: state.pushing,
+        unpark_due: state.parking.unpark_due(flags, records_keyed),
+        limited_known: state.parking.limited_known(),
+        failing_known: state.destinations.failing_known(),
+        smallest_room: state.destinations.smallest_room(),
+        most_outstanding: state.destinations.most_outstanding(),
+        pushing: state.timers.pushing,
     });
     if plan.idle_full {
         // Full, and nothing to record: outcomes that make room wake us.
@@ -567,221 +358,209 @@ fn record_and_claim(state: &mut State) -> Round {
         };
     }
     let outcomes = if plan.record {
-        state.take_unrecorded()
+        state.outcomes.take()
     } else {
         Vec::new()
     };
-    let limit = plan.claim;
-    let unpark = plan.unpark;
-    let settings = Settings {
-        request_timeout: config::request_timeout(),
-        max_attempts: config::max_attempts(),
-        concurrency_per_destination: config::max_concurrency_per_destination(),
-    };
-    let keep_delivered = keeps_delivered();
     if plan.load_failing {
         // An endpoint's limits may have changed (a commit that flagged), or a poll interval
         // passed: every destination gets a look.
-        state.limited.values_mut().for_each(|room| *room = true);
+        state.parking.all_have_room();
     }
-    // A failing destination whose probe is due has room for it.
-    let now = Instant::now();
-    for (destination, failing) in &state.health.failing {
-        if failing.probe_at <= now {
-            state.limited.insert(Arc::clone(destination), true);
-        }
+    for destination in state.destinations.probes_due() {
+        state.parking.has_room(destination);
     }
-    let known = state.health.clone();
-    let limited_known = state.limited_known;
-    // The limited destinations this round looks at: those with room, or all before the
-    // first look; after the round they are what the unpark says.
-    let looked: Vec<Arc<str>> = state
-        .limited
-        .iter()
-        .filter(|(_, room)| **room || !limited_known)
-        .map(|(destination, _)| Arc::clone(destination))
-        .collect();
-    let with_room: Vec<String> = looked.iter().map(|d| d.to_string()).collect();
-    let by_destination = &state.by_destination;
-    let result = transaction::run_round(|| {
-        Spi::connect_mut(|client| {
-            statistics::refresh_if_grown(client)?;
-            let skipped = record::record(client, &outcomes, keep_delivered)?;
-            let recorded: Vec<&Outcome> = outcomes
-                .iter()
-                .filter(|o| !skipped.contains(&o.id))
-                .collect();
-            let health = destinations::observe(client, &recorded, &known)?;
-            // Read after the unpark, which forgets an enabled endpoint's failing.
-            let load_failing = |client: &mut pgrx::spi::SpiClient<'_>| {
-                if plan.load_failing {
-                    destinations::load(client).map(Some)
-                } else {
-                    Ok(None)
-                }
-            };
-            if limit == 0 {
-                let failing_now = load_failing(client)?;
-                return Ok(RoundDone {
-                    skipped,
-                    health,
-                    failing_now,
-                    ..RoundDone::default()
-                });
-            }
-            if plan.commit_without_waiting {
-                claim::commit_without_waiting(client)?;
-            }
-            let unparked = if unpark {
-                parking::unpark(client)?
-            } else {
-                parking::Unparked::default()
-            };
-            let failing_now = load_failing(client)?;
-            let pushed_leases_end = if plan.push {
-                push::push_ready(client, limit as i32, config::max_recovery_attempts())?.1
-            } else {
-                None
-            };
-            let mut with_room = with_room.clone();
-            if plan.find_limited {
-                with_room.extend(parking::limited_destinations(client)?);
-            }
-            let unparked_limited = if with_room.is_empty() {
-                None
-            } else {
-                Some(parking::unpark_limited(
-                    client,
-                    with_room,
-                    settings.concurrency_per_destination,
-                    by_destination,
-                )?)
-            };
-            let smallest_room = if plan.read_smallest_room {
-                Some(claim::smallest_room(
-                    client,
-                    settings.concurrency_per_destination,
-                )?)
-            } else {
-                None
-            };
-            // A destination that turned failing in this round's record has room for one.
-            let ranked = plan.ranked || !health.is_empty();
-            let claimed = claim::claim(client, limit, &settings, by_destination, ranked)?;
-            let unparked_messages =
-                unparked.messages + unparked_limited.as_ref().map_or(0, |u| u.messages);
-            let next_due = if claimed.took(limit) || unparked_messages > 0 {
-                Some(Duration::ZERO)
-            } else if unparked.flags_kept > 0 {
-                // A flag kept for a row an application holds: tried again like a held outcome.
-                Some(claim::next_due(client)?.map_or(HELD_RETRY, |due| due.min(HELD_RETRY)))
-            } else {
-                claim::next_due(client)?
-            };
-            Ok(RoundDone {
-                claimed,
-                next_due,
-                skipped,
-                kept_flags: unpark.then_some(unparked.flags_kept > 0),
-                pushed_leases_end,
-                still_limited: Some((
-                    unparked_limited.map_or_else(Vec::new, |u| u.still_limited),
-                    smallest_room,
-                )),
-                health,
-                failing_now,
-            })
-        })
-    });
-    state.note(&result);
-    // A failed round was rolled back whole: its outcomes wait for the next.
-    let RoundDone {
-        claimed,
-        next_due,
-        skipped,
-        kept_flags,
-        pushed_leases_end,
-        still_limited,
-        health,
-        failing_now,
-    } = match result {
-        Ok(done) => done,
-        Err(_) => {
-            state.keep(outcomes);
-            return Round {
-                claimed_a_full_batch: false,
-                next_due: None,
-            };
-        }
+    let looked = state.parking.to_look_at();
+    let work = RoundWork {
+        plan,
+        outcomes: &outcomes,
+        keep_delivered: keeps_delivered(),
+        settings: Settings {
+            request_timeout: config::request_timeout(),
+            max_attempts: config::max_attempts(),
+            concurrency_per_destination: config::max_concurrency_per_destination(),
+        },
+        known: &state.destinations.health,
+        outstanding: &state.destinations.outstanding,
+        limited: &looked,
     };
-    match kept_flags {
-        Some(kept) => {
-            state.flags_seen = flags;
-            state.flags_kept = kept;
-            state.next_unpark = Instant::now() + config::poll_interval();
-            state.flagged_by_record = false;
-        }
-        None => state.flagged_by_record |= records_keyed,
-    }
-    // A pushed workflow's handler that dies is found when its lease ends.
-    if let Some(end) = pushed_leases_end {
-        state.next_ready_look = state
-            .next_ready_look
-            .min(Instant::now() + end + READY_LOOK_SLACK);
-    }
-    // Outcomes of messages an application held locked: recorded by a later round.
-    state.hold(record::take_skipped(outcomes, &skipped));
-    state.keep_health(health, failing_now);
+    let result = transaction::run_round(|| Spi::connect_mut(|client| round(client, &work)));
+    state.note(&result);
+    let Ok(done) = result else {
+        // A failed round was rolled back whole: its outcomes wait for the next.
+        state.keep(outcomes);
+        return Round {
+            claimed_a_full_batch: false,
+            next_due: None,
+        };
+    };
+    let claimed_a_full_batch = plan.claim > 0 && done.next_due == Some(Duration::ZERO);
+    let next_due = done.next_due;
+    state.keep_round(done, outcomes, &looked, flags, records_keyed);
     // A full walk, or unparked messages the claim may not have reached: more is due now.
-    let claimed_a_full_batch = limit > 0 && next_due == Some(Duration::ZERO);
-    state.backlog = claimed_a_full_batch || limit == 0;
-    if let Some((still_limited, smallest_room)) = still_limited {
-        if smallest_room.is_some() {
-            state.limits.smallest_room = smallest_room;
-        }
-        for destination in &looked {
-            state.limited.remove(destination);
-        }
-        for destination in still_limited {
-            state.limited.insert(destination.into(), false);
-        }
-        state.limited_known = true;
-    }
-    for destination in claimed.limited {
-        state.limited.entry(destination.into()).or_insert(false);
-    }
-    for destination in &looked {
-        if !state.limited.contains_key(destination) {
-            state.nothing_to_probe(destination);
-        }
-    }
-    state.outstanding += claimed.jobs.len();
-    // Committed: the HTTP side may start.
-    for job in claimed.jobs {
-        *state
-            .by_destination
-            .entry(Arc::clone(&job.destination))
-            .or_insert(0) += 1;
-        state.sender.send(job);
-    }
+    state.backlog = claimed_a_full_batch || plan.claim == 0;
     Round {
         claimed_a_full_batch,
         next_due,
     }
 }
 
+/// The round's transaction: record, unpark, push, claim, as the plan says.
+fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, Failure> {
+    let plan = &work.plan;
+    statistics::refresh_if_grown(client)?;
+    let skipped = record::record(client, work.outcomes, work.keep_delivered)?;
+    let recorded: Vec<&Outcome> = work
+        .outcomes
+        .iter()
+        .filter(|o| !skipped.contains(&o.id))
+        .collect();
+    let health = destinations::observe(client, &recorded, work.known)?;
+    // Read after the unpark, which forgets an enabled endpoint's failing.
+    let load_failing = |client: &mut SpiClient<'_>| {
+        if plan.load_failing {
+            destinations::load(client).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    if plan.claim == 0 {
+        let failing_now = load_failing(client)?;
+        return Ok(RoundDone {
+            skipped,
+            health,
+            failing_now,
+            ..RoundDone::default()
+        });
+    }
+    if plan.commit_without_waiting {
+        claim::commit_without_waiting(client)?;
+    }
+    let unparked = if plan.unpark {
+        parking::unpark(client)?
+    } else {
+        parking::Unparked::default()
+    };
+    let failing_now = load_failing(client)?;
+    let pushed_leases_end = if plan.push {
+        push::push_ready(client, plan.claim as i32, config::max_recovery_attempts())?.1
+    } else {
+        None
+    };
+    let mut limited: Vec<String> = work.limited.iter().map(|d| d.to_string()).collect();
+    if plan.find_limited {
+        limited.extend(parking::limited_destinations(client)?);
+    }
+    let per_destination = work.settings.concurrency_per_destination;
+    let unparked_limited = if limited.is_empty() {
+        None
+    } else {
+        Some(parking::unpark_limited(
+            client,
+            limited,
+            per_destination,
+            work.outstanding,
+        )?)
+    };
+    let smallest_room = if plan.read_smallest_room {
+        Some(claim::smallest_room(client, per_destination)?)
+    } else {
+        None
+    };
+    // A destination that turned failing in this round's record has room for one.
+    let ranked = plan.ranked || !health.is_empty();
+    let claimed = claim::claim(client, plan.claim, &work.settings, work.outstanding, ranked)?;
+    let unparked_messages = unparked.messages + unparked_limited.as_ref().map_or(0, |u| u.messages);
+    let next_due = if claimed.took(plan.claim) || unparked_messages > 0 {
+        Some(Duration::ZERO)
+    } else if unparked.flags_kept > 0 {
+        // A flag kept for a row an application holds: tried again like a held outcome.
+        Some(claim::next_due(client)?.map_or(HELD_RETRY, |due| due.min(HELD_RETRY)))
+    } else {
+        claim::next_due(client)?
+    };
+    Ok(RoundDone {
+        claimed,
+        next_due,
+        skipped,
+        kept_flags: plan.unpark.then_some(unparked.flags_kept > 0),
+        pushed_leases_end,
+        still_limited: Some((
+            unparked_limited.map_or_else(Vec::new, |u| u.still_limited),
+            smallest_room,
+        )),
+        health,
+        failing_now,
+    })
+}
+
+impl State {
+    /// Keeps what a committed round found, and sends what it claimed.
+    fn keep_round(
+        &mut self,
+        done: RoundDone,
+        outcomes: Vec<Outcome>,
+        looked: &[Arc<str>],
+        flags: Option<u64>,
+        records_keyed: bool,
+    ) {
+        let RoundDone {
+            claimed,
+            next_due: _,
+            skipped,
+            kept_flags,
+            pushed_leases_end,
+            still_limited,
+            health,
+            failing_now,
+        } = done;
+        self.parking
+            .unparked(flags, kept_flags, records_keyed, config::poll_interval());
+        // A pushed workflow's handler that dies is found when its lease ends.
+        if let Some(end) = pushed_leases_end {
+            self.timers.next_ready_look = self
+                .timers
+                .next_ready_look
+                .min(Instant::now() + end + READY_LOOK_SLACK);
+        }
+        // Outcomes of messages an application held locked: recorded by a later round.
+        self.outcomes.hold(record::take_skipped(outcomes, &skipped));
+        self.destinations
+            .keep_health(health, failing_now, &mut self.parking);
+        if let Some((still_limited, smallest_room)) = still_limited {
+            if let Some(room) = smallest_room {
+                self.destinations.set_smallest_room(room);
+            }
+            self.parking.looked(looked, still_limited);
+        }
+        for destination in claimed.limited {
+            self.parking.parked(destination.into());
+        }
+        for destination in looked {
+            if !self.parking.limits(destination) {
+                self.destinations.nothing_to_probe(destination);
+            }
+        }
+        self.outstanding += claimed.jobs.len();
+        // Committed: the HTTP side may start.
+        for job in claimed.jobs {
+            self.destinations.sent(&job.destination);
+            self.sender.send(job);
+        }
+    }
+}
+
 /// Records every outcome back from the HTTP side, due or not.
 fn record_all(state: &mut State) {
-    state.held_since = None;
-    let held = std::mem::take(&mut state.held);
+    let held = state.outcomes.take_held(true);
     state.keep(held);
     state.collect();
-    let outcomes = state.take_unrecorded();
+    let outcomes = state.outcomes.take();
     if outcomes.is_empty() {
         return;
     }
     let keep_delivered = keeps_delivered();
-    let known = state.health.clone();
+    let known = &state.destinations.health;
     let result = transaction::run_round(|| {
         Ok(Spi::connect_mut(|client| {
             let skipped = record::record(client, &outcomes, keep_delivered)?;
@@ -789,15 +568,19 @@ fn record_all(state: &mut State) {
                 .iter()
                 .filter(|o| !skipped.contains(&o.id))
                 .collect();
-            let health = destinations::observe(client, &recorded, &known)?;
+            let health = destinations::observe(client, &recorded, known)?;
             Ok::<_, pgrx::spi::SpiError>((skipped, health))
         })?)
     });
     state.note(&result);
     match result {
         Ok((skipped, health)) => {
-            state.hold(record::take_skipped(outcomes, &skipped));
-            state.keep_health(health, None);
+            state
+                .outcomes
+                .hold(record::take_skipped(outcomes, &skipped));
+            state
+                .destinations
+                .keep_health(health, None, &mut state.parking);
         }
         Err(_) => state.keep(outcomes),
     }
@@ -837,7 +620,7 @@ fn schema_is_current(state: &mut State) -> bool {
 }
 
 fn housekeep(state: &mut State) {
-    if Instant::now() < state.next_housekeeping {
+    if Instant::now() < state.timers.next_housekeeping {
         return;
     }
     let retention = config::retention();
@@ -856,7 +639,7 @@ fn housekeep(state: &mut State) {
     }
     // Behind (every batch was full): go on after the next round rather than a poll
     // interval later, so that retention keeps pace with delivery.
-    state.next_housekeeping = if caught_up {
+    state.timers.next_housekeeping = if caught_up {
         Instant::now() + config::poll_interval().clamp(HOUSEKEEPING_MIN, HOUSEKEEPING_MAX)
     } else {
         Instant::now()
@@ -868,10 +651,10 @@ fn housekeep(state: &mut State) {
 /// the slot remembers. Returns whether a round should push at once (a freed workflow of a
 /// pushed name).
 fn free_ended_sessions(state: &mut State) -> bool {
-    let Some(reported) = wake::ended_since(state.slot, state.sessions_seen) else {
+    let Some(reported) = wake::ended_since(state.slot, state.timers.sessions_seen) else {
         return false;
     };
-    let sweep = Instant::now() >= state.next_session_sweep;
+    let sweep = Instant::now() >= state.timers.next_session_sweep;
     let pids = match reported.values {
         _ if sweep => None,
         Some(pids) if pids.is_empty() => return false,
@@ -886,50 +669,54 @@ fn free_ended_sessions(state: &mut State) -> bool {
     });
     state.note(&freed);
     if freed.is_ok() {
-        state.sessions_seen = Some(reported.count);
+        state.timers.sessions_seen = Some(reported.count);
         if everyone {
-            state.next_session_sweep = Instant::now() + SESSION_SWEEP;
+            state.timers.next_session_sweep = Instant::now() + SESSION_SWEEP;
         }
     }
-    state.pushing && freed.is_ok_and(|freed| freed > 0)
+    state.timers.pushing && freed.is_ok_and(|freed| freed > 0)
 }
 
 /// Tells applications about the workflows that became ready with time alone, when due.
 /// Returns whether a round should push at once.
 fn announce_ready(state: &mut State) -> bool {
-    if let Some(reported) = wake::prepared_since(state.slot, state.prepared_seen)
-        && Some(reported.count) != state.prepared_seen
+    if let Some(reported) = wake::prepared_since(state.slot, state.timers.prepared_seen)
+        && Some(reported.count) != state.timers.prepared_seen
     {
-        state.prepared_seen = Some(reported.count);
+        state.timers.prepared_seen = Some(reported.count);
         match reported.values {
             Some(xids) => {
-                let watched = state.prepared.get_or_insert_with(|| Some(Vec::new()));
+                let watched = state
+                    .timers
+                    .prepared
+                    .get_or_insert_with(|| Some(Vec::new()));
                 if let Some(watched) = watched {
                     watched.extend(xids.into_iter().map(i64::from));
                 }
             }
             // More than the slot remembers, or a first look after some were prepared.
-            None if reported.count > 0 => state.prepared = Some(None),
+            None if reported.count > 0 => state.timers.prepared = Some(None),
             None => {}
         }
-        state.next_ready_look = Instant::now();
+        state.timers.next_ready_look = Instant::now();
     }
     if let Some(at) = wake::take_timer(state.slot) {
         // SAFETY: reading the clock, on the main thread.
         let now = unsafe { pg_sys::GetCurrentTimestamp() };
         let wait = Duration::from_micros(at.saturating_sub(now).max(0) as u64);
-        state.next_ready_look = state
+        state.timers.next_ready_look = state
+            .timers
             .next_ready_look
             .min(Instant::now() + wait + READY_LOOK_SLACK);
     }
-    if Instant::now() < state.next_ready_look {
+    if Instant::now() < state.timers.next_ready_look {
         return false;
     }
-    let watched = state.prepared.clone();
+    let watched = state.timers.prepared.clone();
     let since = if watched.is_some() {
         None
     } else {
-        state.ready_up_to
+        state.timers.ready_up_to
     };
     let looked = transaction::run_round(|| {
         Ok(Spi::connect_mut(|client| {
@@ -947,11 +734,11 @@ fn announce_ready(state: &mut State) -> bool {
         Ok((looked, still)) => {
             // Every name was announced after the prepared transactions no longer waiting
             // had ended; the ones still prepared are watched until they do.
-            state.prepared = still.filter(|xids| !xids.is_empty()).map(Some);
-            state.ready_up_to = looked.up_to;
+            state.timers.prepared = still.filter(|xids| !xids.is_empty()).map(Some);
+            state.timers.ready_up_to = looked.up_to;
             // A handler just made (or a first look) may have ready workflows waiting.
-            push_now = looked.pushing && (looked.became_ready || !state.pushing);
-            state.pushing = looked.pushing;
+            push_now = looked.pushing && (looked.became_ready || !state.timers.pushing);
+            state.timers.pushing = looked.pushing;
             // Just past the next expiry, so that the look after it finds it expired.
             looked
                 .next_expiry_in
@@ -959,7 +746,7 @@ fn announce_ready(state: &mut State) -> bool {
         }
         Err(_) => poll,
     };
-    state.next_ready_look = Instant::now() + next;
+    state.timers.next_ready_look = Instant::now() + next;
     push_now
 }
 

@@ -1,12 +1,11 @@
--- The flag has the dispatcher unpark the endpoint's messages (see its `parking` module);
--- set on every call, so that an enable also frees messages parked while the endpoint was
--- disabled by hand. The failing time starts again: the endpoint gets a whole
--- `workflow.endpoint_disable_after` to recover.
--- Enables the endpoint and lets go of everything waiting for it (G11): its messages parked
--- while it was disabled are unparked by the dispatcher (the flag), and those waiting on
--- their retry schedule — parked at a failing destination's limit, or tried before and due
--- later — are due now. (A message scheduled for later and never tried keeps its time.) A
--- failing state is the dispatcher's: its first answer ends it.
+-- Enables the endpoint $1 and lets go of everything waiting for it (G11): those of its
+-- messages waiting on their retry schedule (parked at a failing destination's limit, or
+-- tried before and due later) are due now; a message scheduled for later and never tried
+-- keeps its time. The flag (unpark_messages) has the dispatcher unpark the messages parked
+-- while the endpoint was disabled and forget its failing state (parking/unpark.sql), so
+-- its next request is no probe. It is set on every call, so that an enable also frees
+-- messages parked while the endpoint was disabled by hand. The failing time starts again:
+-- the endpoint gets a whole workflow.endpoint_disable_after to recover.
 WITH enabled AS (
     UPDATE workflow.endpoint_settings
        SET disabled_at = NULL, disabled_reason = NULL, updated_at = statement_timestamp(),

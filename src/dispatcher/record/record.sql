@@ -1,3 +1,6 @@
+-- Records a round's attempts, $1: rows of workflow.attempt_outcome as text (see
+-- record.rs, `Recorded`).
+--
 -- An outcome only changes its message if the message is still pending in the attempt that
 -- produced it: a cancel, or a newer claim after this dispatcher lost its lease, wins.
 -- A message an application holds locked (a `wf_cancel_message` not yet committed) is
@@ -15,25 +18,23 @@
 --
 -- The attempt becomes the message's latest (`last_*`); the one it replaces moves to the
 -- log, read from the statement's snapshot, which is the row before this update (only the
--- dispatcher writes `last_*`, one round at a time). `$10` names the messages that hold
--- one, as their claims saw: most outcomes are first attempts, and looking up every
--- message again to find nothing was a tenth of the statement. An outcome that no longer
+-- dispatcher writes `last_*`, one round at a time). Each row says whether its message
+-- holds one, as its claim saw (`replaces_attempt`): most outcomes are first attempts, and
+-- looking up every message again to find nothing was a tenth of the statement. An outcome that no longer
 -- changes its message still happened: it goes to the log directly.
 --
 -- An outcome also unparks its message (a claim may have parked it after its lease ran
 -- out), and a message with an ordering key that finishes flags its key's next message
 -- for unparking (see `parking`).
-WITH o AS (
-    SELECT * FROM unnest($1::int8[], $2::int4[], $3::float8[], $4::float4[], $5::int4[],
-                         $6::text[], $7::text[], $8::text[], $9::float8[])
-             AS o(id, attempt, started, duration_ms, status_code, error, body, outcome,
-                  delay_s)),
+WITH o AS MATERIALIZED (
+    SELECT * FROM unnest($1::text[]::workflow.attempt_outcome[])),
 locked AS (
-    SELECT m.id, m.ctid FROM workflow.outbox m WHERE m.id = ANY ($1) FOR NO KEY UPDATE SKIP LOCKED),
+    SELECT m.id, m.ctid FROM workflow.outbox m
+     WHERE m.id = ANY (ARRAY(SELECT id FROM o)) FOR NO KEY UPDATE SKIP LOCKED),
 changed AS (
     UPDATE workflow.outbox m
-       SET status = o.outcome,
-           next_attempt_at = CASE WHEN o.outcome = 'pending'
+       SET status = o.state,
+           next_attempt_at = CASE WHEN o.state = 'pending'
                                   THEN clock_timestamp() + make_interval(secs => o.delay_s)
                                   ELSE m.next_attempt_at END,
            leased_until = NULL,
@@ -43,10 +44,10 @@ changed AS (
            last_status_code = o.status_code,
            last_error = o.error,
            last_response_body = o.body,
-           delivered_at = CASE WHEN o.outcome = 'delivered' THEN clock_timestamp() END,
-           finished_at = CASE WHEN o.outcome = 'pending' THEN NULL ELSE clock_timestamp() END,
+           delivered_at = CASE WHEN o.state = 'delivered' THEN clock_timestamp() END,
+           finished_at = CASE WHEN o.state = 'pending' THEN NULL ELSE clock_timestamp() END,
            parked = NULL,
-           unpark_successor = CASE WHEN o.outcome <> 'pending' AND m.ordering_key IS NOT NULL
+           unpark_successor = CASE WHEN o.state <> 'pending' AND m.ordering_key IS NOT NULL
                                    THEN true END
       FROM o
      WHERE m.ctid = ANY (ARRAY(SELECT ctid FROM locked)) AND m.id = o.id
@@ -62,7 +63,7 @@ logged AS (
     SELECT p.id, p.last_attempt, p.last_started_at, p.last_duration_ms, p.last_status_code,
            p.last_error, p.last_response_body
       FROM workflow.outbox p
-     WHERE p.id = ANY (ARRAY(SELECT id FROM changed WHERE id = ANY ($10)))
+     WHERE p.id = ANY (ARRAY(SELECT c.id FROM changed c JOIN o USING (id) WHERE o.replaces_attempt))
        AND p.last_started_at IS NOT NULL
     UNION ALL
     SELECT o.id, o.attempt, to_timestamp(o.started), o.duration_ms, o.status_code, o.error, o.body
@@ -72,5 +73,5 @@ logged AS (
 SELECT id, workflow_id, step, false FROM changed
 UNION ALL
 SELECT m.id, NULL, NULL, true FROM workflow.outbox m
- WHERE (SELECT count(*) FROM locked) < cardinality($1)
-   AND m.id = ANY ($1) AND m.id <> ALL (ARRAY(SELECT id FROM locked));
+ WHERE (SELECT count(*) FROM locked) < (SELECT count(*) FROM o)
+   AND m.id = ANY (ARRAY(SELECT id FROM o)) AND m.id <> ALL (ARRAY(SELECT id FROM locked));
