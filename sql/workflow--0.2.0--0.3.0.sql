@@ -216,3 +216,92 @@ CREATE TYPE workflow.attempt_outcome AS (
     delay_s          double precision,
     replaces_attempt boolean
 );
+
+-- Copies that stay silent (G12): the database's identity, the dispatch state pg_dump
+-- carries, and the identity each message and run is written under (see src/schema.sql).
+-- The rows already here were written in this database.
+CREATE FUNCTION workflow.database_identity() RETURNS bigint
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'database_identity_wrapper';
+REVOKE ALL ON FUNCTION workflow.database_identity() FROM PUBLIC;
+
+CREATE TABLE workflow.dispatch (
+    identity       bigint      NOT NULL,
+    paused_at      timestamptz,
+    paused_reason  text
+);
+INSERT INTO workflow.dispatch (identity) VALUES (workflow.database_identity());
+SELECT pg_catalog.pg_extension_config_dump('workflow.dispatch', '');
+
+-- A constant default first, so that adding the columns rewrites neither table.
+DO $$
+BEGIN
+    EXECUTE pg_catalog.format(
+        'ALTER TABLE workflow.runs ADD COLUMN written_in bigint NOT NULL DEFAULT %s',
+        workflow.database_identity());
+    EXECUTE pg_catalog.format(
+        'ALTER TABLE workflow.outbox ADD COLUMN written_in bigint NOT NULL DEFAULT %s',
+        workflow.database_identity());
+END
+$$;
+ALTER TABLE workflow.runs ALTER COLUMN written_in SET DEFAULT workflow.database_identity();
+ALTER TABLE workflow.outbox ALTER COLUMN written_in SET DEFAULT workflow.database_identity();
+
+-- wf_stats says why delivery is paused; wf_dispatch_pause and wf_dispatch_resume are new,
+-- and the owner's only.
+DROP FUNCTION wf_stats();
+CREATE  FUNCTION "wf_stats"() RETURNS TABLE (
+	"pending" bigint,  /* i64 */
+	"delivered" bigint,  /* i64 */
+	"dead" bigint,  /* i64 */
+	"cancelled" bigint,  /* i64 */
+	"oldest_pending_age" interval,  /* Option < pgrx :: datum :: Interval > */
+	"deliveries_last_minute" bigint,  /* i64 */
+	"failures_last_minute" bigint,  /* i64 */
+	"latency_p50_ms" double precision,  /* Option < f64 > */
+	"latency_p99_ms" double precision,  /* Option < f64 > */
+	"dispatcher_running" bool,  /* bool */
+	"endpoints_disabled" bigint,  /* i64 */
+	"paused_reason" TEXT  /* Option < String > */
+)
+STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_stats_wrapper';
+REVOKE ALL ON FUNCTION wf_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wf_stats() TO workflow_user;
+
+CREATE  FUNCTION "wf_dispatch_pause"(
+	"reason" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS void
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_dispatch_pause_wrapper';
+REVOKE ALL ON FUNCTION wf_dispatch_pause(text) FROM PUBLIC;
+
+CREATE  FUNCTION "wf_dispatch_resume"() RETURNS void
+STRICT VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_dispatch_resume_wrapper';
+REVOKE ALL ON FUNCTION wf_dispatch_resume() FROM PUBLIC;
+
+-- Header values stay with the owner: workflow.messages (and dead_letters, built on it)
+-- shows header names only, as workflow.endpoints does.
+DROP VIEW workflow.dead_letters;
+DROP VIEW workflow.messages;
+CREATE VIEW workflow.messages AS
+SELECT id, coalesce(endpoint, url) AS target, endpoint, payload,
+       ARRAY(SELECT jsonb_object_keys(headers) ORDER BY 1) AS header_names, idempotency_key,
+       webhook_id, status::text AS status, attempts,
+       CASE WHEN status = 'pending' THEN greatest(next_attempt_at, leased_until) END AS next_attempt_at,
+       ordering_key, workflow_id, step, last_status_code, last_error, created_at, delivered_at,
+       finished_at,
+       parked::text AS parked
+  FROM workflow.outbox;
+COMMENT ON VIEW workflow.messages IS 'Every outbox message and where its delivery stands, without its header values';
+CREATE VIEW workflow.dead_letters AS
+SELECT * FROM workflow.messages WHERE status = 'dead';
+COMMENT ON VIEW workflow.dead_letters IS 'Messages that will not be sent again unless wf_retry revives them';
+GRANT SELECT ON workflow.messages, workflow.dead_letters TO workflow_user;

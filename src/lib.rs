@@ -11,6 +11,7 @@
 //!   session-bound leases; what the SQL surface and the dispatcher both do to runs.
 //! - [`dispatcher`] — the background worker: claim, send (tokio + reqwest on their own
 //!   threads), record, housekeeping.
+//! - [`identity`] — which database this is, and whether its dispatcher may deliver (G12).
 //! - [`wake`] — the shared-memory slot each dispatcher publishes, and the wake-ups that
 //!   commits and exiting sessions leave in it.
 //! - [`db`] — SPI with kept, typed plans; the only place that talks to the executor.
@@ -30,6 +31,7 @@ mod delivery;
 mod dispatcher;
 mod document;
 mod error;
+mod identity;
 mod runs;
 mod wake;
 mod workflow;
@@ -55,10 +57,12 @@ BEGIN
          WHERE p.proname LIKE 'wf\_%' OR p.pronamespace = 'workflow'::regnamespace
     LOOP
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
-        -- Endpoints hold secrets and destinations, handlers choose destinations: the
-        -- owner's business, not the app's.
+        -- Endpoints hold secrets and destinations, handlers choose destinations, and
+        -- delivery is paused and resumed for the whole database: the owner's business,
+        -- not the app's.
         IF fn::text LIKE 'wf\_%' AND fn::text NOT LIKE 'wf\_endpoint%'
-           AND fn::text NOT LIKE 'wf\_handler%' AND fn::text NOT LIKE 'wf\_replay%' THEN
+           AND fn::text NOT LIKE 'wf\_handler%' AND fn::text NOT LIKE 'wf\_replay%'
+           AND fn::text NOT LIKE 'wf\_dispatch%' THEN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO workflow_user', fn);
         END IF;
     END LOOP;

@@ -1565,6 +1565,35 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         );
     }
 
+    /// Rotating faster than `keep_old` retires the oldest secrets early: at most four are
+    /// rotated out at once, the newest, so a request carries at most five signatures.
+    #[pg_test]
+    fn rapid_rotations_keep_only_the_newest_retiring_secrets() {
+        let mut secrets = vec![
+            one::<String>("SELECT wf_endpoint('fast', 'https://fast.example.com/', 'generate')")
+                .unwrap(),
+        ];
+        for _ in 0..60 {
+            secrets.push(one::<String>("SELECT wf_endpoint_rotate('fast', '1 day')").unwrap());
+        }
+        let (retiring, current) = (
+            one::<Vec<String>>(
+                "SELECT retiring_secrets FROM workflow.endpoint_settings WHERE name = 'fast'",
+            )
+            .unwrap(),
+            one::<Vec<String>>(
+                "SELECT secrets FROM workflow.endpoint_settings WHERE name = 'fast'",
+            )
+            .unwrap(),
+        );
+        assert_eq!(current, secrets[60..]);
+        assert_eq!(retiring, secrets[56..60], "the four newest, oldest first");
+        assert_eq!(
+            one::<i32>("SELECT retiring_secret_count FROM workflow.endpoints WHERE name = 'fast'"),
+            Some(4)
+        );
+    }
+
     /// wf_publish makes one message per enabled subscriber whose patterns match, with the
     /// Standard Webhooks payload structure, per-subscriber keys, and none without subscribers.
     #[pg_test]
@@ -1985,10 +2014,10 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         }
     }
 
-    const CLAIM_TYPES: &str = "int4, interval, interval, int4, int4, int4, text[], int4[], bool";
-    const CLAIM_ARGS: &str = "64, '10s', '10s', 10, 2, 16, '{https://example.com}', '{3}', true";
-    const CLAIM_ARGS_UNRANKED: &str =
-        "64, '10s', '10s', 10, 2, 16, '{https://example.com}', '{3}', false";
+    const CLAIM_TYPES: &str =
+        "int4, interval, interval, int4, int4, int4, text[], int4[], bool, int8";
+    const CLAIM_ARGS: &str = "64, '10s', '10s', 10, 2, 16, '{https://example.com}', '{3}', true, workflow.database_identity()";
+    const CLAIM_ARGS_UNRANKED: &str = "64, '10s', '10s', 10, 2, 16, '{https://example.com}', '{3}', false, workflow.database_identity()";
 
     #[pg_test]
     fn the_claim_walks_the_due_index_and_stops_at_the_batch() {

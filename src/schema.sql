@@ -38,6 +38,13 @@ CREATE TYPE workflow.attempt_outcome AS (
     replaces_attempt boolean
 );
 
+-- Which database this is (G12): a number made of the cluster's system identifier and the
+-- database's oid (Rust: identity.rs). A physical copy, a standby promoted or not, keeps
+-- both; a dump restored anywhere, or a CREATE DATABASE … TEMPLATE, does not.
+CREATE FUNCTION workflow.database_identity() RETURNS bigint
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'database_identity_wrapper';
+
 -- One row per workflow run. Hot paths: insert on start, lease renewal on checkpoint, the
 -- claim scan for expired leases, and the retention scan over finished runs.
 CREATE TABLE workflow.runs (
@@ -76,7 +83,10 @@ CREATE TABLE workflow.runs (
     -- start (pg_stat_activity's backend_start), so that a reused pid is another session.
     -- When the session ends, the dispatcher frees the lease at once (see runs::sessions).
     session_pid        integer,
-    session_started    timestamptz
+    session_started    timestamptz,
+    -- The database the run was started in (see workflow.dispatch): a run copied from
+    -- another database is not pushed until wf_dispatch_resume adopts it.
+    written_in         bigint      NOT NULL DEFAULT workflow.database_identity()
 ) WITH (fillfactor = 85); -- room for HOT updates of status and lease on the same page
 
 -- The partial indexes on status are for the statements that mean to walk them, which
@@ -218,6 +228,19 @@ CREATE TABLE workflow.destinations (
     next_probe_at  timestamptz
 );
 
+-- The database the dispatcher delivers for, and whether it is paused (G12). The extension
+-- writes the database's identity when it is created; pg_dump carries the row, so a copy
+-- (restored from a dump into any cluster or database, or made by CREATE DATABASE …
+-- TEMPLATE) holds an identity that is not its own, and its dispatcher pauses it until an
+-- operator calls wf_dispatch_resume(). A restore adds its row beside the new install's:
+-- every row must name this database. wf_dispatch_pause() pauses by hand.
+CREATE TABLE workflow.dispatch (
+    identity       bigint      NOT NULL,
+    paused_at      timestamptz,
+    paused_reason  text
+);
+INSERT INTO workflow.dispatch (identity) VALUES (workflow.database_identity());
+
 -- A URL's canonical origin, for the outbox's origin column (Rust: delivery::target::origin).
 CREATE FUNCTION workflow.url_origin(url text) RETURNS text
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
@@ -270,7 +293,11 @@ CREATE TABLE workflow.outbox (
     -- A URL target's origin, canonical (scheme://host:port as the URL standard reads it:
     -- 127.1 is 127.0.0.1, the default port explicit): URL targets share
     -- workflow.max_concurrency_per_destination and their health by origin, as endpoints do.
-    origin           text GENERATED ALWAYS AS (workflow.url_origin(url)) STORED
+    origin           text GENERATED ALWAYS AS (workflow.url_origin(url)) STORED,
+    -- The database the message was enqueued in (see workflow.dispatch): the claim sends
+    -- nothing while one it walks was copied from another database, and a push carries its
+    -- run's. Restored rows carry their original's, whatever order a restore brings them in.
+    written_in       bigint      NOT NULL DEFAULT workflow.database_identity()
 ) WITH (
     -- Room on each page for the claim's HOT update (a fifth: a claim updates a batch of
     -- neighbouring rows, so not all of them stay on their page; half was tried, and the
@@ -364,8 +391,11 @@ SELECT e.name, e.url, cardinality(e.secrets) AS secret_count,
   LEFT JOIN workflow.destinations d ON d.destination = e.name;
 COMMENT ON VIEW workflow.endpoints IS 'Named endpoints, without their secrets or header values';
 
+-- Header values stay with the owner (the tables): an application reads the names only, as
+-- in workflow.endpoints, so that one application's Authorization token is not another's.
 CREATE VIEW workflow.messages AS
-SELECT id, coalesce(endpoint, url) AS target, endpoint, payload, headers, idempotency_key,
+SELECT id, coalesce(endpoint, url) AS target, endpoint, payload,
+       ARRAY(SELECT jsonb_object_keys(headers) ORDER BY 1) AS header_names, idempotency_key,
        webhook_id, status::text AS status, attempts,
        -- While a dispatcher holds the message, no attempt starts before its lease ends.
        CASE WHEN status = 'pending' THEN greatest(next_attempt_at, leased_until) END AS next_attempt_at,
@@ -376,7 +406,7 @@ SELECT id, coalesce(endpoint, url) AS target, endpoint, payload, headers, idempo
        -- destination is at its concurrency or rate limit ('limit').
        parked::text AS parked
   FROM workflow.outbox;
-COMMENT ON VIEW workflow.messages IS 'Every outbox message and where its delivery stands';
+COMMENT ON VIEW workflow.messages IS 'Every outbox message and where its delivery stands, without its header values';
 
 CREATE VIEW workflow.dead_letters AS
 SELECT * FROM workflow.messages WHERE status = 'dead';
@@ -544,6 +574,7 @@ SELECT pg_catalog.pg_extension_config_dump('workflow.delivery_attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.delivery_attempts_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.message_counts', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.run_signals', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.dispatch', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.run_signals_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.handlers', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.destinations', '');

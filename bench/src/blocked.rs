@@ -91,6 +91,16 @@ pub async fn run(cluster: &Cluster, client: &Client, url: &str, sizes: Sizes) ->
         "  {BLOCKED} blocked messages parked in {:.1} s",
         parked_in.as_secs_f64()
     );
+    // The drains go to an endpoint that asks for the bare client's concurrency, as B3's
+    // do: a URL target's default cap is at most half of workflow.max_concurrency (0.3.0).
+    for db in [client, &blocked] {
+        db.execute(
+            "SELECT wf_endpoint('drain', $1, max_concurrency => $2)",
+            &[&url, &(super::CONCURRENCY as i32)],
+        )
+        .await
+        .expect("the drain's endpoint");
+    }
     let n = sizes.blocked_drain_messages;
     let mut rates = Rates {
         without: Vec::new(),
@@ -104,9 +114,9 @@ pub async fn run(cluster: &Cluster, client: &Client, url: &str, sizes: Sizes) ->
         for which in order {
             let db = if which == 0 { client } else { &blocked };
             clear_drained(db).await;
-            preload(db, url, n).await;
+            preload(db, "drain", n).await;
             let cpu_before = cpu_of_pid(dispatchers[which]);
-            let elapsed = release_and_drain(db, url).await;
+            let elapsed = release_and_drain(db, "drain").await;
             let cpu = cpu_of_pid(dispatchers[which]) - cpu_before;
             let lost = count(
                 db,

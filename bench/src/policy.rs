@@ -46,16 +46,25 @@ pub async fn b11(cluster: &Cluster, client: &Client, sizes: Sizes) -> (Vec<f64>,
             )
             .await
             .expect("backlog");
-        // Until the hanging endpoint holds all the requests it may.
+        // Until the hanging endpoint holds all the requests it may: its whole share, or,
+        // once 0.3.0 found it failing (in an earlier run), the one probe it is allowed.
+        // (The state is read through to_jsonb: 0.2.0's view has no such column.)
         let deadline = Instant::now() + Duration::from_secs(30);
         while crate::count(
             client,
-            "SELECT count(*) FROM workflow.outbox WHERE endpoint = 'b11-hanging' AND leased_until > now()",
+            "SELECT CASE WHEN (SELECT to_jsonb(e)->>'state' FROM workflow.endpoints e
+                                WHERE e.name = 'b11-hanging') = 'failing'
+                         THEN 2147483647
+                         ELSE (SELECT count(*) FROM workflow.outbox
+                                WHERE endpoint = 'b11-hanging' AND leased_until > now()) END",
         )
         .await
             < DEFAULT_PER_DESTINATION as i64
         {
-            assert!(Instant::now() < deadline, "the hanging endpoint got no requests");
+            assert!(
+                Instant::now() < deadline,
+                "the hanging endpoint got no requests"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let with = p99(client, &receiver, &format!("/beside-{run}"), n).await;

@@ -73,8 +73,12 @@ static DISABLE: Statement = Statement {
 /// rotated out) go on signing until `$3` from now.
 static ROTATE: Statement = Statement {
     sql: include_str!("endpoints/rotate.sql"),
-    args: &[TEXTOID, TEXTOID, INTERVALOID],
+    args: &[TEXTOID, TEXTOID, INTERVALOID, INT4OID],
 };
+
+/// The most secrets an endpoint rotates out at once: a request carries at most one more
+/// signature than this. Rotating faster than `keep_old` retires the oldest early.
+const MAX_RETIRING_SECRETS: i32 = 4;
 
 /// What `secret` asks for.
 enum SecretChange {
@@ -294,7 +298,12 @@ fn wf_endpoint_rotate(
     .or_raise();
     let secret = Secret::generate();
     let found = super::write("wf_endpoint_rotate", |client| {
-        let args: [DatumWithOid; 3] = [name.into(), secret.as_str().into(), keep_old.into()];
+        let args: [DatumWithOid; 4] = [
+            name.into(),
+            secret.as_str().into(),
+            keep_old.into(),
+            MAX_RETIRING_SECRETS.into(),
+        ];
         Ok(db::execute(client, &ROTATE, &args, |rows| {
             Ok(!rows.is_empty())
         })?)

@@ -396,7 +396,8 @@ fn wf_cancel_message(id: Option<i64>) {
 
 /// One row of outbox health: counts by state, the oldest pending message's age, the last
 /// minute's deliveries, failures and commit-to-delivery latency, whether a dispatcher
-/// serves this database, and how many endpoints are disabled.
+/// serves this database, how many endpoints are disabled, and why delivery is paused (NULL:
+/// it is not; see `wf_dispatch_pause`).
 #[allow(clippy::type_complexity)] // pgrx needs the row type spelled out to name the columns
 #[pg_extern(stable, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
@@ -414,9 +415,18 @@ fn wf_stats() -> TableIterator<
         name!(latency_p99_ms, Option<f64>),
         name!(dispatcher_running, bool),
         name!(endpoints_disabled, i64),
+        name!(paused_reason, Option<String>),
     ),
 > {
     let row = super::read(|client| {
+        let paused_reason = match crate::identity::read(client)? {
+            crate::identity::Dispatch::Serving => None,
+            crate::identity::Dispatch::Paused(reason) => Some(reason),
+            crate::identity::Dispatch::Copy => Some(
+                "a copy of another database: its dispatcher pauses it, and it delivers and pushes nothing until wf_dispatch_resume()"
+                    .to_string(),
+            ),
+        };
         Ok(db::query(client, &STATS, &[], |rows| {
             let row = rows.first();
             Ok((
@@ -431,6 +441,7 @@ fn wf_stats() -> TableIterator<
                 row.get(9)?,
                 row.get::<bool>(10)?.unwrap_or(false),
                 row.get::<i64>(11)?.unwrap_or(0),
+                paused_reason,
             ))
         })?)
     });

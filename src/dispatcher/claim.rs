@@ -5,7 +5,9 @@ use crate::db::{self, Statement};
 use crate::delivery::headers;
 use crate::delivery::signing::Secret;
 use pgrx::datum::{DatumWithOid, Interval};
-use pgrx::pg_sys::{BOOLOID, INT4ARRAYOID, INT4OID, INT8ARRAYOID, INTERVALOID, TEXTARRAYOID};
+use pgrx::pg_sys::{
+    BOOLOID, INT4ARRAYOID, INT4OID, INT8ARRAYOID, INT8OID, INTERVALOID, TEXTARRAYOID,
+};
 use pgrx::spi::{SpiClient, SpiResult};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +44,7 @@ pub static CLAIM: Statement = Statement {
         TEXTARRAYOID,
         INT4ARRAYOID,
         BOOLOID,
+        INT8OID,
     ],
 };
 
@@ -144,6 +147,9 @@ pub struct Claimed {
     pub parked: usize,
     /// The destinations some of whose messages were parked at their limit.
     pub limited: Vec<String>,
+    /// The walk met a message written in another database: this one is a copy, and the
+    /// claim took nothing (see `identity`).
+    pub copied: bool,
 }
 
 impl Claimed {
@@ -165,7 +171,7 @@ pub fn claim(
     // Earlier than the database's clock_timestamp() in the claim: the deadline errs early.
     let claimed_at = Instant::now();
     let (busy, counts) = db_arrays(outstanding);
-    let args: [DatumWithOid; 9] = [
+    let args: [DatumWithOid; 10] = [
         (limit.min(i32::MAX as usize) as i32).into(),
         interval(settings.request_timeout).into(),
         interval(LEASE_MARGIN).into(),
@@ -175,6 +181,7 @@ pub fn claim(
         busy.into(),
         counts.into(),
         ranked.into(),
+        crate::identity::current().into(),
     ];
     db::execute(client, &CLAIM, &args, |rows| {
         let mut claimed = Claimed {
@@ -207,6 +214,7 @@ pub fn claim(
             retry_schedule_ms,
             endpoint_failing,
             limited,
+            copied,
         ] = db::ordinals(
             &rows,
             [
@@ -232,9 +240,11 @@ pub fn claim(
                 "retry_schedule_ms",
                 "endpoint_failing",
                 "limited",
+                "copied",
             ],
         )?;
         for row in rows {
+            claimed.copied = row.get::<i64>(copied)?.unwrap_or(0) > 0;
             claimed.parked = row.get::<i64>(parked)?.unwrap_or(0).max(0) as usize;
             if claimed.limited.is_empty() {
                 let names: Option<Vec<Option<String>>> = row.get(limited)?;

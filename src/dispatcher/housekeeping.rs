@@ -1,8 +1,7 @@
-//! Retention (G6): delivered and cancelled messages, with their attempts, and finished
-//! workflows, with their steps, are deleted after `workflow.retention` (and rotated-out
-//! secrets once their time is up), a small batch per
-//! transaction so that locks stay short and autovacuum keeps up. Dead messages stay until
-//! an operator retries or removes them.
+//! Retention (G6): finished messages — delivered, cancelled and dead — with their attempts,
+//! and finished workflows, with their steps, are deleted after `workflow.retention` (and
+//! rotated-out secrets once their time is up), a small batch per transaction so that locks
+//! stay short and autovacuum keeps up. Nothing finished grows without bound.
 
 use crate::db::{self, Statement};
 use pgrx::datum::{DatumWithOid, Interval};

@@ -26,6 +26,8 @@ pub struct RoundInputs {
     pub most_outstanding: usize,
     /// Some workflow name has a push handler.
     pub pushing: bool,
+    /// Delivery is paused (by hand, or as a copy: see `identity`).
+    pub paused: bool,
 }
 
 /// What a round does, in order, in one transaction.
@@ -36,8 +38,9 @@ pub struct RoundPlan {
     pub idle_full: bool,
     /// Record the outcomes due (and what they make of the destinations' health).
     pub record: bool,
-    /// Read the failing destinations again (the first round, or after an unpark look).
-    pub load_failing: bool,
+    /// Read again what commits may have changed: the failing destinations, and whether
+    /// delivery is paused (the first round, or when the unpark flags call for a look).
+    pub reread: bool,
     /// Rows the claim walks; 0: no claim, nor anything that prepares one.
     pub claim: usize,
     /// The round only claims: its commit need not wait for its WAL flush.
@@ -68,12 +71,17 @@ pub fn plan_round(inputs: &RoundInputs) -> RoundPlan {
             ..RoundPlan::default()
         };
     }
-    let claim = room.min(inputs.byte_budget_rows.max(1));
+    // A paused database records what comes back, and claims nothing.
+    let claim = if inputs.paused {
+        0
+    } else {
+        room.min(inputs.byte_budget_rows.max(1))
+    };
     let unpark = claim > 0 && inputs.unpark_due;
     RoundPlan {
         idle_full: false,
         record: inputs.record_due,
-        load_failing: inputs.unpark_due || !inputs.failing_known,
+        reread: inputs.unpark_due || !inputs.failing_known,
         claim,
         commit_without_waiting: claim > 0 && !inputs.record_due,
         unpark,
@@ -106,6 +114,7 @@ mod tests {
             smallest_room: Some(128),
             most_outstanding: 0,
             pushing: false,
+            paused: false,
         }
     }
 
@@ -181,7 +190,7 @@ mod tests {
                     claim: 64,
                     commit_without_waiting: true,
                     unpark: true,
-                    load_failing: true,
+                    reread: true,
                     read_smallest_room: true,
                     ..RoundPlan::default()
                 },
@@ -196,7 +205,7 @@ mod tests {
                 },
                 RoundPlan {
                     record: true,
-                    load_failing: true,
+                    reread: true,
                     ..RoundPlan::default()
                 },
             ),
@@ -211,7 +220,7 @@ mod tests {
                 RoundPlan {
                     claim: 64,
                     commit_without_waiting: true,
-                    load_failing: true,
+                    reread: true,
                     find_limited: true,
                     read_smallest_room: true,
                     ranked: true,
@@ -254,6 +263,21 @@ mod tests {
                     claim: 64,
                     commit_without_waiting: true,
                     ranked: true,
+                    ..RoundPlan::default()
+                },
+            ),
+            (
+                "paused: record, look for a resume when the flags call for it, claim nothing",
+                RoundInputs {
+                    paused: true,
+                    record_due: true,
+                    unpark_due: true,
+                    pushing: true,
+                    ..steady()
+                },
+                RoundPlan {
+                    record: true,
+                    reread: true,
                     ..RoundPlan::default()
                 },
             ),

@@ -28,6 +28,7 @@ use super::transaction::{self, Failure};
 use super::waiting::Waiter;
 use crate::config;
 use crate::delivery::health;
+use crate::identity::{self, Dispatch};
 use crate::runs::{push, sessions};
 use crate::wake;
 use pgrx::bgworkers::BackgroundWorker;
@@ -85,6 +86,8 @@ struct State {
     failed_rounds: u32,
     /// SIGTERM arrived (pgrx's flag is reset by reading it, so it is kept here).
     stop_requested: bool,
+    /// Why delivery is paused, as last read (see `identity`); `None`: it is not.
+    paused: Option<String>,
 }
 
 /// What a round tells the loop.
@@ -103,6 +106,8 @@ struct RoundWork<'a> {
     outstanding: &'a HashMap<Arc<str>, usize>,
     /// The destinations with messages parked at their limit that the round looks at.
     limited: &'a [Arc<str>],
+    /// Delivery is paused, as last read.
+    paused: bool,
 }
 
 /// What one round's transaction did, for the worker to keep once it committed.
@@ -123,6 +128,8 @@ struct RoundDone {
     health: Vec<(Arc<str>, health::Change)>,
     /// The failing destinations as stored, when the round read them.
     failing_now: Option<HashMap<Arc<str>, Failing>>,
+    /// Whether delivery is paused, when the round read it (or paused a copy).
+    dispatch: Option<Dispatch>,
 }
 
 pub fn run(slot: usize) {
@@ -149,6 +156,7 @@ pub fn run(slot: usize) {
         reported_version: None,
         failed_rounds: 0,
         stop_requested: false,
+        paused: None,
     };
 
     loop {
@@ -348,6 +356,7 @@ fn record_and_claim(state: &mut State) -> Round {
         smallest_room: state.destinations.smallest_room(),
         most_outstanding: state.destinations.most_outstanding(),
         pushing: state.timers.pushing,
+        paused: state.paused.is_some(),
     });
     if plan.idle_full {
         // Full, and nothing to record: outcomes that make room wake us.
@@ -362,7 +371,7 @@ fn record_and_claim(state: &mut State) -> Round {
     } else {
         Vec::new()
     };
-    if plan.load_failing {
+    if plan.reread {
         // An endpoint's limits may have changed (a commit that flagged), or a poll interval
         // passed: every destination gets a look.
         state.parking.all_have_room();
@@ -383,6 +392,7 @@ fn record_and_claim(state: &mut State) -> Round {
         known: &state.destinations.health,
         outstanding: &state.destinations.outstanding,
         limited: &looked,
+        paused: state.paused.is_some(),
     };
     let result = transaction::run_round(|| Spi::connect_mut(|client| round(client, &work)));
     state.note(&result);
@@ -395,10 +405,17 @@ fn record_and_claim(state: &mut State) -> Round {
         };
     };
     let claimed_a_full_batch = plan.claim > 0 && done.next_due == Some(Duration::ZERO);
-    let next_due = done.next_due;
+    // Resumed: the next round claims at once.
+    let resumed = state.paused.is_some() && matches!(done.dispatch, Some(Dispatch::Serving));
+    let next_due = if resumed {
+        Some(Duration::ZERO)
+    } else {
+        done.next_due
+    };
     state.keep_round(done, outcomes, &looked, flags, records_keyed);
-    // A full walk, or unparked messages the claim may not have reached: more is due now.
-    state.backlog = claimed_a_full_batch || plan.claim == 0;
+    // A full walk, or unparked messages the claim may not have reached: more is due now;
+    // or no room to claim at all.
+    state.backlog = claimed_a_full_batch || (plan.claim == 0 && state.paused.is_none());
     Round {
         claimed_a_full_batch,
         next_due,
@@ -417,19 +434,29 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
         .collect();
     let health = destinations::observe(client, &recorded, work.known)?;
     // Read after the unpark, which forgets an enabled endpoint's failing.
-    let load_failing = |client: &mut SpiClient<'_>| {
-        if plan.load_failing {
+    let read_failing = |client: &mut SpiClient<'_>| {
+        if plan.reread {
             destinations::load(client).map(Some)
         } else {
             Ok(None)
         }
     };
-    if plan.claim == 0 {
-        let failing_now = load_failing(client)?;
+    // Before anything is claimed or pushed: a pause, or a copy found now, holds this round.
+    let dispatch = if plan.reread {
+        Some(dispatch_state(client)?)
+    } else {
+        None
+    };
+    let paused = dispatch
+        .as_ref()
+        .map_or(work.paused, |d| matches!(d, Dispatch::Paused(_)));
+    if plan.claim == 0 || paused {
+        let failing_now = read_failing(client)?;
         return Ok(RoundDone {
             skipped,
             health,
             failing_now,
+            dispatch,
             ..RoundDone::default()
         });
     }
@@ -441,7 +468,7 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
     } else {
         parking::Unparked::default()
     };
-    let failing_now = load_failing(client)?;
+    let failing_now = read_failing(client)?;
     let pushed_leases_end = if plan.push {
         push::push_ready(client, plan.claim as i32, config::max_recovery_attempts())?.1
     } else {
@@ -470,6 +497,12 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
     // A destination that turned failing in this round's record has room for one.
     let ranked = plan.ranked || !health.is_empty();
     let claimed = claim::claim(client, plan.claim, &work.settings, work.outstanding, ranked)?;
+    // A message written in another database: this one is a copy, and nothing was claimed.
+    let dispatch = if claimed.copied {
+        Some(Dispatch::Paused(identity::pause_copy(client)?))
+    } else {
+        dispatch
+    };
     let unparked_messages = unparked.messages + unparked_limited.as_ref().map_or(0, |u| u.messages);
     let next_due = if claimed.took(plan.claim) || unparked_messages > 0 {
         Some(Duration::ZERO)
@@ -491,10 +524,33 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
         )),
         health,
         failing_now,
+        dispatch,
+    })
+}
+
+/// Whether delivery may go on: a copy not yet paused is paused now.
+fn dispatch_state(client: &mut SpiClient<'_>) -> Result<Dispatch, Failure> {
+    Ok(match identity::read(client)? {
+        Dispatch::Copy => Dispatch::Paused(identity::pause_copy(client)?),
+        known => known,
     })
 }
 
 impl State {
+    /// Keeps whether delivery is paused, and says so in the log when that changes.
+    fn keep_dispatch(&mut self, dispatch: Dispatch) {
+        let paused = match dispatch {
+            Dispatch::Paused(reason) => Some(reason),
+            Dispatch::Serving | Dispatch::Copy => None,
+        };
+        match (&self.paused, &paused) {
+            (None, Some(reason)) => log!("workflow dispatcher: delivery paused: {reason}"),
+            (Some(_), None) => log!("workflow dispatcher: delivery resumed"),
+            _ => {}
+        }
+        self.paused = paused;
+    }
+
     /// Keeps what a committed round found, and sends what it claimed.
     fn keep_round(
         &mut self,
@@ -513,7 +569,11 @@ impl State {
             still_limited,
             health,
             failing_now,
+            dispatch,
         } = done;
+        if let Some(dispatch) = dispatch {
+            self.keep_dispatch(dispatch);
+        }
         self.parking
             .unparked(flags, kept_flags, records_keyed, config::poll_interval());
         // A pushed workflow's handler that dies is found when its lease ends.

@@ -174,6 +174,74 @@ async fn an_application_role_sees_header_names_but_no_values_and_cannot_raise_th
     assert_eq!(sqlstate(&error), "42501", "{error}");
 }
 
+/// A message's own header values are another application's secret too: one role's
+/// `Authorization` header is not readable by another role through the views; the names are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_role_reads_a_message_s_header_names_but_not_their_values() {
+    let cluster = workflow_tests::shared_cluster();
+    cluster.psql(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'payments_app') THEN
+                 CREATE ROLE payments_app LOGIN;
+             END IF;
+             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'reports_app') THEN
+                 CREATE ROLE reports_app LOGIN;
+             END IF;
+         END $$;
+         GRANT workflow_user TO payments_app, reports_app;",
+    );
+    let payments =
+        workflow_tests::connect(&format!("{} user=payments_app", cluster.conninfo())).await;
+    let id: i64 = payments
+        .query_one(
+            "SELECT wf_enqueue('https://partner.example.com/charge', '{}',
+                               headers => '{\"authorization\": \"Bearer pay-t0ken\", \"x-tenant\": \"acme\"}',
+                               deliver_at => now() + interval '1 day')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let reports =
+        workflow_tests::connect(&format!("{} user=reports_app", cluster.conninfo())).await;
+    for view in ["messages", "dead_letters"] {
+        let rows = reports
+            .query(
+                &format!("SELECT to_jsonb(m)::text FROM workflow.{view} m WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .unwrap();
+        for row in rows {
+            let shown: String = row.get(0);
+            assert!(
+                !shown.contains("pay-t0ken") && !shown.contains("acme"),
+                "workflow.{view} shows a header value: {shown}"
+            );
+        }
+    }
+    let names: Vec<String> = reports
+        .query_one(
+            "SELECT header_names FROM workflow.messages WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(names, ["authorization", "x-tenant"]);
+    // The owner still reads everything.
+    let owner = cluster.connect().await;
+    let value: String = owner
+        .query_one(
+            "SELECT headers->>'authorization' FROM workflow.outbox WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(value, "Bearer pay-t0ken");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_advisory_lock_an_application_takes_can_hold_back_an_ordering_key() {
     let cluster = workflow_tests::shared_cluster();

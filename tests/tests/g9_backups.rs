@@ -78,7 +78,11 @@ async fn a_dump_restores_every_row_and_a_restored_endpoint_still_signs() {
         .unwrap()
         .get(0);
     assert!(new_id > max_id, "id {new_id} after the restored {max_id}");
+    // A copy delivers nothing until it is resumed (G12, tests/tests/copies.rs).
     dispatcher_pid(&copy, DEADLINE).await;
+    copy.execute("SELECT wf_dispatch_resume()", &[])
+        .await
+        .unwrap();
     message_reaches(&copy, new_id, "delivered", DEADLINE).await;
     let received = receiver.wait_for("/restored", 1, DEADLINE).await;
     standardwebhooks::Webhook::new(&secret)

@@ -50,7 +50,9 @@ const ADDED_IN_0_3_0: &[&str] = &[
     "runs.tenant",
     "runs.session_pid",
     "runs.session_started",
+    "runs.written_in",
     "outbox.origin",
+    "outbox.written_in",
 ];
 
 /// The rows of workflow.message_counts, hashed: `table_digests` leaves that table out.

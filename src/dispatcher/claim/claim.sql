@@ -14,7 +14,13 @@
 -- attempts, $5 lease generations, $6 default requests in flight per destination, $7/$8
 -- the destinations with requests outstanding and how many, $9 whether a destination's
 -- room can bind this round: when false the ranking below is skipped (a one-time filter),
--- which saves a sort and a window per claim (bench/NOTES.md, ninth session).
+-- which saves a sort and a window per claim (bench/NOTES.md, ninth session); $10 this
+-- database's identity (see identity.rs).
+--
+-- A message written in another database (restored from a dump, or copied with a
+-- template: its written_in is not $10) stops the claim: it claims and parks nothing, and
+-- says how many it found (copied), so that the dispatcher pauses the database (G12). Its
+-- restored rows are recognised whatever order the restore brought the tables in.
 --
 -- A destination's room: as for the dispatcher as a whole, one generation of requests
 -- queued behind the one in flight ($5 per request it may have in flight); a rate-limited
@@ -35,6 +41,7 @@
 -- - the lease goes to leased_until, which no index covers: the claim is a HOT update.
 WITH due AS (
     SELECT m.id, m.next_attempt_at, coalesce(m.endpoint, m.origin) AS destination,
+           m.written_in <> $10 AS copied,
            m.endpoint IS NOT NULL AND EXISTS (
               SELECT FROM workflow.endpoint_settings d
                WHERE d.name = m.endpoint AND d.disabled_at IS NOT NULL) AS behind_endpoint,
@@ -48,10 +55,11 @@ WITH due AS (
      ORDER BY m.next_attempt_at
      LIMIT $1
        FOR UPDATE OF m SKIP LOCKED),
+copied AS MATERIALIZED (SELECT count(*) AS n FROM due WHERE copied),
 sendable AS (
     SELECT d.id, d.destination, d.next_attempt_at
       FROM due d
-     WHERE NOT (d.behind_endpoint OR d.behind_key)),
+     WHERE NOT (d.behind_endpoint OR d.behind_key) AND (SELECT n FROM copied) = 0),
 ranked AS (
     SELECT s.id, s.destination,
            row_number() OVER (PARTITION BY s.destination ORDER BY s.next_attempt_at, s.id) AS rank
@@ -83,6 +91,7 @@ parked AS (
                          ELSE 'ordering_key' END
      WHERE m.id = ANY (ARRAY(SELECT id FROM due WHERE behind_endpoint OR behind_key
                              UNION ALL SELECT id FROM limited))
+       AND (SELECT n FROM copied) = 0
     RETURNING m.id),
 claimed AS (
     UPDATE workflow.outbox m
@@ -115,7 +124,8 @@ SELECT c.id, c.attempts AS attempt, COALESCE(e.url, c.url) AS url, c.payload::te
        CASE WHEN e.retry_schedule IS NOT NULL
             THEN ARRAY(SELECT (extract(epoch FROM d) * 1000)::float8 FROM unnest(e.retry_schedule) d)
        END AS retry_schedule_ms,
-       e.failing_since IS NOT NULL AS endpoint_failing, l.destinations AS limited
+       e.failing_since IS NOT NULL AS endpoint_failing, l.destinations AS limited,
+       (SELECT n FROM copied) AS copied
   FROM (SELECT count(*) AS n FROM parked) p
  CROSS JOIN (SELECT array_agg(DISTINCT destination) AS destinations FROM limited) l
   LEFT JOIN (claimed c LEFT JOIN workflow.endpoint_settings e ON e.name = c.endpoint) ON true;

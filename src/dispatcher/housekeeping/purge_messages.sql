@@ -1,3 +1,7 @@
+-- Every finished message goes after workflow.retention: delivered, cancelled, and dead
+-- (dead letters, dead and cancelled pushes), so that nothing grows without bound (G6); a
+-- dead letter to keep longer is for wf_replay or an export before then.
+--
 -- The attempts go with their messages (there is no cascading foreign key, see the
 -- schema). Both deletes find their rows by key from one array, so their plans do not
 -- depend on a guess of how many rows `LIMIT $2` yields. The cut-off is computed once, in
@@ -5,7 +9,7 @@
 -- the index scan, which then walked every finished message, every round (bench/NOTES.md).
 WITH doomed AS (
     SELECT id FROM workflow.outbox
-     WHERE (status <> 'pending') IS TRUE AND status IN ('delivered', 'cancelled')
+     WHERE (status <> 'pending') IS TRUE
        AND finished_at <= (SELECT clock_timestamp() - $1)
        AND unpark_successor IS NOT TRUE
      ORDER BY finished_at
