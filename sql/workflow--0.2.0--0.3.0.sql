@@ -244,8 +244,10 @@ BEGIN
         workflow.database_identity());
 END
 $$;
-ALTER TABLE workflow.runs ALTER COLUMN written_in SET DEFAULT workflow.database_identity();
-ALTER TABLE workflow.outbox ALTER COLUMN written_in SET DEFAULT workflow.database_identity();
+-- From now on the wf_* functions say where a row is written; a row that does not say (a
+-- dump from before 0.3.0 restored later) counts as another database's.
+ALTER TABLE workflow.runs ALTER COLUMN written_in SET DEFAULT 0;
+ALTER TABLE workflow.outbox ALTER COLUMN written_in SET DEFAULT 0;
 
 -- wf_stats says why delivery is paused; wf_dispatch_pause and wf_dispatch_resume are new,
 -- and the owner's only.

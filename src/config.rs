@@ -60,9 +60,10 @@ pub fn register(preloading: bool) {
     );
     GucRegistry::define_int_guc(
         c"workflow.retention",
-        c"How long finished workflows are kept before they are removed.",
-        c"Completed, failed and cancelled workflows older than this are deleted in small \
-          batches. 0 removes them at the first opportunity.",
+        c"How long finished workflows and messages are kept before they are removed.",
+        c"Completed, failed and cancelled workflows, and delivered, dead and cancelled \
+          messages, older than this are deleted in small batches. 0 removes them at the first \
+          opportunity: a dead message too, before anyone can retry it.",
         &RETENTION,
         0,
         i32::MAX,

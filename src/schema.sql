@@ -84,9 +84,11 @@ CREATE TABLE workflow.runs (
     -- When the session ends, the dispatcher frees the lease at once (see runs::sessions).
     session_pid        integer,
     session_started    timestamptz,
-    -- The database the run was started in (see workflow.dispatch): a run copied from
-    -- another database is not pushed until wf_dispatch_resume adopts it.
-    written_in         bigint      NOT NULL DEFAULT workflow.database_identity()
+    -- The database the run was started in (workflow.database_identity(), see
+    -- workflow.dispatch): a run copied from another database is not pushed until
+    -- wf_dispatch_resume adopts it. 0: written by no wf_* function (a dump from before
+    -- 0.3.0 restored, a hand insert), which counts as another database's.
+    written_in         bigint      NOT NULL DEFAULT 0
 ) WITH (fillfactor = 85); -- room for HOT updates of status and lease on the same page
 
 -- The partial indexes on status are for the statements that mean to walk them, which
@@ -294,10 +296,10 @@ CREATE TABLE workflow.outbox (
     -- 127.1 is 127.0.0.1, the default port explicit): URL targets share
     -- workflow.max_concurrency_per_destination and their health by origin, as endpoints do.
     origin           text GENERATED ALWAYS AS (workflow.url_origin(url)) STORED,
-    -- The database the message was enqueued in (see workflow.dispatch): the claim sends
+    -- The database the message was enqueued in (as runs.written_in): the claim sends
     -- nothing while one it walks was copied from another database, and a push carries its
     -- run's. Restored rows carry their original's, whatever order a restore brings them in.
-    written_in       bigint      NOT NULL DEFAULT workflow.database_identity()
+    written_in       bigint      NOT NULL DEFAULT 0
 ) WITH (
     -- Room on each page for the claim's HOT update (a fifth: a claim updates a batch of
     -- neighbouring rows, so not all of them stay on their page; half was tried, and the
@@ -334,10 +336,11 @@ CREATE INDEX outbox_finished ON workflow.outbox (finished_at) WHERE (status <> '
 CREATE INDEX outbox_workflow ON workflow.outbox (workflow_id) WHERE workflow_id IS NOT NULL;
 
 -- One row per HTTP attempt that is no longer a message's latest (see outbox.last_attempt),
--- written in the dispatcher's batched outcome transaction: an append-only log, shaped for a cheap insert (one B-tree and a BRIN index). There is no
--- foreign key to the outbox on purpose: its per-row check and per-row cascade cost the
--- dispatcher a tenth of its time. Only the dispatcher writes here, and only for a message
--- that exists in the same statement; retention deletes a message's attempts with it.
+-- written in the dispatcher's batched outcome transaction: an append-only log, shaped for
+-- a cheap insert (one B-tree and a BRIN index). There is no foreign key to the outbox on
+-- purpose: its per-row check and per-row cascade cost the dispatcher a tenth of its time.
+-- Only the dispatcher writes here, and only for a message that exists in the same
+-- statement; retention deletes a message's attempts with it.
 CREATE TABLE workflow.delivery_attempts (
     message_id     bigint      NOT NULL,
     id             bigint      GENERATED ALWAYS AS IDENTITY,

@@ -45,7 +45,8 @@ fn wf_dispatch_pause(reason: default!(Option<&str>, "NULL")) {
 
 /// Resumes delivery for this database, paused by hand or as a copy of another: a copy
 /// becomes a database of its own, and the messages and workflows it holds from the
-/// original are sent and pushed from here. A NOTICE says how many it adopted.
+/// original are sent and pushed from here. A NOTICE says how many pending messages and
+/// running workflows it adopted.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_dispatch_resume() {

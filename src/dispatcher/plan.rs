@@ -6,7 +6,8 @@
 /// What the worker knows when a round starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RoundInputs {
-    /// Outcomes back from the HTTP side are due for recording (see `worker::record_due`).
+    /// Outcomes back from the HTTP side are due for recording
+    /// (see `state::Outcomes::record_due`).
     pub record_due: bool,
     /// Claimed messages not yet back, and the most there may be.
     pub outstanding: usize,
@@ -14,7 +15,7 @@ pub struct RoundInputs {
     /// `workflow.batch_size`, and the most rows the payload byte budget allows.
     pub batch_size: usize,
     pub byte_budget_rows: usize,
-    /// The unpark flags call for a look (see `worker::unpark_due`).
+    /// The unpark flags call for a look (see `state::Parking::unpark_due`).
     pub unpark_due: bool,
     /// Whether the worker knows every destination with messages parked at its limit, and
     /// the failing destinations.

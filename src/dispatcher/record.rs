@@ -1,8 +1,8 @@
 //! Recording outcomes: every finished attempt of a round in one short transaction, as one
 //! statement over arrays — the message's new state and latest attempt, and the attempt it
-//! replaces moved to the log. The rare
-//! consequences — endpoints disabled by a 410, checkpoints of durable HTTP steps — are
-//! statements of their own, run only for a round that has them.
+//! replaces moved to the log. The rare consequences — endpoints disabled by a 410,
+//! checkpoints of durable HTTP steps — are statements of their own, run only for a round
+//! that has them.
 
 use super::send::{Outcome, storable};
 use crate::config;
@@ -384,7 +384,8 @@ impl Health {
     }
 }
 
-/// The durable steps among `outcomes` whose runs an application holds (see `LOCK_STEP_RUNS`).
+/// The durable steps among `outcomes` whose runs an application holds (see
+/// `LOCK_STEP_RUNS`).
 fn held_by_their_runs(client: &mut SpiClient<'_>, outcomes: &[&Outcome]) -> SpiResult<Vec<i64>> {
     let steps: Vec<i64> = outcomes
         .iter()
@@ -401,11 +402,10 @@ fn held_by_their_runs(client: &mut SpiClient<'_>, outcomes: &[&Outcome]) -> SpiR
     })
 }
 
-/// The checkpoint of a durable HTTP step: status, headers, and the body as JSON when it is
-/// JSON, else as a string.
-/// The checkpoint of a finished durable step: `{"ok": true, "status", "headers", "body"}`
-/// for a delivery; `{"ok": false, …, "error"}` for a dead message (no answer: `status`,
-/// `headers` and `body` are null).
+/// The checkpoint of a finished durable HTTP step: `{"ok": true, "status", "headers",
+/// "body"}` for a delivery; `{"ok": false, …, "error"}` for a dead message (no answer:
+/// `status`, `headers` and `body` are null). The body is kept as JSON when it is JSON, else
+/// as a string. None for an outcome that is not a durable step.
 fn step_output(outcome: &Outcome, ok: bool) -> Option<String> {
     if !outcome.durable_step {
         return None;

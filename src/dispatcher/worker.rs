@@ -106,8 +106,14 @@ struct RoundWork<'a> {
     outstanding: &'a HashMap<Arc<str>, usize>,
     /// The destinations with messages parked at their limit that the round looks at.
     limited: &'a [Arc<str>],
-    /// Delivery is paused, as last read.
-    paused: bool,
+}
+
+/// What a round that claimed saw of the destinations' limits.
+struct LimitsSeen {
+    /// The destinations it looked at that still have messages parked at their limit.
+    still_limited: Vec<String>,
+    /// The smallest room any destination has, when the round read it.
+    smallest_room: Option<usize>,
 }
 
 /// What one round's transaction did, for the worker to keep once it committed.
@@ -122,8 +128,8 @@ struct RoundDone {
     kept_flags: Option<bool>,
     /// When the first lease of a workflow pushed this round runs out.
     pushed_leases_end: Option<Duration>,
-    /// After a look at the limited destinations: those still limited, and the smallest room.
-    still_limited: Option<(Vec<String>, Option<usize>)>,
+    /// What a round that claimed saw of the destinations' limits.
+    limits: Option<LimitsSeen>,
     /// What the round's outcomes changed of the destinations' health.
     health: Vec<(Arc<str>, health::Change)>,
     /// The failing destinations as stored, when the round read them.
@@ -392,7 +398,6 @@ fn record_and_claim(state: &mut State) -> Round {
         known: &state.destinations.health,
         outstanding: &state.destinations.outstanding,
         limited: &looked,
-        paused: state.paused.is_some(),
     };
     let result = transaction::run_round(|| Spi::connect_mut(|client| round(client, &work)));
     state.note(&result);
@@ -447,9 +452,8 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
     } else {
         None
     };
-    let paused = dispatch
-        .as_ref()
-        .map_or(work.paused, |d| matches!(d, Dispatch::Paused(_)));
+    // (A round planned while paused claims nothing: plan_round saw to that.)
+    let paused = matches!(dispatch, Some(Dispatch::Paused(_)));
     if plan.claim == 0 || paused {
         let failing_now = read_failing(client)?;
         return Ok(RoundDone {
@@ -518,10 +522,10 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
         skipped,
         kept_flags: plan.unpark.then_some(unparked.flags_kept > 0),
         pushed_leases_end,
-        still_limited: Some((
-            unparked_limited.map_or_else(Vec::new, |u| u.still_limited),
+        limits: Some(LimitsSeen {
+            still_limited: unparked_limited.map_or_else(Vec::new, |u| u.still_limited),
             smallest_room,
-        )),
+        }),
         health,
         failing_now,
         dispatch,
@@ -566,7 +570,7 @@ impl State {
             skipped,
             kept_flags,
             pushed_leases_end,
-            still_limited,
+            limits,
             health,
             failing_now,
             dispatch,
@@ -587,11 +591,11 @@ impl State {
         self.outcomes.hold(record::take_skipped(outcomes, &skipped));
         self.destinations
             .keep_health(health, failing_now, &mut self.parking);
-        if let Some((still_limited, smallest_room)) = still_limited {
-            if let Some(room) = smallest_room {
+        if let Some(seen) = limits {
+            if let Some(room) = seen.smallest_room {
                 self.destinations.set_smallest_room(room);
             }
-            self.parking.looked(looked, still_limited);
+            self.parking.looked(looked, seen.still_limited);
         }
         for destination in claimed.limited {
             self.parking.parked(destination.into());

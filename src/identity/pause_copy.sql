@@ -2,14 +2,13 @@
 -- workflow.dispatch gets the same pause and reason (a row the restore brought and the
 -- install's own), unless one is paused already, whose reason stays. Returns the reason.
 WITH paused AS (
-    SELECT max(paused_reason) FILTER (WHERE paused_at IS NOT NULL) AS reason,
-           string_agg(DISTINCT identity::text, ', ') FILTER (WHERE identity <> $1) AS others
+    SELECT max(coalesce(paused_reason, 'paused')) FILTER (WHERE paused_at IS NOT NULL) AS reason
       FROM workflow.dispatch),
 reason AS (
     SELECT coalesce(p.reason,
-                    'a copy of another database (written under ' || coalesce(p.others, 'no identity')
-                    || ', this is ' || $1 || '): restored from a dump or made from a template; '
-                    || 'it delivers and pushes nothing until wf_dispatch_resume()') AS text
+                    'a copy of another database (this one is ' || $1 || '): restored from a '
+                    || 'dump or made from a template, it delivers and pushes nothing until '
+                    || 'wf_dispatch_resume()') AS text
       FROM paused p),
 updated AS (
     UPDATE workflow.dispatch

@@ -61,12 +61,10 @@ impl Ready<'_> {
                 db::execute(client, &READY_OF_NAME, &[name.into(), max.into()], read)
             }
             Ready::OfAnyName => db::execute(client, &READY_OF_ANY_NAME, &[max.into()], read),
-            Ready::ForHandlers => db::execute(
-                client,
-                &super::push::READY_FOR_HANDLERS,
-                &[max.into()],
-                read,
-            ),
+            Ready::ForHandlers => {
+                let args = [max.into(), crate::identity::current().into()];
+                db::execute(client, &super::push::READY_FOR_HANDLERS, &args, read)
+            }
         }?)
     }
 }

@@ -10,13 +10,13 @@ use super::claim::{self, Claimer, Ready};
 use crate::config;
 use crate::db::{self, Statement, first_value};
 use crate::error::WfError;
-use pgrx::pg_sys::{INT4OID, UUIDARRAYOID};
+use pgrx::pg_sys::{INT4OID, INT8OID, UUIDARRAYOID};
 use pgrx::spi::SpiClient;
 
 /// Locks up to `$1` ready runs of the names with a handler, oldest expiry first.
 pub(super) static READY_FOR_HANDLERS: Statement = Statement {
     sql: include_str!("push/ready_for_handlers.sql"),
-    args: &[INT4OID],
+    args: &[INT4OID, INT8OID],
 };
 
 /// Enqueues the push of each claimed run `$1` to its handler, and cancels the pushes of

@@ -21,7 +21,7 @@ fn cluster_serving(databases: &str) -> Cluster {
 }
 
 /// Fills the original: an endpoint to the receiver, a pushed workflow name, five messages
-/// due now, and a workflow ready to push.
+/// due now, a workflow ready to push, and a dead letter (written as the dispatcher would).
 async fn fill_original(original: &Client, receiver: &Receiver) {
     original
         .execute(
@@ -34,7 +34,9 @@ async fn fill_original(original: &Client, receiver: &Receiver) {
         .batch_execute(
             "SELECT wf_handler('refund', 'billing');
              SELECT wf_enqueue('billing', jsonb_build_object('n', n)) FROM generate_series(1, 5) n;
-             SELECT wf_start('refund', '{\"order\": 7}');",
+             SELECT wf_start('refund', '{\"order\": 7}');
+             INSERT INTO workflow.outbox (endpoint, payload, status, attempts, finished_at)
+                  VALUES ('billing', '{\"dead\": true}', 'dead', 1, now());",
         )
         .await
         .unwrap();
@@ -64,7 +66,8 @@ async fn silent_until_resumed(copy: &Client, receiver: &Receiver, cluster: &Clus
     // Its first round found the copy, before any claim: nothing was tried.
     let tried: i64 = copy
         .query_one(
-            "SELECT count(*) FROM workflow.outbox WHERE attempts > 0 OR status <> 'pending'",
+            "SELECT count(*) FROM workflow.outbox
+              WHERE (status = 'pending' AND attempts > 0) OR status = 'delivered'",
             &[],
         )
         .await
@@ -108,6 +111,16 @@ async fn silent_until_resumed(copy: &Client, receiver: &Receiver, cluster: &Clus
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 7, "each message once");
+    // A dead letter of the original, revived in the resumed copy, is the copy's now: it
+    // goes out, and does not pause the copy again.
+    let dead: i64 = copy
+        .query_one("SELECT id FROM workflow.outbox WHERE status = 'dead'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    copy.execute("SELECT wf_retry($1)", &[&dead]).await.unwrap();
+    message_reaches(copy, dead, "delivered", DEADLINE).await;
+    receiver.wait_for("/billing", 8, DEADLINE).await;
     let reason: Option<String> = copy
         .query_one("SELECT paused_reason FROM wf_stats()", &[])
         .await
@@ -134,6 +147,48 @@ async fn a_restored_dump_delivers_nothing_until_resumed() {
     cluster.client_program("pg_restore", &["-d", &cluster.conninfo_for("copy"), dump]);
 
     silent_until_resumed(&copy, &receiver, &cluster).await;
+}
+
+/// A dump taken before 0.3.0 carries no identity at all: its rows, restored into 0.3.0,
+/// say they were written by no `wf_*` function of this database, and count as a copy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_from_0_2_0_restored_into_0_3_0_is_a_copy_too() {
+    let cluster = cluster_serving("copy");
+    let receiver = Receiver::start().await;
+    cluster.psql("CREATE DATABASE old");
+    cluster.psql_in(
+        "old",
+        &format!(
+            "CREATE EXTENSION workflow VERSION '0.2.0';
+             INSERT INTO workflow.outbox (url, payload) VALUES ('{}', '{{\"n\": 1}}');",
+            receiver.url("/billing")
+        ),
+    );
+    let dump = cluster.socket_dir().join("old.dump");
+    let dump = dump.to_str().unwrap();
+    cluster.client_program(
+        "pg_dump",
+        &["-Fc", "-f", dump, "-d", &cluster.conninfo_for("old")],
+    );
+    cluster.psql("CREATE DATABASE copy");
+    cluster.client_program("pg_restore", &["-d", &cluster.conninfo_for("copy"), dump]);
+    let copy = workflow_tests::connect(&cluster.conninfo_for("copy")).await;
+    let reason = paused_reason(&copy).await;
+    assert!(reason.starts_with("a copy of another database"), "{reason}");
+    let tried: i64 = copy
+        .query_one(
+            "SELECT count(*) FROM workflow.outbox WHERE attempts > 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tried, 0);
+    assert!(receiver.received("/billing").is_empty());
+    copy.execute("SELECT wf_dispatch_resume()", &[])
+        .await
+        .unwrap();
+    receiver.wait_for("/billing", 1, DEADLINE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,9 @@
 -- Resumes delivery for this database ($1 its identity): workflow.dispatch holds one row,
--- this database's, not paused; the pending messages and running workflows written in
--- another database (a copy's) become this one's, so that the claim sends them and the push
--- pushes them. Returns how many of each it adopted. Reads every pending message and running
--- workflow once: resuming is rare.
+-- this database's, not paused; every message and workflow written in another database (a
+-- copy's) becomes this one's, so that the claim sends the pending ones and the push pushes
+-- the running ones, and a dead one wf_retry revives later does not pause it again.
+-- Returns how many pending messages and running workflows it adopted. Reads both tables
+-- once and rewrites the copied rows: resuming a copy is rare.
 WITH cleared AS (
     DELETE FROM workflow.dispatch RETURNING 1),
 mine AS (
@@ -11,11 +12,12 @@ mine AS (
 messages AS (
     UPDATE workflow.outbox
        SET written_in = $1
-     WHERE (status = 'pending') IS TRUE AND written_in <> $1
-    RETURNING 1),
+     WHERE written_in <> $1
+    RETURNING status),
 runs AS (
     UPDATE workflow.runs
        SET written_in = $1
-     WHERE (status = 'running') IS TRUE AND written_in <> $1
-    RETURNING 1)
-SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM runs);
+     WHERE written_in <> $1
+    RETURNING status)
+SELECT (SELECT count(*) FROM messages WHERE status = 'pending'),
+       (SELECT count(*) FROM runs WHERE status = 'running');

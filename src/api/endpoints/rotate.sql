@@ -1,7 +1,8 @@
--- A rotation of the endpoint $1: the new secret $2 signs from now on, and the current ones
--- (with any still being rotated out) go on signing until $3 from now. At most $4 secrets
--- are being rotated out at once, the newest: rotating faster than `keep_old` retires the
--- oldest early, so that a request never carries more than $4 + 1 signatures.
+-- Rotates the secrets of the endpoint $1: the new secret $2 signs from now on, and the
+-- current ones (with any still being rotated out) go on signing until $3 from now. At most
+-- $4 secrets are being rotated out at once, the newest: rotating faster than `keep_old`
+-- retires the oldest early, so that a request never carries more than $4 + 1 signatures.
+-- Returns the name if the endpoint exists.
 UPDATE workflow.endpoint_settings e
    SET retiring_secrets = (SELECT k[greatest(cardinality(k) - $4 + 1, 1):]
                              FROM (SELECT CASE WHEN e.retiring_until > statement_timestamp()

@@ -1,6 +1,9 @@
--- Changes an endpoint without touching its URL (`$2` is NULL): there is nothing to create.
+-- Changes the endpoint $1 without touching its URL ($2, NULL here: upsert.sql takes a
+-- URL); there is nothing to create. Returns true if the endpoint exists.
 --
--- Each field changes only when its argument is given ($4…$10), the documented empty
+-- The fields are $3 the secrets, $4 the headers, $5 the timeout, $6 the most attempts, $7
+-- the most requests in flight, $8 the requests per second, $9 the event types and $10 the
+-- retry schedule. Each of $4…$10 changes only when it is given, the documented empty
 -- values ('{}', 0, '0') resetting it; $11 says whether $3 replaces the secrets, which ends
 -- a rotation.
 UPDATE workflow.endpoint_settings AS e SET

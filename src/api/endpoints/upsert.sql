@@ -1,6 +1,8 @@
--- Creates an endpoint with a URL, or changes the one of that name.
+-- Creates the endpoint $1 with the URL $2, or changes the one of that name. Returns true.
 --
--- Each field changes only when its argument is given ($4…$10), the documented empty
+-- The fields are $3 the secrets, $4 the headers, $5 the timeout, $6 the most attempts, $7
+-- the most requests in flight, $8 the requests per second, $9 the event types and $10 the
+-- retry schedule. Each of $4…$10 changes only when it is given, the documented empty
 -- values ('{}', 0, '0') resetting it; $11 says whether $3 replaces the secrets, which ends
 -- a rotation.
 INSERT INTO workflow.endpoint_settings AS e

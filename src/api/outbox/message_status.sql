@@ -1,5 +1,6 @@
--- A message's status, and for a durable step whose workflow decided without it, what it
--- decided (G10): the step recorded, the wait for it timed out, or the workflow's status.
+-- The status of the message $1, and for a durable step whose workflow decided without it,
+-- what it decided (G10): the step recorded, the wait for it timed out, or the workflow's
+-- status.
 SELECT m.status,
        CASE WHEN m.step IS NULL THEN NULL
             WHEN EXISTS (SELECT FROM workflow.checkpoints c

@@ -1,7 +1,11 @@
--- (Each statement that moves messages between states keeps `workflow.message_counts`.
--- One that takes a message with an ordering key out of pending flags the key's next
--- message for the dispatcher to unpark; a revived message is pending and needs no flag.)
--- (A durable step is checked first, see `STEP_RUN`.)
+-- Sends the message $1 again if it is dead or cancelled: pending and due now, its attempts
+-- counted afresh, as `wf_retry` does; returns it if it was revived.
+--
+-- The message leaves its old status's count in workflow.message_counts, as every statement
+-- that moves messages between states keeps the counts. A revived message is pending, so it
+-- flags no next message of its ordering key (only a message that leaves pending does), and
+-- any flag its finish left is cleared. A durable step is checked before this runs: its run
+-- is locked (step_run.sql), and a step its workflow decided without is refused (G10).
 WITH revived AS (
     SELECT id, status, endpoint FROM workflow.outbox WHERE id = $1 AND status IN ('dead', 'cancelled') FOR UPDATE),
 pending AS (

@@ -4,8 +4,8 @@
 -- `$4` whose last attempt started in `[$2, $3)` again, at most `$5`: pending and due now,
 -- their attempts counted afresh, as `wf_retry` does. A durable step whose workflow decided
 -- without it — the step recorded, the wait for it timed out, the workflow no longer
--- running — is skipped (G10). Returns how many it sent, where to go
--- on if a bound stopped it (NULL: the window is done), and how many it skipped.
+-- running — is skipped (G10). Returns how many it sent, where to go on if a bound stopped
+-- it (NULL: the window is done), and how many it skipped.
 WITH examined AS (
     SELECT m.id, m.finished_at FROM workflow.outbox m
      WHERE (m.status <> 'pending') IS TRUE AND m.finished_at >= $2

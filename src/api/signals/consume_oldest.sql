@@ -1,5 +1,5 @@
--- Consumes the oldest queued signal `$3` into the step `$2`; returns the step's output,
--- none if nothing is queued.
+-- Consumes the oldest queued signal $3 of the run $1 into the step $2; returns the
+-- step's output, none if nothing is queued.
 WITH oldest AS (
     SELECT id, payload FROM workflow.run_signals
      WHERE workflow_id = $1 AND name = $3 AND consumed_at IS NULL

@@ -1,5 +1,6 @@
--- After a wait's step is recorded: the wait is resolved, and the run goes on as a
--- checkpoint would leave it — its lease renewed if it has an owner, ready if it is parked.
+-- Resolves the wait of the run $1, whose step has just been recorded: the run goes on as
+-- a checkpoint would leave it — its lease renewed if it has an owner, ready if it is
+-- parked. Returns whether it is parked (no owner).
 UPDATE workflow.runs
    SET wait_step = NULL, wait_signal = NULL, wait_deadline = NULL,
        recovery_attempts = 0,

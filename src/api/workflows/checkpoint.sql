@@ -1,16 +1,21 @@
--- Records a new step and renews the lease, in one statement (a checkpoint is the hot path
--- of every workflow). The run's parent, if it has one, is locked first (see
--- `guard::lock_parent`; the run's lock waits for it), then the run, for the rest of the transaction, so that
+-- Records the step $2 of the run $1 with the output $3 (NULL: JSON null) and renews the
+-- lease, in one statement: a checkpoint is the hot path of every workflow. The step is
+-- written only while the run is `running` and, when $4 names an owner, only while that
+-- owner holds the lease (G7). The lease is renewed and the recoveries counted so far are
+-- forgiven only when the step is new, so a replay writes nothing (G3). Returns the run's
+-- status (NULL: no such run), whether the owner holds it, whether the step was recorded
+-- now, and otherwise its recorded output as of the statement's snapshot.
+--
+-- The run's parent, if it has one, is locked first (as runs/guard/lock_parent.sql does;
+-- the run's lock waits for it), then the run, for the rest of the transaction, so that
 -- concurrent checkpoints of one workflow queue behind each other and a claimer skips it
--- (SKIP LOCKED); the step is written only while the run is `running` and, when `$4`
--- names an owner, only while that owner holds the lease (G7). The lease is renewed and
--- the recoveries counted so far are forgiven only when the step is new, so a replay
--- writes nothing (G3). Returns the run's status (NULL: no such run), whether the owner
--- holds it, whether the step was recorded now, and otherwise its recorded output as of
--- the statement's snapshot. (Checking for the step with `NOT EXISTS` in the update, to
--- lock and renew in one write, made SERIALIZABLE callers read `checkpoints_pkey` pages
--- that every checkpoint inserts into: unrelated workflows then failed each other. The
--- arbiter probe of `ON CONFLICT` takes no such read lock.)
+-- (SKIP LOCKED). Whether $4 holds the lease is the condition of runs/guard/lock_run.sql,
+-- which explains it.
+--
+-- Checking for the step with `NOT EXISTS` in the update, to lock and renew in one write,
+-- made SERIALIZABLE callers read `checkpoints_pkey` pages that every checkpoint inserts
+-- into: unrelated workflows then failed each other. The arbiter probe of `ON CONFLICT`
+-- takes no such read lock.
 WITH parent AS MATERIALIZED (
     SELECT p.id FROM workflow.runs p
      WHERE p.id = (SELECT r.parent FROM workflow.runs r WHERE r.id = $1)

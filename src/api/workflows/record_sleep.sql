@@ -1,5 +1,6 @@
--- Records a sleep as a step, releases the lease and makes the run claimable from `until`.
--- Returns the run's name if the sleep is over already (the run is ready now).
+-- Records the sleep step $2 of the run $1 until $3, releases the lease and makes the run
+-- claimable from $3; a step recorded before (a replay) writes nothing. Returns the run's
+-- name if the sleep is over already (the run is ready now).
 WITH new_step AS (
     INSERT INTO workflow.checkpoints (workflow_id, step, output)
     VALUES ($1, $2, jsonb_build_object('sleep_until', $3::timestamptz))

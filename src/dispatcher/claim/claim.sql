@@ -25,11 +25,14 @@
 -- A destination's room: as for the dispatcher as a whole, one generation of requests
 -- queued behind the one in flight ($5 per request it may have in flight); a rate-limited
 -- destination at most a second of its rate, so that none waits for its turn past its
--- lease; a failing destination one, its probe, and none before the probe is due.
--- unpark_limited.sql computes the same room.
+-- lease; a failing destination one, its probe, and none before the probe is due. The same
+-- room is written again in parking/unpark_limited.sql, whose $1 is $5 here, $2 is $6 and
+-- $3/$4 are $7/$8: change both together. claim/smallest_room.sql reads the smallest of
+-- it over all destinations, before outstanding requests are taken off.
 --
--- The dispatcher runs this as a generic plan (see worker.rs), which cannot know $1, so the
--- statement leaves the planner no costly choice:
+-- The dispatcher runs this as a generic plan (`plan_cache_mode` is set in
+-- dispatcher/mod.rs), which cannot know $1, so the statement leaves the planner no costly
+-- choice:
 -- - due walks outbox_due in index order and stops after $1 rows: what blocks a row is
 --   found by per-row EXISTS probes. Messages in flight keep their due time and sit at the
 --   head of the index, so a claim steps over at most the outstanding ones. (Joining the

@@ -1,5 +1,6 @@
--- Stores the failing destinations' states: `$2` unreachable requests in a row, `$3`
--- seconds until the next probe. `since` stays while a destination stays failing.
+-- Stores the states of the failing destinations $1: $2 unreachable requests in a row,
+-- $3 seconds until the next probe, position by position. `since` stays while a
+-- destination stays failing.
 INSERT INTO workflow.destinations AS d (destination, state, since, probes, next_probe_at)
 SELECT t.destination, 'failing', clock_timestamp(), t.probes,
        clock_timestamp() + make_interval(secs => t.probe_in)

@@ -1,6 +1,9 @@
--- Every finished message goes after workflow.retention: delivered, cancelled, and dead
--- (dead letters, dead and cancelled pushes), so that nothing grows without bound (G6); a
--- dead letter to keep longer is for wf_replay or an export before then.
+-- Deletes one batch of at most $2 messages that finished more than $1 (workflow.retention)
+-- ago, oldest first, with their attempts, and takes them off the counts; returns them.
+-- Every finished message goes: delivered, cancelled, and dead (dead letters, dead and
+-- cancelled pushes), so that nothing grows without bound (G6); a dead letter to keep
+-- longer is for wf_replay or an export before then. One whose flag has not yet unparked
+-- its ordering key's next message stays until it has.
 --
 -- The attempts go with their messages (there is no cascading foreign key, see the
 -- schema). Both deletes find their rows by key from one array, so their plans do not

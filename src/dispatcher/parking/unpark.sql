@@ -1,5 +1,6 @@
--- Unparks what the flags name, clears the flags whose work is done, and returns how many
--- messages it unparked and how many flags it kept.
+-- Unparks what the flags name, at most $1 flags of ordering keys and $1 messages of one
+-- flagged endpoint, clears the flags whose work is done, and returns how many messages it
+-- unparked and how many flags it kept.
 --
 -- For each flagged message, the key's head (its lowest pending id, by `outbox_ordering`)
 -- is unparked if it was parked behind the key; a head parked behind its endpoint stays,

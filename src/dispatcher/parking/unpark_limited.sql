@@ -1,12 +1,14 @@
--- Lets go of messages parked at their destination's limit ('limit', see claim.sql), as
--- many of each destination of $5 as it has room for now, oldest due first.
+-- Lets go of messages parked at their destination's limit ('limit', see claim/claim.sql),
+-- as many of each destination of $5 as it has room for now, oldest due first. $1 is the
+-- lease generations, $2 the default requests in flight per destination, and $3/$4 the
+-- destinations with requests outstanding and how many. Returns, for each destination,
+-- whether any are left parked, and how many messages were let go.
 --
--- The room is the claim's (claim.sql: $1 lease generations, $2 the default requests in
--- flight per destination, $3/$4 the destinations with requests outstanding and how many);
--- a disabled endpoint has none, its enable lets its messages go. A message a failed
--- request parked waits for its retry time (see destinations.rs). Returns, for each
--- destination, whether any are left parked, and how many messages were let go. A message
--- an application holds locked stays for a later round.
+-- The room is the claim's, written again here from the `rooms` of claim/claim.sql, where
+-- this $1 is $5, $2 is $6 and $3/$4 are $7/$8: change both together. A disabled endpoint
+-- has none here; its enable lets its messages go. A message a failed request parked waits
+-- for its retry time (see destinations.rs). A message an application holds locked stays
+-- for a later round.
 WITH room AS (
     SELECT t.destination,
            CASE WHEN EXISTS (SELECT FROM workflow.endpoint_settings e

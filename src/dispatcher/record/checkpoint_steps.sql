@@ -1,6 +1,9 @@
--- A finished durable HTTP step: its answer becomes the step's checkpoint, unless the
--- workflow finished meanwhile, the step was recorded some other way, or the wait for it
--- timed out (its deadline has passed: the timeout wins, as over a late signal).
+-- Records finished durable HTTP steps: the answer $3 (JSON text, see record.rs,
+-- `step_output`) becomes the checkpoint of the step $2 of the workflow $1, position by
+-- position in the three arrays, unless the workflow finished meanwhile, the step was
+-- recorded some other way, or the wait for it timed out (its deadline has passed: the
+-- timeout wins, as over a late signal). Returns how many names it notified.
+--
 -- A run parked waiting for the step becomes ready, and its name is notified; a run
 -- claimed meanwhile keeps its lease and finds the step on its next wait.
 WITH recorded AS (

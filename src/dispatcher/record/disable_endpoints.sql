@@ -1,6 +1,6 @@
--- A 410 Gone from a named endpoint disables it; its messages wait for wf_endpoint_enable.
--- An endpoint the owner is changing right now is skipped: its message is due again at
--- once, and the next 410 disables it.
+-- Disables the named endpoints of the messages $1, which a 410 Gone answered; their
+-- messages wait for wf_endpoint_enable. An endpoint the owner is changing right now is
+-- skipped: its message is due again at once, and the next 410 disables it.
 UPDATE workflow.endpoint_settings e
    SET disabled_at = clock_timestamp(),
        disabled_reason = 'the endpoint answered 410 Gone',

@@ -1,7 +1,13 @@
--- With `workflow.retention = 0` nothing finished is kept, so a delivered message is
--- deleted by the statement that learns of its delivery, with any attempts it had: no
--- outcome update, no attempt row, nothing left for retention. (Same condition as
--- `RECORD`: only a message still pending in the attempt that produced the outcome.)
+-- Deletes the delivered messages $1, each delivered by its attempt in $2, with any
+-- attempts they had: with `workflow.retention = 0` nothing finished is kept, so the
+-- statement that learns of a delivery deletes the message instead of recording it (no
+-- outcome update, no attempt row, nothing left for retention). Returns, as record.sql
+-- does, the messages it deleted (`skipped` false) and the ones it skipped (`skipped`
+-- true).
+--
+-- Same condition as record.sql: only a message still pending in the attempt that produced
+-- the outcome goes, and a message an application holds locked is skipped, never waited
+-- for.
 WITH o AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS o(id, attempt)),
 locked AS (
     SELECT m.id FROM workflow.outbox m WHERE m.id = ANY ($1) FOR UPDATE SKIP LOCKED),

@@ -1,6 +1,6 @@
--- Endpoint health, on the rounds that change it: an endpoint's first failure since its
--- last success (`$2`, none of them also succeeding this round, `$1`) starts its failing
--- time; a success ends it; and an endpoint that has failed throughout
+-- Updates the named endpoints' health, on the rounds that change it: an endpoint's first
+-- failure since its last success (`$2`, none of them also succeeding this round, `$1`)
+-- starts its failing time; a success ends it; and an endpoint that has failed throughout
 -- `workflow.endpoint_disable_after` (`$3`, NULL: never) is disabled, its messages kept
 -- waiting. An endpoint the owner is changing right now is skipped until a later outcome.
 WITH recovered AS (

@@ -1,31 +1,30 @@
 -- Records a round's attempts, $1: rows of workflow.attempt_outcome as text (see
--- record.rs, `Recorded`).
+-- record.rs, `Recorded`). Returns the messages it changed (`skipped` false) and the ones
+-- it skipped (`skipped` true).
 --
 -- An outcome only changes its message if the message is still pending in the attempt that
--- produced it: a cancel, or a newer claim after this dispatcher lost its lease, wins.
--- A message an application holds locked (a `wf_cancel_message` not yet committed) is
--- skipped, never waited for: its outcome is kept for a later round. Returns the messages
--- it changed (`skipped` false) and the ones it skipped (`skipped` true). The update reaches
--- the locked rows by their `ctid` (locked by this statement, they cannot move), so the lock
--- costs no second index probe; the skipped ones are looked for only when a lock was missed.
--- Every other read of the outbox goes by key from the id array, so the plan does not hinge
--- on a join order.
---
--- Every read of the outbox has an index condition on the id array, even where a join
--- would express it: under statistics that call the outbox empty (an ANALYZE taken while a
--- large enqueueing transaction was still open) a join probe became a walk of the whole
--- primary key, a second a round.
+-- produced it: a cancel, or a newer claim after this dispatcher lost its lease, wins. A
+-- message an application holds locked (a `wf_cancel_message` not yet committed) is
+-- skipped, never waited for: its outcome is kept for a later round.
 --
 -- The attempt becomes the message's latest (`last_*`); the one it replaces moves to the
 -- log, read from the statement's snapshot, which is the row before this update (only the
 -- dispatcher writes `last_*`, one round at a time). Each row says whether its message
 -- holds one, as its claim saw (`replaces_attempt`): most outcomes are first attempts, and
--- looking up every message again to find nothing was a tenth of the statement. An outcome that no longer
--- changes its message still happened: it goes to the log directly.
+-- looking up every message again to find nothing was a tenth of the statement. An outcome
+-- that no longer changes its message still happened: it goes to the log directly.
 --
 -- An outcome also unparks its message (a claim may have parked it after its lease ran
 -- out), and a message with an ordering key that finishes flags its key's next message
--- for unparking (see `parking`).
+-- for unparking (see parking/unpark.sql).
+--
+-- Every read of the outbox goes by key from the id array, with an index condition on it
+-- even where a join would express it, so the plan does not hinge on a join order: under
+-- statistics that call the outbox empty (an ANALYZE taken while a large enqueueing
+-- transaction was still open) a join probe became a walk of the whole primary key, a
+-- second a round. The update reaches the locked rows by their `ctid` (locked by this
+-- statement, they cannot move), so the lock costs no second index probe; the skipped ones
+-- are looked for only when a lock was missed.
 WITH o AS MATERIALIZED (
     SELECT * FROM unnest($1::text[]::workflow.attempt_outcome[])),
 locked AS (

@@ -1,6 +1,6 @@
--- Hands back messages that were claimed but not sent (see `Outcome::released`): due again
--- at once, the claim's attempt not counted. A message held locked keeps its lease, which
--- runs out.
+-- Hands back the messages $1, claimed in their attempts $2 (position by position) but
+-- not sent (see `Outcome::released`): due again at once, the claim's attempt not counted.
+-- A message held locked keeps its lease, which runs out.
 WITH o AS (SELECT * FROM unnest($1::int8[], $2::int4[]) AS o(id, attempt)),
 locked AS (
     SELECT m.id FROM workflow.outbox m WHERE m.id = ANY ($1) FOR NO KEY UPDATE SKIP LOCKED)

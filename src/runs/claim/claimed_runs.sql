@@ -1,4 +1,4 @@
--- What a worker needs of the runs it claimed, in claim order: what a push carries.
+-- What a worker needs of the runs $1 it claimed, in that order: what a push carries.
 SELECT r.id, r.name, r.input,
        (SELECT coalesce(jsonb_object_agg(c.step, c.output ORDER BY c.seq), '{}')
           FROM workflow.checkpoints c WHERE c.workflow_id = r.id),

@@ -19,7 +19,7 @@ WITH decided AS (
                           SELECT FROM workflow.outbox m
                            WHERE m.idempotency_key = 'workflow.ready:' || r.id || ':' || r.owner
                              AND m.status IN ('pending', 'dead', 'cancelled'))) AS recovery) k
-     WHERE r.id = ANY ($1))
+     WHERE r.id = ANY ($1) AND r.status = 'running')
 UPDATE workflow.runs r
    SET recovery_attempts = r.recovery_attempts + CASE WHEN d.recovery THEN 1 ELSE 0 END,
        updated_at = statement_timestamp(),

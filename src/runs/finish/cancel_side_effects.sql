@@ -1,5 +1,6 @@
--- Cancels the pending durable steps and pushes of the workflows `$1` (a completion or a
--- failure): its plain messages are the outbox, delivered as committed.
+-- Cancels the pending durable steps and pushes of the workflows `$1`, which completed or
+-- failed; returns how many per endpoint. Their plain messages stay: they are the outbox,
+-- delivered as committed.
 WITH cancelled AS (
     UPDATE workflow.outbox
        SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),

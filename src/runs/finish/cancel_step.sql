@@ -1,5 +1,6 @@
--- Cancels the message of the durable step `$2` if it is still pending: its wait timed
--- out, and the workflow goes on without it (G10).
+-- Cancels the message of the durable step `$2` of the run `$1` if it is still pending: its
+-- wait timed out, and the workflow goes on without it (G10). Returns how many it
+-- cancelled (no row: none).
 WITH cancelled AS (
     UPDATE workflow.outbox
        SET status = 'cancelled', leased_until = NULL, finished_at = statement_timestamp(),

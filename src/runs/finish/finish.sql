@@ -1,7 +1,7 @@
 -- Finishes the run $1 with the status $2 (completed, failed or cancelled), its output $3
--- or error $4, if it is running and the owner $5 (NULL: no fence) holds its lease; the
--- lease is measured on the wall clock (see guard/lock_run.sql). Returns whether the run
--- has a parent to tell.
+-- or error $4, if it is running and the owner $5 (NULL: no fence) holds its lease.
+-- Returns whether the run has a parent to tell. Whether $5 holds the lease is the
+-- condition of runs/guard/lock_run.sql, which explains it.
 UPDATE workflow.runs
    SET status = $2, output = $3, error = $4,
        finished_at = statement_timestamp(), updated_at = statement_timestamp(),

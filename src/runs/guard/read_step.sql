@@ -1,4 +1,4 @@
--- One row: whether the run exists, and the step's output if it was recorded.
+-- One row: whether the run $1 exists, and the output of its step $2 if it was recorded.
 SELECT r.id IS NOT NULL, c.output
   FROM (SELECT $1::uuid AS id) k
   LEFT JOIN workflow.runs r ON r.id = k.id

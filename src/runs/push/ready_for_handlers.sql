@@ -1,7 +1,10 @@
 -- Locks up to $1 ready runs of the names with a push handler, oldest expiry first,
--- skipping the runs another claimer holds locked; claim/hand_out.sql then hands them to
--- the push's owner. The names come from the handlers, each name's ready runs from
--- runs_claimable, so the work grows with the handlers and the batch, never with the runs.
+-- skipping the runs another claimer holds locked, and the runs written in another
+-- database than this one ($2, see identity.rs): a copy's are pushed once it is resumed,
+-- and touched by no push before. claim/hand_out.sql then hands them to the push's owner.
+--
+-- The names come from the handlers, each name's ready runs from runs_claimable, so the
+-- work grows with the handlers and the batch, never with the runs.
 SELECT id
   FROM workflow.runs
  WHERE id = ANY (ARRAY(
@@ -11,6 +14,6 @@ SELECT id
                   AND r.lease_expires_at <= (SELECT clock_timestamp())
                 ORDER BY r.lease_expires_at LIMIT $1) c
             ORDER BY c.lease_expires_at LIMIT $1))
-   AND status = 'running' AND lease_expires_at <= clock_timestamp()
+   AND status = 'running' AND lease_expires_at <= clock_timestamp() AND written_in = $2
  ORDER BY lease_expires_at
    FOR NO KEY UPDATE SKIP LOCKED;

@@ -1,5 +1,7 @@
--- Deletes one batch of finished runs older than the retention, with their checkpoints
--- and signals (there is no cascading foreign key, see the schema). Small batches keep locks short and let vacuum keep up.
+-- Deletes one batch of at most $2 runs that finished more than $1 (workflow.retention)
+-- ago, oldest first, with their checkpoints and signals (there is no cascading foreign
+-- key, see the schema); returns them. Small batches keep locks short and let vacuum keep
+-- up.
 WITH doomed AS (
     SELECT id FROM workflow.runs
      WHERE (status <> 'running') IS TRUE AND finished_at <= statement_timestamp() - $1

@@ -6,7 +6,7 @@
 -- that started after this one is never freed by it: such a session may be missing from
 -- the list of live backends this statement took. The live backends are read with
 -- `backend_start`, which only a superuser (the dispatcher's role) sees for every backend.
--- Returns how many leases it freed.
+-- Returns how many leases it freed, and how many names it notified.
 WITH alive AS MATERIALIZED (
     SELECT pid, backend_start FROM pg_catalog.pg_stat_get_activity(NULL::integer)),
 orphaned AS (

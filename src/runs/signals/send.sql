@@ -1,6 +1,6 @@
--- Queues a signal, or, when `$5` names the step of the wait it resolves, records it as
--- that step and makes a parked run ready. Returns the signal's id and whether the run
--- became ready.
+-- Queues the signal $2 with the payload $3 and the idempotency key $4 for the run $1, or,
+-- when $5 names the step of the wait it resolves, records it as that step and makes a
+-- parked run ready. Returns the signal's id and whether the run became ready.
 WITH sent AS (
     INSERT INTO workflow.run_signals (workflow_id, name, payload, idempotency_key, consumed_at, consumed_by)
     VALUES ($1, $2, $3, $4, CASE WHEN $5::text IS NOT NULL THEN statement_timestamp() END, $5)
