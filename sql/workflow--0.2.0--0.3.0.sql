@@ -307,3 +307,150 @@ CREATE VIEW workflow.dead_letters AS
 SELECT * FROM workflow.messages WHERE status = 'dead';
 COMMENT ON VIEW workflow.dead_letters IS 'Messages that will not be sent again unless wf_retry revives them';
 GRANT SELECT ON workflow.messages, workflow.dead_letters TO workflow_user;
+
+-- The last minute's attempts through a B-tree: BRIN hands a read every page a burst added
+-- until a vacuum summarizes it.
+DROP INDEX workflow.delivery_attempts_started;
+CREATE INDEX delivery_attempts_started ON workflow.delivery_attempts (started_at);
+
+-- Metrics that cost nothing at any size, also under stale statistics: the views read
+-- functions that forbid sequential scans. The oldest pending age counts due messages only,
+-- from when they were due; failures_last_minute counts a failed attempt whatever then
+-- finished its message.
+CREATE FUNCTION workflow.metrics_rows()
+    RETURNS TABLE (endpoint text, disabled boolean, failing_since timestamptz, pending bigint,
+                   in_flight bigint, parked bigint, oldest_pending_age interval,
+                   delivered bigint, dead bigint, cancelled bigint, delivered_total bigint,
+                   dead_total bigint, deliveries_last_minute bigint,
+                   failures_last_minute bigint, latency_p50_ms double precision,
+                   latency_p99_ms double precision)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    -- A small table has no index to use instead: its scan, 'disabled', must not look
+    -- costly enough to be worth parallel workers or a JIT compilation (half a second).
+    SET max_parallel_workers_per_gather = 0
+    SET jit = off
+AS $$
+    WITH pending AS (
+        SELECT q.endpoint, count(*) AS pending,
+               count(*) FILTER (WHERE q.leased_until > statement_timestamp()) AS in_flight,
+               count(*) FILTER (WHERE q.parked IS NOT NULL) AS parked,
+               -- How long the oldest due message has waited since it was due: a message
+               -- scheduled for later, or waiting for its retry, is not late yet.
+               statement_timestamp() - min(q.next_attempt_at)
+                   FILTER (WHERE q.next_attempt_at <= statement_timestamp()) AS oldest_pending_age
+          FROM (SELECT endpoint, leased_until, parked, next_attempt_at FROM workflow.outbox
+                 WHERE (status = 'pending') IS TRUE AND parked IS NULL
+                UNION ALL
+                SELECT endpoint, leased_until, parked, next_attempt_at FROM workflow.outbox
+                 WHERE parked IS NOT NULL) q
+         GROUP BY q.endpoint),
+    kept AS (
+        SELECT endpoint,
+               sum(n) FILTER (WHERE status = 'delivered') AS delivered,
+               sum(n) FILTER (WHERE status = 'dead') AS dead,
+               sum(n) FILTER (WHERE status = 'cancelled') AS cancelled,
+               sum(n) FILTER (WHERE status = 'delivered' AND n > 0) AS delivered_total,
+               sum(n) FILTER (WHERE status = 'dead' AND n > 0) AS dead_total
+          FROM workflow.message_counts
+         GROUP BY endpoint),
+    delivered AS (
+        SELECT endpoint, count(*) AS deliveries,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p50,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p99
+          FROM workflow.outbox
+         WHERE (status <> 'pending') IS TRUE AND status = 'delivered'
+           AND finished_at >= statement_timestamp() - interval '1 minute'
+         GROUP BY endpoint),
+    failed AS (
+        SELECT f.endpoint, count(*) AS failures
+          FROM (-- The message's endpoint by key, a probe per failed attempt.
+                SELECT (SELECT m.endpoint FROM workflow.outbox m WHERE m.id = a.message_id) AS endpoint
+                  FROM workflow.delivery_attempts a
+                 WHERE a.started_at >= statement_timestamp() - interval '1 minute'
+                   AND (a.status_code IS NULL OR a.status_code NOT BETWEEN 200 AND 299)
+                UNION ALL
+                SELECT endpoint FROM workflow.outbox
+                 WHERE (status = 'pending') IS TRUE AND parked IS NULL
+                   AND last_started_at >= statement_timestamp() - interval '1 minute'
+                   AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)
+                UNION ALL
+                SELECT endpoint FROM workflow.outbox
+                 WHERE parked IS NOT NULL
+                   AND last_started_at >= statement_timestamp() - interval '1 minute'
+                   AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)
+                UNION ALL
+                -- A finished message's last attempt, whatever finished it (a cancel too).
+                SELECT endpoint FROM workflow.outbox
+                 WHERE (status <> 'pending') IS TRUE
+                   AND finished_at >= statement_timestamp() - interval '1 minute'
+                   AND last_started_at >= statement_timestamp() - interval '1 minute'
+                   AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)) f
+         GROUP BY f.endpoint)
+    SELECT d.endpoint, d.disabled, d.failing_since,
+           coalesce(p.pending, 0) AS pending, coalesce(p.in_flight, 0) AS in_flight,
+           coalesce(p.parked, 0) AS parked, p.oldest_pending_age,
+           coalesce(k.delivered, 0)::bigint AS delivered, coalesce(k.dead, 0)::bigint AS dead,
+           coalesce(k.cancelled, 0)::bigint AS cancelled,
+           coalesce(k.delivered_total, 0)::bigint AS delivered_total,
+           coalesce(k.dead_total, 0)::bigint AS dead_total,
+           coalesce(l.deliveries, 0) AS deliveries_last_minute,
+           coalesce(f.failures, 0) AS failures_last_minute,
+           l.p50 AS latency_p50_ms, l.p99 AS latency_p99_ms
+      FROM (SELECT e.name, e.disabled_at IS NOT NULL, e.failing_since FROM workflow.endpoint_settings e
+            UNION ALL
+            SELECT NULL, false, NULL) d (endpoint, disabled, failing_since)
+      LEFT JOIN pending p ON p.endpoint IS NOT DISTINCT FROM d.endpoint
+      LEFT JOIN kept k ON k.endpoint IS NOT DISTINCT FROM d.endpoint
+      LEFT JOIN delivered l ON l.endpoint IS NOT DISTINCT FROM d.endpoint
+      LEFT JOIN failed f ON f.endpoint IS NOT DISTINCT FROM d.endpoint
+$$;
+CREATE OR REPLACE VIEW workflow.metrics AS SELECT * FROM workflow.metrics_rows();
+REVOKE ALL ON FUNCTION workflow.metrics_rows() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION workflow.metrics_rows() TO workflow_user;
+CREATE FUNCTION workflow.workflow_metrics_rows()
+    RETURNS TABLE (name text, ready bigint, leased bigint, parked bigint,
+                   completed_last_minute bigint, failed_last_minute bigint,
+                   cancelled_last_minute bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    -- A small table has no index to use instead: its scan, 'disabled', must not look
+    -- costly enough to be worth parallel workers or a JIT compilation (half a second).
+    SET max_parallel_workers_per_gather = 0
+    SET jit = off
+AS $$
+    WITH running AS (
+        SELECT name,
+               count(*) FILTER (WHERE lease_expires_at <= statement_timestamp()) AS ready,
+               count(*) FILTER (WHERE owner IS NOT NULL AND lease_expires_at > statement_timestamp()) AS leased,
+               count(*) FILTER (WHERE owner IS NULL
+                                  AND (lease_expires_at > statement_timestamp() OR lease_expires_at IS NULL)) AS parked
+          FROM workflow.runs
+         WHERE (status = 'running') IS TRUE
+         GROUP BY name),
+    -- The last minute's runs in finished order, walked from runs_finished: grouped by name
+    -- straight from the table, a plan believing it small read every run in name order.
+    finished AS (
+        SELECT name,
+               count(*) FILTER (WHERE status = 'completed') AS completed,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+          FROM (SELECT name, status FROM workflow.runs
+                 WHERE (status <> 'running') IS TRUE
+                   AND finished_at >= statement_timestamp() - interval '1 minute'
+                 ORDER BY finished_at
+                OFFSET 0) last_minute
+         GROUP BY name)
+    SELECT coalesce(r.name, f.name) AS name,
+           coalesce(r.ready, 0) AS ready, coalesce(r.leased, 0) AS leased,
+           coalesce(r.parked, 0) AS parked,
+           coalesce(f.completed, 0) AS completed_last_minute,
+           coalesce(f.failed, 0) AS failed_last_minute,
+           coalesce(f.cancelled, 0) AS cancelled_last_minute
+      FROM running r FULL JOIN finished f ON f.name = r.name
+$$;
+CREATE OR REPLACE VIEW workflow.workflow_metrics AS SELECT * FROM workflow.workflow_metrics_rows();
+REVOKE ALL ON FUNCTION workflow.workflow_metrics_rows() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION workflow.workflow_metrics_rows() TO workflow_user;

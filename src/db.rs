@@ -68,6 +68,41 @@ pub fn query<'conn, R>(
     read(client.select(&*plan, None, args)?)
 }
 
+/// Runs `body` with sequential scans off, as a function's `SET enable_seqscan = off`
+/// would, and the setting restored after it: for a read that must go through its indexes
+/// whatever the statistics say (see `wf_stats`). An error aborts the transaction, which
+/// restores the setting too.
+pub fn without_seqscans<R>(body: impl FnOnce() -> R) -> R {
+    // SAFETY: on the backend's main thread, inside a transaction; the nest level is popped
+    // below, or by the abort of an erroring transaction.
+    let level = unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        // A small table has no index to use instead: its scan, "disabled", must not look
+        // costly enough to be worth parallel workers or a JIT compilation (half a second).
+        for (name, value) in [
+            (c"enable_seqscan", c"off"),
+            (c"max_parallel_workers_per_gather", c"0"),
+            (c"jit", c"off"),
+        ] {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        level
+    };
+    let result = body();
+    // SAFETY: as above; restores what the nest level saved.
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
+    result
+}
+
 /// The positions of a result's columns, looked up by name once, for reading many rows.
 pub fn ordinals<const N: usize>(
     rows: &SpiTupleTable<'_>,

@@ -358,8 +358,11 @@ CREATE TABLE workflow.delivery_attempts (
     autovacuum_vacuum_threshold = 2000,
     autovacuum_vacuum_cost_delay = 0
 );
--- The statistics of the last minute. Rows arrive in time order, which is what BRIN needs.
-CREATE INDEX delivery_attempts_started ON workflow.delivery_attempts USING brin (started_at);
+-- The statistics of the last minute. A B-tree, not BRIN: the ranges a burst adds stay
+-- unsummarized until a vacuum, and BRIN hands every page of them to each read (a scrape
+-- right after a burst read them all). Only replaced attempts are logged here, so the index
+-- costs the hot path little.
+CREATE INDEX delivery_attempts_started ON workflow.delivery_attempts (started_at);
 
 -- Columns no query filters on: no planner statistics, so that ANALYZE (which the
 -- dispatcher runs when the outbox outgrows its statistics) does not sort documents.
@@ -460,110 +463,153 @@ CREATE TABLE workflow.message_counts (
 -- One row per endpoint and one for URL targets (endpoint NULL), for dashboards and the
 -- Prometheus exporter. Cheap at any size: the pending backlog through the due and parked
 -- indexes, the kept totals from message_counts, the last minute through the finished
--- index and the attempts' BRIN index; never a scan of delivered history.
-CREATE VIEW workflow.metrics AS
-WITH pending AS (
-    SELECT q.endpoint, count(*) AS pending,
-           count(*) FILTER (WHERE q.leased_until > statement_timestamp()) AS in_flight,
-           count(*) FILTER (WHERE q.parked IS NOT NULL) AS parked,
-           statement_timestamp() - min(q.created_at) AS oldest_pending_age
-      FROM (SELECT endpoint, leased_until, parked, created_at FROM workflow.outbox
-             WHERE (status = 'pending') IS TRUE AND parked IS NULL
+-- index and the attempts' BRIN index; never a scan of delivered history. The view reads a
+-- function so that it may forbid sequential scans: right after a burst, statistics that
+-- call the outbox small made the planner scan it whole, every scrape.
+CREATE FUNCTION workflow.metrics_rows()
+    RETURNS TABLE (endpoint text, disabled boolean, failing_since timestamptz, pending bigint,
+                   in_flight bigint, parked bigint, oldest_pending_age interval,
+                   delivered bigint, dead bigint, cancelled bigint, delivered_total bigint,
+                   dead_total bigint, deliveries_last_minute bigint,
+                   failures_last_minute bigint, latency_p50_ms double precision,
+                   latency_p99_ms double precision)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    -- A small table has no index to use instead: its scan, 'disabled', must not look
+    -- costly enough to be worth parallel workers or a JIT compilation (half a second).
+    SET max_parallel_workers_per_gather = 0
+    SET jit = off
+AS $$
+    WITH pending AS (
+        SELECT q.endpoint, count(*) AS pending,
+               count(*) FILTER (WHERE q.leased_until > statement_timestamp()) AS in_flight,
+               count(*) FILTER (WHERE q.parked IS NOT NULL) AS parked,
+               -- How long the oldest due message has waited since it was due: a message
+               -- scheduled for later, or waiting for its retry, is not late yet.
+               statement_timestamp() - min(q.next_attempt_at)
+                   FILTER (WHERE q.next_attempt_at <= statement_timestamp()) AS oldest_pending_age
+          FROM (SELECT endpoint, leased_until, parked, next_attempt_at FROM workflow.outbox
+                 WHERE (status = 'pending') IS TRUE AND parked IS NULL
+                UNION ALL
+                SELECT endpoint, leased_until, parked, next_attempt_at FROM workflow.outbox
+                 WHERE parked IS NOT NULL) q
+         GROUP BY q.endpoint),
+    kept AS (
+        SELECT endpoint,
+               sum(n) FILTER (WHERE status = 'delivered') AS delivered,
+               sum(n) FILTER (WHERE status = 'dead') AS dead,
+               sum(n) FILTER (WHERE status = 'cancelled') AS cancelled,
+               sum(n) FILTER (WHERE status = 'delivered' AND n > 0) AS delivered_total,
+               sum(n) FILTER (WHERE status = 'dead' AND n > 0) AS dead_total
+          FROM workflow.message_counts
+         GROUP BY endpoint),
+    delivered AS (
+        SELECT endpoint, count(*) AS deliveries,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p50,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p99
+          FROM workflow.outbox
+         WHERE (status <> 'pending') IS TRUE AND status = 'delivered'
+           AND finished_at >= statement_timestamp() - interval '1 minute'
+         GROUP BY endpoint),
+    failed AS (
+        SELECT f.endpoint, count(*) AS failures
+          FROM (-- The message's endpoint by key, a probe per failed attempt.
+                SELECT (SELECT m.endpoint FROM workflow.outbox m WHERE m.id = a.message_id) AS endpoint
+                  FROM workflow.delivery_attempts a
+                 WHERE a.started_at >= statement_timestamp() - interval '1 minute'
+                   AND (a.status_code IS NULL OR a.status_code NOT BETWEEN 200 AND 299)
+                UNION ALL
+                SELECT endpoint FROM workflow.outbox
+                 WHERE (status = 'pending') IS TRUE AND parked IS NULL
+                   AND last_started_at >= statement_timestamp() - interval '1 minute'
+                   AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)
+                UNION ALL
+                SELECT endpoint FROM workflow.outbox
+                 WHERE parked IS NOT NULL
+                   AND last_started_at >= statement_timestamp() - interval '1 minute'
+                   AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)
+                UNION ALL
+                -- A finished message's last attempt, whatever finished it (a cancel too).
+                SELECT endpoint FROM workflow.outbox
+                 WHERE (status <> 'pending') IS TRUE
+                   AND finished_at >= statement_timestamp() - interval '1 minute'
+                   AND last_started_at >= statement_timestamp() - interval '1 minute'
+                   AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)) f
+         GROUP BY f.endpoint)
+    SELECT d.endpoint, d.disabled, d.failing_since,
+           coalesce(p.pending, 0) AS pending, coalesce(p.in_flight, 0) AS in_flight,
+           coalesce(p.parked, 0) AS parked, p.oldest_pending_age,
+           coalesce(k.delivered, 0)::bigint AS delivered, coalesce(k.dead, 0)::bigint AS dead,
+           coalesce(k.cancelled, 0)::bigint AS cancelled,
+           coalesce(k.delivered_total, 0)::bigint AS delivered_total,
+           coalesce(k.dead_total, 0)::bigint AS dead_total,
+           coalesce(l.deliveries, 0) AS deliveries_last_minute,
+           coalesce(f.failures, 0) AS failures_last_minute,
+           l.p50 AS latency_p50_ms, l.p99 AS latency_p99_ms
+      FROM (SELECT e.name, e.disabled_at IS NOT NULL, e.failing_since FROM workflow.endpoint_settings e
             UNION ALL
-            SELECT endpoint, leased_until, parked, created_at FROM workflow.outbox
-             WHERE parked IS NOT NULL) q
-     GROUP BY q.endpoint),
-kept AS (
-    SELECT endpoint,
-           sum(n) FILTER (WHERE status = 'delivered') AS delivered,
-           sum(n) FILTER (WHERE status = 'dead') AS dead,
-           sum(n) FILTER (WHERE status = 'cancelled') AS cancelled,
-           sum(n) FILTER (WHERE status = 'delivered' AND n > 0) AS delivered_total,
-           sum(n) FILTER (WHERE status = 'dead' AND n > 0) AS dead_total
-      FROM workflow.message_counts
-     GROUP BY endpoint),
-delivered AS (
-    SELECT endpoint, count(*) AS deliveries,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p50,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p99
-      FROM workflow.outbox
-     WHERE (status <> 'pending') IS TRUE AND status = 'delivered'
-       AND finished_at >= statement_timestamp() - interval '1 minute'
-     GROUP BY endpoint),
-failed AS (
-    SELECT f.endpoint, count(*) AS failures
-      FROM (-- The message's endpoint by key, a probe per failed attempt.
-            SELECT (SELECT m.endpoint FROM workflow.outbox m WHERE m.id = a.message_id) AS endpoint
-              FROM workflow.delivery_attempts a
-             WHERE a.started_at >= statement_timestamp() - interval '1 minute'
-               AND (a.status_code IS NULL OR a.status_code NOT BETWEEN 200 AND 299)
-            UNION ALL
-            SELECT endpoint FROM workflow.outbox
-             WHERE (status = 'pending') IS TRUE AND parked IS NULL
-               AND last_started_at >= statement_timestamp() - interval '1 minute'
-               AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)
-            UNION ALL
-            SELECT endpoint FROM workflow.outbox
-             WHERE parked IS NOT NULL
-               AND last_started_at >= statement_timestamp() - interval '1 minute'
-               AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)
-            UNION ALL
-            SELECT endpoint FROM workflow.outbox
-             WHERE (status <> 'pending') IS TRUE AND status = 'dead'
-               AND finished_at >= statement_timestamp() - interval '1 minute'
-               AND last_started_at >= statement_timestamp() - interval '1 minute'
-               AND (last_status_code IS NULL OR last_status_code NOT BETWEEN 200 AND 299)) f
-     GROUP BY f.endpoint)
-SELECT d.endpoint, d.disabled, d.failing_since,
-       coalesce(p.pending, 0) AS pending, coalesce(p.in_flight, 0) AS in_flight,
-       coalesce(p.parked, 0) AS parked, p.oldest_pending_age,
-       coalesce(k.delivered, 0)::bigint AS delivered, coalesce(k.dead, 0)::bigint AS dead,
-       coalesce(k.cancelled, 0)::bigint AS cancelled,
-       coalesce(k.delivered_total, 0)::bigint AS delivered_total,
-       coalesce(k.dead_total, 0)::bigint AS dead_total,
-       coalesce(l.deliveries, 0) AS deliveries_last_minute,
-       coalesce(f.failures, 0) AS failures_last_minute,
-       l.p50 AS latency_p50_ms, l.p99 AS latency_p99_ms
-  FROM (SELECT e.name, e.disabled_at IS NOT NULL, e.failing_since FROM workflow.endpoint_settings e
-        UNION ALL
-        SELECT NULL, false, NULL) d (endpoint, disabled, failing_since)
-  LEFT JOIN pending p ON p.endpoint IS NOT DISTINCT FROM d.endpoint
-  LEFT JOIN kept k ON k.endpoint IS NOT DISTINCT FROM d.endpoint
-  LEFT JOIN delivered l ON l.endpoint IS NOT DISTINCT FROM d.endpoint
-  LEFT JOIN failed f ON f.endpoint IS NOT DISTINCT FROM d.endpoint;
+            SELECT NULL, false, NULL) d (endpoint, disabled, failing_since)
+      LEFT JOIN pending p ON p.endpoint IS NOT DISTINCT FROM d.endpoint
+      LEFT JOIN kept k ON k.endpoint IS NOT DISTINCT FROM d.endpoint
+      LEFT JOIN delivered l ON l.endpoint IS NOT DISTINCT FROM d.endpoint
+      LEFT JOIN failed f ON f.endpoint IS NOT DISTINCT FROM d.endpoint
+$$;
+CREATE VIEW workflow.metrics AS SELECT * FROM workflow.metrics_rows();
 COMMENT ON VIEW workflow.metrics IS 'Delivery health per endpoint, and for URL targets, cheap enough to scrape';
 GRANT SELECT ON workflow.metrics TO workflow_user;
+GRANT EXECUTE ON FUNCTION workflow.metrics_rows() TO workflow_user;
 
 -- One row per workflow name with running workflows or workflows finished in the last minute,
 -- for dashboards and the Prometheus exporter. Cheap at any size: the running ones through
--- runs_claimable, the last minute through runs_finished; never a scan of finished history.
-CREATE VIEW workflow.workflow_metrics AS
-WITH running AS (
-    SELECT name,
-           count(*) FILTER (WHERE lease_expires_at <= statement_timestamp()) AS ready,
-           count(*) FILTER (WHERE owner IS NOT NULL AND lease_expires_at > statement_timestamp()) AS leased,
-           count(*) FILTER (WHERE owner IS NULL
-                              AND (lease_expires_at > statement_timestamp() OR lease_expires_at IS NULL)) AS parked
-      FROM workflow.runs
-     WHERE (status = 'running') IS TRUE
-     GROUP BY name),
-finished AS (
-    SELECT name,
-           count(*) FILTER (WHERE status = 'completed') AS completed,
-           count(*) FILTER (WHERE status = 'failed') AS failed,
-           count(*) FILTER (WHERE status = 'cancelled') AS cancelled
-      FROM workflow.runs
-     WHERE (status <> 'running') IS TRUE AND finished_at >= statement_timestamp() - interval '1 minute'
-     GROUP BY name)
-SELECT coalesce(r.name, f.name) AS name,
-       coalesce(r.ready, 0) AS ready, coalesce(r.leased, 0) AS leased,
-       coalesce(r.parked, 0) AS parked,
-       coalesce(f.completed, 0) AS completed_last_minute,
-       coalesce(f.failed, 0) AS failed_last_minute,
-       coalesce(f.cancelled, 0) AS cancelled_last_minute
-  FROM running r FULL JOIN finished f ON f.name = r.name;
+-- runs_claimable, the last minute through runs_finished; never a scan of finished history
+-- (sequential scans forbidden, as for workflow.metrics).
+CREATE FUNCTION workflow.workflow_metrics_rows()
+    RETURNS TABLE (name text, ready bigint, leased bigint, parked bigint,
+                   completed_last_minute bigint, failed_last_minute bigint,
+                   cancelled_last_minute bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    -- A small table has no index to use instead: its scan, 'disabled', must not look
+    -- costly enough to be worth parallel workers or a JIT compilation (half a second).
+    SET max_parallel_workers_per_gather = 0
+    SET jit = off
+AS $$
+    WITH running AS (
+        SELECT name,
+               count(*) FILTER (WHERE lease_expires_at <= statement_timestamp()) AS ready,
+               count(*) FILTER (WHERE owner IS NOT NULL AND lease_expires_at > statement_timestamp()) AS leased,
+               count(*) FILTER (WHERE owner IS NULL
+                                  AND (lease_expires_at > statement_timestamp() OR lease_expires_at IS NULL)) AS parked
+          FROM workflow.runs
+         WHERE (status = 'running') IS TRUE
+         GROUP BY name),
+    -- The last minute's runs in finished order, walked from runs_finished: grouped by name
+    -- straight from the table, a plan believing it small read every run in name order.
+    finished AS (
+        SELECT name,
+               count(*) FILTER (WHERE status = 'completed') AS completed,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+          FROM (SELECT name, status FROM workflow.runs
+                 WHERE (status <> 'running') IS TRUE
+                   AND finished_at >= statement_timestamp() - interval '1 minute'
+                 ORDER BY finished_at
+                OFFSET 0) last_minute
+         GROUP BY name)
+    SELECT coalesce(r.name, f.name) AS name,
+           coalesce(r.ready, 0) AS ready, coalesce(r.leased, 0) AS leased,
+           coalesce(r.parked, 0) AS parked,
+           coalesce(f.completed, 0) AS completed_last_minute,
+           coalesce(f.failed, 0) AS failed_last_minute,
+           coalesce(f.cancelled, 0) AS cancelled_last_minute
+      FROM running r FULL JOIN finished f ON f.name = r.name
+$$;
+CREATE VIEW workflow.workflow_metrics AS SELECT * FROM workflow.workflow_metrics_rows();
 COMMENT ON VIEW workflow.workflow_metrics IS 'Running workflows by state, and the last minute''s finished ones, per name';
 GRANT SELECT ON workflow.workflow_metrics TO workflow_user;
+GRANT EXECUTE ON FUNCTION workflow.workflow_metrics_rows() TO workflow_user;
 
 -- Backups keep everything (G9): pg_dump dumps the rows of these tables, and the positions of
 -- their identity sequences, with the database; CREATE EXTENSION on restore makes the rest.

@@ -427,22 +427,24 @@ fn wf_stats() -> TableIterator<
                     .to_string(),
             ),
         };
-        Ok(db::query(client, &STATS, &[], |rows| {
-            let row = rows.first();
-            Ok((
-                row.get::<i64>(1)?.unwrap_or(0),
-                row.get::<i64>(2)?.unwrap_or(0),
-                row.get::<i64>(3)?.unwrap_or(0),
-                row.get::<i64>(4)?.unwrap_or(0),
-                row.get(5)?,
-                row.get::<i64>(6)?.unwrap_or(0),
-                row.get::<i64>(7)?.unwrap_or(0),
-                row.get(8)?,
-                row.get(9)?,
-                row.get::<bool>(10)?.unwrap_or(false),
-                row.get::<i64>(11)?.unwrap_or(0),
-                paused_reason,
-            ))
+        Ok(crate::db::without_seqscans(|| {
+            db::query(client, &STATS, &[], |rows| {
+                let row = rows.first();
+                Ok((
+                    row.get::<i64>(1)?.unwrap_or(0),
+                    row.get::<i64>(2)?.unwrap_or(0),
+                    row.get::<i64>(3)?.unwrap_or(0),
+                    row.get::<i64>(4)?.unwrap_or(0),
+                    row.get(5)?,
+                    row.get::<i64>(6)?.unwrap_or(0),
+                    row.get::<i64>(7)?.unwrap_or(0),
+                    row.get(8)?,
+                    row.get(9)?,
+                    row.get::<bool>(10)?.unwrap_or(false),
+                    row.get::<i64>(11)?.unwrap_or(0),
+                    paused_reason,
+                ))
+            })
         })?)
     });
     TableIterator::once(row)

@@ -8,7 +8,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use workflow_tests::receiver::{Receiver, Reply};
-use workflow_tests::{Helper, dispatch_cluster, enqueue, eventually, free_port, message_reaches};
+use workflow_tests::{
+    Cluster, DISPATCHER_SETTINGS, Helper, dispatch_cluster, dispatcher_pid, enqueue, eventually,
+    free_port, message_reaches,
+};
 
 const EXPORTER: &str = "/usr/bin/prometheus-postgres-exporter";
 
@@ -118,6 +121,99 @@ async fn the_exporter_serves_the_shipped_queries() {
     expect("pg_exporter_user_queries_load_error", &[], 0.0);
     assert!(
         !metrics.contains("pg_exporter_last_scrape_error 1"),
+        "a query failed:\n{metrics}"
+    );
+}
+
+/// One exporter for a whole server (`--auto-discover-databases`): every series carries its
+/// database, two databases with the extension give no duplicate series, and a database
+/// without it gives no error.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_exporter_scrapes_every_database_and_none_without_the_extension_fails() {
+    let mut settings = DISPATCHER_SETTINGS.to_vec();
+    settings.extend([
+        "workflow.databases = 'postgres, second'",
+        "workflow.poll_interval = '1s'",
+    ]);
+    let cluster = Cluster::start(&settings);
+    cluster.psql("CREATE DATABASE second");
+    cluster.psql("CREATE DATABASE plain");
+    cluster.psql_in("second", "CREATE EXTENSION workflow");
+    cluster.psql("CREATE ROLE exporter LOGIN; GRANT workflow_user TO exporter;");
+    let receiver = Receiver::start().await;
+    for (database, deliveries) in [("postgres", 1), ("second", 2)] {
+        let client = workflow_tests::connect(&cluster.conninfo_for(database)).await;
+        dispatcher_pid(&client, Duration::from_secs(60)).await;
+        client
+            .execute("SELECT wf_endpoint('shared', $1)", &[&receiver.url("/up")])
+            .await
+            .unwrap();
+        for _ in 0..deliveries {
+            let id: i64 = client
+                .query_one("SELECT wf_enqueue('shared', '{}')", &[])
+                .await
+                .unwrap()
+                .get(0);
+            message_reaches(&client, id, "delivered", Duration::from_secs(30)).await;
+        }
+    }
+
+    let port = free_port();
+    let queries =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/postgres_exporter.yaml");
+    let _exporter = Helper(
+        Command::new(EXPORTER)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--extend.query-path={}", queries.display()))
+            .arg("--auto-discover-databases")
+            .env(
+                "DATA_SOURCE_NAME",
+                format!(
+                    "host={} port={} user=exporter dbname=postgres sslmode=disable",
+                    cluster.socket_dir().display(),
+                    cluster.port()
+                ),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{EXPORTER}: {e} (has scripts/setup-tests.sh run?)")),
+    );
+    let metrics = eventually(
+        "a scrape with both databases' metrics",
+        Duration::from_secs(30),
+        || async {
+            scrape(port).filter(|m| {
+                m.contains("workflow_dispatcher_up{database=\"postgres\"")
+                    && m.contains("workflow_dispatcher_up{database=\"second\"")
+            })
+        },
+    )
+    .await;
+    let expect = |name: &str, labels: &[(&str, &str)], value: f64| {
+        assert_eq!(
+            sample(&metrics, name, labels),
+            Some(value),
+            "{name} {labels:?} in:\n{metrics}"
+        );
+    };
+    for (database, deliveries) in [("postgres", 1.0), ("second", 2.0)] {
+        expect("workflow_dispatcher_up", &[("database", database)], 1.0);
+        expect("workflow_dispatcher_paused", &[("database", database)], 0.0);
+        expect(
+            "workflow_endpoint_delivered_total",
+            &[("database", database), ("endpoint", "shared")],
+            deliveries,
+        );
+    }
+    assert!(
+        !metrics.contains("database=\"plain\""),
+        "a database without the extension has no series"
+    );
+    expect("pg_exporter_user_queries_load_error", &[], 0.0);
+    assert!(
+        !metrics.contains("pg_exporter_last_scrape_error 1")
+            && !metrics.contains("collected before"),
         "a query failed:\n{metrics}"
     );
 }

@@ -1,5 +1,5 @@
--- The outbox's numbers for `wf_stats()`: pending, counts by outcome, the oldest pending
--- message's age, the last minute's attempts and latency, whether a dispatcher runs, and how
+-- The outbox's numbers for `wf_stats()`: pending, counts by outcome, how long the oldest
+-- due message has waited, the last minute's attempts and latency, whether a dispatcher runs, and how
 -- many endpoints are disabled.
 WITH counts AS (
     SELECT (SELECT count(*) FROM workflow.outbox WHERE (status = 'pending') IS TRUE AND parked IS NULL)
@@ -8,11 +8,15 @@ WITH counts AS (
            coalesce(sum(n) FILTER (WHERE status = 'dead'), 0)::bigint AS dead,
            coalesce(sum(n) FILTER (WHERE status = 'cancelled'), 0)::bigint AS cancelled
       FROM workflow.message_counts),
+-- How long the oldest due message has waited since it was due: a message scheduled for
+-- later, or waiting for its retry, is not late yet.
 oldest AS (
     SELECT clock_timestamp() - least(
-               (SELECT min(created_at) FROM workflow.outbox
-                 WHERE (status = 'pending') IS TRUE AND parked IS NULL),
-               (SELECT min(created_at) FROM workflow.outbox WHERE parked IS NOT NULL)) AS age),
+               (SELECT min(next_attempt_at) FROM workflow.outbox
+                 WHERE (status = 'pending') IS TRUE AND parked IS NULL
+                   AND next_attempt_at <= clock_timestamp()),
+               (SELECT min(next_attempt_at) FROM workflow.outbox
+                 WHERE parked IS NOT NULL AND next_attempt_at <= clock_timestamp())) AS age),
 last_minute AS (
     SELECT count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS deliveries,
            count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299) AS failures
