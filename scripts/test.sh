@@ -21,7 +21,7 @@ cargo pgrx test pg15 --runas postgres --pgdata "$pgtest_root/data" 2>&1 | tee -a
 
 echo "== out-of-process tests (real clusters, real connections)"
 bash scripts/install.sh --debug
-cargo test -p workflow-tests --tests -- --test-threads=4 2>&1 | tee -a "$log"
+cargo test -p workflow-tests --tests --no-fail-fast -- --test-threads=4 2>&1 | tee -a "$log"
 
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

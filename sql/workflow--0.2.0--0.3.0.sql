@@ -412,7 +412,7 @@ GRANT EXECUTE ON FUNCTION workflow.metrics_rows() TO workflow_user;
 CREATE FUNCTION workflow.workflow_metrics_rows()
     RETURNS TABLE (name text, ready bigint, leased bigint, parked bigint,
                    completed_last_minute bigint, failed_last_minute bigint,
-                   cancelled_last_minute bigint)
+                   cancelled_last_minute bigint, oldest_ready_age interval)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     SET enable_seqscan = off
@@ -426,7 +426,11 @@ AS $$
                count(*) FILTER (WHERE lease_expires_at <= statement_timestamp()) AS ready,
                count(*) FILTER (WHERE owner IS NOT NULL AND lease_expires_at > statement_timestamp()) AS leased,
                count(*) FILTER (WHERE owner IS NULL
-                                  AND (lease_expires_at > statement_timestamp() OR lease_expires_at IS NULL)) AS parked
+                                  AND (lease_expires_at > statement_timestamp() OR lease_expires_at IS NULL)) AS parked,
+               -- How long the oldest ready workflow has waited for a claim: rising while no
+               -- worker claims the name (a pool that stopped, a push handler that is down).
+               statement_timestamp() - min(lease_expires_at)
+                   FILTER (WHERE lease_expires_at <= statement_timestamp()) AS oldest_ready_age
           FROM workflow.runs
          WHERE (status = 'running') IS TRUE
          GROUP BY name),
@@ -448,7 +452,8 @@ AS $$
            coalesce(r.parked, 0) AS parked,
            coalesce(f.completed, 0) AS completed_last_minute,
            coalesce(f.failed, 0) AS failed_last_minute,
-           coalesce(f.cancelled, 0) AS cancelled_last_minute
+           coalesce(f.cancelled, 0) AS cancelled_last_minute,
+           r.oldest_ready_age
       FROM running r FULL JOIN finished f ON f.name = r.name
 $$;
 CREATE OR REPLACE VIEW workflow.workflow_metrics AS SELECT * FROM workflow.workflow_metrics_rows();

@@ -68,10 +68,12 @@ pub fn query<'conn, R>(
     read(client.select(&*plan, None, args)?)
 }
 
-/// Runs `body` with sequential scans off, as a function's `SET enable_seqscan = off`
-/// would, and the setting restored after it: for a read that must go through its indexes
-/// whatever the statistics say (see `wf_stats`). An error aborts the transaction, which
-/// restores the setting too.
+/// Runs `body` with sequential scans off and index scans on, as a function's `SET` clauses
+/// would, and the settings restored after it: for a read that must go through its indexes
+/// whatever the statistics say, or a caller's own settings said when its kept plan was
+/// made (see `wf_stats`). An error aborts the (sub)transaction, whose abort pops the nest
+/// level and restores the settings too; do not catch an error raised in `body` within the
+/// same subtransaction.
 pub fn without_seqscans<R>(body: impl FnOnce() -> R) -> R {
     // SAFETY: on the backend's main thread, inside a transaction; the nest level is popped
     // below, or by the abort of an erroring transaction.
@@ -81,6 +83,8 @@ pub fn without_seqscans<R>(body: impl FnOnce() -> R) -> R {
         // costly enough to be worth parallel workers or a JIT compilation (half a second).
         for (name, value) in [
             (c"enable_seqscan", c"off"),
+            (c"enable_indexscan", c"on"),
+            (c"enable_bitmapscan", c"on"),
             (c"max_parallel_workers_per_gather", c"0"),
             (c"jit", c"off"),
         ] {

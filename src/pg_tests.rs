@@ -1350,15 +1350,42 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         }
     }
 
+    /// The statement a metrics view's function runs, as the function runs it: with its
+    /// settings (sequential scans off), so that its plan shows (the view's shows only a
+    /// function scan).
+    fn function_statement(function: &str) -> crate::db::Statement {
+        for setting in proconfig(function) {
+            let (name, value) = setting.split_once('=').unwrap();
+            run(&format!("SELECT set_config('{name}', '{value}', true)"));
+        }
+        let body = one::<String>(&format!(
+            "SELECT prosrc FROM pg_catalog.pg_proc WHERE oid = 'workflow.{function}'::regproc"
+        ))
+        .unwrap();
+        crate::db::Statement {
+            sql: Box::leak(body.into_boxed_str()),
+            args: &[],
+        }
+    }
+
+    /// A function's `SET` clauses, as `name=value`.
+    fn proconfig(function: &str) -> Vec<String> {
+        one::<Vec<String>>(&format!(
+            "SELECT proconfig FROM pg_catalog.pg_proc WHERE oid = 'workflow.{function}'::regproc"
+        ))
+        .unwrap_or_default()
+    }
+
     /// The metrics view is scraped every few seconds: over 5,000 delivered messages it may
     /// read the outbox only through the pending indexes or by an index condition.
     #[pg_test]
     fn the_metrics_read_no_delivered_history() {
         run("SELECT wf_endpoint('m', 'https://m.example.com/')");
-        let metrics = crate::db::Statement {
-            sql: "SELECT * FROM workflow.metrics",
-            args: &[],
-        };
+        assert!(
+            proconfig("metrics_rows").contains(&"enable_seqscan=off".to_string()),
+            "the view's function forbids sequential scans"
+        );
+        let metrics = function_statement("metrics_rows");
         assert_reads_no_history(dispatcher_plans(&metrics, "int", "0"), "workflow.metrics");
         assert_eq!(
             one::<String>(
@@ -1388,10 +1415,10 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
                     ('other', 'completed', NULL, '1 minute', NULL, now())",
         );
         run("ANALYZE workflow.runs");
-        let plan =
-            one::<pgrx::Json>("EXPLAIN (FORMAT JSON) SELECT * FROM workflow.workflow_metrics")
-                .unwrap()
-                .0;
+        let body = function_statement("workflow_metrics_rows").sql;
+        let plan = one::<pgrx::Json>(&format!("EXPLAIN (FORMAT JSON) {body}"))
+            .unwrap()
+            .0;
         for root in plan.as_array().into_iter().flatten() {
             each_plan_node(root, &mut |node| {
                 if node["Relation Name"].as_str() == Some("runs") {

@@ -337,7 +337,7 @@ CREATE INDEX outbox_workflow ON workflow.outbox (workflow_id) WHERE workflow_id 
 
 -- One row per HTTP attempt that is no longer a message's latest (see outbox.last_attempt),
 -- written in the dispatcher's batched outcome transaction: an append-only log, shaped for
--- a cheap insert (one B-tree and a BRIN index). There is no foreign key to the outbox on
+-- a cheap insert (two B-tree indexes). There is no foreign key to the outbox on
 -- purpose: its per-row check and per-row cascade cost the dispatcher a tenth of its time.
 -- Only the dispatcher writes here, and only for a message that exists in the same
 -- statement; retention deletes a message's attempts with it.
@@ -463,7 +463,7 @@ CREATE TABLE workflow.message_counts (
 -- One row per endpoint and one for URL targets (endpoint NULL), for dashboards and the
 -- Prometheus exporter. Cheap at any size: the pending backlog through the due and parked
 -- indexes, the kept totals from message_counts, the last minute through the finished
--- index and the attempts' BRIN index; never a scan of delivered history. The view reads a
+-- index and the attempts' started index; never a scan of delivered history. The view reads a
 -- function so that it may forbid sequential scans: right after a burst, statistics that
 -- call the outbox small made the planner scan it whole, every scrape.
 CREATE FUNCTION workflow.metrics_rows()
@@ -567,7 +567,7 @@ GRANT EXECUTE ON FUNCTION workflow.metrics_rows() TO workflow_user;
 CREATE FUNCTION workflow.workflow_metrics_rows()
     RETURNS TABLE (name text, ready bigint, leased bigint, parked bigint,
                    completed_last_minute bigint, failed_last_minute bigint,
-                   cancelled_last_minute bigint)
+                   cancelled_last_minute bigint, oldest_ready_age interval)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     SET enable_seqscan = off
@@ -581,7 +581,11 @@ AS $$
                count(*) FILTER (WHERE lease_expires_at <= statement_timestamp()) AS ready,
                count(*) FILTER (WHERE owner IS NOT NULL AND lease_expires_at > statement_timestamp()) AS leased,
                count(*) FILTER (WHERE owner IS NULL
-                                  AND (lease_expires_at > statement_timestamp() OR lease_expires_at IS NULL)) AS parked
+                                  AND (lease_expires_at > statement_timestamp() OR lease_expires_at IS NULL)) AS parked,
+               -- How long the oldest ready workflow has waited for a claim: rising while no
+               -- worker claims the name (a pool that stopped, a push handler that is down).
+               statement_timestamp() - min(lease_expires_at)
+                   FILTER (WHERE lease_expires_at <= statement_timestamp()) AS oldest_ready_age
           FROM workflow.runs
          WHERE (status = 'running') IS TRUE
          GROUP BY name),
@@ -603,7 +607,8 @@ AS $$
            coalesce(r.parked, 0) AS parked,
            coalesce(f.completed, 0) AS completed_last_minute,
            coalesce(f.failed, 0) AS failed_last_minute,
-           coalesce(f.cancelled, 0) AS cancelled_last_minute
+           coalesce(f.cancelled, 0) AS cancelled_last_minute,
+           r.oldest_ready_age
       FROM running r FULL JOIN finished f ON f.name = r.name
 $$;
 CREATE VIEW workflow.workflow_metrics AS SELECT * FROM workflow.workflow_metrics_rows();

@@ -33,7 +33,7 @@ static RESUME: Statement = Statement {
 #[search_path(pg_catalog, pg_temp)]
 fn wf_dispatch_pause(reason: default!(Option<&str>, "NULL")) {
     let reason = reason
-        .map(|reason| validate::text("reason", Some(reason), MAX_REASON_BYTES))
+        .map(|reason| validate::reason("reason", reason, MAX_REASON_BYTES))
         .transpose()
         .or_raise();
     super::write("wf_dispatch_pause", |client| {

@@ -133,8 +133,8 @@ static MESSAGE_STATUS: Statement = Statement {
     args: &[INT8OID],
 };
 
-/// The outbox's numbers for `wf_stats()`: pending, counts by outcome, the oldest pending
-/// message's age, the last minute's attempts and latency, whether a dispatcher runs, and
+/// The outbox's numbers for `wf_stats()`: pending, counts by outcome, how long the oldest
+/// due message has waited, the last minute's attempts and latency, whether a dispatcher runs, and
 /// how many endpoints are disabled.
 pub(crate) static STATS: Statement = Statement {
     sql: include_str!("outbox/stats.sql"),
@@ -394,7 +394,7 @@ fn wf_cancel_message(id: Option<i64>) {
     wake::flag_on_commit();
 }
 
-/// One row of outbox health: counts by state, the oldest pending message's age, the last
+/// One row of outbox health: counts by state, how long the oldest due message has waited, the last
 /// minute's deliveries, failures and commit-to-delivery latency, whether a dispatcher
 /// serves this database, how many endpoints are disabled, and why delivery is paused (NULL:
 /// it is not; see `wf_dispatch_pause`).

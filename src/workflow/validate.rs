@@ -161,10 +161,25 @@ fn check_name(arg: &'static str, value: &str) -> Result<(), ArgError> {
             max: MAX_NAME_CHARS,
         });
     }
-    if value.chars().any(char::is_control) {
+    // U+FFFE and U+FFFF are no XML characters: a name that holds one would break every
+    // scrape of the exporter's queries, which read the views through query_to_xml.
+    if value
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}'))
+    {
         return Err(ArgError::ControlCharacter { arg });
     }
     Ok(())
+}
+
+/// Free text for an operator's log and views (a pause's reason): as `text`, and without
+/// control characters, which would reach the server log as they are.
+pub fn reason<'a>(arg: &'static str, value: &'a str, max: usize) -> Result<&'a str, ArgError> {
+    let value = text(arg, Some(value), max)?;
+    if value.chars().any(char::is_control) {
+        return Err(ArgError::ControlCharacter { arg });
+    }
+    Ok(value)
 }
 
 /// Required free text (an error message): not blank, within the payload limit.
@@ -242,6 +257,15 @@ mod tests {
         assert_eq!(
             name("step", Some("a\nb")),
             Err(ArgError::ControlCharacter { arg: "step" })
+        );
+        assert_eq!(
+            name("name", Some("order\u{FFFE}")),
+            Err(ArgError::ControlCharacter { arg: "name" }),
+            "no XML character: it would break every scrape"
+        );
+        assert_eq!(
+            reason("reason", "maintenance\r\nFAKE LOG LINE", 100),
+            Err(ArgError::ControlCharacter { arg: "reason" })
         );
         let long = "é".repeat(MAX_NAME_CHARS + 1);
         assert_eq!(

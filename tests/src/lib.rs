@@ -413,7 +413,7 @@ where
 }
 
 /// Polls a query returning one boolean until it is true, or panics with `what` after
-/// `deadline`.
+/// `deadline`. NULL is not true yet (a `bool_and` over rows whose column is still NULL).
 pub async fn until_true(
     client: &Client,
     what: &str,
@@ -422,12 +422,12 @@ pub async fn until_true(
     deadline: Duration,
 ) {
     eventually(what, deadline, || async {
-        let done: bool = client
+        let done: Option<bool> = client
             .query_one(sql, params)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
             .get(0);
-        done.then_some(())
+        (done == Some(true)).then_some(())
     })
     .await
 }

@@ -118,6 +118,12 @@ async fn the_exporter_serves_the_shipped_queries() {
     expect("workflow_workflows_leased", &flow, 1.0);
     expect("workflow_workflows_ready", &flow, 1.0);
     expect("workflow_workflows_completed_last_minute", &flow, 1.0);
+    // The slept workflow is ready and nobody claims it: the gauge a stopped pool raises.
+    let waited = sample(&metrics, "workflow_workflows_oldest_ready_seconds", &flow);
+    assert!(
+        waited.is_some_and(|seconds| seconds > 0.0),
+        "oldest ready {waited:?} in:\n{metrics}"
+    );
     expect("pg_exporter_user_queries_load_error", &[], 0.0);
     assert!(
         !metrics.contains("pg_exporter_last_scrape_error 1"),

@@ -11,7 +11,7 @@ SELECT id
            SELECT c.id FROM workflow.handlers h CROSS JOIN LATERAL (
                SELECT r.id, r.lease_expires_at FROM workflow.runs r
                 WHERE r.name = h.name AND (r.status = 'running') IS TRUE
-                  AND r.lease_expires_at <= (SELECT clock_timestamp())
+                  AND r.lease_expires_at <= (SELECT clock_timestamp()) AND r.written_in = $2
                 ORDER BY r.lease_expires_at LIMIT $1) c
             ORDER BY c.lease_expires_at LIMIT $1))
    AND status = 'running' AND lease_expires_at <= clock_timestamp() AND written_in = $2
