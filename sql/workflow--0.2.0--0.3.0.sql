@@ -308,6 +308,23 @@ SELECT * FROM workflow.messages WHERE status = 'dead';
 COMMENT ON VIEW workflow.dead_letters IS 'Messages that will not be sent again unless wf_retry revives them';
 GRANT SELECT ON workflow.messages, workflow.dead_letters TO workflow_user;
 
+-- Workflow counters that only grow (see src/schema.sql): the runs kept so far are counted
+-- as started, and the finished ones by outcome.
+CREATE TABLE workflow.workflow_counts (
+    name    text               NOT NULL,
+    status  workflow.run_status NOT NULL,
+    n       bigint             NOT NULL
+) WITH (
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 2000,
+    autovacuum_vacuum_cost_delay = 0
+);
+INSERT INTO workflow.workflow_counts (name, status, n)
+SELECT name, 'running', count(*) FROM workflow.runs GROUP BY name
+UNION ALL
+SELECT name, status, count(*) FROM workflow.runs WHERE status <> 'running' GROUP BY name, status;
+SELECT pg_catalog.pg_extension_config_dump('workflow.workflow_counts', '');
+
 -- The last minute's attempts through a B-tree: BRIN hands a read every page a burst added
 -- until a vacuum summarizes it.
 DROP INDEX workflow.delivery_attempts_started;
@@ -412,7 +429,9 @@ GRANT EXECUTE ON FUNCTION workflow.metrics_rows() TO workflow_user;
 CREATE FUNCTION workflow.workflow_metrics_rows()
     RETURNS TABLE (name text, ready bigint, leased bigint, parked bigint,
                    completed_last_minute bigint, failed_last_minute bigint,
-                   cancelled_last_minute bigint, oldest_ready_age interval)
+                   cancelled_last_minute bigint, oldest_ready_age interval,
+                   started_total bigint, completed_total bigint, failed_total bigint,
+                   cancelled_total bigint)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     SET enable_seqscan = off
@@ -446,15 +465,28 @@ AS $$
                    AND finished_at >= statement_timestamp() - interval '1 minute'
                  ORDER BY finished_at
                 OFFSET 0) last_minute
+         GROUP BY name),
+    counted AS (
+        SELECT name,
+               sum(n) FILTER (WHERE status = 'running') AS started,
+               sum(n) FILTER (WHERE status = 'completed') AS completed,
+               sum(n) FILTER (WHERE status = 'failed') AS failed,
+               sum(n) FILTER (WHERE status = 'cancelled') AS cancelled
+          FROM workflow.workflow_counts
          GROUP BY name)
-    SELECT coalesce(r.name, f.name) AS name,
+    SELECT coalesce(r.name, f.name, k.name) AS name,
            coalesce(r.ready, 0) AS ready, coalesce(r.leased, 0) AS leased,
            coalesce(r.parked, 0) AS parked,
            coalesce(f.completed, 0) AS completed_last_minute,
            coalesce(f.failed, 0) AS failed_last_minute,
            coalesce(f.cancelled, 0) AS cancelled_last_minute,
-           r.oldest_ready_age
+           r.oldest_ready_age,
+           coalesce(k.started, 0)::bigint AS started_total,
+           coalesce(k.completed, 0)::bigint AS completed_total,
+           coalesce(k.failed, 0)::bigint AS failed_total,
+           coalesce(k.cancelled, 0)::bigint AS cancelled_total
       FROM running r FULL JOIN finished f ON f.name = r.name
+      FULL JOIN counted k ON k.name = coalesce(r.name, f.name)
 $$;
 CREATE OR REPLACE VIEW workflow.workflow_metrics AS SELECT * FROM workflow.workflow_metrics_rows();
 REVOKE ALL ON FUNCTION workflow.workflow_metrics_rows() FROM PUBLIC;

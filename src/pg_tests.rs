@@ -1442,6 +1442,37 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         );
     }
 
+    /// The workflow counters count each start once (a repeated key is no start) and each
+    /// finish by its outcome, a cancel's descendants included; retention never lowers
+    /// them, and a name whose runs are all gone stays listed.
+    #[pg_test]
+    fn workflow_counters_only_grow_and_keep_idle_names() {
+        let done = one::<pgrx::Uuid>("SELECT wf_start('cnt', owner => 'me')").unwrap();
+        run("SELECT wf_start('cnt', idempotency_key => 'k', owner => 'me')");
+        run("SELECT wf_start('cnt', idempotency_key => 'k', owner => 'me')");
+        let parent = one::<pgrx::Uuid>("SELECT wf_start('cnt', owner => 'me')").unwrap();
+        run(&format!(
+            "SELECT wf_start('cnt.child', owner => 'me', parent => '{parent}')"
+        ));
+        run(&format!("SELECT wf_complete('{done}', owner => 'me')"));
+        run("SELECT wf_fail(id, 'declined', 'me') FROM workflow.runs WHERE idempotency_key = 'k'");
+        run(&format!("SELECT wf_cancel('{parent}')"));
+        let counters = "SELECT string_agg(concat_ws(':', name, started_total, completed_total,
+                                                    failed_total, cancelled_total), ','
+                                          ORDER BY name)
+                          FROM workflow.workflow_metrics";
+        assert_eq!(
+            one::<String>(counters).as_deref(),
+            Some("cnt:3:1:1:1,cnt.child:1:0:0:1")
+        );
+        // As retention would leave it: every run gone, the counters and names kept.
+        run("DELETE FROM workflow.checkpoints; DELETE FROM workflow.runs;");
+        assert_eq!(
+            one::<String>(counters).as_deref(),
+            Some("cnt:3:1:1:1,cnt.child:1:0:0:1")
+        );
+    }
+
     // ---- endpoints ----
 
     #[pg_test]

@@ -460,6 +460,21 @@ CREATE TABLE workflow.message_counts (
     autovacuum_vacuum_cost_delay = 0
 );
 
+-- How many workflows of each name were started ('running') and finished, by outcome: the
+-- counters workflow.workflow_metrics gives Prometheus, which only grow, and the names it
+-- keeps showing while they are idle. Kept as deltas like message_counts: a start or a
+-- finish adds a row (an insert waits for no one), and housekeeping folds them into one per
+-- name and status. Retention removes runs, never their counts.
+CREATE TABLE workflow.workflow_counts (
+    name    text               NOT NULL,
+    status  workflow.run_status NOT NULL,
+    n       bigint             NOT NULL
+) WITH (
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 2000,
+    autovacuum_vacuum_cost_delay = 0
+);
+
 -- One row per endpoint and one for URL targets (endpoint NULL), for dashboards and the
 -- Prometheus exporter. Cheap at any size: the pending backlog through the due and parked
 -- indexes, the kept totals from message_counts, the last minute through the finished
@@ -560,14 +575,17 @@ COMMENT ON VIEW workflow.metrics IS 'Delivery health per endpoint, and for URL t
 GRANT SELECT ON workflow.metrics TO workflow_user;
 GRANT EXECUTE ON FUNCTION workflow.metrics_rows() TO workflow_user;
 
--- One row per workflow name with running workflows or workflows finished in the last minute,
--- for dashboards and the Prometheus exporter. Cheap at any size: the running ones through
--- runs_claimable, the last minute through runs_finished; never a scan of finished history
--- (sequential scans forbidden, as for workflow.metrics).
+-- One row per workflow name ever started (its counters, from workflow_counts), with its
+-- running workflows and those finished in the last minute, for dashboards and the
+-- Prometheus exporter. Cheap at any size: the running ones through runs_claimable, the last
+-- minute through runs_finished, the counters from their folded rows; never a scan of
+-- finished history (sequential scans forbidden, as for workflow.metrics).
 CREATE FUNCTION workflow.workflow_metrics_rows()
     RETURNS TABLE (name text, ready bigint, leased bigint, parked bigint,
                    completed_last_minute bigint, failed_last_minute bigint,
-                   cancelled_last_minute bigint, oldest_ready_age interval)
+                   cancelled_last_minute bigint, oldest_ready_age interval,
+                   started_total bigint, completed_total bigint, failed_total bigint,
+                   cancelled_total bigint)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     SET enable_seqscan = off
@@ -601,15 +619,28 @@ AS $$
                    AND finished_at >= statement_timestamp() - interval '1 minute'
                  ORDER BY finished_at
                 OFFSET 0) last_minute
+         GROUP BY name),
+    counted AS (
+        SELECT name,
+               sum(n) FILTER (WHERE status = 'running') AS started,
+               sum(n) FILTER (WHERE status = 'completed') AS completed,
+               sum(n) FILTER (WHERE status = 'failed') AS failed,
+               sum(n) FILTER (WHERE status = 'cancelled') AS cancelled
+          FROM workflow.workflow_counts
          GROUP BY name)
-    SELECT coalesce(r.name, f.name) AS name,
+    SELECT coalesce(r.name, f.name, k.name) AS name,
            coalesce(r.ready, 0) AS ready, coalesce(r.leased, 0) AS leased,
            coalesce(r.parked, 0) AS parked,
            coalesce(f.completed, 0) AS completed_last_minute,
            coalesce(f.failed, 0) AS failed_last_minute,
            coalesce(f.cancelled, 0) AS cancelled_last_minute,
-           r.oldest_ready_age
+           r.oldest_ready_age,
+           coalesce(k.started, 0)::bigint AS started_total,
+           coalesce(k.completed, 0)::bigint AS completed_total,
+           coalesce(k.failed, 0)::bigint AS failed_total,
+           coalesce(k.cancelled, 0)::bigint AS cancelled_total
       FROM running r FULL JOIN finished f ON f.name = r.name
+      FULL JOIN counted k ON k.name = coalesce(r.name, f.name)
 $$;
 CREATE VIEW workflow.workflow_metrics AS SELECT * FROM workflow.workflow_metrics_rows();
 COMMENT ON VIEW workflow.workflow_metrics IS 'Running workflows by state, and the last minute''s finished ones, per name';
@@ -627,6 +658,7 @@ SELECT pg_catalog.pg_extension_config_dump('workflow.outbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.delivery_attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.delivery_attempts_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.message_counts', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.workflow_counts', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.run_signals', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.dispatch', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.run_signals_id_seq', '');

@@ -20,9 +20,7 @@ pub(crate) static PURGE_MESSAGES: Statement = Statement {
     args: &[INTERVALOID, INT4OID],
 };
 
-/// Folds the committed count deltas into one row per status, endpoint and sign, so that
-/// `wf_stats` sums a handful of rows, and the positive rows stay a counter that only grows
-/// (every writer adds rows of one sign).
+/// Folds the committed count deltas of messages and workflows into a handful of rows.
 static FOLD_COUNTS: Statement = Statement {
     sql: include_str!("housekeeping/fold_counts.sql"),
     args: &[],

@@ -17,15 +17,18 @@ use std::ffi::CStr;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 
 /// Every table a round may read or write.
-const TABLES: [&CStr; 8] = [
+const TABLES: [&CStr; 11] = [
     c"outbox",
     c"delivery_attempts",
     c"runs",
     c"checkpoints",
     c"endpoint_settings",
     c"message_counts",
+    c"workflow_counts",
     c"run_signals",
     c"handlers",
+    c"destinations",
+    c"dispatch",
 ];
 
 /// Why a transaction did not commit.

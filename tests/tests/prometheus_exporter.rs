@@ -118,6 +118,8 @@ async fn the_exporter_serves_the_shipped_queries() {
     expect("workflow_workflows_leased", &flow, 1.0);
     expect("workflow_workflows_ready", &flow, 1.0);
     expect("workflow_workflows_completed_last_minute", &flow, 1.0);
+    expect("workflow_workflows_started_total", &flow, 3.0);
+    expect("workflow_workflows_completed_total", &flow, 1.0);
     // The slept workflow is ready and nobody claims it: the gauge a stopped pool raises.
     let waited = sample(&metrics, "workflow_workflows_oldest_ready_seconds", &flow);
     assert!(

@@ -6,17 +6,22 @@
 -- database (`written_in = workflow.database_identity()`, see identity.rs). Returns the
 -- id, and whether the run is ready; a key used before for the name inserts nothing and
 -- returns no row, and the caller looks the first run up (find_by_key.sql).
-INSERT INTO workflow.runs AS r
-       (name, idempotency_key, input, owner, lease_duration, lease_expires_at,
-        parent, tenant, session_pid, session_started, written_in)
-SELECT $1, $2, $3,
-       CASE WHEN p.pushed THEN NULL ELSE COALESCE($4, session_user || ':' || pg_backend_pid()) END,
-       $5,
-       CASE WHEN p.pushed THEN clock_timestamp() ELSE clock_timestamp() + $5 END,
-       $6, $7,
-       CASE WHEN p.pushed OR $8 IS NULL THEN NULL ELSE pg_backend_pid() END,
-       CASE WHEN p.pushed THEN NULL ELSE $8 END,
-       workflow.database_identity()
-  FROM (SELECT $4::text IS NULL AND EXISTS (SELECT FROM workflow.handlers WHERE name = $1) AS pushed) p
-ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING
-RETURNING r.id, r.owner IS NULL;
+-- A start is counted (workflow_counts: 'running' counts the started).
+WITH started AS (
+    INSERT INTO workflow.runs AS r
+           (name, idempotency_key, input, owner, lease_duration, lease_expires_at,
+            parent, tenant, session_pid, session_started, written_in)
+    SELECT $1, $2, $3,
+           CASE WHEN p.pushed THEN NULL ELSE COALESCE($4, session_user || ':' || pg_backend_pid()) END,
+           $5,
+           CASE WHEN p.pushed THEN clock_timestamp() ELSE clock_timestamp() + $5 END,
+           $6, $7,
+           CASE WHEN p.pushed OR $8 IS NULL THEN NULL ELSE pg_backend_pid() END,
+           CASE WHEN p.pushed THEN NULL ELSE $8 END,
+           workflow.database_identity()
+      FROM (SELECT $4::text IS NULL AND EXISTS (SELECT FROM workflow.handlers WHERE name = $1) AS pushed) p
+    ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING
+    RETURNING r.id, r.owner IS NULL AS ready, r.name),
+counted AS (
+    INSERT INTO workflow.workflow_counts (name, status, n) SELECT name, 'running', 1 FROM started)
+SELECT id, ready FROM started;

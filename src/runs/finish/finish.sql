@@ -1,12 +1,17 @@
 -- Finishes the run $1 with the status $2 (completed, failed or cancelled), its output $3
 -- or error $4, if it is running and the owner $5 (NULL: no fence) holds its lease.
--- Returns whether the run has a parent to tell. Whether $5 holds the lease is the
--- condition of runs/guard/lock_run.sql, which explains it.
-UPDATE workflow.runs
-   SET status = $2, output = $3, error = $4,
-       finished_at = statement_timestamp(), updated_at = statement_timestamp(),
-       owner = NULL, lease_expires_at = NULL, session_pid = NULL, session_started = NULL,
-       wait_step = NULL, wait_signal = NULL, wait_deadline = NULL
- WHERE id = $1 AND status = 'running'
-   AND ($5::text IS NULL OR (owner = $5 AND lease_expires_at > clock_timestamp()))
-RETURNING parent IS NOT NULL AS has_parent;
+-- Returns whether the run has a parent to tell, and counts the finish (workflow_counts).
+-- Whether $5 holds the lease is the condition of runs/guard/lock_run.sql, which explains
+-- it.
+WITH finished AS (
+    UPDATE workflow.runs
+       SET status = $2, output = $3, error = $4,
+           finished_at = statement_timestamp(), updated_at = statement_timestamp(),
+           owner = NULL, lease_expires_at = NULL, session_pid = NULL, session_started = NULL,
+           wait_step = NULL, wait_signal = NULL, wait_deadline = NULL
+     WHERE id = $1 AND status = 'running'
+       AND ($5::text IS NULL OR (owner = $5 AND lease_expires_at > clock_timestamp()))
+    RETURNING parent IS NOT NULL AS has_parent, name, status),
+counted AS (
+    INSERT INTO workflow.workflow_counts (name, status, n) SELECT name, status, 1 FROM finished)
+SELECT has_parent FROM finished;
