@@ -340,7 +340,7 @@ CREATE FUNCTION workflow.metrics_rows()
                    delivered bigint, dead bigint, cancelled bigint, delivered_total bigint,
                    dead_total bigint, deliveries_last_minute bigint,
                    failures_last_minute bigint, latency_p50_ms double precision,
-                   latency_p99_ms double precision)
+                   latency_p99_ms double precision, scheduled bigint)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     SET enable_seqscan = off
@@ -356,11 +356,14 @@ AS $$
                -- How long the oldest due message has waited since it was due: a message
                -- scheduled for later, or waiting for its retry, is not late yet.
                statement_timestamp() - min(q.next_attempt_at)
-                   FILTER (WHERE q.next_attempt_at <= statement_timestamp()) AS oldest_pending_age
-          FROM (SELECT endpoint, leased_until, parked, next_attempt_at FROM workflow.outbox
+                   FILTER (WHERE q.next_attempt_at <= statement_timestamp()) AS oldest_pending_age,
+               -- Never tried and due later (a deliver_at ahead): scheduled work, its own gauge.
+               count(*) FILTER (WHERE q.parked IS NULL AND q.attempts = 0
+                                  AND q.next_attempt_at > statement_timestamp()) AS scheduled
+          FROM (SELECT endpoint, leased_until, parked, next_attempt_at, attempts FROM workflow.outbox
                  WHERE (status = 'pending') IS TRUE AND parked IS NULL
                 UNION ALL
-                SELECT endpoint, leased_until, parked, next_attempt_at FROM workflow.outbox
+                SELECT endpoint, leased_until, parked, next_attempt_at, attempts FROM workflow.outbox
                  WHERE parked IS NOT NULL) q
          GROUP BY q.endpoint),
     kept AS (
@@ -414,7 +417,8 @@ AS $$
            coalesce(k.dead_total, 0)::bigint AS dead_total,
            coalesce(l.deliveries, 0) AS deliveries_last_minute,
            coalesce(f.failures, 0) AS failures_last_minute,
-           l.p50 AS latency_p50_ms, l.p99 AS latency_p99_ms
+           l.p50 AS latency_p50_ms, l.p99 AS latency_p99_ms,
+           coalesce(p.scheduled, 0) AS scheduled
       FROM (SELECT e.name, e.disabled_at IS NOT NULL, e.failing_since FROM workflow.endpoint_settings e
             UNION ALL
             SELECT NULL, false, NULL) d (endpoint, disabled, failing_since)

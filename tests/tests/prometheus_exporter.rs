@@ -65,6 +65,14 @@ async fn the_exporter_serves_the_shipped_queries() {
     }
     let dead = enqueue(&client, &receiver.url("/down")).await;
     message_reaches(&client, dead, "dead", Duration::from_secs(30)).await;
+    // Scheduled for tomorrow: scheduled work, no backlog.
+    client
+        .execute(
+            "SELECT wf_enqueue($1, '{}', deliver_at => now() + interval '1 day')",
+            &[&receiver.url("/tomorrow")],
+        )
+        .await
+        .unwrap();
     client
         .batch_execute(
             "SELECT wf_start('scraped.flow', owner => 'me');
@@ -114,6 +122,12 @@ async fn the_exporter_serves_the_shipped_queries() {
     expect("workflow_endpoint_pending", &scraped, 0.0);
     expect("workflow_endpoint_disabled", &scraped, 0.0);
     expect("workflow_endpoint_dead_total", &[("endpoint", "")], 1.0);
+    expect("workflow_endpoint_scheduled", &[("endpoint", "")], 1.0);
+    expect(
+        "workflow_endpoint_oldest_pending_seconds",
+        &[("endpoint", "")],
+        0.0,
+    );
     let flow = [("name", "scraped.flow")];
     expect("workflow_workflows_leased", &flow, 1.0);
     expect("workflow_workflows_ready", &flow, 1.0);
