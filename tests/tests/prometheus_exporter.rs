@@ -40,6 +40,40 @@ fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
+/// Debian's exporter with the shipped queries, as the role `exporter`, listening on `port`;
+/// stopped when the returned helper is dropped.
+fn start_exporter(cluster: &Cluster, port: u16, extra_args: &[&str]) -> Helper {
+    let queries =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/postgres_exporter.yaml");
+    Helper(
+        Command::new(EXPORTER)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--extend.query-path={}", queries.display()))
+            .args(extra_args)
+            .env(
+                "DATA_SOURCE_NAME",
+                format!(
+                    "host={} port={} user=exporter dbname=postgres sslmode=disable",
+                    cluster.socket_dir().display(),
+                    cluster.port()
+                ),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{EXPORTER}: {e} (has scripts/setup-tests.sh run?)")),
+    )
+}
+
+/// Asserts the value of the sample of `name` whose labels include `labels`.
+fn expect(metrics: &str, name: &str, labels: &[(&str, &str)], value: f64) {
+    assert_eq!(
+        sample(metrics, name, labels),
+        Some(value),
+        "{name} {labels:?} in:\n{metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_exporter_serves_the_shipped_queries() {
     let cluster = dispatch_cluster();
@@ -83,25 +117,7 @@ async fn the_exporter_serves_the_shipped_queries() {
         .unwrap();
 
     let port = free_port();
-    let queries =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/postgres_exporter.yaml");
-    let _exporter = Helper(
-        Command::new(EXPORTER)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--extend.query-path={}", queries.display()))
-            .env(
-                "DATA_SOURCE_NAME",
-                format!(
-                    "host={} port={} user=exporter dbname=postgres sslmode=disable",
-                    cluster.socket_dir().display(),
-                    cluster.port()
-                ),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{EXPORTER}: {e} (has scripts/setup-tests.sh run?)")),
-    );
+    let _exporter = start_exporter(cluster, port, &[]);
     let metrics = eventually(
         "a scrape with the workflow metrics",
         Duration::from_secs(30),
@@ -109,38 +125,47 @@ async fn the_exporter_serves_the_shipped_queries() {
     )
     .await;
 
-    let expect = |name: &str, labels: &[(&str, &str)], value: f64| {
-        assert_eq!(
-            sample(&metrics, name, labels),
-            Some(value),
-            "{name} {labels:?} in:\n{metrics}"
-        );
-    };
-    expect("workflow_dispatcher_up", &[], 1.0);
+    expect(&metrics, "workflow_dispatcher_up", &[], 1.0);
     let scraped = [("endpoint", "scraped")];
-    expect("workflow_endpoint_delivered_total", &scraped, 3.0);
-    expect("workflow_endpoint_pending", &scraped, 0.0);
-    expect("workflow_endpoint_disabled", &scraped, 0.0);
-    expect("workflow_endpoint_dead_total", &[("endpoint", "")], 1.0);
-    expect("workflow_endpoint_scheduled", &[("endpoint", "")], 1.0);
+    expect(&metrics, "workflow_endpoint_delivered_total", &scraped, 3.0);
+    expect(&metrics, "workflow_endpoint_pending", &scraped, 0.0);
+    expect(&metrics, "workflow_endpoint_disabled", &scraped, 0.0);
     expect(
+        &metrics,
+        "workflow_endpoint_dead_total",
+        &[("endpoint", "")],
+        1.0,
+    );
+    expect(
+        &metrics,
+        "workflow_endpoint_scheduled",
+        &[("endpoint", "")],
+        1.0,
+    );
+    expect(
+        &metrics,
         "workflow_endpoint_oldest_pending_seconds",
         &[("endpoint", "")],
         0.0,
     );
     let flow = [("name", "scraped.flow")];
-    expect("workflow_workflows_leased", &flow, 1.0);
-    expect("workflow_workflows_ready", &flow, 1.0);
-    expect("workflow_workflows_completed_last_minute", &flow, 1.0);
-    expect("workflow_workflows_started_total", &flow, 3.0);
-    expect("workflow_workflows_completed_total", &flow, 1.0);
+    expect(&metrics, "workflow_workflows_leased", &flow, 1.0);
+    expect(&metrics, "workflow_workflows_ready", &flow, 1.0);
+    expect(
+        &metrics,
+        "workflow_workflows_completed_last_minute",
+        &flow,
+        1.0,
+    );
+    expect(&metrics, "workflow_workflows_started_total", &flow, 3.0);
+    expect(&metrics, "workflow_workflows_completed_total", &flow, 1.0);
     // The slept workflow is ready and nobody claims it: the gauge a stopped pool raises.
     let waited = sample(&metrics, "workflow_workflows_oldest_ready_seconds", &flow);
     assert!(
         waited.is_some_and(|seconds| seconds > 0.0),
         "oldest ready {waited:?} in:\n{metrics}"
     );
-    expect("pg_exporter_user_queries_load_error", &[], 0.0);
+    expect(&metrics, "pg_exporter_user_queries_load_error", &[], 0.0);
     assert!(
         !metrics.contains("pg_exporter_last_scrape_error 1"),
         "a query failed:\n{metrics}"
@@ -181,26 +206,7 @@ async fn one_exporter_scrapes_every_database_and_none_without_the_extension_fail
     }
 
     let port = free_port();
-    let queries =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/postgres_exporter.yaml");
-    let _exporter = Helper(
-        Command::new(EXPORTER)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--extend.query-path={}", queries.display()))
-            .arg("--auto-discover-databases")
-            .env(
-                "DATA_SOURCE_NAME",
-                format!(
-                    "host={} port={} user=exporter dbname=postgres sslmode=disable",
-                    cluster.socket_dir().display(),
-                    cluster.port()
-                ),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{EXPORTER}: {e} (has scripts/setup-tests.sh run?)")),
-    );
+    let _exporter = start_exporter(&cluster, port, &["--auto-discover-databases"]);
     let metrics = eventually(
         "a scrape with both databases' metrics",
         Duration::from_secs(30),
@@ -212,17 +218,21 @@ async fn one_exporter_scrapes_every_database_and_none_without_the_extension_fail
         },
     )
     .await;
-    let expect = |name: &str, labels: &[(&str, &str)], value: f64| {
-        assert_eq!(
-            sample(&metrics, name, labels),
-            Some(value),
-            "{name} {labels:?} in:\n{metrics}"
-        );
-    };
     for (database, deliveries) in [("postgres", 1.0), ("second", 2.0)] {
-        expect("workflow_dispatcher_up", &[("database", database)], 1.0);
-        expect("workflow_dispatcher_paused", &[("database", database)], 0.0);
         expect(
+            &metrics,
+            "workflow_dispatcher_up",
+            &[("database", database)],
+            1.0,
+        );
+        expect(
+            &metrics,
+            "workflow_dispatcher_paused",
+            &[("database", database)],
+            0.0,
+        );
+        expect(
+            &metrics,
             "workflow_endpoint_delivered_total",
             &[("database", database), ("endpoint", "shared")],
             deliveries,
@@ -232,7 +242,7 @@ async fn one_exporter_scrapes_every_database_and_none_without_the_extension_fail
         !metrics.contains("database=\"plain\""),
         "a database without the extension has no series"
     );
-    expect("pg_exporter_user_queries_load_error", &[], 0.0);
+    expect(&metrics, "pg_exporter_user_queries_load_error", &[], 0.0);
     assert!(
         !metrics.contains("pg_exporter_last_scrape_error 1")
             && !metrics.contains("collected before"),
