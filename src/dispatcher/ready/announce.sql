@@ -5,7 +5,7 @@
 -- names: every name with a running workflow, found by skipping through runs_claimable one
 -- name at a time, so the work grows with the names, not the runs (the last name is
 -- followed by a NULL row that ends the walk); each name's expiries come from the same
--- index.
+-- index. The same walk is written in runs/claim/ready_of_any_name.sql.
 WITH RECURSIVE names (name) AS (
     (SELECT name FROM workflow.runs WHERE (status = 'running') IS TRUE ORDER BY name LIMIT 1)
     UNION ALL

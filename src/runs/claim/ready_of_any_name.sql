@@ -4,8 +4,8 @@
 -- names: every name with a running workflow, found by skipping through runs_claimable one
 -- name at a time (the last name is followed by a NULL row that ends the walk); each name's
 -- oldest ready runs come from the same index, so the work grows with the number of names,
--- not of runs. The chosen runs are then locked by key, each one's readiness checked again
--- on the row.
+-- not of runs (the same walk as dispatcher/ready/announce.sql). The chosen runs are then
+-- locked by key, each one's readiness checked again on the row.
 WITH RECURSIVE names (name) AS (
     (SELECT name FROM workflow.runs WHERE (status = 'running') IS TRUE ORDER BY name LIMIT 1)
     UNION ALL
