@@ -4,8 +4,8 @@
 //! take effect on the next call. A setting that bounds the dispatcher's memory (the payload
 //! limit) or decides the fate of other applications' workflows (the recovery cap, applied
 //! by whichever session claims) is `SUSET`: an application must not be able to change it. The dispatcher's settings are `SIGHUP`: they
-//! take effect on reload (`pg_reload_conf()`), except `workflow.databases`, which decides
-//! which workers exist and so needs a restart.
+//! take effect on reload (`pg_reload_conf()`), `workflow.databases` included (the launcher
+//! starts and stops dispatchers to match).
 
 use crate::delivery::retry;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -85,9 +85,9 @@ pub fn register(preloading: bool) {
         GucRegistry::define_string_guc(
             c"workflow.databases",
             c"Comma-separated databases that each get a webhook dispatcher.",
-            c"One background worker per listed database delivers its outbox. Needs a restart.",
+            c"One background worker per listed database delivers its outbox; takes effect on reload.",
             &DATABASES,
-            GucContext::Postmaster,
+            GucContext::Sighup,
             GucFlags::default(),
         );
     }

@@ -84,7 +84,7 @@ pub extern "C-unwind" fn _PG_init() {
     if preloading {
         wake::init_shared_memory();
         dispatcher::database::install_drop_hook();
-        dispatcher::register_workers();
+        dispatcher::launcher::register();
     }
 }
 

@@ -34,7 +34,11 @@ pub const REMEMBERED: usize = 32;
 #[derive(Default)]
 #[repr(C)]
 pub(crate) struct Slot {
+    /// The database the launcher assigned the slot to (its oid; 0: never assigned).
     database: AtomicU32,
+    /// The pid of the dispatcher running in the slot; 0 when none runs. Set as it starts,
+    /// cleared as it exits (a crash resets all shared memory).
+    pid: AtomicI32,
     /// Address of the dispatcher's `PGPROC.procLatch`, in shared memory; 0 when vacant.
     latch: AtomicUsize,
     /// When the dispatcher will look at the outbox again unwoken (a `TimestampTz`).
@@ -70,12 +74,15 @@ pub(crate) struct Slot {
 #[repr(C)]
 pub struct Slots {
     slots: [Slot; MAX_DISPATCHERS],
+    /// Address of the launcher's `PGPROC.procLatch`; 0 before it starts.
+    launcher_latch: AtomicUsize,
 }
 
 impl Default for Slots {
     fn default() -> Self {
         Slots {
             slots: std::array::from_fn(|_| Slot::default()),
+            launcher_latch: AtomicUsize::new(0),
         }
     }
 }
@@ -121,6 +128,71 @@ pub(crate) fn slot_serving(oid: u32) -> Option<(&'static Slot, usize)> {
         .iter()
         .find(|slot| slot.database.load(Ordering::Acquire) == oid)
         .map(|slot| (slot, slot.latch.load(Ordering::Acquire)))
+}
+
+/// Called by the launcher before it starts a dispatcher for database `oid` in slot `slot`:
+/// a slot taken over from another database forgets that one's connection attempts and
+/// drop request.
+pub(crate) fn assign(slot: usize, oid: u32) {
+    let Some(slot) = self::slot(slot) else {
+        return;
+    };
+    if slot.database.swap(oid, Ordering::AcqRel) != oid {
+        slot.connecting.store(false, Ordering::Release);
+        slot.connect_failures.store(0, Ordering::Release);
+        slot.leave_requested_at.store(0, Ordering::Release);
+    }
+}
+
+/// The pid of the dispatcher running in slot `slot`, and the database it was assigned.
+pub(crate) fn occupant(slot: usize) -> Option<(i32, u32)> {
+    let slot = self::slot(slot)?;
+    let pid = slot.pid.load(Ordering::Acquire);
+    (pid != 0).then(|| (pid, slot.database.load(Ordering::Acquire)))
+}
+
+/// The database slot `slot` was last assigned to.
+pub(crate) fn assigned(slot: usize) -> Option<u32> {
+    self::slot(slot).map(|slot| slot.database.load(Ordering::Acquire))
+}
+
+/// Called by a dispatcher as it starts: the slot is taken until the process exits.
+pub(crate) fn occupy(slot: usize) {
+    let Some(shared) = self::slot(slot) else {
+        return;
+    };
+    // SAFETY: the backend's own pid; registering an exit callback on the main thread.
+    unsafe {
+        shared.pid.store(pg_sys::MyProcPid, Ordering::Release);
+        pg_sys::on_shmem_exit(Some(vacate), pg_sys::Datum::from(slot));
+    }
+}
+
+/// The dispatcher's exit: nothing wakes its latch any more, and the launcher, woken, may
+/// start another. Atomics and a latch only.
+unsafe extern "C-unwind" fn vacate(_code: std::ffi::c_int, slot: pg_sys::Datum) {
+    if let Some(slot) = self::slot(slot.value()) {
+        slot.latch.store(0, Ordering::Release);
+        slot.pid.store(0, Ordering::Release);
+        let launcher = SLOTS.get().launcher_latch.load(Ordering::Acquire);
+        if launcher != 0 {
+            // SAFETY: the address is a PGPROC latch in shared memory.
+            unsafe { pg_sys::SetLatch(launcher as *mut pg_sys::Latch) };
+        }
+    }
+}
+
+/// Called by the launcher once started: a dispatcher that exits wakes it.
+pub(crate) fn publish_launcher_latch() {
+    if !SHARED_MEMORY.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: MyProc is set for a background worker with shared memory access.
+    let latch = unsafe { &raw mut (*pg_sys::MyProc).procLatch };
+    SLOTS
+        .get()
+        .launcher_latch
+        .store(latch as usize, Ordering::Release);
 }
 
 /// Requests the slots; only from `_PG_init` during `shared_preload_libraries`.

@@ -1,4 +1,5 @@
-//! The webhook dispatcher: one background worker per database in `workflow.databases`.
+//! The webhook dispatcher: one background worker per database in `workflow.databases`,
+//! started by the `launcher`.
 //!
 //! A round is one short transaction — analyze a hot table that has outgrown its statistics,
 //! record finished outcomes, claim due messages with a lease — then the claimed messages go
@@ -10,6 +11,7 @@ pub mod claim;
 pub mod database;
 mod destinations;
 pub mod housekeeping;
+pub mod launcher;
 mod limits;
 pub(crate) mod parking;
 mod plan;
@@ -22,48 +24,21 @@ mod transaction;
 mod waiting;
 mod worker;
 
-use crate::config;
 use crate::wake;
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
-};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::time::Duration;
 
 /// What `pg_stat_activity.backend_type` shows.
 pub const BACKEND_TYPE: &str = "workflow dispatcher";
-/// After a crash, the postmaster starts the dispatcher again this soon.
-const RESTART_AFTER: Duration = Duration::from_secs(1);
-
-/// Registers the dispatchers; only from `_PG_init` while shared_preload_libraries loads.
-pub fn register_workers() {
-    let databases = config::databases();
-    if databases.len() > wake::MAX_DISPATCHERS {
-        warning!(
-            "workflow.databases lists {} databases; only the first {} get a dispatcher",
-            databases.len(),
-            wake::MAX_DISPATCHERS
-        );
-    }
-    for (slot, database) in databases.iter().take(wake::MAX_DISPATCHERS).enumerate() {
-        BackgroundWorkerBuilder::new(&format!("{BACKEND_TYPE} for {database}"))
-            .set_type(BACKEND_TYPE)
-            .set_library("workflow")
-            .set_function("workflow_dispatcher_main")
-            .set_argument(Some(pg_sys::Datum::from(slot)))
-            .set_extra(database)
-            .enable_spi_access()
-            // G5: a standby has no dispatcher; after promotion, the new primary starts one.
-            .set_start_time(BgWorkerStartTime::RecoveryFinished)
-            .set_restart_time(Some(RESTART_AFTER))
-            .load();
-    }
-}
+/// After a dispatcher (or the launcher) stops, it is started again this soon.
+pub(crate) const RESTART_AFTER: Duration = Duration::from_secs(1);
 
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn workflow_dispatcher_main(arg: pg_sys::Datum) {
     let slot = arg.value();
+    wake::occupy(slot);
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = BackgroundWorker::get_extra().to_string();
     if !database::wait_before_connecting(slot, &database) {
@@ -82,8 +57,7 @@ pub extern "C-unwind" fn workflow_dispatcher_main(arg: pg_sys::Datum) {
     set_session_option(c"plan_cache_mode", c"force_generic_plan");
     log!("workflow dispatcher started for database \"{database}\"");
     worker::run(slot);
-    // Exit 1 so the postmaster starts a new dispatcher after pg_terminate_backend; during a
-    // shutdown it starts nothing.
+    // The launcher starts a new dispatcher if the database is still listed.
     // SAFETY: proc_exit is how a backend ends.
     unsafe { pg_sys::proc_exit(1) };
 }
