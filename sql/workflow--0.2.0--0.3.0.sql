@@ -249,7 +249,8 @@ $$;
 ALTER TABLE workflow.runs ALTER COLUMN written_in SET DEFAULT 0;
 ALTER TABLE workflow.outbox ALTER COLUMN written_in SET DEFAULT 0;
 
--- wf_stats says why delivery is paused; wf_dispatch_pause and wf_dispatch_resume are new,
+-- wf_stats says why delivery is paused and names its latencies for what they measure
+-- (enqueue to answer, the request alone); wf_dispatch_pause and wf_dispatch_resume are new,
 -- and the owner's only.
 DROP FUNCTION wf_stats();
 CREATE  FUNCTION "wf_stats"() RETURNS TABLE (
@@ -260,8 +261,10 @@ CREATE  FUNCTION "wf_stats"() RETURNS TABLE (
 	"oldest_pending_age" interval,  /* Option < pgrx :: datum :: Interval > */
 	"deliveries_last_minute" bigint,  /* i64 */
 	"failures_last_minute" bigint,  /* i64 */
-	"latency_p50_ms" double precision,  /* Option < f64 > */
-	"latency_p99_ms" double precision,  /* Option < f64 > */
+	"enqueue_to_answer_p50_ms" double precision,  /* Option < f64 > */
+	"enqueue_to_answer_p99_ms" double precision,  /* Option < f64 > */
+	"request_p50_ms" double precision,  /* Option < f64 > */
+	"request_p99_ms" double precision,  /* Option < f64 > */
 	"dispatcher_running" bool,  /* bool */
 	"endpoints_disabled" bigint,  /* i64 */
 	"paused_reason" TEXT  /* Option < String > */
@@ -333,14 +336,15 @@ CREATE INDEX delivery_attempts_started ON workflow.delivery_attempts (started_at
 -- Metrics that cost nothing at any size, also under stale statistics: the views read
 -- functions that forbid sequential scans. The oldest pending age counts due messages only,
 -- from when they were due; failures_last_minute counts a failed attempt whatever then
--- finished its message.
+-- finished its message. Latency is enqueue to answer and the request alone.
 CREATE FUNCTION workflow.metrics_rows()
     RETURNS TABLE (endpoint text, disabled boolean, failing_since timestamptz, pending bigint,
                    in_flight bigint, parked bigint, oldest_pending_age interval,
                    delivered bigint, dead bigint, cancelled bigint, delivered_total bigint,
                    dead_total bigint, deliveries_last_minute bigint,
-                   failures_last_minute bigint, latency_p50_ms double precision,
-                   latency_p99_ms double precision, scheduled bigint)
+                   failures_last_minute bigint, enqueue_to_answer_p50_ms double precision,
+                   enqueue_to_answer_p99_ms double precision, request_p50_ms double precision,
+                   request_p99_ms double precision, scheduled bigint)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     SET enable_seqscan = off
@@ -375,10 +379,15 @@ AS $$
                sum(n) FILTER (WHERE status = 'dead' AND n > 0) AS dead_total
           FROM workflow.message_counts
          GROUP BY endpoint),
+    -- Two latencies of the last minute's deliveries: from the enqueue to the receiver's
+    -- answer (delivered_at is when the answer arrived, not when it was recorded), and the
+    -- delivering request alone.
     delivered AS (
         SELECT endpoint, count(*) AS deliveries,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p50,
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p99
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS answer_p50,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS answer_p99,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY last_duration_ms) AS request_p50,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY last_duration_ms) AS request_p99
           FROM workflow.outbox
          WHERE (status <> 'pending') IS TRUE AND status = 'delivered'
            AND finished_at >= statement_timestamp() - interval '1 minute'
@@ -417,7 +426,8 @@ AS $$
            coalesce(k.dead_total, 0)::bigint AS dead_total,
            coalesce(l.deliveries, 0) AS deliveries_last_minute,
            coalesce(f.failures, 0) AS failures_last_minute,
-           l.p50 AS latency_p50_ms, l.p99 AS latency_p99_ms,
+           l.answer_p50 AS enqueue_to_answer_p50_ms, l.answer_p99 AS enqueue_to_answer_p99_ms,
+           l.request_p50 AS request_p50_ms, l.request_p99 AS request_p99_ms,
            coalesce(p.scheduled, 0) AS scheduled
       FROM (SELECT e.name, e.disabled_at IS NOT NULL, e.failing_since FROM workflow.endpoint_settings e
             UNION ALL
@@ -427,7 +437,11 @@ AS $$
       LEFT JOIN delivered l ON l.endpoint IS NOT DISTINCT FROM d.endpoint
       LEFT JOIN failed f ON f.endpoint IS NOT DISTINCT FROM d.endpoint
 $$;
-CREATE OR REPLACE VIEW workflow.metrics AS SELECT * FROM workflow.metrics_rows();
+-- The latency columns are renamed for what they measure: a new view.
+DROP VIEW workflow.metrics;
+CREATE VIEW workflow.metrics AS SELECT * FROM workflow.metrics_rows();
+COMMENT ON VIEW workflow.metrics IS 'Delivery health per endpoint, and for URL targets, cheap enough to scrape';
+GRANT SELECT ON workflow.metrics TO workflow_user;
 REVOKE ALL ON FUNCTION workflow.metrics_rows() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION workflow.metrics_rows() TO workflow_user;
 CREATE FUNCTION workflow.workflow_metrics_rows()

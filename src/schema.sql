@@ -486,8 +486,9 @@ CREATE FUNCTION workflow.metrics_rows()
                    in_flight bigint, parked bigint, oldest_pending_age interval,
                    delivered bigint, dead bigint, cancelled bigint, delivered_total bigint,
                    dead_total bigint, deliveries_last_minute bigint,
-                   failures_last_minute bigint, latency_p50_ms double precision,
-                   latency_p99_ms double precision, scheduled bigint)
+                   failures_last_minute bigint, enqueue_to_answer_p50_ms double precision,
+                   enqueue_to_answer_p99_ms double precision, request_p50_ms double precision,
+                   request_p99_ms double precision, scheduled bigint)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     SET enable_seqscan = off
@@ -522,10 +523,15 @@ AS $$
                sum(n) FILTER (WHERE status = 'dead' AND n > 0) AS dead_total
           FROM workflow.message_counts
          GROUP BY endpoint),
+    -- Two latencies of the last minute's deliveries: from the enqueue to the receiver's
+    -- answer (delivered_at is when the answer arrived, not when it was recorded), and the
+    -- delivering request alone.
     delivered AS (
         SELECT endpoint, count(*) AS deliveries,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p50,
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS p99
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS answer_p50,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at) * 1000) AS answer_p99,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY last_duration_ms) AS request_p50,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY last_duration_ms) AS request_p99
           FROM workflow.outbox
          WHERE (status <> 'pending') IS TRUE AND status = 'delivered'
            AND finished_at >= statement_timestamp() - interval '1 minute'
@@ -564,7 +570,8 @@ AS $$
            coalesce(k.dead_total, 0)::bigint AS dead_total,
            coalesce(l.deliveries, 0) AS deliveries_last_minute,
            coalesce(f.failures, 0) AS failures_last_minute,
-           l.p50 AS latency_p50_ms, l.p99 AS latency_p99_ms,
+           l.answer_p50 AS enqueue_to_answer_p50_ms, l.answer_p99 AS enqueue_to_answer_p99_ms,
+           l.request_p50 AS request_p50_ms, l.request_p99 AS request_p99_ms,
            coalesce(p.scheduled, 0) AS scheduled
       FROM (SELECT e.name, e.disabled_at IS NOT NULL, e.failing_since FROM workflow.endpoint_settings e
             UNION ALL

@@ -394,10 +394,10 @@ fn wf_cancel_message(id: Option<i64>) {
     wake::flag_on_commit();
 }
 
-/// One row of outbox health: counts by state, how long the oldest due message has waited, the last
-/// minute's deliveries, failures and commit-to-delivery latency, whether a dispatcher
-/// serves this database, how many endpoints are disabled, and why delivery is paused (NULL:
-/// it is not; see `wf_dispatch_pause`).
+/// One row of outbox health: counts by state, how long the oldest due message has waited,
+/// the last minute's deliveries, failures and latencies (enqueue to answer, and the request
+/// alone), whether a dispatcher serves this database, how many endpoints are disabled, and
+/// why delivery is paused (NULL: it is not; see `wf_dispatch_pause`).
 #[allow(clippy::type_complexity)] // pgrx needs the row type spelled out to name the columns
 #[pg_extern(stable, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
@@ -411,8 +411,10 @@ fn wf_stats() -> TableIterator<
         name!(oldest_pending_age, Option<pgrx::datum::Interval>),
         name!(deliveries_last_minute, i64),
         name!(failures_last_minute, i64),
-        name!(latency_p50_ms, Option<f64>),
-        name!(latency_p99_ms, Option<f64>),
+        name!(enqueue_to_answer_p50_ms, Option<f64>),
+        name!(enqueue_to_answer_p99_ms, Option<f64>),
+        name!(request_p50_ms, Option<f64>),
+        name!(request_p99_ms, Option<f64>),
         name!(dispatcher_running, bool),
         name!(endpoints_disabled, i64),
         name!(paused_reason, Option<String>),
@@ -440,8 +442,10 @@ fn wf_stats() -> TableIterator<
                     row.get::<i64>(7)?.unwrap_or(0),
                     row.get(8)?,
                     row.get(9)?,
-                    row.get::<bool>(10)?.unwrap_or(false),
-                    row.get::<i64>(11)?.unwrap_or(0),
+                    row.get(10)?,
+                    row.get(11)?,
+                    row.get::<bool>(12)?.unwrap_or(false),
+                    row.get::<i64>(13)?.unwrap_or(0),
                     paused_reason,
                 ))
             })

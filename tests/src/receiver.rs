@@ -54,6 +54,8 @@ struct Shared {
     always: Mutex<HashMap<String, Reply>>,
     /// Requests of each path being answered right now, and the most there ever were.
     in_flight: Mutex<HashMap<String, (usize, usize)>>,
+    /// Each answered request's path, when it arrived and when its answer was ready.
+    answered: Mutex<Vec<(String, Instant, Instant)>>,
     arrived: Notify,
     /// Whether the receiver should be up (see [`Receiver::stop_listening`]).
     up: watch::Sender<bool>,
@@ -105,6 +107,7 @@ impl Receiver {
             scripts: Mutex::default(),
             always: Mutex::default(),
             in_flight: Mutex::default(),
+            answered: Mutex::default(),
             arrived: Notify::new(),
             up: watch::Sender::new(true),
             listening: watch::Sender::new(true),
@@ -188,6 +191,19 @@ impl Receiver {
             .map_or(0, |(_, max)| *max)
     }
 
+    /// How long the receiver took to answer each request to `path` it answered, in order:
+    /// from its arrival to its answer being ready, by the receiver's clock.
+    pub fn answer_times(&self, path: &str) -> Vec<(Instant, Duration)> {
+        self.shared
+            .answered
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, arrived, answered)| (*arrived, answered.duration_since(*arrived)))
+            .collect()
+    }
+
     pub fn received(&self, path: &str) -> Vec<Received> {
         self.shared
             .received
@@ -246,13 +262,18 @@ async fn accept(shared: Arc<Shared>, addr: SocketAddr, listener: TcpListener) {
     let mut listener = Some(listener);
     let mut up = shared.up.subscribe();
     loop {
+        // What the receiver should be now: also a switch made before this task subscribed.
+        let want_up = *up.borrow_and_update();
+        if want_up && listener.is_none() {
+            listener = Some(bind_again(addr).await);
+            shared.listening.send_replace(true);
+        } else if !want_up && listener.is_some() {
+            listener = None;
+            shared.listening.send_replace(false);
+        }
         let Some(open) = &listener else {
             if up.changed().await.is_err() {
                 return;
-            }
-            if *up.borrow_and_update() {
-                listener = Some(bind_again(addr).await);
-                shared.listening.send_replace(true);
             }
             continue;
         };
@@ -274,10 +295,6 @@ async fn accept(shared: Arc<Shared>, addr: SocketAddr, listener: TcpListener) {
             changed = up.changed() => {
                 if changed.is_err() {
                     return;
-                }
-                if !*up.borrow_and_update() {
-                    listener = None;
-                    shared.listening.send_replace(false);
                 }
             }
         }
@@ -349,6 +366,11 @@ async fn handle(
         }
         Reply::Reset => return Err(std::io::Error::other("scripted connection reset")),
     };
+    shared
+        .answered
+        .lock()
+        .unwrap()
+        .push((path, at, Instant::now()));
     let mut response = Response::builder().status(status);
     for (name, value) in extra {
         response = response.header(name, value);

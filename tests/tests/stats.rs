@@ -92,3 +92,69 @@ async fn wf_stats_counts_agree_with_the_outbox_through_every_transition() {
         .get(0);
     assert_eq!(delivered_count, 0);
 }
+
+/// The two latencies say what they measure, as a receiver's clock sees it: the request
+/// alone is the time the receiver took to answer, and enqueue-to-answer ends at the answer,
+/// not when the dispatcher later recorded it. Each within a couple of milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latencies_match_what_the_receiver_measured() {
+    const ANSWER_AFTER: Duration = Duration::from_millis(40);
+    const MESSAGES: usize = 25;
+    const WITHIN_MS: f64 = 2.0;
+    let cluster = workflow_tests::dispatch_cluster();
+    let client = cluster.connect().await;
+    dispatcher_pid(&client, DEADLINE).await;
+    let receiver = Receiver::start().await;
+    let path = format!("/{}", unique("latency"));
+    receiver.always(&path, Reply::After(ANSWER_AFTER, 200));
+    let endpoint = unique("latency");
+    client
+        .execute(
+            "SELECT wf_endpoint($1, $2)",
+            &[&endpoint, &receiver.url(&path)],
+        )
+        .await
+        .unwrap();
+
+    // One at a time: the receiver's view of each message is when it was enqueued (the
+    // statement sent, as `created_at` is that statement's start), when it arrived and when
+    // the receiver's answer was ready.
+    let mut enqueue_to_answer = Vec::new();
+    for n in 0..MESSAGES {
+        let sent = std::time::Instant::now();
+        let id: i64 = client
+            .query_one("SELECT wf_enqueue($1, '{}')", &[&endpoint])
+            .await
+            .unwrap()
+            .get(0);
+        message_reaches(&client, id, "delivered", DEADLINE).await;
+        let (arrived, took) = receiver.answer_times(&path)[n];
+        enqueue_to_answer.push(arrived.duration_since(sent) + took);
+    }
+    let p50 = |mut times: Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2].as_secs_f64() * 1000.0
+    };
+    let receiver_request_p50 = p50(receiver.answer_times(&path).iter().map(|t| t.1).collect());
+    let receiver_answer_p50 = p50(enqueue_to_answer);
+
+    let row = client
+        .query_one(
+            "SELECT enqueue_to_answer_p50_ms, request_p50_ms, deliveries_last_minute
+               FROM workflow.metrics WHERE endpoint = $1",
+            &[&endpoint],
+        )
+        .await
+        .unwrap();
+    let (answer_p50, request_p50, deliveries): (f64, f64, i64) =
+        (row.get(0), row.get(1), row.get(2));
+    assert_eq!(deliveries, MESSAGES as i64);
+    assert!(
+        (request_p50 - receiver_request_p50).abs() < WITHIN_MS,
+        "the request alone: {request_p50:.2} ms; the receiver's clock: {receiver_request_p50:.2} ms"
+    );
+    assert!(
+        (answer_p50 - receiver_answer_p50).abs() < WITHIN_MS,
+        "enqueue to answer: {answer_p50:.2} ms; the receiver's clock: {receiver_answer_p50:.2} ms"
+    );
+}

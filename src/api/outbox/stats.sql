@@ -40,15 +40,19 @@ last_minute AS (
              WHERE (status <> 'pending') IS TRUE
                AND finished_at >= statement_timestamp() - interval '1 minute'
                AND last_started_at >= statement_timestamp() - interval '1 minute') a),
+-- From the enqueue to the receiver's answer (delivered_at is when it arrived), and the
+-- delivering request alone.
 latency AS (
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
-      FROM (SELECT extract(epoch FROM delivered_at - created_at) * 1000 AS ms
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY answer_ms) AS answer_p50,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY answer_ms) AS answer_p99,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY last_duration_ms) AS request_p50,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY last_duration_ms) AS request_p99
+      FROM (SELECT extract(epoch FROM delivered_at - created_at) * 1000 AS answer_ms, last_duration_ms
               FROM workflow.outbox
              WHERE (status <> 'pending') IS TRUE AND status = 'delivered'
                AND finished_at >= statement_timestamp() - interval '1 minute') d)
 SELECT c.pending, c.delivered, c.dead, c.cancelled, o.age, m.deliveries, m.failures,
-       l.p50, l.p99,
+       l.answer_p50, l.answer_p99, l.request_p50, l.request_p99,
        EXISTS (SELECT FROM pg_catalog.pg_stat_activity
                 WHERE backend_type = 'workflow dispatcher' AND datname = current_database()),
        (SELECT count(*) FROM workflow.endpoint_settings WHERE disabled_at IS NOT NULL)

@@ -43,7 +43,9 @@ changed AS (
            last_status_code = o.status_code,
            last_error = o.error,
            last_response_body = o.body,
-           delivered_at = CASE WHEN o.state = 'delivered' THEN clock_timestamp() END,
+           -- When the answer arrived, not when this round recorded it.
+           delivered_at = CASE WHEN o.state = 'delivered'
+                               THEN to_timestamp(o.started) + make_interval(secs => o.duration_ms / 1000) END,
            finished_at = CASE WHEN o.state = 'pending' THEN NULL ELSE clock_timestamp() END,
            parked = NULL,
            unpark_successor = CASE WHEN o.state <> 'pending' AND m.ordering_key IS NOT NULL
