@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what only the tests need, and nothing twice: the exporter the monitoring test
-# scrapes, Node.js and Python's venv, and the examples' packages from PyPI and npm at the
+# scrapes, promtool for the alert rules (in .tools/, taken out of Debian's package), Node.js and Python's venv, and the examples' packages from PyPI and npm at the
 # versions their lock files pin. Safe to run on every invocation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,7 @@ python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv)
 # shellcheck source=scripts/apt.sh
 source scripts/apt.sh
 apt_install "${packages[@]}"
+apt_extract_tool prometheus promtool .tools
 
 # A stamp beside the installed packages says which lock file they came from.
 python_env=examples/python/.venv
