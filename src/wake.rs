@@ -132,7 +132,7 @@ pub(crate) fn slot_serving(oid: u32) -> Option<(&'static Slot, usize)> {
 
 /// Called by the launcher before it starts a dispatcher for database `oid` in slot `slot`:
 /// a slot taken over from another database forgets that one's connection attempts and
-/// drop request.
+/// drop request. (The dispatcher connects to the database its slot names.)
 pub(crate) fn assign(slot: usize, oid: u32) {
     let Some(slot) = self::slot(slot) else {
         return;
@@ -151,21 +151,38 @@ pub(crate) fn occupant(slot: usize) -> Option<(i32, u32)> {
     (pid != 0).then(|| (pid, slot.database.load(Ordering::Acquire)))
 }
 
+/// Gives slot `slot` back to database `oid` after a dispatcher could not be started in it.
+pub(crate) fn unassign(slot: usize, oid: u32) {
+    if let Some(slot) = self::slot(slot) {
+        slot.database.store(oid, Ordering::Release);
+    }
+}
+
 /// The database slot `slot` was last assigned to.
 pub(crate) fn assigned(slot: usize) -> Option<u32> {
     self::slot(slot).map(|slot| slot.database.load(Ordering::Acquire))
 }
 
-/// Called by a dispatcher as it starts: the slot is taken until the process exits.
-pub(crate) fn occupy(slot: usize) {
+/// Called by a dispatcher as it starts: the slot is its own until the process exits. False
+/// if another dispatcher holds it (one a launcher started before it was itself restarted):
+/// this one must leave.
+pub(crate) fn occupy(slot: usize) -> bool {
     let Some(shared) = self::slot(slot) else {
-        return;
+        return true;
     };
     // SAFETY: the backend's own pid; registering an exit callback on the main thread.
     unsafe {
-        shared.pid.store(pg_sys::MyProcPid, Ordering::Release);
+        let pid = pg_sys::MyProcPid;
+        if shared
+            .pid
+            .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
         pg_sys::on_shmem_exit(Some(vacate), pg_sys::Datum::from(slot));
     }
+    true
 }
 
 /// The dispatcher's exit: nothing wakes its latch any more, and the launcher, woken, may
@@ -173,7 +190,11 @@ pub(crate) fn occupy(slot: usize) {
 unsafe extern "C-unwind" fn vacate(_code: std::ffi::c_int, slot: pg_sys::Datum) {
     if let Some(slot) = self::slot(slot.value()) {
         slot.latch.store(0, Ordering::Release);
-        slot.pid.store(0, Ordering::Release);
+        // SAFETY: the backend's own pid.
+        let pid = unsafe { pg_sys::MyProcPid };
+        let _ = slot
+            .pid
+            .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire);
         let launcher = SLOTS.get().launcher_latch.load(Ordering::Acquire);
         if launcher != 0 {
             // SAFETY: the address is a PGPROC latch in shared memory.

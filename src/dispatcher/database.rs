@@ -1,19 +1,20 @@
-//! The dispatcher and the life of its database: a database listed in `workflow.databases`
-//! that does not exist (yet, or any more) costs a log line and a back-off, not a restart
-//! every second; `DROP DATABASE` of a served database is not blocked by its dispatcher.
+//! The dispatcher and the life of its database: a database it cannot connect to costs a
+//! log line and a back-off, not a restart every second; `DROP DATABASE` of a served
+//! database is not blocked by its dispatcher. (The launcher starts dispatchers only for
+//! listed databases that exist and allow connections; this covers what changes between.)
 //!
-//! A background worker connects once, in its first moments, and a database that does not
-//! exist makes that a FATAL exit, after which the postmaster starts the worker again. So
-//! each start notes in its slot (shared memory, which outlives the process) that it is
-//! connecting; a start that finds the note of a predecessor that never connected waits
-//! first, twice as long each time up to `MAX_BACKOFF`, and the first such start says why,
-//! naming the setting.
+//! A background worker connects once, in its first moments, and a failed connection is a
+//! FATAL exit, after which the launcher starts the worker again. So each start notes in its
+//! slot (shared memory, which outlives the process) that it is connecting; a start that
+//! finds the note of a predecessor that never connected waits first, twice as long each
+//! time up to `MAX_BACKOFF`, and the first such start says why, naming the setting.
 //!
 //! `DROP DATABASE` waits up to five seconds for other sessions to leave and then fails,
-//! and `WITH (FORCE)` terminates them, after which the postmaster would start the
-//! dispatcher again into the dropping database. A utility hook, in the backend that runs
-//! the drop, asks the database's dispatcher to leave; it goes at once, and its next start
-//! waits out `LEAVE_WINDOW` before connecting, so the drop can finish.
+//! and `WITH (FORCE)` terminates them, after which the launcher would start the dispatcher
+//! again into the dropping database. A utility hook, in the backend that runs the drop,
+//! asks the database's dispatcher to leave — only for a drop that may go ahead: outside a
+//! transaction block, by the database's owner — it goes at once, and its next start waits
+//! out `LEAVE_WINDOW` before connecting, so the drop can finish.
 
 use crate::wake;
 use pgrx::bgworkers::BackgroundWorker;
@@ -123,7 +124,11 @@ unsafe extern "C-unwind" fn process_utility(
         if !statement.is_null() && (*statement).type_ == pg_sys::NodeTag::T_DropdbStmt {
             let drop = statement.cast::<pg_sys::DropdbStmt>();
             let oid = pg_sys::get_database_oid((*drop).dbname, true);
+            // Asked only for a drop that can go ahead, or any role could hold the
+            // dispatcher away from its database by failing to drop it.
             if oid != pg_sys::InvalidOid
+                && !pg_sys::IsTransactionBlock()
+                && pg_sys::pg_database_ownercheck(oid, pg_sys::GetUserId())
                 && let Some((shared, latch)) = wake::slot_serving(oid.to_u32())
             {
                 shared

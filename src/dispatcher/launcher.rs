@@ -1,22 +1,23 @@
 //! The launcher: one background worker, connected to no database, that starts a dispatcher
-//! for each database `workflow.databases` lists once that database exists, and stops the
-//! dispatcher of a database taken off the list. It reads the list again on reload
-//! (SIGHUP), so adding a database needs no restart, and while a listed database is missing
-//! it looks for it every second (in `pg_database`, a shared catalog it can read without a
-//! database), so one created later gets its dispatcher within seconds and a missing one
-//! costs one log line, never a worker restarted in a loop.
+//! for each database `workflow.databases` lists once that database exists and allows
+//! connections, and stops the dispatcher of a database taken off the list. It reads the
+//! list again on reload (SIGHUP), so adding a database needs no restart, and while a listed
+//! database is missing it looks for it every second (in `pg_database`, a shared catalog it
+//! can read without a database), so one created later gets its dispatcher within seconds
+//! and a missing one costs one log line, never a worker restarted in a loop.
 //!
 //! Dispatchers are dynamic workers the postmaster never restarts on its own: the launcher
 //! does, `RESTART_AFTER` after one stops (a `pg_terminate_backend`, an error). After a
 //! crash of any backend the postmaster forgets them, resets shared memory and restarts the
-//! launcher, which starts them all again; a launcher restarted while dispatchers still run
-//! (it was terminated itself) finds them in their slots and keeps them.
+//! launcher, which starts them all again. A dispatcher it finds in a slot and did not start
+//! (a launcher terminated and restarted while dispatchers ran) it adopts; two dispatchers
+//! never share a slot (the second to arrive leaves, see `wake::occupy`).
 
 use super::{BACKEND_TYPE, RESTART_AFTER};
 use crate::{config, wake};
+use pgrx::PgMemoryContexts;
 use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime,
-    DynamicBackgroundWorker, SignalWakeFlags,
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
 use pgrx::prelude::*;
 use std::collections::HashSet;
@@ -26,8 +27,8 @@ use std::time::{Duration, Instant};
 pub const LAUNCHER_TYPE: &str = "workflow launcher";
 /// How often the launcher looks again while a listed database has no dispatcher.
 const RECHECK: Duration = Duration::from_secs(1);
-/// How often it looks when every listed database has one: for a database renamed or
-/// dropped under its dispatcher.
+/// How often it looks when every listed database has one: for a database dropped, or set
+/// to refuse connections, under its dispatcher.
 const IDLE_RECHECK: Duration = Duration::from_secs(10);
 
 /// Registers the launcher; only from `_PG_init` while shared_preload_libraries loads.
@@ -66,35 +67,88 @@ pub extern "C-unwind" fn workflow_launcher_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(1) };
 }
 
+/// A dispatcher the launcher registered: Postgres' handle, allocated in the launcher's
+/// top memory context and freed with this.
+struct Registered(*mut pg_sys::BackgroundWorkerHandle);
+
+impl Registered {
+    /// Registers the worker `builder` describes; `None` when no background worker slot is
+    /// free (`max_worker_processes`).
+    fn register(builder: &BackgroundWorkerBuilder) -> Option<Registered> {
+        let mut worker: pg_sys::BackgroundWorker = builder.into();
+        let mut handle: *mut pg_sys::BackgroundWorkerHandle = std::ptr::null_mut();
+        // SAFETY: the handle is allocated in the current memory context, made the top one
+        // so that it lives until dropped; Postgres sets it when registration succeeds.
+        let registered = unsafe {
+            PgMemoryContexts::TopMemoryContext
+                .switch_to(|_| pg_sys::RegisterDynamicBackgroundWorker(&mut worker, &mut handle))
+        };
+        (registered && !handle.is_null()).then_some(Registered(handle))
+    }
+
+    fn running(&self) -> Running {
+        let mut pid: pg_sys::pid_t = 0;
+        // SAFETY: a handle Postgres returned, not freed yet.
+        match unsafe { pg_sys::GetBackgroundWorkerPid(self.0, &mut pid) } {
+            pg_sys::BgwHandleStatus::BGWH_STARTED => Running::Yes,
+            pg_sys::BgwHandleStatus::BGWH_NOT_YET_STARTED => Running::Starting,
+            _ => Running::No,
+        }
+    }
+
+    /// Asks the postmaster to stop the worker and never start it again.
+    fn terminate(&self) {
+        // SAFETY: a handle Postgres returned, not freed yet.
+        unsafe { pg_sys::TerminateBackgroundWorker(self.0) };
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // SAFETY: allocated by RegisterDynamicBackgroundWorker, freed once.
+        unsafe { pg_sys::pfree(self.0.cast()) };
+    }
+}
+
 /// A dispatcher the launcher runs (or found running) in a slot.
 struct Serving {
     database: pg_sys::Oid,
-    /// `None` for a dispatcher a previous launcher started.
-    handle: Option<DynamicBackgroundWorker>,
+    /// `None` for a dispatcher the launcher found in its slot.
+    registered: Option<Registered>,
     /// Asked to stop: its database left the list.
     stopping: bool,
 }
 
 #[derive(PartialEq)]
 enum Running {
-    Yes(i32),
+    Yes,
     Starting,
     No,
 }
 
 impl Serving {
     fn running(&self, slot: usize) -> Running {
-        match &self.handle {
-            Some(handle) => match handle.pid() {
-                Ok(pid) => Running::Yes(pid),
-                Err(BackgroundWorkerStatus::NotYetStarted) => Running::Starting,
-                Err(_) => Running::No,
-            },
+        match &self.registered {
+            Some(registered) => registered.running(),
             None => match wake::occupant(slot) {
-                Some((pid, _)) => Running::Yes(pid),
+                Some(_) => Running::Yes,
                 None => Running::No,
             },
         }
+    }
+
+    fn stop(&mut self, slot: usize) {
+        match &self.registered {
+            Some(registered) => registered.terminate(),
+            None => {
+                if let Some((pid, _)) = wake::occupant(slot) {
+                    // SAFETY: signalling the dispatcher in our slot, which leaves on SIGTERM
+                    // and is never restarted by the postmaster.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                }
+            }
+        }
+        self.stopping = true;
     }
 }
 
@@ -112,21 +166,29 @@ struct Launcher {
 
 impl Launcher {
     fn adopting_running_dispatchers() -> Launcher {
-        let slots = (0..wake::MAX_DISPATCHERS)
-            .map(|slot| {
-                wake::occupant(slot).map(|(_, database)| Serving {
-                    database: pg_sys::Oid::from(database),
-                    handle: None,
-                    stopping: false,
-                })
-            })
-            .collect();
-        Launcher {
-            slots,
+        let mut launcher = Launcher {
+            slots: (0..wake::MAX_DISPATCHERS).map(|_| None).collect(),
             stopped_at: Vec::new(),
             missing_said: HashSet::new(),
             too_many_said: None,
             no_room_said: HashSet::new(),
+        };
+        launcher.adopt();
+        launcher
+    }
+
+    /// Takes on the dispatchers running in slots it holds no entry for.
+    fn adopt(&mut self) {
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            if entry.is_none()
+                && let Some((_, database)) = wake::occupant(slot)
+            {
+                *entry = Some(Serving {
+                    database: pg_sys::Oid::from(database),
+                    registered: None,
+                    stopping: false,
+                });
+            }
         }
     }
 
@@ -135,6 +197,7 @@ impl Launcher {
         let listed = self.listed();
         let wanted = resolve(&listed);
         let mut pending = false;
+        self.adopt();
 
         for (slot, entry) in self.slots.iter_mut().enumerate() {
             let Some(serving) = entry else { continue };
@@ -146,13 +209,10 @@ impl Launcher {
                     pending = true;
                 }
                 Running::Starting => pending = true,
-                Running::Yes(pid) => {
+                Running::Yes => {
                     let listed = wanted.iter().any(|(_, oid)| *oid == Some(serving.database));
                     if !listed && !serving.stopping {
-                        // SAFETY: signalling a dispatcher we started (or found in its slot);
-                        // a never-restarted worker leaves on SIGTERM.
-                        unsafe { libc::kill(pid, libc::SIGTERM) };
-                        serving.stopping = true;
+                        serving.stop(slot);
                     }
                     pending |= serving.stopping;
                 }
@@ -163,8 +223,8 @@ impl Launcher {
             let Some(oid) = *oid else {
                 if self.missing_said.insert(name.clone()) {
                     log!(
-                        "workflow.databases lists database \"{name}\", which does not exist; \
-                         its dispatcher starts within seconds of its creation"
+                        "workflow.databases lists database \"{name}\", which does not exist or does not allow \
+                         connections; its dispatcher starts within seconds of either changing"
                     );
                 }
                 pending = true;
@@ -210,13 +270,14 @@ impl Launcher {
         // A slot that served this database before keeps its state (a drop's request to
         // stay away); otherwise the first vacant one.
         let slot = (0..self.slots.len())
-            .filter(|slot| self.slots[*slot].is_none())
+            .filter(|slot| self.slots[*slot].is_none() && wake::occupant(*slot).is_none())
             .min_by_key(|slot| wake::assigned(*slot) != Some(oid.to_u32()));
         let Some(slot) = slot else {
             return false;
         };
+        let previous = wake::assigned(slot).unwrap_or(0);
         wake::assign(slot, oid.to_u32());
-        let started = BackgroundWorkerBuilder::new(&format!("{BACKEND_TYPE} for {name}"))
+        let builder = BackgroundWorkerBuilder::new(&format!("{BACKEND_TYPE} for {name}"))
             .set_type(BACKEND_TYPE)
             .set_library("workflow")
             .set_function("workflow_dispatcher_main")
@@ -225,48 +286,68 @@ impl Launcher {
             .enable_spi_access()
             .set_start_time(BgWorkerStartTime::RecoveryFinished)
             // SAFETY: the launcher's own pid: the postmaster tells it when the worker stops.
-            .set_notify_pid(unsafe { pg_sys::MyProcPid })
-            .load_dynamic();
-        match started {
-            Ok(handle) => {
-                self.no_room_said.remove(name);
-                self.slots[slot] = Some(Serving {
-                    database: oid,
-                    handle: Some(handle),
-                    stopping: false,
-                });
-                true
+            .set_notify_pid(unsafe { pg_sys::MyProcPid });
+        let Some(registered) = Registered::register(&builder) else {
+            wake::unassign(slot, previous);
+            if self.no_room_said.insert(name.to_string()) {
+                log!(
+                    "workflow launcher could not start the dispatcher for database \"{name}\": \
+                     no background worker slot is free (raise max_worker_processes); it tries again every second"
+                );
             }
-            Err(_) => {
-                if self.no_room_said.insert(name.to_string()) {
-                    log!(
-                        "workflow launcher could not start the dispatcher for database \"{name}\": \
-                         no background worker slot is free (raise max_worker_processes); it tries again every second"
-                    );
-                }
-                false
-            }
-        }
+            return false;
+        };
+        self.no_room_said.remove(name);
+        self.slots[slot] = Some(Serving {
+            database: oid,
+            registered: Some(registered),
+            stopping: false,
+        });
+        true
     }
 }
 
-/// Each listed database with its oid, `None` where it does not exist.
+/// Each listed database with its oid, `None` where it does not exist or does not allow
+/// connections (a dispatcher could only fail there).
 fn resolve(listed: &[String]) -> Vec<(String, Option<pg_sys::Oid>)> {
-    let names: Vec<std::ffi::CString> = listed
-        .iter()
-        .map(|name| std::ffi::CString::new(name.as_str()).unwrap_or_default())
-        .collect();
-    let oids: Vec<pg_sys::Oid> = BackgroundWorker::transaction(|| {
-        names
-            .iter()
-            // SAFETY: a catalog lookup inside a transaction; missing_ok returns InvalidOid.
-            .map(|name| unsafe { pg_sys::get_database_oid(name.as_ptr(), true) })
-            .collect()
-    });
+    let databases = BackgroundWorker::transaction(connectable_databases);
     listed
         .iter()
-        .cloned()
-        .zip(oids)
-        .map(|(name, oid)| (name, (oid != pg_sys::InvalidOid).then_some(oid)))
+        .map(|name| {
+            let oid = databases
+                .iter()
+                .find(|(database, _)| database == name)
+                .map(|(_, oid)| *oid);
+            (name.clone(), oid)
+        })
         .collect()
+}
+
+/// The databases that allow connections and are not half dropped (`datconnlimit` -2),
+/// with their oids. A heap scan of `pg_database`, as the autovacuum launcher makes: a
+/// backend connected to no database may read a shared catalog, but not through the
+/// caches, which would read `pg_class`.
+fn connectable_databases() -> Vec<(String, pg_sys::Oid)> {
+    let mut databases = Vec::new();
+    // SAFETY: a catalog scan inside the transaction the caller opened, ended and closed
+    // before returning; each tuple is read while the scan holds it.
+    unsafe {
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let relation = pg_sys::table_open(pg_sys::DatabaseRelationId, lock);
+        let scan = pg_sys::table_beginscan_catalog(relation, 0, std::ptr::null_mut());
+        loop {
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            let database = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
+            if (*database).datallowconn && (*database).datconnlimit != -2 {
+                let name = std::ffi::CStr::from_ptr((*database).datname.data.as_ptr());
+                databases.push((name.to_string_lossy().into_owned(), (*database).oid));
+            }
+        }
+        pg_sys::heap_endscan(scan);
+        pg_sys::table_close(relation, lock);
+    }
+    databases
 }

@@ -38,14 +38,23 @@ pub(crate) const RESTART_AFTER: Duration = Duration::from_secs(1);
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn workflow_dispatcher_main(arg: pg_sys::Datum) {
     let slot = arg.value();
-    wake::occupy(slot);
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = BackgroundWorker::get_extra().to_string();
+    if !wake::occupy(slot) {
+        log!("workflow dispatcher for database \"{database}\" leaves: another one serves its slot");
+        // SAFETY: proc_exit is how a backend ends.
+        unsafe { pg_sys::proc_exit(0) };
+    }
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     if !database::wait_before_connecting(slot, &database) {
         // SAFETY: proc_exit is how a backend ends.
         unsafe { pg_sys::proc_exit(1) };
     }
-    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // By the oid the launcher found, not the name: a database dropped and created again,
+    // or renamed, since then is not this slot's.
+    match wake::assigned(slot).filter(|oid| *oid != 0) {
+        Some(oid) => BackgroundWorker::connect_worker_to_spi_by_oid(Some(oid.into()), None),
+        None => BackgroundWorker::connect_worker_to_spi(Some(&database), None),
+    }
     database::connected(slot, &database);
     set_session_option(c"application_name", c"workflow dispatcher");
     pin_session();

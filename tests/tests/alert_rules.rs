@@ -16,8 +16,8 @@ use workflow_tests::{
 /// promtool's evaluation interval, and how often the test scrapes: real time and rule time
 /// are the same clock.
 const SCRAPE_EVERY: Duration = Duration::from_secs(5);
-/// Long enough for the rules' thresholds (30 s) and `for` (1 min), with two scrapes to spare.
-const SCRAPES: usize = 21;
+/// Long enough for the rules' thresholds (30 s) and `for` (1 min), with four scrapes to spare.
+const SCRAPES: usize = 23;
 
 fn rules_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/alerts.yaml")
@@ -141,6 +141,9 @@ async fn the_alert_rules_fire_for_an_outage_and_a_stopped_pool_and_nothing_else(
     .await;
     let mut series: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
     let mut ticks = tokio::time::interval(SCRAPE_EVERY);
+    // A late scrape puts the rest later, never closer: the rules' clock stays behind the
+    // real one the gauges count in, so nothing fires early for it.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for n in 0..SCRAPES {
         ticks.tick().await;
         client
@@ -156,6 +159,24 @@ async fn the_alert_rules_fire_for_an_outage_and_a_stopped_pool_and_nothing_else(
             values[n] = Some(value.to_string());
         }
     }
+
+    // The declined card, before the window the rules see: delivered, and no dead letter.
+    let last = |metric: &str| series.get(metric).and_then(|v| v[SCRAPES - 1].clone());
+    let cards = "{database=\"postgres\",endpoint=\"cards\"";
+    let of_cards = |family: &str| {
+        series
+            .iter()
+            .find(|(name, _)| name.starts_with(&format!("{family}{cards}")))
+            .and_then(|(name, _)| last(name))
+    };
+    assert_eq!(
+        of_cards("workflow_endpoint_delivered_total").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        of_cards("workflow_endpoint_dead_total").as_deref(),
+        Some("0")
+    );
 
     let summaries = summaries(&std::fs::read_to_string(rules_file()).unwrap());
     let at_end = format!("{}s", (SCRAPES - 1) as u64 * SCRAPE_EVERY.as_secs());

@@ -80,6 +80,25 @@ async fn missing_databases_are_said_once_served_once_created_and_dropped_without
             "a dispatcher tried {database}:\n{log}"
         );
     }
+    // A drop that cannot go ahead (not the owner's) does not send the dispatcher away:
+    // the same one delivers at once.
+    let plain = workflow_tests::connect(&cluster.conninfo_for("plain_drop")).await;
+    let serving = dispatcher_pid(&plain, DEADLINE).await;
+    cluster.psql("CREATE ROLE not_the_owner LOGIN");
+    let stranger =
+        workflow_tests::connect(&format!("{} user=not_the_owner", cluster.conninfo())).await;
+    let refused = stranger
+        .batch_execute("DROP DATABASE plain_drop")
+        .await
+        .unwrap_err();
+    assert_eq!(workflow_tests::sqlstate(&refused), "42501");
+    let refused_at = Instant::now();
+    load(&plain, &receiver, 1).await;
+    assert!(refused_at.elapsed() < Duration::from_secs(5));
+    assert_eq!(dispatcher_pid(&plain, DEADLINE).await, serving);
+    assert!(!cluster.server_log().contains("leaves its database"));
+    drop(plain);
+
     let dropping = Instant::now();
     cluster.psql("DROP DATABASE plain_drop");
     cluster.psql("DROP DATABASE forced_drop WITH (FORCE)");

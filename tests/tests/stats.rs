@@ -100,7 +100,8 @@ async fn wf_stats_counts_agree_with_the_outbox_through_every_transition() {
 async fn latencies_match_what_the_receiver_measured() {
     const ANSWER_AFTER: Duration = Duration::from_millis(40);
     const MESSAGES: usize = 25;
-    const WITHIN_MS: f64 = 2.0;
+    // "A couple of milliseconds", on a debug build of a two-core machine running other tests.
+    const WITHIN_MS: f64 = 3.0;
     let cluster = workflow_tests::dispatch_cluster();
     let client = cluster.connect().await;
     dispatcher_pid(&client, DEADLINE).await;
