@@ -249,6 +249,84 @@ $$;
 ALTER TABLE workflow.runs ALTER COLUMN written_in SET DEFAULT 0;
 ALTER TABLE workflow.outbox ALTER COLUMN written_in SET DEFAULT 0;
 
+-- Messages say who they are for: wf_enqueue and wf_publish take a tenant (wf_enqueue's
+-- default is its workflow's), and a push carries its run's.
+ALTER TABLE workflow.outbox ADD COLUMN tenant text;
+CREATE INDEX outbox_limited_tenants
+    ON workflow.outbox (coalesce(endpoint, origin), (coalesce(tenant, '')), next_attempt_at)
+    WHERE parked = 'limit';
+DROP FUNCTION wf_enqueue(text, jsonb, jsonb, text, timestamptz, uuid, text, text);
+CREATE  FUNCTION "wf_enqueue"(
+	"target" TEXT, /* Option < & str > */
+	"payload" jsonb, /* Option < Document > */
+	"headers" jsonb DEFAULT NULL, /* Option < Document > */
+	"idempotency_key" TEXT DEFAULT NULL, /* Option < & str > */
+	"deliver_at" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"workflow" uuid DEFAULT NULL, /* Option < pgrx :: Uuid > */
+	"step" TEXT DEFAULT NULL, /* Option < & str > */
+	"ordering_key" TEXT DEFAULT NULL, /* Option < & str > */
+	"tenant" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS bigint /* i64 */
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_enqueue_wrapper';
+REVOKE ALL ON FUNCTION wf_enqueue(text, jsonb, jsonb, text, timestamptz, uuid, text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wf_enqueue(text, jsonb, jsonb, text, timestamptz, uuid, text, text, text) TO workflow_user;
+DROP FUNCTION wf_publish(text, jsonb, jsonb, text, timestamptz, text);
+CREATE  FUNCTION "wf_publish"(
+	"event_type" TEXT, /* Option < & str > */
+	"payload" jsonb, /* Option < Document > */
+	"headers" jsonb DEFAULT NULL, /* Option < Document > */
+	"idempotency_key" TEXT DEFAULT NULL, /* Option < & str > */
+	"deliver_at" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"ordering_key" TEXT DEFAULT NULL, /* Option < & str > */
+	"tenant" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS bigint[] /* Vec < i64 > */
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_publish_wrapper';
+REVOKE ALL ON FUNCTION wf_publish(text, jsonb, jsonb, text, timestamptz, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wf_publish(text, jsonb, jsonb, text, timestamptz, text, text) TO workflow_user;
+
+-- Flow control by workflow name (wf_queue; see src/schema.sql).
+CREATE TABLE workflow.queue_settings (
+    name                    text             PRIMARY KEY,
+    max_running             integer          CHECK (max_running > 0),
+    max_running_per_tenant  integer          CHECK (max_running_per_tenant > 0),
+    rate_per_second         double precision CHECK (rate_per_second > 0),
+    tokens                  double precision NOT NULL DEFAULT 1,
+    refilled_at             timestamptz      NOT NULL DEFAULT statement_timestamp(),
+    next_tenant             text,
+    created_at              timestamptz      NOT NULL DEFAULT statement_timestamp(),
+    updated_at              timestamptz      NOT NULL DEFAULT statement_timestamp()
+);
+SELECT pg_catalog.pg_extension_config_dump('workflow.queue_settings', '');
+CREATE INDEX runs_tenants ON workflow.runs (name, (coalesce(tenant, '')), lease_expires_at)
+    WHERE (status = 'running') IS TRUE;
+CREATE INDEX runs_leased ON workflow.runs (name, (coalesce(tenant, ''))) INCLUDE (lease_expires_at)
+    WHERE (status = 'running') IS TRUE AND owner IS NOT NULL;
+CREATE  FUNCTION "wf_queue"(
+	"name" TEXT, /* Option < & str > */
+	"max_running" INT DEFAULT NULL, /* Option < i32 > */
+	"max_running_per_tenant" INT DEFAULT NULL, /* Option < i32 > */
+	"rate_per_second" NUMERIC DEFAULT NULL /* Option < AnyNumeric > */
+) RETURNS void
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_queue_wrapper';
+REVOKE ALL ON FUNCTION wf_queue(text, integer, integer, numeric) FROM PUBLIC;
+CREATE  FUNCTION "wf_queue_drop"(
+	"name" TEXT /* Option < & str > */
+) RETURNS void
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'wf_queue_drop_wrapper';
+REVOKE ALL ON FUNCTION wf_queue_drop(text) FROM PUBLIC;
+
 -- wf_stats says why delivery is paused and names its latencies for what they measure
 -- (enqueue to answer, the request alone); wf_dispatch_pause and wf_dispatch_resume are new,
 -- and the owner's only.
@@ -303,7 +381,7 @@ SELECT id, coalesce(endpoint, url) AS target, endpoint, payload,
        CASE WHEN status = 'pending' THEN greatest(next_attempt_at, leased_until) END AS next_attempt_at,
        ordering_key, workflow_id, step, last_status_code, last_error, created_at, delivered_at,
        finished_at,
-       parked::text AS parked
+       parked::text AS parked, tenant
   FROM workflow.outbox;
 COMMENT ON VIEW workflow.messages IS 'Every outbox message and where its delivery stands, without its header values';
 CREATE VIEW workflow.dead_letters AS
@@ -442,6 +520,34 @@ DROP VIEW workflow.metrics;
 CREATE VIEW workflow.metrics AS SELECT * FROM workflow.metrics_rows();
 COMMENT ON VIEW workflow.metrics IS 'Delivery health per endpoint, and for URL targets, cheap enough to scrape';
 GRANT SELECT ON workflow.metrics TO workflow_user;
+
+-- Flow control per workflow name (wf_queue): its limits, how many of its workflows are
+-- leased (running) and ready now, and its five busiest tenants (most running, then most
+-- ready). It reads the name's running workflows: for people and the console, not for
+-- scraping every few seconds.
+CREATE VIEW workflow.queues AS
+SELECT q.name, q.max_running, q.max_running_per_tenant, q.rate_per_second,
+       coalesce(t.running, 0) AS running, coalesce(t.ready, 0) AS ready,
+       coalesce(t.busiest_tenants, '[]') AS busiest_tenants
+  FROM workflow.queue_settings q
+  LEFT JOIN LATERAL (
+       SELECT sum(b.running)::bigint AS running, sum(b.ready)::bigint AS ready,
+              jsonb_agg(jsonb_build_object('tenant', b.tenant, 'running', b.running, 'ready', b.ready)
+                        ORDER BY b.running DESC, b.ready DESC, b.tenant)
+                  FILTER (WHERE b.rank <= 5) AS busiest_tenants
+         FROM (SELECT r.tenant,
+                      count(*) FILTER (WHERE r.owner IS NOT NULL
+                                         AND r.lease_expires_at > statement_timestamp()) AS running,
+                      count(*) FILTER (WHERE r.lease_expires_at <= statement_timestamp()) AS ready,
+                      row_number() OVER (ORDER BY count(*) FILTER (WHERE r.owner IS NOT NULL
+                                                   AND r.lease_expires_at > statement_timestamp()) DESC,
+                                                  count(*) FILTER (WHERE r.lease_expires_at <= statement_timestamp()) DESC,
+                                                  r.tenant) AS rank
+                 FROM workflow.runs r
+                WHERE r.name = q.name AND (r.status = 'running') IS TRUE
+                GROUP BY r.tenant) b) t ON true;
+COMMENT ON VIEW workflow.queues IS 'Flow control per workflow name: limits, running and ready workflows, the busiest tenants';
+GRANT SELECT ON workflow.queues TO workflow_user;
 REVOKE ALL ON FUNCTION workflow.metrics_rows() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION workflow.metrics_rows() TO workflow_user;
 CREATE FUNCTION workflow.workflow_metrics_rows()

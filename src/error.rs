@@ -29,6 +29,8 @@ pub enum WfError {
     UnknownEndpoint(String),
     #[error("no push handler for workflows named {0:?}")]
     UnknownHandler(String),
+    #[error("no queue for workflows named {0:?}")]
+    UnknownQueue(String),
     #[error("workflow {id} is {status}; {action} needs a running workflow")]
     NotRunning {
         id: pgrx::Uuid,
@@ -105,7 +107,9 @@ impl WfError {
             | WfError::StepWithoutWorkflow
             | WfError::EndpointNameIsUrl(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             WfError::UnknownWorkflow(_) | WfError::UnknownMessage(_) => ERRCODE_NO_DATA_FOUND,
-            WfError::UnknownEndpoint(_) | WfError::UnknownHandler(_) => ERRCODE_UNDEFINED_OBJECT,
+            WfError::UnknownEndpoint(_) | WfError::UnknownHandler(_) | WfError::UnknownQueue(_) => {
+                ERRCODE_UNDEFINED_OBJECT
+            }
             WfError::AlreadyStarted { .. } => ERRCODE_UNIQUE_VIOLATION,
             WfError::NotLeasedTo { .. } => ERRCODE_OBJECT_IN_USE,
             WfError::NotRunning { .. }

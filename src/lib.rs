@@ -57,12 +57,12 @@ BEGIN
          WHERE p.proname LIKE 'wf\_%' OR p.pronamespace = 'workflow'::regnamespace
     LOOP
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
-        -- Endpoints hold secrets and destinations, handlers choose destinations, and
-        -- delivery is paused and resumed for the whole database: the owner's business,
-        -- not the app's.
+        -- Endpoints hold secrets and destinations, handlers choose destinations, queues
+        -- limit every application's workflows of a name, and delivery is paused and
+        -- resumed for the whole database: the owner's business, not the app's.
         IF fn::text LIKE 'wf\_%' AND fn::text NOT LIKE 'wf\_endpoint%'
            AND fn::text NOT LIKE 'wf\_handler%' AND fn::text NOT LIKE 'wf\_replay%'
-           AND fn::text NOT LIKE 'wf\_dispatch%' THEN
+           AND fn::text NOT LIKE 'wf\_dispatch%' AND fn::text NOT LIKE 'wf\_queue%' THEN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO workflow_user', fn);
         END IF;
     END LOOP;

@@ -106,6 +106,13 @@ CREATE INDEX runs_finished ON workflow.runs (finished_at) WHERE (status <> 'runn
 CREATE INDEX runs_children ON workflow.runs (parent) WHERE parent IS NOT NULL;
 -- The session-bound leases, for the dispatcher's look for sessions that ended.
 CREATE INDEX runs_sessions ON workflow.runs (session_pid) WHERE session_pid IS NOT NULL;
+-- Flow control (wf_queue, runs/queue): a name's running workflows by tenant (NULL as ''),
+-- for the round-robin over tenants with a ready run, one probe per tenant; and its leased
+-- ones, which its limits count, so that counting never reads a backlog.
+CREATE INDEX runs_tenants ON workflow.runs (name, (coalesce(tenant, '')), lease_expires_at)
+    WHERE (status = 'running') IS TRUE;
+CREATE INDEX runs_leased ON workflow.runs (name, (coalesce(tenant, ''))) INCLUDE (lease_expires_at)
+    WHERE (status = 'running') IS TRUE AND owner IS NOT NULL;
 
 -- One row per completed step. The primary key makes a second record of a step impossible.
 -- There is no foreign key to runs on purpose: its per-row check (an SPI query and a row
@@ -214,6 +221,24 @@ CREATE TABLE workflow.handlers (
     updated_at  timestamptz NOT NULL DEFAULT statement_timestamp()
 );
 
+-- Flow control per workflow name (wf_queue): at most max_running of its workflows leased at
+-- once, at most max_running_per_tenant of one tenant's, and at most rate_per_second leases
+-- started a second, a token bucket (`tokens` as of `refilled_at`, holding at most a
+-- second's worth, or one). NULL: no such limit. Every claim of the name locks its row
+-- first, so that claimers count each other's leases; `next_tenant` is the tenant (NULL as
+-- '') its round-robin served last. The owner's configuration: kept by pg_dump.
+CREATE TABLE workflow.queue_settings (
+    name                    text             PRIMARY KEY,
+    max_running             integer          CHECK (max_running > 0),
+    max_running_per_tenant  integer          CHECK (max_running_per_tenant > 0),
+    rate_per_second         double precision CHECK (rate_per_second > 0),
+    tokens                  double precision NOT NULL DEFAULT 1,
+    refilled_at             timestamptz      NOT NULL DEFAULT statement_timestamp(),
+    next_tenant             text,
+    created_at              timestamptz      NOT NULL DEFAULT statement_timestamp(),
+    updated_at              timestamptz      NOT NULL DEFAULT statement_timestamp()
+);
+
 -- The health of every destination that has failed (G11): an endpoint's name, or a URL
 -- target's origin, as the claim names it. A failing destination is probed with one request
 -- at a time, the next not before next_probe_at, and its other messages wait parked at its
@@ -299,7 +324,10 @@ CREATE TABLE workflow.outbox (
     -- The database the message was enqueued in (as runs.written_in): the claim sends
     -- nothing while one it walks was copied from another database, and a push carries its
     -- run's. Restored rows carry their original's, whatever order a restore brings them in.
-    written_in       bigint      NOT NULL DEFAULT 0
+    written_in       bigint      NOT NULL DEFAULT 0,
+    -- Who the message is for (wf_enqueue's or wf_publish's tenant, else its workflow's): a
+    -- destination's due messages are claimed round-robin by tenant.
+    tenant           text
 ) WITH (
     -- Room on each page for the claim's HOT update (a fifth: a claim updates a batch of
     -- neighbouring rows, so not all of them stay on their page; half was tried, and the
@@ -323,6 +351,11 @@ CREATE INDEX outbox_parked ON workflow.outbox (endpoint, next_attempt_at) WHERE 
 -- The messages set aside because their destination was at its limit, by destination in
 -- due order: what the dispatcher lets go as the destination's requests finish.
 CREATE INDEX outbox_limited ON workflow.outbox (coalesce(endpoint, origin), next_attempt_at)
+    WHERE parked = 'limit';
+-- The same messages by destination and tenant (NULL as ''): the dispatcher lets them go
+-- round-robin across tenants, one probe per tenant (parking/unpark_limited.sql).
+CREATE INDEX outbox_limited_tenants
+    ON workflow.outbox (coalesce(endpoint, origin), (coalesce(tenant, '')), next_attempt_at)
     WHERE parked = 'limit';
 -- The messages whose key's next message the dispatcher has yet to unpark.
 CREATE INDEX outbox_unpark_successor ON workflow.outbox (ordering_key) WHERE unpark_successor IS TRUE;
@@ -410,7 +443,7 @@ SELECT id, coalesce(endpoint, url) AS target, endpoint, payload,
        -- Why the dispatcher set a pending message aside: its endpoint is disabled
        -- ('endpoint'), an older message of its key is pending ('ordering_key'), or its
        -- destination is at its concurrency or rate limit ('limit').
-       parked::text AS parked
+       parked::text AS parked, tenant
   FROM workflow.outbox;
 COMMENT ON VIEW workflow.messages IS 'Every outbox message and where its delivery stands, without its header values';
 
@@ -584,6 +617,34 @@ $$;
 CREATE VIEW workflow.metrics AS SELECT * FROM workflow.metrics_rows();
 COMMENT ON VIEW workflow.metrics IS 'Delivery health per endpoint, and for URL targets, cheap enough to scrape';
 GRANT SELECT ON workflow.metrics TO workflow_user;
+
+-- Flow control per workflow name (wf_queue): its limits, how many of its workflows are
+-- leased (running) and ready now, and its five busiest tenants (most running, then most
+-- ready). It reads the name's running workflows: for people and the console, not for
+-- scraping every few seconds.
+CREATE VIEW workflow.queues AS
+SELECT q.name, q.max_running, q.max_running_per_tenant, q.rate_per_second,
+       coalesce(t.running, 0) AS running, coalesce(t.ready, 0) AS ready,
+       coalesce(t.busiest_tenants, '[]') AS busiest_tenants
+  FROM workflow.queue_settings q
+  LEFT JOIN LATERAL (
+       SELECT sum(b.running)::bigint AS running, sum(b.ready)::bigint AS ready,
+              jsonb_agg(jsonb_build_object('tenant', b.tenant, 'running', b.running, 'ready', b.ready)
+                        ORDER BY b.running DESC, b.ready DESC, b.tenant)
+                  FILTER (WHERE b.rank <= 5) AS busiest_tenants
+         FROM (SELECT r.tenant,
+                      count(*) FILTER (WHERE r.owner IS NOT NULL
+                                         AND r.lease_expires_at > statement_timestamp()) AS running,
+                      count(*) FILTER (WHERE r.lease_expires_at <= statement_timestamp()) AS ready,
+                      row_number() OVER (ORDER BY count(*) FILTER (WHERE r.owner IS NOT NULL
+                                                   AND r.lease_expires_at > statement_timestamp()) DESC,
+                                                  count(*) FILTER (WHERE r.lease_expires_at <= statement_timestamp()) DESC,
+                                                  r.tenant) AS rank
+                 FROM workflow.runs r
+                WHERE r.name = q.name AND (r.status = 'running') IS TRUE
+                GROUP BY r.tenant) b) t ON true;
+COMMENT ON VIEW workflow.queues IS 'Flow control per workflow name: limits, running and ready workflows, the busiest tenants';
+GRANT SELECT ON workflow.queues TO workflow_user;
 GRANT EXECUTE ON FUNCTION workflow.metrics_rows() TO workflow_user;
 
 -- One row per workflow name ever started (its counters, from workflow_counts), with its
@@ -674,4 +735,5 @@ SELECT pg_catalog.pg_extension_config_dump('workflow.run_signals', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.dispatch', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.run_signals_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.handlers', '');
+SELECT pg_catalog.pg_extension_config_dump('workflow.queue_settings', '');
 SELECT pg_catalog.pg_extension_config_dump('workflow.destinations', '');

@@ -129,7 +129,7 @@ fn check_timeout(timeout: Interval) -> Result<(), WfError> {
     Ok(())
 }
 
-fn check_rate(rate: AnyNumeric) -> Result<f64, WfError> {
+pub(super) fn check_rate(rate: AnyNumeric) -> Result<f64, WfError> {
     let text = rate.to_string();
     let value: f64 = text.parse().unwrap_or(f64::NAN);
     // Checked on the number as written: a rate too small for a float (1e-400) reads as 0,

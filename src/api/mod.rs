@@ -11,6 +11,7 @@ mod signals;
 
 pub(crate) mod outbox;
 mod publish;
+mod queues;
 mod replay;
 pub(crate) mod workflows;
 

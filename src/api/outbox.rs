@@ -76,6 +76,7 @@ const ENQUEUE_ARGS: &[pgrx::pg_sys::Oid] = &[
     UUIDOID,
     TEXTOID,
     TEXTOID,
+    TEXTOID,
 ];
 
 /// Without an idempotency key nothing can conflict, and a plain insert skips the
@@ -169,7 +170,8 @@ pub(super) fn require_endpoint(client: &mut SpiClient<'_>, name: &str) -> Result
 
 /// Adds a message to the outbox in the caller's transaction; returns its id. With an
 /// idempotency key, a repeated enqueue returns the first message's id and adds nothing; so does
-/// a durable step (`workflow` and `step`) enqueued again.
+/// a durable step (`workflow` and `step`) enqueued again. `tenant` (default: the workflow's)
+/// is who the message is for: a destination's messages are claimed round-robin by tenant.
 #[allow(clippy::too_many_arguments)] // the SQL signature is the SPEC's
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
@@ -182,6 +184,7 @@ fn wf_enqueue(
     workflow: default!(Option<pgrx::Uuid>, "NULL"),
     step: default!(Option<&str>, "NULL"),
     ordering_key: default!(Option<&str>, "NULL"),
+    tenant: default!(Option<&str>, "NULL"),
 ) -> i64 {
     let target = parse_target(target).or_raise();
     let payload = super::message_parts(payload, headers, deliver_at).or_raise();
@@ -191,6 +194,7 @@ fn wf_enqueue(
         WfError::StepWithoutWorkflow.raise();
     }
     let ordering_key = validate::message_key("ordering_key", ordering_key).or_raise();
+    let tenant = validate::optional_name("tenant", tenant).or_raise();
 
     let id = super::write("wf_enqueue", |client| {
         let (url, endpoint) = match target {
@@ -220,7 +224,7 @@ fn wf_enqueue(
         if let Some(key) = ordering_key {
             lock_ordering_key(key);
         }
-        let args: [DatumWithOid; 9] = [
+        let args: [DatumWithOid; 10] = [
             url.into(),
             endpoint.into(),
             payload.into(),
@@ -230,6 +234,7 @@ fn wf_enqueue(
             workflow.into(),
             step.into(),
             ordering_key.into(),
+            tenant.into(),
         ];
         let enqueue = if key.is_some() {
             &ENQUEUE_KEYED

@@ -28,6 +28,7 @@ static PUBLISH: Statement = Statement {
         TIMESTAMPTZOID,
         TEXTOID,
         TEXTARRAYOID,
+        TEXTOID,
     ],
 };
 
@@ -42,6 +43,8 @@ static FIND_PUBLISHED: Statement = Statement {
 /// `{"type", "timestamp", "data": payload}`. Returns their ids in endpoint name order; an
 /// empty array when nothing subscribes (and nothing is stored). With an idempotency key a
 /// repeat returns the messages of the first publish (a subscriber added since gets one).
+/// `tenant` is who the messages are for.
+#[allow(clippy::too_many_arguments)] // the SQL signature is the SPEC's
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn wf_publish(
@@ -51,11 +54,13 @@ fn wf_publish(
     idempotency_key: default!(Option<&str>, "NULL"),
     deliver_at: default!(Option<TimestampWithTimeZone>, "NULL"),
     ordering_key: default!(Option<&str>, "NULL"),
+    tenant: default!(Option<&str>, "NULL"),
 ) -> Vec<i64> {
     let event_type = validate::event_type("event_type", event_type).or_raise();
     let payload = super::message_parts(payload, headers, deliver_at).or_raise();
     let key = validate::message_key("idempotency_key", idempotency_key).or_raise();
     let ordering_key = validate::message_key("ordering_key", ordering_key).or_raise();
+    let tenant = validate::optional_name("tenant", tenant).or_raise();
 
     let ids = super::write("wf_publish", |client| {
         let subscribers: Vec<String> =
@@ -70,7 +75,7 @@ fn wf_publish(
         if let Some(key) = ordering_key {
             super::outbox::lock_ordering_key(key);
         }
-        let args: [DatumWithOid; 7] = [
+        let args: [DatumWithOid; 8] = [
             event_type.into(),
             payload.into(),
             headers.into(),
@@ -78,6 +83,7 @@ fn wf_publish(
             deliver_at.into(),
             ordering_key.into(),
             subscribers.clone().into(),
+            tenant.into(),
         ];
         let mut found = db::execute(client, &PUBLISH, &args, by_endpoint)?;
         if found.len() < subscribers.len() {

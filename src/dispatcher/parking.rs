@@ -72,7 +72,15 @@ pub fn unpark(client: &mut SpiClient<'_>) -> SpiResult<Unparked> {
 /// Lets go of what some destinations have room for, oldest due first.
 pub(crate) static UNPARK_LIMITED: Statement = Statement {
     sql: include_str!("parking/unpark_limited.sql"),
-    args: &[INT4OID, INT4OID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID],
+    args: &[
+        INT4OID,
+        INT4OID,
+        TEXTARRAYOID,
+        INT4ARRAYOID,
+        TEXTARRAYOID,
+        TEXTARRAYOID,
+        TEXTARRAYOID,
+    ],
 };
 
 /// The destinations with messages parked at their limit, one index probe each (a skip scan
@@ -82,11 +90,13 @@ static LIMITED_DESTINATIONS: Statement = Statement {
     args: &[],
 };
 
-/// What `unpark_limited` did: the destinations that still have messages parked, and how
-/// many messages it let go.
+/// What `unpark_limited` did: the destinations that still have messages parked, how many
+/// messages it let go, and the tenant each destination served last (its next turn starts
+/// after it).
 pub struct UnparkedLimited {
     pub still_limited: Vec<String>,
     pub messages: usize,
+    pub served_last: Vec<(String, String)>,
 }
 
 /// Lets go of what `destinations` have room for; see `UNPARK_LIMITED`.
@@ -95,24 +105,36 @@ pub fn unpark_limited(
     destinations: Vec<String>,
     per_destination: usize,
     outstanding: &HashMap<Arc<str>, usize>,
+    turns: &HashMap<Arc<str>, String>,
 ) -> SpiResult<UnparkedLimited> {
     let (busy, counts) = claim::db_arrays(outstanding);
-    let args: [DatumWithOid; 5] = [
+    let (served, last): (Vec<String>, Vec<String>) = destinations
+        .iter()
+        .filter_map(|d| turns.get(d.as_str()).map(|t| (d.clone(), t.clone())))
+        .unzip();
+    let args: [DatumWithOid; 7] = [
         claim::LEASE_GENERATIONS.into(),
         (per_destination.min(i32::MAX as usize) as i32).into(),
         busy.into(),
         counts.into(),
         destinations.into(),
+        served.into(),
+        last.into(),
     ];
     db::execute(client, &UNPARK_LIMITED, &args, |rows| {
         let mut done = UnparkedLimited {
             still_limited: Vec::new(),
             messages: 0,
+            served_last: Vec::new(),
         };
         for row in rows {
             done.messages = row.get::<i64>(3)?.unwrap_or(0).max(0) as usize;
+            let destination = row.get::<String>(1)?;
             if row.get::<bool>(2)? == Some(true) {
-                done.still_limited.extend(row.get::<String>(1)?);
+                done.still_limited.extend(destination.clone());
+            }
+            if let (Some(destination), Some(tenant)) = (destination, row.get::<String>(4)?) {
+                done.served_last.push((destination, tenant));
             }
         }
         Ok(done)

@@ -120,6 +120,9 @@ pub struct Parking {
     /// checked) the map names every one.
     limited: HashMap<Arc<str>, bool>,
     limited_known: bool,
+    /// The tenant each destination with parked messages served last: its next unpark
+    /// starts with the tenant after it (round-robin).
+    turns: HashMap<Arc<str>, String>,
 }
 
 impl Parking {
@@ -131,7 +134,12 @@ impl Parking {
             flagged_by_record: false,
             limited: HashMap::new(),
             limited_known: false,
+            turns: HashMap::new(),
         }
+    }
+
+    pub fn turns(&self) -> &HashMap<Arc<str>, String> {
+        &self.turns
     }
 
     /// Whether a round should act on unpark flags: a commit left one since the last look,
@@ -211,13 +219,25 @@ impl Parking {
     }
 
     /// After a round's look at `looked`: what the unpark left parked is all that is.
-    pub fn looked(&mut self, looked: &[Arc<str>], still_limited: Vec<String>) {
+    pub fn looked(
+        &mut self,
+        looked: &[Arc<str>],
+        still_limited: Vec<String>,
+        served_last: Vec<(String, String)>,
+    ) {
         for destination in looked {
             self.limited.remove(destination);
         }
         for destination in still_limited {
             self.limited.insert(destination.into(), false);
         }
+        for (destination, tenant) in served_last {
+            self.turns.insert(destination.into(), tenant);
+        }
+        // A destination with nothing parked any more starts its next turn afresh.
+        let limited = &self.limited;
+        self.turns
+            .retain(|destination, _| limited.contains_key(destination));
         self.limited_known = true;
     }
 
@@ -394,6 +414,9 @@ pub struct Timers {
     /// Whether some workflow name has a push handler, as the last look saw: only then does
     /// a round push ready workflows.
     pub pushing: bool,
+    /// Whether the last push passed over a queue another claimer held: the next look
+    /// pushes whatever became ready.
+    pub push_again: bool,
     /// Transactions prepared after making workflows ready, as last counted (see
     /// `wake::readiness_prepared`), and the ones that may still wait for their COMMIT
     /// PREPARED (`Some(None)`: any of this database's): while there are any, every look
@@ -414,6 +437,7 @@ impl Timers {
             ready_up_to: None,
             next_ready_look: now,
             pushing: false,
+            push_again: false,
             prepared_seen: None,
             prepared: None,
             sessions_seen: None,

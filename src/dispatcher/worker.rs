@@ -48,6 +48,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const OUTSTANDING_PER_SLOT: usize = claim::LEASE_GENERATIONS as usize;
 /// How long after a lease's expiry the look that announces it runs.
 const READY_LOOK_SLACK: Duration = Duration::from_millis(1);
+/// How soon the push tries again a name whose queue an application's claim held.
+const BUSY_QUEUE_RETRY: Duration = Duration::from_millis(20);
 
 /// How often the dispatcher looks at every session-bound lease, for sessions whose exit no
 /// callback reported.
@@ -106,6 +108,8 @@ struct RoundWork<'a> {
     outstanding: &'a HashMap<Arc<str>, usize>,
     /// The destinations with messages parked at their limit that the round looks at.
     limited: &'a [Arc<str>],
+    /// The tenant each limited destination served last.
+    turns: &'a HashMap<Arc<str>, String>,
 }
 
 /// What a round that claimed saw of the destinations' limits.
@@ -114,6 +118,8 @@ struct LimitsSeen {
     still_limited: Vec<String>,
     /// The smallest room any destination has, when the round read it.
     smallest_room: Option<usize>,
+    /// The tenant each destination it let messages go for served last.
+    served_last: Vec<(String, String)>,
 }
 
 /// What one round's transaction did, for the worker to keep once it committed.
@@ -126,8 +132,8 @@ struct RoundDone {
     skipped: Vec<i64>,
     /// Whether the unpark ran, and then whether it kept flags for later.
     kept_flags: Option<bool>,
-    /// When the first lease of a workflow pushed this round runs out.
-    pushed_leases_end: Option<Duration>,
+    /// What the round's push did.
+    pushed: push::Pushed,
     /// What a round that claimed saw of the destinations' limits.
     limits: Option<LimitsSeen>,
     /// What the round's outcomes changed of the destinations' health.
@@ -142,7 +148,7 @@ pub fn run(slot: usize) {
     let sender = match Sender::start(config::allow_private_networks(), config::max_concurrency()) {
         Ok(sender) => sender,
         Err(e) => {
-            // Restarted by the postmaster after RESTART_AFTER; better than a half-alive worker.
+            // Started again by the launcher after RESTART_AFTER; better than a half-alive worker.
             log!("workflow dispatcher could not start its HTTP client: {e}");
             return;
         }
@@ -398,6 +404,7 @@ fn record_and_claim(state: &mut State) -> Round {
         known: &state.destinations.health,
         outstanding: &state.destinations.outstanding,
         limited: &looked,
+        turns: state.parking.turns(),
     };
     let result = transaction::run_round(|| Spi::connect_mut(|client| round(client, &work)));
     state.note(&result);
@@ -473,10 +480,10 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
         parking::Unparked::default()
     };
     let failing_now = read_failing(client)?;
-    let pushed_leases_end = if plan.push {
-        push::push_ready(client, plan.claim as i32, config::max_recovery_attempts())?.1
+    let pushed = if plan.push {
+        push::push_ready(client, plan.claim as i32, config::max_recovery_attempts())?
     } else {
-        None
+        push::Pushed::default()
     };
     let mut limited: Vec<String> = work.limited.iter().map(|d| d.to_string()).collect();
     if plan.find_limited {
@@ -491,6 +498,7 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
             limited,
             per_destination,
             work.outstanding,
+            work.turns,
         )?)
     };
     let smallest_room = if plan.read_smallest_room {
@@ -521,10 +529,18 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
         next_due,
         skipped,
         kept_flags: plan.unpark.then_some(unparked.flags_kept > 0),
-        pushed_leases_end,
-        limits: Some(LimitsSeen {
-            still_limited: unparked_limited.map_or_else(Vec::new, |u| u.still_limited),
-            smallest_room,
+        pushed,
+        limits: Some(match unparked_limited {
+            Some(u) => LimitsSeen {
+                still_limited: u.still_limited,
+                smallest_room,
+                served_last: u.served_last,
+            },
+            None => LimitsSeen {
+                still_limited: Vec::new(),
+                smallest_room,
+                served_last: Vec::new(),
+            },
         }),
         health,
         failing_now,
@@ -569,7 +585,7 @@ impl State {
             next_due: _,
             skipped,
             kept_flags,
-            pushed_leases_end,
+            pushed,
             limits,
             health,
             failing_now,
@@ -581,11 +597,20 @@ impl State {
         self.parking
             .unparked(flags, kept_flags, records_keyed, config::poll_interval());
         // A pushed workflow's handler that dies is found when its lease ends.
-        if let Some(end) = pushed_leases_end {
+        if let Some(end) = pushed.leases_end {
             self.timers.next_ready_look = self
                 .timers
                 .next_ready_look
                 .min(Instant::now() + end + READY_LOOK_SLACK);
+        }
+        // A queue an application's claim held: the push takes its turn there shortly,
+        // not at the next poll.
+        if pushed.busy_queue {
+            self.timers.push_again = true;
+            self.timers.next_ready_look = self
+                .timers
+                .next_ready_look
+                .min(Instant::now() + BUSY_QUEUE_RETRY);
         }
         // Outcomes of messages an application held locked: recorded by a later round.
         self.outcomes.hold(record::take_skipped(outcomes, &skipped));
@@ -595,7 +620,8 @@ impl State {
             if let Some(room) = seen.smallest_room {
                 self.destinations.set_smallest_room(room);
             }
-            self.parking.looked(looked, seen.still_limited);
+            self.parking
+                .looked(looked, seen.still_limited, seen.served_last);
         }
         for destination in claimed.limited {
             self.parking.parked(destination.into());
@@ -801,7 +827,10 @@ fn announce_ready(state: &mut State) -> bool {
             state.timers.prepared = still.filter(|xids| !xids.is_empty()).map(Some);
             state.timers.ready_up_to = looked.up_to;
             // A handler just made (or a first look) may have ready workflows waiting.
-            push_now = looked.pushing && (looked.became_ready || !state.timers.pushing);
+            push_now = looked.pushing
+                && (looked.became_ready
+                    || !state.timers.pushing
+                    || std::mem::take(&mut state.timers.push_again));
             state.timers.pushing = looked.pushing;
             // Just past the next expiry, so that the look after it finds it expired.
             looked

@@ -1,8 +1,9 @@
 //! Handing ready runs to an owner: `wf_claim`, `wf_claim_runs` and the dispatcher's push
 //! all go through [`claim`], which also fails the runs that have been recovered too often
-//! and tells their parents.
+//! and tells their parents. Names with a queue are claimed within its limits (`queue`).
 
 use super::finish;
+use super::queue::{self, Wait};
 use crate::db::{self, Statement};
 use crate::document::Document;
 use crate::error::WfError;
@@ -86,34 +87,100 @@ pub struct Claimer<'a> {
     pub max_recovery_attempts: i32,
 }
 
-/// Claims up to `max` of the `ready` runs for `claimer`, in order of their expiry. A run
+/// Claims up to `max` of the `ready` runs for `claimer`: of a name with a queue within its
+/// limits, round-robin by tenant (`queue`); of the others in order of their expiry. A run
 /// failed for too many recoveries uses up a slot of the batch, and its parent is told; the
-/// claim looks again until the batch is full or nothing ready is left. Returns the runs
-/// handed out.
+/// claim of names without a queue looks again until the batch is full or nothing ready is
+/// left. Returns the runs handed out.
 pub fn claim(
     client: &mut SpiClient<'_>,
     ready: Ready<'_>,
     claimer: Claimer<'_>,
     max: i32,
 ) -> Result<Vec<pgrx::Uuid>, WfError> {
-    let session: Option<TimestampWithTimeZone> = match claimer.owner {
-        Some(_) => None,
-        None => super::sessions::bind(),
+    Ok(claim_noting_busy_queues(client, ready, claimer, max)?.0)
+}
+
+/// [`claim`], and whether it passed over a name whose queue another claimer held (it takes
+/// no turn there; the push tries again soon).
+pub fn claim_noting_busy_queues(
+    client: &mut SpiClient<'_>,
+    ready: Ready<'_>,
+    claimer: Claimer<'_>,
+    max: i32,
+) -> Result<(Vec<pgrx::Uuid>, bool), WfError> {
+    let handing = Handing {
+        claimer,
+        session: match claimer.owner {
+            Some(_) => None,
+            None => super::sessions::bind(),
+        },
+        pushed: matches!(ready, Ready::ForHandlers),
     };
     let mut claimed = Vec::new();
+    if let Ready::OfName(name) = ready
+        && let Some(locked) = queue::ready_within(client, name, max, Wait::Yes, None)?
+    {
+        handing.hand_out(client, &locked, &mut claimed)?;
+        return Ok((claimed, false));
+    }
     loop {
         let wanted = max - claimed.len() as i32;
         let locked = ready.lock(client, wanted)?;
         if locked.is_empty() {
-            return Ok(claimed);
+            break;
+        }
+        handing.hand_out(client, &locked, &mut claimed)?;
+        if locked.len() < wanted as usize || claimed.len() as i32 >= max {
+            break;
+        }
+    }
+    let mut busy = false;
+    if !matches!(ready, Ready::OfName(_)) {
+        // The statements above leave out the names with a queue: each in turn now.
+        let written_in = handing.pushed.then(crate::identity::current);
+        for name in queue::names(client, handing.pushed)? {
+            let wanted = max - claimed.len() as i32;
+            if wanted <= 0 {
+                break;
+            }
+            match queue::ready_within(client, &name, wanted, Wait::Skip, written_in)? {
+                Some(locked) => handing.hand_out(client, &locked, &mut claimed)?,
+                None => busy = true,
+            }
+        }
+    }
+    Ok((claimed, busy))
+}
+
+/// How a claim hands locked runs out.
+struct Handing<'a> {
+    claimer: Claimer<'a>,
+    /// The claiming session's start, for a lease bound to it (no owner).
+    session: Option<TimestampWithTimeZone>,
+    /// Whether this is the dispatcher's push.
+    pushed: bool,
+}
+
+impl Handing<'_> {
+    /// Hands the locked runs out, adding those handed out to `claimed`, and fails those
+    /// recovered too often, telling their parents.
+    fn hand_out(
+        &self,
+        client: &mut SpiClient<'_>,
+        locked: &[pgrx::Uuid],
+        claimed: &mut Vec<pgrx::Uuid>,
+    ) -> Result<(), WfError> {
+        if locked.is_empty() {
+            return Ok(());
         }
         let args: [DatumWithOid; 6] = [
-            locked.clone().into(),
-            claimer.owner.into(),
-            claimer.lease.into(),
-            claimer.max_recovery_attempts.into(),
-            session.into(),
-            matches!(ready, Ready::ForHandlers).into(),
+            locked.to_vec().into(),
+            self.claimer.owner.into(),
+            self.claimer.lease.into(),
+            self.claimer.max_recovery_attempts.into(),
+            self.session.into(),
+            self.pushed.into(),
         ];
         let failed = db::execute(client, &HAND_OUT, &args, |rows| {
             let mut failed = Vec::new();
@@ -129,9 +196,7 @@ pub fn claim(
         for id in failed {
             finish::after_failure(client, id)?;
         }
-        if locked.len() < wanted as usize || claimed.len() as i32 >= max {
-            return Ok(claimed);
-        }
+        Ok(())
     }
 }
 

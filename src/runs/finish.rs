@@ -6,7 +6,7 @@
 
 use super::children;
 use super::guard::{self, require_lease, require_running};
-use crate::db::{self, Statement, first_value};
+use crate::db::{self, Statement};
 use crate::document::Document;
 use crate::error::WfError;
 use crate::wake;
@@ -93,8 +93,19 @@ pub fn finish(
         error.into(),
         owner.into(),
     ];
-    let finished: Option<bool> = db::execute(client, &FINISH, &args, first_value)?;
-    if let Some(has_parent) = finished {
+    let finished: Option<(Option<bool>, Option<String>)> =
+        db::execute(client, &FINISH, &args, |rows| {
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            rows.first().get_two().map(Some)
+        })?;
+    if let Some((has_parent, queued)) = finished {
+        let has_parent = has_parent.unwrap_or(false);
+        if let Some(name) = queued {
+            // Room under the name's limits: its listeners, and the push, may take another.
+            super::readiness::became_ready(&name);
+        }
         if finish == Finish::Cancel {
             let mut runs = children::cancel_descendants(client, id)?;
             runs.push(id);

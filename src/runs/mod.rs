@@ -5,6 +5,8 @@
 //! - [`claim`] — handing ready runs to an owner, and telling the parents of runs a claim
 //!   failed for too many recoveries; `wf_claim` and the dispatcher's push both use it.
 //! - [`push`] — the dispatcher's push of ready runs to their handlers.
+//! - [`queue`] — flow control by workflow name (`wf_queue`): limits and round-robin by
+//!   tenant for the claims of a name with a queue.
 //! - [`finish`] — the terminal transitions and what they take with them (G10): durable
 //!   steps not yet recorded, children, the parent's signal.
 //! - [`children`] — parents and children: adoption, the finished signal, the cancel that
@@ -22,6 +24,7 @@ pub mod claim;
 pub mod finish;
 pub mod guard;
 pub mod push;
+pub mod queue;
 pub mod readiness;
 pub mod retention;
 pub mod sessions;

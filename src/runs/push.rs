@@ -26,25 +26,40 @@ pub static PUSH_ENQUEUE: Statement = Statement {
     args: &[UUIDARRAYOID, INT4OID],
 };
 
-/// Claims and enqueues the pushes of up to `max` ready workflows; returns how many, and
-/// when the first of their leases runs out (when to look for handlers that died). For the
-/// dispatcher's round, before it claims messages (which then include these).
+/// What a push did.
+#[derive(Default)]
+pub struct Pushed {
+    /// How many workflows it pushed.
+    #[cfg_attr(not(feature = "pg_test"), allow(dead_code))] // the round needs only the rest
+    pub count: usize,
+    /// When the first of their leases runs out (when to look for handlers that died).
+    pub leases_end: Option<std::time::Duration>,
+    /// Whether a name's queue was held by another claimer: its turn comes soon.
+    pub busy_queue: bool,
+}
+
+/// Claims and enqueues the pushes of up to `max` ready workflows. For the dispatcher's
+/// round, before it claims messages (which then include these).
 pub fn push_ready(
     client: &mut SpiClient<'_>,
     max: i32,
     max_recovery_attempts: i32,
-) -> Result<(usize, Option<std::time::Duration>), WfError> {
+) -> Result<Pushed, WfError> {
     let owner = format!("push-{:032x}", rand::random::<u128>());
     let claimer = Claimer {
         owner: Some(&owner),
         lease: None,
         max_recovery_attempts,
     };
-    let pushed = claim::claim(client, Ready::ForHandlers, claimer, max)?;
+    let (pushed, busy_queue) =
+        claim::claim_noting_busy_queues(client, Ready::ForHandlers, claimer, max)?;
     if pushed.is_empty() {
-        return Ok((0, None));
+        return Ok(Pushed {
+            busy_queue,
+            ..Pushed::default()
+        });
     }
-    let count = pushed.len();
+    let pushed_count = pushed.len();
     let steps_limit = i32::try_from(config::max_payload_bytes()).unwrap_or(i32::MAX);
     let expires_in: Option<f64> = db::execute(
         client,
@@ -52,8 +67,9 @@ pub fn push_ready(
         &[pushed.into(), steps_limit.into()],
         first_value,
     )?;
-    Ok((
-        count,
-        expires_in.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))),
-    ))
+    Ok(Pushed {
+        count: pushed_count,
+        leases_end: expires_in.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))),
+        busy_queue,
+    })
 }

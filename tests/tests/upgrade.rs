@@ -53,6 +53,7 @@ const ADDED_IN_0_3_0: &[&str] = &[
     "runs.written_in",
     "outbox.origin",
     "outbox.written_in",
+    "outbox.tenant",
 ];
 
 /// The rows of workflow.message_counts, hashed: `table_digests` leaves that table out.

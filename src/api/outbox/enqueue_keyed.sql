@@ -1,13 +1,15 @@
 -- Enqueues a message with the idempotency key $5: to the URL $1 or the endpoint $2, with
 -- the payload $3 and the headers $4, due at $6 (NULL: now), for the durable step $8 of the
--- workflow $7 if they are given, under the ordering key $9. The row says it is written in
+-- workflow $7 if they are given, under the ordering key $9, for the tenant $10 (NULL: the
+-- workflow's). The row says it is written in
 -- this database (`written_in = workflow.database_identity()`, see identity.rs). Returns
 -- the message's id; a key used before inserts nothing and returns no row, and the caller
 -- looks the first message up (find_by_key.sql).
 INSERT INTO workflow.outbox AS m
     (url, endpoint, payload, headers, idempotency_key, next_attempt_at, workflow_id, step, ordering_key,
-     written_in)
+     written_in, tenant)
 VALUES ($1, $2, $3, $4, $5, COALESCE($6, statement_timestamp()), $7, $8, $9,
-        workflow.database_identity())
+        workflow.database_identity(),
+        coalesce($10, (SELECT r.tenant FROM workflow.runs r WHERE r.id = $7)))
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING m.id;

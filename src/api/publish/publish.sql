@@ -1,6 +1,6 @@
 -- Publishes the event $1: one message to each subscriber in $7 (endpoint names), with the
 -- Standard Webhooks payload `{"type": $1, "timestamp", "data": $2}` and the headers $3,
--- due at $5 (NULL: now). Each row says it is written in this database (`written_in =
+-- due at $5 (NULL: now), for the tenant $8. Each row says it is written in this database (`written_in =
 -- workflow.database_identity()`, see identity.rs). Returns each new message's id and
 -- endpoint; a subscriber whose message a keyed publish made before gets no row
 -- (find_published.sql finds it).
@@ -10,14 +10,15 @@
 -- message; the ordering key $6 likewise orders each subscriber's messages apart, so that
 -- one failing subscriber holds back only its own.
 INSERT INTO workflow.outbox AS m
-       (endpoint, payload, headers, idempotency_key, next_attempt_at, ordering_key, written_in)
+       (endpoint, payload, headers, idempotency_key, next_attempt_at, ordering_key, written_in,
+        tenant)
 SELECT s.name,
        jsonb_build_object('type', $1, 'timestamp', to_jsonb(statement_timestamp()), 'data', $2),
        $3,
        'workflow.publish:' || s.name || ':' || $4,
        COALESCE($5, statement_timestamp()),
        'workflow.publish:' || s.name || ':' || $6,
-       workflow.database_identity()
+       workflow.database_identity(), $8
   FROM unnest($7::text[]) AS s(name)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING m.id, m.endpoint;

@@ -1,8 +1,9 @@
 -- Starts a run of the workflow name $1 with the idempotency key $2, the input $3, the
 -- parent $6 and the tenant $7, leased for $5 to the owner $4, or without one to this
 -- session under its own name, bound to the session when $8 (its start, see
--- runs/sessions.rs) is given. A start without an owner of a name with a push handler is
--- ready at once instead, for the dispatcher to push. The row says it is written in this
+-- runs/sessions.rs) is given. A start without an owner of a name with a push handler or
+-- a queue is ready at once instead, for the dispatcher to push or a claim within the
+-- queue's limits to take. The row says it is written in this
 -- database (`written_in = workflow.database_identity()`, see identity.rs). Returns the
 -- id, and whether the run is ready; a key used before for the name inserts nothing and
 -- returns no row, and the caller looks the first run up (find_by_key.sql).
@@ -19,7 +20,9 @@ WITH started AS (
            CASE WHEN p.pushed OR $8 IS NULL THEN NULL ELSE pg_backend_pid() END,
            CASE WHEN p.pushed THEN NULL ELSE $8 END,
            workflow.database_identity()
-      FROM (SELECT $4::text IS NULL AND EXISTS (SELECT FROM workflow.handlers WHERE name = $1) AS pushed) p
+      FROM (SELECT $4::text IS NULL
+                   AND (EXISTS (SELECT FROM workflow.handlers WHERE name = $1)
+                        OR EXISTS (SELECT FROM workflow.queue_settings WHERE name = $1)) AS pushed) p
     ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING
     RETURNING r.id, r.owner IS NULL AS ready, r.name),
 counted AS (

@@ -44,7 +44,7 @@
 -- - the lease goes to leased_until, which no index covers: the claim is a HOT update.
 WITH due AS (
     SELECT m.id, m.next_attempt_at, coalesce(m.endpoint, m.origin) AS destination,
-           m.written_in <> $10 AS copied,
+           coalesce(m.tenant, '') AS tenant, m.written_in <> $10 AS copied,
            m.endpoint IS NOT NULL AND EXISTS (
               SELECT FROM workflow.endpoint_settings d
                WHERE d.name = m.endpoint AND d.disabled_at IS NOT NULL) AS behind_endpoint,
@@ -60,14 +60,21 @@ WITH due AS (
        FOR UPDATE OF m SKIP LOCKED),
 copied AS MATERIALIZED (SELECT count(*) AS n FROM due WHERE copied),
 sendable AS (
-    SELECT d.id, d.destination, d.next_attempt_at
+    SELECT d.id, d.destination, d.tenant, d.next_attempt_at
       FROM due d
      WHERE NOT (d.behind_endpoint OR d.behind_key) AND (SELECT n FROM copied) = 0),
-ranked AS (
-    SELECT s.id, s.destination,
-           row_number() OVER (PARTITION BY s.destination ORDER BY s.next_attempt_at, s.id) AS rank
+-- Within a destination, round-robin across tenants: each tenant's first due message, then
+-- each one's second, so that what is beyond the room (parked) is the big backlogs' tail.
+turns AS MATERIALIZED (
+    SELECT s.id, s.destination, s.next_attempt_at,
+           row_number() OVER (PARTITION BY s.destination, s.tenant
+                              ORDER BY s.next_attempt_at, s.id) AS turn
       FROM sendable s
      WHERE $9),
+ranked AS (
+    SELECT t.id, t.destination,
+           row_number() OVER (PARTITION BY t.destination ORDER BY t.turn, t.next_attempt_at, t.id) AS rank
+      FROM turns t),
 rooms AS (
     SELECT d.destination,
            least(coalesce((SELECT CASE WHEN coalesce(s.next_probe_at, '-infinity') <= clock_timestamp()

@@ -1,8 +1,16 @@
 -- Lets go of messages parked at their destination's limit ('limit', see claim/claim.sql),
--- as many of each destination of $5 as it has room for now, oldest due first. $1 is the
--- lease generations, $2 the default requests in flight per destination, and $3/$4 the
--- destinations with requests outstanding and how many. Returns, for each destination,
--- whether any are left parked, and how many messages were let go.
+-- as many of each destination of $5 as it has room for now, round-robin across tenants:
+-- the oldest due message of each tenant after the one served last ($6/$7: destinations
+-- and the tenant, NULL as '', each served last), then of each from the first tenant on,
+-- then each one's second, and so on; so a tenant's backlog delays another's messages by at
+-- most a turn. $1 is the lease generations, $2 the default requests in flight per
+-- destination, and $3/$4 the destinations with requests outstanding and how many. Returns,
+-- for each destination, whether any are left parked, how many messages were let go, and
+-- the tenant served last.
+--
+-- The walk over tenants probes outbox_limited_tenants once per tenant with a due message,
+-- at most room tenants after the last served and room from the first: its work grows with
+-- the room, never with a tenant's backlog.
 --
 -- The room is the claim's, written again here from the `rooms` of claim/claim.sql, where
 -- this $1 is $5, $2 is $6 and $3/$4 are $7/$8: change both together. A disabled endpoint
@@ -29,15 +37,72 @@ WITH room AS (
                                     WHERE b.destination = t.destination), 0),
                        0) END AS n
       FROM unnest($5::text[]) AS t(destination)),
-freed AS (
-    SELECT f.id, r.destination FROM room r
+freed AS MATERIALIZED (
+    SELECT f.id, f.tenant, f.k, f.turn, r.destination FROM room r
      CROSS JOIN LATERAL (
-           SELECT m.id FROM workflow.outbox m
-            WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
-              AND m.next_attempt_at <= clock_timestamp()
-            ORDER BY coalesce(m.endpoint, m.origin), m.next_attempt_at
-            LIMIT r.n
-              FOR NO KEY UPDATE SKIP LOCKED) f),
+           WITH RECURSIVE
+           last AS (
+               SELECT (SELECT c.tenant FROM unnest($6::text[], $7::text[]) AS c(destination, tenant)
+                        WHERE c.destination = r.destination LIMIT 1) AS tenant),
+           after (tenant, turn) AS (
+               SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
+                        WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                          AND coalesce(m.tenant, '') > (SELECT tenant FROM last)
+                          AND m.next_attempt_at <= clock_timestamp()
+                        ORDER BY coalesce(m.tenant, '') LIMIT 1), 1
+                WHERE r.n > 0
+               UNION ALL
+               SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
+                        WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                          AND coalesce(m.tenant, '') > a.tenant
+                          AND m.next_attempt_at <= clock_timestamp()
+                        ORDER BY coalesce(m.tenant, '') LIMIT 1), a.turn + 1
+                 FROM after a WHERE a.tenant IS NOT NULL AND a.turn < r.n),
+           from_first (tenant, turn) AS (
+               SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
+                        WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                          AND coalesce(m.tenant, '') >= ''
+                          AND m.next_attempt_at <= clock_timestamp()
+                        ORDER BY coalesce(m.tenant, '') LIMIT 1), 1
+                WHERE r.n > 0
+               UNION ALL
+               SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
+                        WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                          AND coalesce(m.tenant, '') > f.tenant
+                          AND m.next_attempt_at <= clock_timestamp()
+                        ORDER BY coalesce(m.tenant, '') LIMIT 1), f.turn + 1
+                 FROM from_first f
+                WHERE f.tenant IS NOT NULL AND f.turn < r.n
+                  AND ((SELECT tenant FROM last) IS NULL OR f.tenant < (SELECT tenant FROM last))),
+           tenants AS (
+               SELECT tenant, turn FROM after WHERE tenant IS NOT NULL
+               UNION ALL
+               SELECT tenant, turn + r.n FROM from_first
+                WHERE tenant IS NOT NULL
+                  AND ((SELECT tenant FROM last) IS NULL OR tenant <= (SELECT tenant FROM last))),
+           candidates AS MATERIALIZED (
+               SELECT c.id, t.tenant, c.k, t.turn
+                 FROM tenants t
+                CROSS JOIN LATERAL (
+                      SELECT m.id, row_number() OVER (ORDER BY m.next_attempt_at) AS k
+                        FROM workflow.outbox m
+                       WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                         AND coalesce(m.tenant, '') = t.tenant
+                         AND m.next_attempt_at <= clock_timestamp()
+                       ORDER BY m.next_attempt_at
+                       LIMIT r.n) c),
+           picked AS MATERIALIZED (
+               SELECT id, tenant, k, turn FROM candidates ORDER BY k, turn LIMIT r.n),
+           -- Locked by key from the array, never by a join (see claim/claim.sql); the
+           -- check of `parked` is spelled so that no partial index on it matches, which a
+           -- plan from statistics that call the outbox empty would walk whole instead.
+           locked AS (
+               SELECT m.id FROM workflow.outbox m
+                WHERE m.id = ANY (ARRAY(SELECT id FROM picked))
+                  AND m.parked IS NOT DISTINCT FROM 'limit'
+                  FOR NO KEY UPDATE SKIP LOCKED)
+           SELECT p.id, p.tenant, p.k, p.turn FROM picked p
+            WHERE p.id IN (SELECT id FROM locked)) f),
 -- A failing destination whose probe is due, none of whose messages' retry time has come (a
 -- quiet backlog, all of it tried): the one due soonest is the probe, early. An early probe
 -- is no attempt of the message's own: its count is kept (the claim adds the one taken back
@@ -71,5 +136,7 @@ SELECT r.destination,
          WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
            AND m.id <> ALL (ARRAY(SELECT id FROM freed UNION ALL SELECT id FROM early))
          LIMIT 1) IS NOT NULL AS still_parked,
-       (SELECT count(*) FROM unparked) AS messages
+       (SELECT count(*) FROM unparked) AS messages,
+       (SELECT f.tenant FROM freed f WHERE f.destination = r.destination
+         ORDER BY f.k DESC, f.turn DESC LIMIT 1) AS served_last
   FROM room r;

@@ -1,6 +1,7 @@
 -- Finishes the run $1 with the status $2 (completed, failed or cancelled), its output $3
 -- or error $4, if it is running and the owner $5 (NULL: no fence) holds its lease.
--- Returns whether the run has a parent to tell, and counts the finish (workflow_counts).
+-- Returns whether the run has a parent to tell, and its name if the name has a queue
+-- (wf_queue: the finish leaves room for another), and counts the finish (workflow_counts).
 -- Whether $5 holds the lease is the condition of runs/guard/lock_run.sql, which explains
 -- it.
 WITH finished AS (
@@ -14,4 +15,7 @@ WITH finished AS (
     RETURNING parent IS NOT NULL AS has_parent, name, status),
 counted AS (
     INSERT INTO workflow.workflow_counts (name, status, n) SELECT name, status, 1 FROM finished)
-SELECT has_parent FROM finished;
+SELECT f.has_parent,
+       CASE WHEN EXISTS (SELECT FROM workflow.queue_settings q WHERE q.name = f.name)
+            THEN f.name END AS queued
+  FROM finished f;

@@ -7,9 +7,10 @@
 -- push built from all of them would fail the round that builds it, every round. Beyond
 -- that, `steps` is null and `steps_omitted` true; the handler reads them with `wf_step`.
 -- A push is written under its run's database (`written_in`): a run copied from another
--- database makes a push the claim recognises as a copy's (see identity.rs).
+-- database makes a push the claim recognises as a copy's (see identity.rs). It is for its
+-- run's tenant.
 WITH pushed AS (
-    SELECT r.id, r.name, r.owner, r.lease_expires_at, r.input, r.written_in, h.url, h.endpoint,
+    SELECT r.id, r.name, r.owner, r.lease_expires_at, r.input, r.written_in, r.tenant, h.url, h.endpoint,
            CASE WHEN (SELECT coalesce(sum(pg_column_size(c.output)), 0)
                         FROM workflow.checkpoints c WHERE c.workflow_id = r.id) <= $2
                 THEN (SELECT coalesce(jsonb_object_agg(c.step, c.output), '{}')
@@ -28,13 +29,13 @@ counted AS (
     INSERT INTO workflow.message_counts (status, n, endpoint)
     SELECT 'cancelled', count(*), endpoint FROM superseded GROUP BY endpoint),
 enqueued AS (
-    INSERT INTO workflow.outbox (url, endpoint, payload, idempotency_key, workflow_id, written_in)
+    INSERT INTO workflow.outbox (url, endpoint, payload, idempotency_key, workflow_id, written_in, tenant)
     SELECT url, endpoint,
            jsonb_build_object('type', 'workflow.ready', 'workflow', id, 'name', name,
                               'owner', owner, 'lease_expires_at', lease_expires_at,
                               'input', input, 'steps', steps,
                               'steps_omitted', steps IS NULL),
-           'workflow.ready:' || id || ':' || owner, id, written_in
+           'workflow.ready:' || id || ':' || owner, id, written_in, tenant
       FROM pushed
     RETURNING id)
 SELECT extract(epoch FROM min(p.lease_expires_at) - clock_timestamp())::float8

@@ -1,0 +1,109 @@
+-- Locks up to $2 ready runs of the workflow name $1 within its queue's limits, round-robin
+-- across tenants: the oldest ready run of each tenant after the one served last (the
+-- queue's `next_tenant`), then of each from the first tenant on, then each one's second,
+-- and so on. With $3, only runs written in this database (the push; see identity.rs).
+-- Returns the locked runs in that order; claim/hand_out.sql hands them out.
+--
+-- The queue's row is locked by lock.sql in this transaction, before this statement took
+-- its snapshot, so the counts see every lease another claimer of the name committed. Room:
+-- $2, less what max_running leaves, less the rate's tokens; a tenant gets at most what
+-- max_running_per_tenant leaves it. The walk probes runs_tenants once per tenant with a
+-- ready run, at most room tenants after the cursor and room from the first, so its work
+-- grows with the batch, never with a tenant's backlog; the counts read runs_leased, the
+-- leased runs only. The cursor moves to the last tenant served (or looked at, when none
+-- could be served), and the leases taken come out of the tokens.
+WITH RECURSIVE
+q AS MATERIALIZED (
+    SELECT s.max_running, s.max_running_per_tenant, s.rate_per_second, s.next_tenant,
+           CASE WHEN s.rate_per_second IS NOT NULL
+                THEN least(greatest(s.rate_per_second, 1),
+                           s.tokens + s.rate_per_second
+                                      * extract(epoch FROM clock_timestamp() - s.refilled_at))
+           END AS tokens
+      FROM workflow.queue_settings s WHERE s.name = $1),
+room AS MATERIALIZED (
+    SELECT greatest(0, least($2,
+               CASE WHEN q.max_running IS NULL THEN $2
+                    ELSE q.max_running - (SELECT count(*) FROM workflow.runs r
+                                           WHERE r.name = $1 AND (r.status = 'running') IS TRUE
+                                             AND r.owner IS NOT NULL
+                                             AND r.lease_expires_at > clock_timestamp()) END,
+               coalesce(floor(q.tokens), $2)))::int AS n
+      FROM q),
+after (tenant, turn) AS (
+    SELECT (SELECT coalesce(r.tenant, '') FROM workflow.runs r
+             WHERE r.name = $1 AND (r.status = 'running') IS TRUE
+               AND coalesce(r.tenant, '') > (SELECT next_tenant FROM q)
+               AND r.lease_expires_at <= clock_timestamp()
+             ORDER BY coalesce(r.tenant, '') LIMIT 1), 1
+     WHERE (SELECT n FROM room) > 0
+    UNION ALL
+    SELECT (SELECT coalesce(r.tenant, '') FROM workflow.runs r
+             WHERE r.name = $1 AND (r.status = 'running') IS TRUE
+               AND coalesce(r.tenant, '') > a.tenant
+               AND r.lease_expires_at <= clock_timestamp()
+             ORDER BY coalesce(r.tenant, '') LIMIT 1), a.turn + 1
+      FROM after a WHERE a.tenant IS NOT NULL AND a.turn < (SELECT n FROM room)),
+from_first (tenant, turn) AS (
+    SELECT (SELECT coalesce(r.tenant, '') FROM workflow.runs r
+             WHERE r.name = $1 AND (r.status = 'running') IS TRUE
+               AND coalesce(r.tenant, '') >= ''
+               AND r.lease_expires_at <= clock_timestamp()
+             ORDER BY coalesce(r.tenant, '') LIMIT 1), 1
+     WHERE (SELECT n FROM room) > 0
+    UNION ALL
+    SELECT (SELECT coalesce(r.tenant, '') FROM workflow.runs r
+             WHERE r.name = $1 AND (r.status = 'running') IS TRUE
+               AND coalesce(r.tenant, '') > f.tenant
+               AND r.lease_expires_at <= clock_timestamp()
+             ORDER BY coalesce(r.tenant, '') LIMIT 1), f.turn + 1
+      FROM from_first f
+     WHERE f.tenant IS NOT NULL AND f.turn < (SELECT n FROM room)
+       AND ((SELECT next_tenant FROM q) IS NULL OR f.tenant < (SELECT next_tenant FROM q))),
+tenants AS MATERIALIZED (
+    SELECT tenant, turn FROM after WHERE tenant IS NOT NULL
+    UNION ALL
+    SELECT tenant, turn + $2 FROM from_first
+     WHERE tenant IS NOT NULL
+       AND ((SELECT next_tenant FROM q) IS NULL OR tenant <= (SELECT next_tenant FROM q))),
+candidates AS MATERIALIZED (
+    SELECT c.id, t.tenant, c.k, t.turn
+      FROM tenants t
+     CROSS JOIN LATERAL (
+           SELECT r.id, row_number() OVER (ORDER BY r.lease_expires_at) AS k
+             FROM workflow.runs r
+            WHERE r.name = $1 AND (r.status = 'running') IS TRUE
+              AND coalesce(r.tenant, '') = t.tenant
+              AND r.lease_expires_at <= clock_timestamp()
+              AND ($3::bigint IS NULL OR r.written_in = $3)
+            ORDER BY r.lease_expires_at
+            LIMIT (SELECT CASE WHEN q.max_running_per_tenant IS NULL THEN (SELECT n FROM room)
+                               ELSE greatest(0, least((SELECT n FROM room),
+                                    q.max_running_per_tenant - (
+                                        SELECT count(*) FROM workflow.runs o
+                                         WHERE o.name = $1 AND (o.status = 'running') IS TRUE
+                                           AND o.owner IS NOT NULL
+                                           AND coalesce(o.tenant, '') = t.tenant
+                                           AND o.lease_expires_at > clock_timestamp()))) END
+                     FROM q)) c),
+picked AS MATERIALIZED (
+    SELECT id, tenant, k, turn FROM candidates ORDER BY k, turn LIMIT (SELECT n FROM room)),
+locked AS MATERIALIZED (
+    SELECT r.id FROM workflow.runs r
+     WHERE r.id = ANY (ARRAY(SELECT id FROM picked))
+       AND r.status = 'running' AND r.lease_expires_at <= clock_timestamp()
+       FOR NO KEY UPDATE SKIP LOCKED),
+chosen AS MATERIALIZED (
+    SELECT p.id, p.tenant, p.k, p.turn FROM picked p WHERE p.id IN (SELECT id FROM locked)),
+advanced AS (
+    UPDATE workflow.queue_settings s
+       SET next_tenant = coalesce(
+               (SELECT c.tenant FROM chosen c ORDER BY c.k DESC, c.turn DESC LIMIT 1),
+               (SELECT t.tenant FROM tenants t ORDER BY t.turn DESC LIMIT 1),
+               s.next_tenant),
+           tokens = CASE WHEN s.rate_per_second IS NULL THEN s.tokens
+                         ELSE (SELECT q.tokens FROM q) - (SELECT count(*) FROM chosen) END,
+           refilled_at = CASE WHEN s.rate_per_second IS NULL THEN s.refilled_at
+                              ELSE clock_timestamp() END
+     WHERE s.name = $1)
+SELECT id FROM chosen ORDER BY k, turn;
