@@ -9,6 +9,7 @@ mod bare;
 mod blocked;
 mod concurrent;
 mod crash;
+mod fairness;
 mod outage;
 mod pgbench;
 mod policy;
@@ -521,6 +522,21 @@ async fn run_all(sizes: Sizes, quick: bool, only: Only) {
         b2(&setup, sizes, &mut report);
         clear_outbox(&client).await;
     }
+    if only.wants("B2q") {
+        eprintln!(
+            "B2q: the transfer workflow of a name with a queue whose limits never bind, against none"
+        );
+        let (queued, plain) = setup.transfer_workflow_queued(sizes);
+        report.ratio(Figure::new(
+            "B2q transfer workflow, a queue configured but not binding",
+            "workflows/s",
+            queued,
+            plain,
+            0.95,
+            true,
+        ));
+        clear_outbox(&client).await;
+    }
     if only.wants("B3") {
         eprintln!(
             "B3: drain {} messages, receiver answers at once",
@@ -650,6 +666,38 @@ async fn run_all(sizes: Sizes, quick: bool, only: Only) {
         );
         let drained = outage::b13(&cluster, &client, sizes).await;
         report.drained(&drained);
+    }
+    if only.wants("B14") {
+        eprintln!(
+            "B14: tenant A floods a limited name and a limited endpoint; B and C start at a steady pace, against without A"
+        );
+        let fair = fairness::b14(&cluster, &client, sizes, quick).await;
+        report.ratio(Figure::new(
+            "B14 B's and C's workflows, p99 start → finish, beside A's flood",
+            "ms",
+            fair.workflows_with,
+            fair.workflows_without,
+            2.0,
+            false,
+        ));
+        report.ratio(Figure::new(
+            "B14 B's and C's messages, p99 enqueue → answer, beside A's flood",
+            "ms",
+            fair.messages_with,
+            fair.messages_without,
+            2.0,
+            false,
+        ));
+        eprintln!("B14c: claims beside 100,000 ready workflows held back by their tenant's limit");
+        let (beside, alone) = fairness::b14c(&client, sizes).await;
+        report.ratio(Figure::new(
+            "B14c claim rate beside 100,000 workflows held back by a tenant limit",
+            "claims/s",
+            beside,
+            alone,
+            0.90,
+            true,
+        ));
     }
     if only.wants("B15") {
         eprintln!("B15: a worker holding a workflow's lease is killed → another worker's wf_claim");

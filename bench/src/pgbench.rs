@@ -203,4 +203,38 @@ END;
         );
         self.alternate(&ours, &base, 1, sizes)
     }
+
+    /// B2q: B2's workflow under a name with a queue whose limits never bind, against the
+    /// same under a name without one; the two alternate as in B2.
+    pub fn transfer_workflow_queued(&self, sizes: Sizes) -> (Vec<f64>, Vec<f64>) {
+        succeed(
+            Command::new(PSQL)
+                .args(["-X", "-q", "-d", &self.conninfo, "-c"])
+                .arg("SELECT wf_queue('transfer_q', max_running => 1000000, max_running_per_tenant => 1000000, rate_per_second => 100000)"),
+            "psql",
+        );
+        let script = |name: &str| {
+            let url = &self.url;
+            format!(
+                "\\set from random(1, 100000 * :scale)\n\\set to random(1, 100000 * :scale)\nBEGIN;
+SELECT wf_start('{name}', jsonb_build_object('from', CAST(:from AS int), 'to', CAST(:to AS int)), owner => 'bench') AS id \\gset
+UPDATE pgbench_accounts SET abalance = abalance - 25 WHERE aid = :from;
+SELECT wf_checkpoint(:id, 'debit', owner => 'bench');
+END;
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + 25 WHERE aid = :to;
+SELECT wf_checkpoint(:id, 'credit', owner => 'bench');
+END;
+BEGIN;
+SELECT wf_enqueue('{url}', jsonb_build_object('transfer', CAST(:id AS text)), workflow => :id);
+SELECT wf_checkpoint(:id, 'notify', owner => 'bench');
+SELECT wf_complete(:id, owner => 'bench');
+END;
+"
+            )
+        };
+        let queued = self.script("b2q_queued.sql", &script("transfer_q"));
+        let plain = self.script("b2q_plain.sql", &script("transfer_p"));
+        self.alternate(&queued, &plain, 1, sizes)
+    }
 }

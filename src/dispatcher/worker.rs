@@ -827,10 +827,8 @@ fn announce_ready(state: &mut State) -> bool {
             state.timers.prepared = still.filter(|xids| !xids.is_empty()).map(Some);
             state.timers.ready_up_to = looked.up_to;
             // A handler just made (or a first look) may have ready workflows waiting.
-            push_now = looked.pushing
-                && (looked.became_ready
-                    || !state.timers.pushing
-                    || std::mem::take(&mut state.timers.push_again));
+            let again = std::mem::take(&mut state.timers.push_again);
+            push_now = looked.pushing && (looked.became_ready || !state.timers.pushing || again);
             state.timers.pushing = looked.pushing;
             // Just past the next expiry, so that the look after it finds it expired.
             looked

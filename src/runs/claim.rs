@@ -119,25 +119,16 @@ pub fn claim_noting_busy_queues(
     };
     let mut claimed = Vec::new();
     if let Ready::OfName(name) = ready
-        && let Some(locked) = queue::ready_within(client, name, max, Wait::Yes, None)?
+        && let Some(locked) = queue::ready_within(client, name, max, Wait::Awhile, None)?
     {
         handing.hand_out(client, &locked, &mut claimed)?;
         return Ok((claimed, false));
     }
-    loop {
-        let wanted = max - claimed.len() as i32;
-        let locked = ready.lock(client, wanted)?;
-        if locked.is_empty() {
-            break;
-        }
-        handing.hand_out(client, &locked, &mut claimed)?;
-        if locked.len() < wanted as usize || claimed.len() as i32 >= max {
-            break;
-        }
-    }
     let mut busy = false;
     if !matches!(ready, Ready::OfName(_)) {
-        // The statements above leave out the names with a queue: each in turn now.
+        // The names with a queue first, in a random order, each within its limits; the
+        // statement below leaves them out. Their limits keep them from taking every slot,
+        // and the order keeps any one of them from always coming last.
         let written_in = handing.pushed.then(crate::identity::current);
         for name in queue::names(client, handing.pushed)? {
             let wanted = max - claimed.len() as i32;
@@ -148,6 +139,17 @@ pub fn claim_noting_busy_queues(
                 Some(locked) => handing.hand_out(client, &locked, &mut claimed)?,
                 None => busy = true,
             }
+        }
+    }
+    while (claimed.len() as i32) < max {
+        let wanted = max - claimed.len() as i32;
+        let locked = ready.lock(client, wanted)?;
+        if locked.is_empty() {
+            break;
+        }
+        handing.hand_out(client, &locked, &mut claimed)?;
+        if locked.len() < wanted as usize {
+            break;
         }
     }
     Ok((claimed, busy))

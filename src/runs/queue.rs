@@ -5,29 +5,35 @@
 //! without one are claimed oldest first, as before.
 //!
 //! Claimers of one name serialize on its queue's row: each locks it before it counts, so
-//! every count sees the leases other claimers committed. An application's claim waits for
-//! the row; the dispatcher's push, and a claim of any name, skip a name whose row another
-//! claimer holds and come back to it (the push next round).
+//! every count sees the leases other claimers committed. No claim ever blocks on that row:
+//! an application's claim of the name tries again for up to `MOST_WAIT` while another
+//! claimer holds it (a claim transaction left open holds every other claim of the name
+//! back that long, and then they find nothing), and the dispatcher's push and a claim of
+//! any name skip a busy queue (the push comes back to it shortly). Never blocking is also
+//! what keeps a claim that waits here from deadlocking with one that, holding the queue,
+//! waits for a run this claim's transaction locked.
 
 use crate::db::{self, Statement};
 use crate::error::WfError;
 use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys;
 use pgrx::pg_sys::{BOOLOID, INT4OID, INT8OID, TEXTOID};
 use pgrx::spi::SpiClient;
+use std::time::{Duration, Instant};
 
-/// Locks the queue of the name $1, waiting; no row when the name has none.
-static LOCK: Statement = Statement {
-    sql: include_str!("queue/lock.sql"),
-    args: &[TEXTOID],
-};
+/// How long an application's claim tries for a queue another claimer holds.
+const MOST_WAIT: Duration = Duration::from_secs(1);
+/// Between two tries.
+const RETRY_AFTER: Duration = Duration::from_millis(2);
 
-/// Locks the queue of the name $1 unless another claimer holds it.
+/// Locks the queue of the name $1 unless another claimer holds it; says whether it did, and
+/// whether the name has a queue.
 static LOCK_OR_SKIP: Statement = Statement {
     sql: include_str!("queue/lock_or_skip.sql"),
     args: &[TEXTOID],
 };
 
-/// The names with a queue (and a push handler, when $1).
+/// The names with a queue and a ready workflow (and a push handler, when $1), shuffled.
 static QUEUED_NAMES: Statement = Statement {
     sql: include_str!("queue/queued_names.sql"),
     args: &[BOOLOID],
@@ -40,10 +46,10 @@ pub(crate) static READY_WITHIN: Statement = Statement {
     args: &[TEXTOID, INT4OID, INT8OID],
 };
 
-/// Whether a claim waits for another claimer of the same name.
+/// Whether a claim tries again, for a while, when another claimer holds the queue.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Wait {
-    Yes,
+    Awhile,
     Skip,
 }
 
@@ -65,7 +71,8 @@ pub fn names(client: &mut SpiClient<'_>, pushed: bool) -> Result<Vec<String>, Wf
 
 /// Locks up to `max` ready runs of `name` within its queue, in round-robin order, and
 /// only those written in database `written_in` when given. `None` when the name has no
-/// queue, or when `wait` is `Skip` and another claimer holds it.
+/// queue, or when `wait` is `Skip` and another claimer holds it; none when another claimer
+/// held it for all of `MOST_WAIT`.
 pub fn ready_within(
     client: &mut SpiClient<'_>,
     name: &str,
@@ -73,13 +80,25 @@ pub fn ready_within(
     wait: Wait,
     written_in: Option<i64>,
 ) -> Result<Option<Vec<pgrx::Uuid>>, WfError> {
-    let lock = match wait {
-        Wait::Yes => &LOCK,
-        Wait::Skip => &LOCK_OR_SKIP,
-    };
-    let locked = db::execute(client, lock, &[name.into()], |rows| Ok(!rows.is_empty()))?;
-    if !locked {
-        return Ok(None);
+    let started = Instant::now();
+    loop {
+        let (locked, queued) = db::execute(client, &LOCK_OR_SKIP, &[name.into()], |rows| {
+            rows.first().get_two::<bool, bool>()
+        })?;
+        if locked == Some(true) {
+            break;
+        }
+        if wait == Wait::Skip || queued != Some(true) {
+            return Ok(None);
+        }
+        if started.elapsed() >= MOST_WAIT {
+            return Ok(Some(Vec::new()));
+        }
+        // SAFETY: sleeping on the backend's main thread; a cancel or a termination is seen.
+        unsafe {
+            pg_sys::pg_usleep(RETRY_AFTER.as_micros() as std::ffi::c_long);
+            pg_sys::check_for_interrupts!();
+        }
     }
     let args: [DatumWithOid; 3] = [name.into(), max.into(), written_in.into()];
     Ok(Some(db::execute(client, &READY_WITHIN, &args, |rows| {

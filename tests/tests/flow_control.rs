@@ -532,3 +532,100 @@ async fn a_small_tenants_messages_are_not_stuck_behind_a_big_ones_backlog() {
         "the small tenant's last message arrived after {big_before} of the big one's"
     );
 }
+
+/// A tenant at its own limit is stepped over: a claim of one takes another tenant's ready
+/// workflow, however the round-robin stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_limit_is_stepped_over() {
+    let cluster = dispatch_cluster();
+    let client = cluster.connect().await;
+    let name = unique("stepped-over");
+    client
+        .execute("SELECT wf_queue($1, max_running_per_tenant => 1)", &[&name])
+        .await
+        .unwrap();
+    start_many(&client, &name, "held", 10).await;
+    let first: uuid::Uuid = client
+        .query_one("SELECT wf_claim($1, 'w')", &[&name])
+        .await
+        .unwrap()
+        .get(0);
+    // Every later claim finds "held" at its limit, whichever tenants come before or after.
+    for tenant in ["a-before", "z-after"] {
+        start_many(&client, &name, tenant, 1).await;
+        let claimed = client
+            .query(
+                "SELECT workflow, tenant FROM wf_claim_runs($1, 'w')",
+                &[&name],
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "a claim beside {tenant}");
+        assert_eq!(claimed[0].get::<_, String>(1), tenant);
+        assert_ne!(claimed[0].get::<_, uuid::Uuid>(0), first);
+    }
+    assert!(
+        client
+            .query("SELECT wf_claim($1, 'w', max => 5)", &[&name])
+            .await
+            .unwrap()
+            .is_empty(),
+        "held is at its limit and nobody else is ready"
+    );
+}
+
+/// A claim transaction left open holds the name's queue: another application's claim of
+/// the name finds nothing after a second instead of waiting for it (or deadlocking), and
+/// claims of any name pass the busy name by and take the others'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_claim_transaction_holds_others_back_a_second_at_most() {
+    // A cluster of its own: a claim of any name would take other tests' workflows.
+    let cluster = Cluster::start(workflow_tests::DISPATCHER_SETTINGS);
+    let holder = cluster.connect().await;
+    let other = cluster.connect().await;
+    let (busy, free) = (unique("busy"), unique("free"));
+    for name in [&busy, &free] {
+        holder
+            .execute("SELECT wf_queue($1, max_running => 100)", &[name])
+            .await
+            .unwrap();
+        start_many(&holder, name, "t", 3).await;
+    }
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .execute("SELECT wf_claim($1, 'holder')", &[&busy])
+        .await
+        .unwrap();
+    let asked = Instant::now();
+    let claimed = other
+        .query("SELECT wf_claim($1, 'other')", &[&busy])
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "the queue is held");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "waited {:?}",
+        asked.elapsed()
+    );
+    let names: Vec<String> = other
+        .query(
+            "SELECT DISTINCT r.name FROM wf_claim(NULL, 'other', max => 10) c JOIN workflow.runs r ON r.id = c",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(names.contains(&free) && !names.contains(&busy), "{names:?}");
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        other
+            .query("SELECT wf_claim($1, 'other', max => 5)", &[&busy])
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "once committed, the rest"
+    );
+}

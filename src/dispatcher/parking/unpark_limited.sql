@@ -8,9 +8,9 @@
 -- for each destination, whether any are left parked, how many messages were let go, and
 -- the tenant served last.
 --
--- The walk over tenants probes outbox_limited_tenants once per tenant with a due message,
--- at most room tenants after the last served and room from the first: its work grows with
--- the room, never with a tenant's backlog.
+-- The walk over tenants probes outbox_limited_tenants twice per tenant with a parked
+-- message, until it found room tenants with a due one after the last served and from the
+-- first: its work grows with the room and the tenants waiting, never with a backlog.
 --
 -- The room is the claim's, written again here from the `rooms` of claim/claim.sql, where
 -- this $1 is $5, $2 is $6 and $3/$4 are $7/$8: change both together. A disabled endpoint
@@ -44,41 +44,56 @@ freed AS MATERIALIZED (
            last AS (
                SELECT (SELECT c.tenant FROM unnest($6::text[], $7::text[]) AS c(destination, tenant)
                         WHERE c.destination = r.destination LIMIT 1) AS tenant),
-           after (tenant, turn) AS (
-               SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
+           -- Each step is the next tenant with a parked message (one probe) and whether
+           -- one of them is due (another); a walk ends once it found room tenants with one.
+           after (tenant, due, turn, served) AS (
+               SELECT x.tenant, EXISTS (SELECT FROM workflow.outbox m
+                             WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                               AND coalesce(m.tenant, '') = x.tenant
+                               AND m.next_attempt_at <= clock_timestamp()), 1, 0
+                 FROM (SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
                         WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
                           AND coalesce(m.tenant, '') > (SELECT tenant FROM last)
-                          AND m.next_attempt_at <= clock_timestamp()
-                        ORDER BY coalesce(m.tenant, '') LIMIT 1), 1
+                        ORDER BY coalesce(m.tenant, '') LIMIT 1) AS tenant) x
                 WHERE r.n > 0
                UNION ALL
-               SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
+               SELECT x.tenant, EXISTS (SELECT FROM workflow.outbox m
+                             WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                               AND coalesce(m.tenant, '') = x.tenant
+                               AND m.next_attempt_at <= clock_timestamp()), a.turn + 1, a.served + a.due::int
+                 FROM after a
+                CROSS JOIN LATERAL (SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
                         WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
                           AND coalesce(m.tenant, '') > a.tenant
-                          AND m.next_attempt_at <= clock_timestamp()
-                        ORDER BY coalesce(m.tenant, '') LIMIT 1), a.turn + 1
-                 FROM after a WHERE a.tenant IS NOT NULL AND a.turn < r.n),
-           from_first (tenant, turn) AS (
-               SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
+                        ORDER BY coalesce(m.tenant, '') LIMIT 1) AS tenant) x
+                WHERE a.tenant IS NOT NULL AND a.served + a.due::int < r.n),
+           from_first (tenant, due, turn, served) AS (
+               SELECT x.tenant, EXISTS (SELECT FROM workflow.outbox m
+                             WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                               AND coalesce(m.tenant, '') = x.tenant
+                               AND m.next_attempt_at <= clock_timestamp()), 1, 0
+                 FROM (SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
                         WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
                           AND coalesce(m.tenant, '') >= ''
-                          AND m.next_attempt_at <= clock_timestamp()
-                        ORDER BY coalesce(m.tenant, '') LIMIT 1), 1
+                        ORDER BY coalesce(m.tenant, '') LIMIT 1) AS tenant) x
                 WHERE r.n > 0
                UNION ALL
-               SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
+               SELECT x.tenant, EXISTS (SELECT FROM workflow.outbox m
+                             WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                               AND coalesce(m.tenant, '') = x.tenant
+                               AND m.next_attempt_at <= clock_timestamp()), f.turn + 1, f.served + f.due::int
+                 FROM from_first f
+                CROSS JOIN LATERAL (SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
                         WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
                           AND coalesce(m.tenant, '') > f.tenant
-                          AND m.next_attempt_at <= clock_timestamp()
-                        ORDER BY coalesce(m.tenant, '') LIMIT 1), f.turn + 1
-                 FROM from_first f
-                WHERE f.tenant IS NOT NULL AND f.turn < r.n
+                        ORDER BY coalesce(m.tenant, '') LIMIT 1) AS tenant) x
+                WHERE f.tenant IS NOT NULL AND f.served + f.due::int < r.n
                   AND ((SELECT tenant FROM last) IS NULL OR f.tenant < (SELECT tenant FROM last))),
            tenants AS (
-               SELECT tenant, turn FROM after WHERE tenant IS NOT NULL
+               SELECT tenant, turn FROM after WHERE tenant IS NOT NULL AND due
                UNION ALL
                SELECT tenant, turn + r.n FROM from_first
-                WHERE tenant IS NOT NULL
+                WHERE tenant IS NOT NULL AND due
                   AND ((SELECT tenant FROM last) IS NULL OR tenant <= (SELECT tenant FROM last))),
            candidates AS MATERIALIZED (
                SELECT c.id, t.tenant, c.k, t.turn

@@ -1,7 +1,8 @@
 -- Finishes the run $1 with the status $2 (completed, failed or cancelled), its output $3
 -- or error $4, if it is running and the owner $5 (NULL: no fence) holds its lease.
 -- Returns whether the run has a parent to tell, and its name if the name has a queue
--- (wf_queue: the finish leaves room for another), and counts the finish (workflow_counts).
+-- (wf_queue) and ready runs waiting (the finish leaves room for one: its listeners and the
+-- push are told), and counts the finish (workflow_counts).
 -- Whether $5 holds the lease is the condition of runs/guard/lock_run.sql, which explains
 -- it.
 WITH finished AS (
@@ -17,5 +18,8 @@ counted AS (
     INSERT INTO workflow.workflow_counts (name, status, n) SELECT name, status, 1 FROM finished)
 SELECT f.has_parent,
        CASE WHEN EXISTS (SELECT FROM workflow.queue_settings q WHERE q.name = f.name)
+                 AND EXISTS (SELECT FROM workflow.runs r
+                              WHERE r.name = f.name AND (r.status = 'running') IS TRUE
+                                AND r.lease_expires_at <= clock_timestamp())
             THEN f.name END AS queued
   FROM finished f;

@@ -1,5 +1,9 @@
--- The workflow names with a queue, and with a push handler when $1 (the push): claims of
--- any name take these within their limits, one name at a time.
+-- The workflow names with a queue and a ready workflow, with a push handler too when $1
+-- (the push), in a random order: claims of any name take these within their limits, one
+-- name at a time, and no name's turn always comes last.
 SELECT q.name FROM workflow.queue_settings q
- WHERE NOT $1 OR EXISTS (SELECT FROM workflow.handlers h WHERE h.name = q.name)
- ORDER BY q.name;
+ WHERE (NOT $1 OR EXISTS (SELECT FROM workflow.handlers h WHERE h.name = q.name))
+   AND EXISTS (SELECT FROM workflow.runs r
+                WHERE r.name = q.name AND (r.status = 'running') IS TRUE
+                  AND r.lease_expires_at <= clock_timestamp())
+ ORDER BY random();
