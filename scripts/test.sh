@@ -19,8 +19,13 @@ pgtest_root="${TMPDIR:-/tmp}/workflow-pgtest"
 install -d -o postgres -g postgres "$pgtest_root"
 cargo pgrx test pg15 --runas postgres --pgdata "$pgtest_root/data" 2>&1 | tee -a "$log"
 
+echo "== the console's unit tests"
+cargo test -p workflow-console 2>&1 | tee -a "$log"
+
 echo "== out-of-process tests (real clusters, real connections)"
 bash scripts/install.sh --debug
+# The console's end-to-end test starts the binary.
+cargo build -p workflow-console
 cargo test -p workflow-tests --tests --no-fail-fast -- --test-threads=4 2>&1 | tee -a "$log"
 
 # One closing line for the whole suite, summed over every test binary.

@@ -83,19 +83,20 @@ async fn workflows_p99(cluster: &Cluster, client: &Client, tag: &str, flood: Opt
     if let Some(n) = flood {
         client
             .execute(
-                "SELECT wf_start('b14', tenant => 'a') FROM generate_series(1, $1)",
+                "SELECT wf_start('b14', tenant => 'a') FROM generate_series(1, $1::int8)",
                 &[&n],
             )
             .await
             .expect("flood");
     }
+    let starting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut workers = Vec::new();
     for i in 0..WORKERS {
         let conninfo = cluster.conninfo();
+        let starting = std::sync::Arc::clone(&starting);
         workers.push(tokio::spawn(async move {
             let worker = workflow_tests::connect(&conninfo).await;
             let owner = format!("b14-worker-{i}");
-            let started = Instant::now();
             loop {
                 let ids: Vec<uuid::Uuid> = worker
                     .query("SELECT wf_claim('b14', $1)", &[&owner])
@@ -110,7 +111,7 @@ async fn workflows_p99(cluster: &Cluster, client: &Client, tag: &str, flood: Opt
                         "SELECT count(*) FROM workflow.runs WHERE name = 'b14' AND status = 'running'",
                     )
                     .await;
-                    if left == 0 && started.elapsed() > PACE * SMALL as u32 {
+                    if left == 0 && !starting.load(std::sync::atomic::Ordering::Acquire) {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -138,6 +139,7 @@ async fn workflows_p99(cluster: &Cluster, client: &Client, tag: &str, flood: Opt
         }
         tokio::time::sleep(PACE).await;
     }
+    starting.store(false, std::sync::atomic::Ordering::Release);
     for worker in workers {
         worker.await.expect("worker");
     }
@@ -163,7 +165,7 @@ async fn messages_p99(client: &Client, tag: &str, flood: Option<i64>) -> f64 {
     if let Some(n) = flood {
         client
             .execute(
-                "SELECT wf_enqueue('b14', '{}', tenant => 'a') FROM generate_series(1, $1)",
+                "SELECT wf_enqueue('b14', '{}', tenant => 'a') FROM generate_series(1, $1::int8)",
                 &[&n],
             )
             .await
@@ -224,7 +226,7 @@ pub async fn b14c(client: &Client, sizes: Sizes) -> (Vec<f64>, Vec<f64>) {
     // The held-back tenant: one running (its limit), the rest ready behind it.
     client
         .execute(
-            "SELECT wf_start('b14c', tenant => 'held') FROM generate_series(1, $1)",
+            "SELECT wf_start('b14c', tenant => 'held') FROM generate_series(1, $1::int8)",
             &[&HELD_BACK],
         )
         .await
@@ -270,8 +272,8 @@ pub async fn b14c(client: &Client, sizes: Sizes) -> (Vec<f64>, Vec<f64>) {
 async fn claim_rate(client: &Client, name: &str, run: usize) -> f64 {
     client
         .execute(
-            "SELECT wf_start($1, tenant => 't' || $2 || '-' || n) FROM generate_series(1, $3) n",
-            &[&name, &(run as i64), &CLAIMED],
+            "SELECT wf_start($1, tenant => 't' || $2::text || '-' || n) FROM generate_series(1, $3::int8) n",
+            &[&name, &run.to_string(), &CLAIMED],
         )
         .await
         .expect("starts");
