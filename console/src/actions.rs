@@ -23,6 +23,8 @@ pub struct Replay {
     form_key: String,
     endpoint: String,
     since: String,
+    #[serde(default)]
+    until: String,
 }
 
 #[derive(Deserialize)]
@@ -135,8 +137,8 @@ pub async fn replay(
     act(
         &console,
         &headers,
-        "SELECT wf_replay($1, $2::text::timestamptz)",
-        &[&form.endpoint, &form.since],
+        "SELECT wf_replay($1, $2::text::timestamptz, nullif($3, '')::timestamptz)",
+        &[&form.endpoint, &form.since, &form.until],
         "/messages?status=dead",
         format!(
             "The dead letters of {} since {} are pending again.",

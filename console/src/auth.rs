@@ -1,6 +1,7 @@
-//! The token every page asks for, kept in a cookie once given, and the key every form
-//! carries. The cookie is `HttpOnly` and `SameSite=Strict`: a page of another site can
-//! neither read it nor send it along.
+//! The token every page asks for, and what is kept once it is given: a cookie holding a
+//! session key of this console (never the token itself), named after its port so that
+//! consoles on one host do not sign each other out, `HttpOnly` and `SameSite=Strict`; and
+//! the key every form carries.
 
 use crate::Console;
 use crate::layout;
@@ -11,8 +12,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 use std::sync::Arc;
-
-const COOKIE: &str = "workflow_console";
 
 /// 32 random bytes, as hex.
 pub fn random_key() -> String {
@@ -29,7 +28,7 @@ pub fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// Whether the request carries the console's token in its cookie.
+/// Whether the request carries this console's session key in its cookie.
 pub fn signed_in(console: &Console, headers: &HeaderMap) -> bool {
     headers
         .get_all(header::COOKIE)
@@ -37,7 +36,7 @@ pub fn signed_in(console: &Console, headers: &HeaderMap) -> bool {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .any(|(name, value)| name == COOKIE && same(value, &console.token))
+        .any(|(name, value)| name == console.cookie && same(value, &console.session_key))
 }
 
 /// The page to give the token on, for a request without it.
@@ -78,8 +77,8 @@ pub async fn login(State(console): State<Arc<Console>>, Form(login): Form<Login>
             .into_response();
     }
     let cookie = format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-        console.token
+        "{}={}; HttpOnly; SameSite=Strict; Path=/",
+        console.cookie, console.session_key
     );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
@@ -97,21 +96,24 @@ mod tests {
     }
 
     #[test]
-    fn the_token_is_read_from_the_cookie_only() {
+    fn only_this_consoles_session_key_signs_in() {
         let console = Console {
             database_url: String::new(),
-            token: "secret".into(),
+            token: "the-token".into(),
+            session_key: "session".into(),
+            cookie: "workflow_console_8080".into(),
             form_key: "k".into(),
             allow_actions: false,
         };
         let mut headers = HeaderMap::new();
         assert!(!signed_in(&console, &headers));
-        headers.insert(
-            header::COOKIE,
-            "other=1; workflow_console=secret".parse().unwrap(),
-        );
-        assert!(signed_in(&console, &headers));
-        headers.insert(header::COOKIE, "workflow_console=secrex".parse().unwrap());
-        assert!(!signed_in(&console, &headers));
+        let mut with = |cookie: &str| {
+            headers.insert(header::COOKIE, cookie.parse().unwrap());
+            signed_in(&console, &headers)
+        };
+        assert!(with("other=1; workflow_console_8080=session"));
+        // The token itself is no session, nor is another console's cookie.
+        assert!(!with("workflow_console_8080=the-token"));
+        assert!(!with("workflow_console_8081=session"));
     }
 }

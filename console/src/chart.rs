@@ -22,3 +22,30 @@ pub fn bars(title: &str, unit: &str, values: &[f64]) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_bar_per_value_the_largest_full_height() {
+        let svg = bars("Deliveries", "a minute", &[0.0, 5.0, 10.0]).into_string();
+        assert_eq!(svg.matches("<rect").count(), 3);
+        assert!(
+            svg.contains(&format!("height=\"{:.1}\"", HEIGHT - 2.0)),
+            "{svg}"
+        );
+        assert!(svg.contains("height=\"0.0\""), "{svg}");
+        assert!(svg.contains("max 10 a minute"));
+    }
+
+    #[test]
+    fn a_title_from_the_database_is_escaped() {
+        let svg = bars("<script>alert(1)</script>\" onload=\"x", "ms", &[1.0]).into_string();
+        assert!(
+            !svg.contains("<script>") && !svg.contains("\" onload=\""),
+            "{svg}"
+        );
+        assert!(svg.contains("&lt;script&gt;"));
+    }
+}

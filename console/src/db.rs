@@ -1,5 +1,8 @@
 //! One connection per request, as the console's role: what it may see and do is what
 //! Postgres grants that role. Without `--allow-actions` every transaction is read-only.
+//! Times are read and written in ISO format and UTC, whatever the role's settings, so a
+//! page's keyset reads back the time it wrote. Connections are plain (no TLS): connect
+//! over a Unix socket, to localhost, or through a tunnel.
 
 use crate::Console;
 use tokio_postgres::{Client, NoTls};
@@ -26,6 +29,8 @@ pub async fn connect(console: &Console) -> Result<Client, Failure> {
         .batch_execute(&format!(
             "SET application_name = 'workflow-console';
              SET statement_timeout = '10s';
+             SET DateStyle = 'ISO';
+             SET TimeZone = 'UTC';
              SET default_transaction_read_only = {read_only};"
         ))
         .await?;

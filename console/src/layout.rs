@@ -78,3 +78,55 @@ pub fn failure(console: &Console, here: &str, message: &str) -> Markup {
         html! { h1 { "Postgres refused" } p.error { (message) } },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn console(allow_actions: bool) -> Console {
+        Console {
+            database_url: String::new(),
+            token: "t".into(),
+            session_key: "s".into(),
+            cookie: "c".into(),
+            form_key: "k".into(),
+            allow_actions,
+        }
+    }
+
+    #[test]
+    fn a_page_escapes_what_it_is_given_and_says_its_mode() {
+        let page = page(
+            &console(false),
+            "<img src=x onerror=alert(1)>",
+            "/queues",
+            html! { p { ("<b>name</b>") } },
+        )
+        .into_string();
+        assert!(
+            !page.contains("<img") && !page.contains("<b>name"),
+            "{page}"
+        );
+        assert!(page.contains("read-only"));
+        assert!(
+            page.contains(r#"<a href="/queues" class="here">"#),
+            "{page}"
+        );
+        let acting = super::page(&console(true), "x", "/", html! {}).into_string();
+        assert!(acting.contains("actions allowed"));
+    }
+
+    #[test]
+    fn a_refusal_shows_postgres_message_escaped() {
+        let page = failure(
+            &console(false),
+            "/",
+            "permission denied for view <workflows> (42501)",
+        )
+        .into_string();
+        assert!(
+            page.contains("permission denied for view &lt;workflows&gt; (42501)"),
+            "{page}"
+        );
+    }
+}

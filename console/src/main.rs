@@ -21,14 +21,22 @@ use std::sync::Arc;
 pub struct Console {
     pub database_url: String,
     pub token: String,
+    /// What the cookie holds once the token was given: this process's, never the token.
+    pub session_key: String,
+    /// The cookie's name: this console's port in it.
+    pub cookie: String,
     /// Sent with every form and checked on every action: a page of another site cannot
     /// post one.
     pub form_key: String,
     pub allow_actions: bool,
 }
 
+/// A token shorter than this could be guessed by a page that reaches the console.
+const MIN_TOKEN: usize = 16;
+
 const USAGE: &str = "usage: workflow-console --database-url postgres://… [--listen 127.0.0.1:8080] [--allow-actions]
-  The token every page asks for is WORKFLOW_CONSOLE_TOKEN, or one printed at start.";
+  The database URL may also come from DATABASE_URL. The token every page asks for is
+  WORKFLOW_CONSOLE_TOKEN (16 characters or more), or one printed at start.";
 
 fn main() {
     let mut database_url = std::env::var("DATABASE_URL").ok();
@@ -57,9 +65,16 @@ fn main() {
         .filter(|t| !t.is_empty());
     let printed = given.is_none();
     let token = given.unwrap_or_else(auth::random_key);
+    if token.len() < MIN_TOKEN || token.contains([';', ' ', ',']) {
+        exit_with(&format!(
+            "WORKFLOW_CONSOLE_TOKEN must be at least {MIN_TOKEN} characters, without spaces, commas or semicolons"
+        ));
+    }
     let console = Arc::new(Console {
         database_url,
         token,
+        session_key: auth::random_key(),
+        cookie: format!("workflow_console_{}", listen.port()),
         form_key: auth::random_key(),
         allow_actions,
     });
@@ -69,6 +84,24 @@ fn main() {
         .build()
         .expect("a runtime");
     runtime.block_on(serve(console, listen, printed));
+}
+
+/// Every response: nothing loaded from elsewhere, never framed, never cached, no referrer.
+async fn guarded(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+    ] {
+        headers.insert(name, axum::http::HeaderValue::from_static(value));
+    }
+    response
 }
 
 fn exit_with(message: &str) -> ! {
@@ -89,6 +122,7 @@ async fn serve(console: Arc<Console>, listen: SocketAddr, print_token: bool) {
         .route("/actions/cancel", post(actions::cancel))
         .route("/actions/replay", post(actions::replay))
         .route("/actions/endpoint", post(actions::endpoint))
+        .layer(axum::middleware::map_response(guarded))
         .with_state(Arc::clone(&console));
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -60,16 +60,23 @@ fn start_console(cluster: &Cluster, role: &str, actions: bool) -> (Helper, Strin
     (Helper(child), base)
 }
 
-/// One HTTP/1.0 request; the status and the body.
-fn http(base: &str, method: &str, path: &str, cookie: bool, form: Option<&str>) -> (u16, String) {
+/// One HTTP/1.0 request, with the cookie `cookie` if given; the status, the headers and
+/// the body.
+fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+) -> (u16, String, String) {
     let address = base.trim_start_matches("http://");
     let mut stream = TcpStream::connect(address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {address}\r\n");
-    if cookie {
-        request.push_str(&format!("Cookie: workflow_console={TOKEN}\r\n"));
+    if let Some(cookie) = cookie {
+        request.push_str(&format!("Cookie: {cookie}\r\n"));
     }
     if let Some(form) = form {
         request.push_str(&format!(
@@ -83,11 +90,38 @@ fn http(base: &str, method: &str, path: &str, cookie: bool, form: Option<&str>) 
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_string(), body.to_string())
+}
+
+/// Signs in with the token; the cookie the console set.
+fn sign_in(base: &str) -> String {
+    let (status, head, _) = request(
+        base,
+        "POST",
+        "/login",
+        None,
+        Some(&format!("token={TOKEN}")),
+    );
+    assert_eq!(status, 303, "{head}");
+    let set = head
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .expect("a cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(!set.contains(TOKEN), "the cookie is not the token: {set}");
+    set.split(';').next().unwrap().to_string()
+}
+
+/// The values of `attribute="…"` in `html` that follow `marker`.
+fn values_after<'a>(html: &'a str, marker: &str) -> Vec<&'a str> {
+    html.split(marker)
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +140,7 @@ async fn the_console_end_to_end() {
             body: r#"{"error":"card_declined"}"#.into(),
         },
     );
-    receiver.script("/crm", [Reply::Status(404)]);
+    receiver.script("/crm", [Reply::Status(404), Reply::Status(404)]);
     cluster.psql(
         "CREATE ROLE operator LOGIN; GRANT workflow_user TO operator;
          CREATE ROLE outsider LOGIN;",
@@ -143,67 +177,114 @@ async fn the_console_end_to_end() {
         .execute("SELECT wf_fail($1, 'card declined', 'w')", &[&payment])
         .await
         .unwrap();
-    let dead: i64 = client
-        .query_one("SELECT wf_enqueue('crm', '{\"contact\": 7}')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    message_reaches(&client, dead, "dead", DEADLINE).await;
+    let mut dead_letters = Vec::new();
+    for contact in [7, 8] {
+        let id: i64 = client
+            .query_one(
+                "SELECT wf_enqueue('crm', jsonb_build_object('contact', $1::int))",
+                &[&contact],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        message_reaches(&client, id, "dead", DEADLINE).await;
+        dead_letters.push(id);
+    }
+    let dead = dead_letters[0];
 
     let (_acting, acting) = start_console(&cluster, "operator", true);
     let (_reading, reading) = start_console(&cluster, "operator", false);
     let (_outside, outside) = start_console(&cluster, "outsider", false);
 
-    // The token is required, on every page and action.
-    for path in ["/", "/workflows", "/messages", "/endpoints", "/queues"] {
+    // The token is required, on every page and action; signing in sets a session cookie
+    // of that console alone.
+    for path in [
+        "/",
+        "/workflows",
+        "/workflows?id=x",
+        "/messages",
+        "/endpoints",
+        "/queues",
+    ] {
         assert_eq!(
-            http(&acting, "GET", path, false, None).0,
+            request(&acting, "GET", path, None, None).0,
             401,
             "{path} without the token"
         );
     }
+    let retry = format!("form_key=x&id={dead}");
     assert_eq!(
-        http(
-            &acting,
-            "POST",
-            "/actions/retry",
-            false,
-            Some(&format!("form_key=x&id={dead}"))
-        )
-        .0,
+        request(&acting, "POST", "/actions/retry", None, Some(&retry)).0,
         401
     );
+    let (status, _, _) = request(
+        &acting,
+        "POST",
+        "/login",
+        None,
+        Some("token=not-the-token-at-all"),
+    );
+    assert_eq!(status, 401);
+    let (acting_cookie, reading_cookie, outside_cookie) =
+        (sign_in(&acting), sign_in(&reading), sign_in(&outside));
+    assert_eq!(
+        request(&reading, "GET", "/", Some(&acting_cookie), None).0,
+        401,
+        "one console's cookie does not sign in to another"
+    );
     // A read-only console refuses a forged action, and an acting one a form from elsewhere.
-    let (status, body) = http(
+    let (status, _, body) = request(
         &reading,
         "POST",
         "/actions/retry",
-        true,
-        Some(&format!("form_key=x&id={dead}")),
+        Some(&reading_cookie),
+        Some(&retry),
     );
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("read-only"));
-    let (status, _) = http(
+    let forged = format!("form_key=forged&id={dead}");
+    assert_eq!(
+        request(
+            &acting,
+            "POST",
+            "/actions/retry",
+            Some(&acting_cookie),
+            Some(&forged)
+        )
+        .0,
+        403
+    );
+    // An action the role may not take shows Postgres' refusal: disabling an endpoint is
+    // the owner's.
+    let (_, head, endpoints) = request(&acting, "GET", "/endpoints", Some(&acting_cookie), None);
+    assert!(
+        head.contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    let form_key = values_after(&endpoints, r#"name="form_key" value=""#)[0];
+    let disable = format!("form_key={form_key}&name=crm&action=disable");
+    let (status, _, body) = request(
         &acting,
         "POST",
-        "/actions/retry",
-        true,
-        Some(&format!("form_key=forged&id={dead}")),
+        "/actions/endpoint",
+        Some(&acting_cookie),
+        Some(&disable),
     );
-    assert_eq!(status, 403);
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("42501"), "{body}");
     // A role without the grants sees Postgres' refusal, not the data.
-    let (status, body) = http(&outside, "GET", "/workflows", true, None);
+    let (status, _, body) = request(&outside, "GET", "/workflows", Some(&outside_cookie), None);
     assert_eq!(status, 502, "{body}");
     assert!(
         body.contains("42501") && !body.contains("order-1001"),
         "{body}"
     );
     // Secrets and header values are never shown.
-    let (_, endpoints) = http(&acting, "GET", "/endpoints", true, None);
     assert!(
         endpoints.contains("authorization")
             && !endpoints.contains("s3cr3t-value")
-            && !endpoints.contains("whsec_")
+            && !endpoints.contains("whsec_"),
+        "{endpoints}"
     );
 
     // 100,000 messages and 100,000 workflows kept, over the last hour: the browser and
@@ -253,10 +334,58 @@ async fn the_console_end_to_end() {
         String::from_utf8_lossy(&browser.stderr)
     );
     message_reaches(&client, dead, "delivered", DEADLINE).await;
+    let bodies: Vec<String> = receiver
+        .received("/crm")
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).replace(' ', ""))
+        .collect();
     assert_eq!(
-        receiver.received("/crm").len(),
-        2,
-        "the retried dead letter arrived"
+        bodies.len(),
+        3,
+        "two refused, then the retried one: {bodies:?}"
+    );
+    assert!(
+        bodies[2].contains("\"contact\":7"),
+        "the retried one arrived: {bodies:?}"
+    );
+
+    // Keyset pages: the second starts where the first ended, without a repeat, though
+    // the bulk workflows share their start times in dozens.
+    let (_, _, first) = request(
+        &acting,
+        "GET",
+        "/workflows?name=bulk",
+        Some(&acting_cookie),
+        None,
+    );
+    let first_ids = values_after(&first, r#"<a href="/workflows/"#);
+    assert_eq!(first_ids.len(), 50);
+    let older = values_after(&first, r#"<a href="/workflows?"#)[0].replace("&amp;", "&");
+    let (_, _, second) = request(
+        &acting,
+        "GET",
+        &format!("/workflows?{older}"),
+        Some(&acting_cookie),
+        None,
+    );
+    let second_ids = values_after(&second, r#"<a href="/workflows/"#);
+    assert_eq!(second_ids.len(), 50);
+    assert!(
+        second_ids.iter().all(|id| !first_ids.contains(id)),
+        "a workflow on both pages"
+    );
+    let listed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM workflow.workflows
+              WHERE name = 'bulk' AND (created_at, id) >= (SELECT created_at, id FROM workflow.workflows WHERE id = $1::text::uuid)",
+            &[&second_ids[49]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        listed, 100,
+        "the two pages are the newest hundred, none skipped"
     );
 
     // Every page, with all that kept.
@@ -274,7 +403,7 @@ async fn the_console_end_to_end() {
         "/queues",
     ] {
         let started = Instant::now();
-        let (status, body) = http(&acting, "GET", path, true, None);
+        let (status, _, body) = request(&acting, "GET", path, Some(&acting_cookie), None);
         let took = started.elapsed();
         assert_eq!(status, 200, "{path}: {body}");
         timings.push(format!("{path} {:.0} ms", took.as_secs_f64() * 1000.0));

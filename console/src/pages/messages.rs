@@ -17,8 +17,9 @@ const PAGE: i64 = 50;
 pub struct Filters {
     status: Option<String>,
     endpoint: Option<String>,
-    /// Created at or after this time.
+    /// Created at or after this time, and before that one.
     since: Option<String>,
+    until: Option<String>,
     tenant: Option<String>,
     /// Ids below this one: the page after the last one shown.
     before: Option<i64>,
@@ -30,11 +31,12 @@ SELECT m.id, m.target, m.status, m.attempts, m.last_status_code, m.last_error,
        to_char(m.created_at, 'YYYY-MM-DD HH24:MI:SS'), m.workflow_id::text, m.step, m.tenant,
        m.payload, m.header_names,
        (SELECT a.response_body FROM workflow.attempts a WHERE a.message_id = m.id
-         ORDER BY a.attempt DESC LIMIT 1)
+         ORDER BY a.started_at DESC LIMIT 1)
   FROM workflow.messages m
  WHERE ($1::text IS NULL OR m.status = $1) AND ($2::text IS NULL OR m.endpoint = $2)
    AND ($3::text IS NULL OR m.created_at >= $3::text::timestamptz) AND ($4::text IS NULL OR m.tenant = $4)
    AND ($5::int8 IS NULL OR m.id < $5)
+   AND ($7::text IS NULL OR m.created_at < $7::text::timestamptz)
  ORDER BY m.id DESC
  LIMIT $6";
 
@@ -63,6 +65,7 @@ pub async fn list(
                 &given(&filters.tenant),
                 &filters.before,
                 &(PAGE + 1),
+                &given(&filters.until),
             ],
         )
         .await
@@ -78,6 +81,7 @@ pub async fn list(
             ("status", &filters.status),
             ("endpoint", &filters.endpoint),
             ("since", &filters.since),
+            ("until", &filters.until),
             ("tenant", &filters.tenant),
         ]
         .iter()
@@ -101,14 +105,16 @@ pub async fn list(
                 }
                 input name="endpoint" placeholder="endpoint" value=(value(&filters.endpoint));
                 input name="tenant" placeholder="tenant" value=(value(&filters.tenant));
-                input name="since" placeholder="since (2026-12-06 10:00)" value=(value(&filters.since));
+                input name="since" placeholder="since (2026-12-06 10:00Z)" value=(value(&filters.since));
+                input name="until" placeholder="until" value=(value(&filters.until));
                 button type="submit" { "Filter" }
             }
             @if console.allow_actions && dead {
                 form.filters method="post" action="/actions/replay" {
                     input type="hidden" name="form_key" value=(console.form_key);
                     input name="endpoint" placeholder="endpoint" required;
-                    input name="since" placeholder="dead since (2026-12-06 10:00)" required;
+                    input name="since" placeholder="dead since (2026-12-06 10:00Z)" required;
+                    input name="until" placeholder="until (blank: now)";
                     button type="submit" { "Replay that endpoint's dead letters" }
                 }
             }
@@ -123,7 +129,7 @@ pub async fn list(
                         @let id: i64 = row.get(0);
                         @let status: String = row.get(2);
                         tr {
-                            td { (id) br; span.hint { (row.get::<_, String>(6)) } }
+                            td { b.message-id { (id) } br; span.hint { (row.get::<_, String>(6)) } }
                             td { (row.get::<_, String>(1)) }
                             td class=(format!("status-{status}")) { (status) }
                             td { (row.get::<_, i32>(3)) }

@@ -35,6 +35,45 @@ SELECT coalesce(d.n, 0)::float8, coalesce(f.n, 0)::float8, coalesce(d.p50, 0)::f
   LEFT JOIN delivered d ON d.m = x.m LEFT JOIN failed f ON f.m = x.m LEFT JOIN finished w ON w.m = x.m
  ORDER BY x.m";
 
+/// The same hour by endpoint (the five busiest, URL targets as one) and by workflow name
+/// (the five with most finished): per minute, oldest first, as arrays.
+const BY_ENDPOINT: &str = "
+WITH minutes AS (
+    SELECT generate_series(date_trunc('minute', now()) - interval '59 minutes',
+                           date_trunc('minute', now()), interval '1 minute') AS m),
+hour AS (
+    SELECT coalesce(endpoint, '(URLs)') AS endpoint, date_trunc('minute', finished_at) AS m,
+           count(*) FILTER (WHERE status = 'delivered') AS delivered,
+           count(*) FILTER (WHERE status = 'dead') AS dead
+      FROM workflow.messages WHERE finished_at >= date_trunc('minute', now()) - interval '59 minutes'
+     GROUP BY 1, 2),
+busiest AS (
+    SELECT endpoint, sum(delivered) AS total, sum(dead) AS dead FROM hour
+     GROUP BY endpoint ORDER BY sum(delivered) + sum(dead) DESC LIMIT 5)
+SELECT b.endpoint, b.total::int8, b.dead::int8,
+       array_agg(coalesce(h.delivered, 0)::float8 ORDER BY x.m)
+  FROM busiest b CROSS JOIN minutes x LEFT JOIN hour h ON h.endpoint = b.endpoint AND h.m = x.m
+ GROUP BY b.endpoint, b.total, b.dead
+ ORDER BY b.total DESC";
+
+const BY_NAME: &str = "
+WITH minutes AS (
+    SELECT generate_series(date_trunc('minute', now()) - interval '59 minutes',
+                           date_trunc('minute', now()), interval '1 minute') AS m),
+hour AS (
+    SELECT name, date_trunc('minute', finished_at) AS m, count(*) AS finished,
+           count(*) FILTER (WHERE status = 'failed') AS failed
+      FROM workflow.workflows WHERE finished_at >= date_trunc('minute', now()) - interval '59 minutes'
+     GROUP BY 1, 2),
+busiest AS (
+    SELECT name, sum(finished) AS total, sum(failed) AS failed FROM hour
+     GROUP BY name ORDER BY sum(finished) DESC LIMIT 5)
+SELECT b.name, b.total::int8, b.failed::int8,
+       array_agg(coalesce(h.finished, 0)::float8 ORDER BY x.m)
+  FROM busiest b CROSS JOIN minutes x LEFT JOIN hour h ON h.name = b.name AND h.m = x.m
+ GROUP BY b.name, b.total, b.failed
+ ORDER BY b.total DESC";
+
 const ATTENTION: &str = "
 SELECT s.dead, s.pending, s.dispatcher_running, s.paused_reason,
        (SELECT count(*) FROM workflow.endpoints WHERE state = 'failing'),
@@ -47,10 +86,13 @@ pub async fn page(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
         Ok(client) => client,
         Err(response) => return response,
     };
-    let (hour, attention) = match tokio::try_join!(
+    let found = tokio::try_join!(
         client.query(LAST_HOUR, &[]),
-        client.query_one(ATTENTION, &[])
-    ) {
+        client.query_one(ATTENTION, &[]),
+        client.query(BY_ENDPOINT, &[]),
+        client.query(BY_NAME, &[]),
+    );
+    let (hour, attention, by_endpoint, by_name) = match found {
         Ok(found) => found,
         Err(e) => return refused_by_postgres(&console, "/", &crate::db::Failure::from(e).0),
     };
@@ -88,6 +130,24 @@ pub async fn page(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
                 (chart::bars("Failed attempts", "a minute", &column(1)))
                 (chart::bars("Enqueue → answer, p50", "ms", &column(2)))
                 (chart::bars("Workflows finished", "a minute", &column(3)))
+            }
+            h2 { "By endpoint: deliveries a minute" }
+            div.charts {
+                @for row in &by_endpoint {
+                    @let endpoint: String = row.get(0);
+                    @let title = format!("{endpoint}: {} delivered, {} dead", row.get::<_, i64>(1), row.get::<_, i64>(2));
+                    (chart::bars(&title, "a minute", &row.get::<_, Vec<f64>>(3)))
+                }
+                @if by_endpoint.is_empty() { p.hint { "Nothing finished in the last hour." } }
+            }
+            h2 { "By workflow name: finished a minute" }
+            div.charts {
+                @for row in &by_name {
+                    @let name: String = row.get(0);
+                    @let title = format!("{name}: {} finished, {} failed", row.get::<_, i64>(1), row.get::<_, i64>(2));
+                    (chart::bars(&title, "a minute", &row.get::<_, Vec<f64>>(3)))
+                }
+                @if by_name.is_empty() { p.hint { "No workflow finished in the last hour." } }
             }
         },
     )

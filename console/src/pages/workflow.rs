@@ -15,7 +15,8 @@ SELECT name, status, tenant, idempotency_key, owner, lease_expires_at::text, wai
   FROM workflow.workflows WHERE id = $1";
 
 /// Every event of the workflow, in time order: steps recorded, signals sent and consumed,
-/// messages enqueued and each attempt of theirs.
+/// messages enqueued and each attempt of theirs; the first 500 (a long-lived workflow's
+/// page stays a page).
 const TIMELINE: &str = "
 SELECT at::text, kind, what, detail FROM (
     SELECT recorded_at AS at, 'step' AS kind, step AS what, output AS detail
@@ -35,10 +36,11 @@ SELECT at::text, kind, what, detail FROM (
                               'duration_ms', a.duration_ms, 'response_body', a.response_body)
       FROM workflow.messages m JOIN workflow.attempts a ON a.message_id = m.id
      WHERE m.workflow_id = $1) events
- ORDER BY at, kind";
+ ORDER BY at, kind
+ LIMIT 500";
 
-const CHILDREN: &str =
-    "SELECT id::text, name, status FROM workflow.workflows WHERE parent = $1 ORDER BY created_at";
+const CHILDREN: &str = "SELECT id::text, name, status FROM workflow.workflows WHERE parent = $1
+                         ORDER BY created_at LIMIT 200";
 
 pub async fn page(
     State(console): State<Arc<Console>>,

@@ -39,13 +39,13 @@ pub async fn list(
     headers: HeaderMap,
     Query(filters): Query<Filters>,
 ) -> Response {
-    if let Some(id) = given(&filters.id) {
-        return Redirect::to(&format!("/workflows/{}", urlencode(id))).into_response();
-    }
     let client = match open(&console, &headers, "/workflows").await {
         Ok(client) => client,
         Err(response) => return response,
     };
+    if let Some(id) = given(&filters.id) {
+        return Redirect::to(&format!("/workflows/{}", urlencode(id))).into_response();
+    }
     let before_id = given(&filters.before_id).and_then(|id| id.parse::<uuid::Uuid>().ok());
     let before = given(&filters.before).filter(|_| before_id.is_some());
     let rows = match client
