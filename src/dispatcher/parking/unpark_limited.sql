@@ -50,7 +50,7 @@ freed AS MATERIALIZED (
                SELECT x.tenant, EXISTS (SELECT FROM workflow.outbox m
                              WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
                                AND coalesce(m.tenant, '') = x.tenant
-                               AND m.next_attempt_at <= clock_timestamp()), 1, 0
+                               AND m.next_attempt_at <= (SELECT clock_timestamp())), 1, 0
                  FROM (SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
                         WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
                           AND coalesce(m.tenant, '') > (SELECT tenant FROM last)
@@ -60,7 +60,7 @@ freed AS MATERIALIZED (
                SELECT x.tenant, EXISTS (SELECT FROM workflow.outbox m
                              WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
                                AND coalesce(m.tenant, '') = x.tenant
-                               AND m.next_attempt_at <= clock_timestamp()), a.turn + 1, a.served + a.due::int
+                               AND m.next_attempt_at <= (SELECT clock_timestamp())), a.turn + 1, a.served + a.due::int
                  FROM after a
                 CROSS JOIN LATERAL (SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
                         WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
@@ -71,7 +71,7 @@ freed AS MATERIALIZED (
                SELECT x.tenant, EXISTS (SELECT FROM workflow.outbox m
                              WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
                                AND coalesce(m.tenant, '') = x.tenant
-                               AND m.next_attempt_at <= clock_timestamp()), 1, 0
+                               AND m.next_attempt_at <= (SELECT clock_timestamp())), 1, 0
                  FROM (SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
                         WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
                           AND coalesce(m.tenant, '') >= ''
@@ -81,7 +81,7 @@ freed AS MATERIALIZED (
                SELECT x.tenant, EXISTS (SELECT FROM workflow.outbox m
                              WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
                                AND coalesce(m.tenant, '') = x.tenant
-                               AND m.next_attempt_at <= clock_timestamp()), f.turn + 1, f.served + f.due::int
+                               AND m.next_attempt_at <= (SELECT clock_timestamp())), f.turn + 1, f.served + f.due::int
                  FROM from_first f
                 CROSS JOIN LATERAL (SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
                         WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
@@ -103,7 +103,7 @@ freed AS MATERIALIZED (
                         FROM workflow.outbox m
                        WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
                          AND coalesce(m.tenant, '') = t.tenant
-                         AND m.next_attempt_at <= clock_timestamp()
+                         AND m.next_attempt_at <= (SELECT clock_timestamp())
                        ORDER BY m.next_attempt_at
                        LIMIT r.n) c),
            picked AS MATERIALIZED (

@@ -17,9 +17,12 @@ WITH finished AS (
 counted AS (
     INSERT INTO workflow.workflow_counts (name, status, n) SELECT name, status, 1 FROM finished)
 SELECT f.has_parent,
+       -- The ready probe takes the name's oldest expiry in runs_claimable's order: an
+       -- EXISTS was planned as a scan of all runs, which finds the name's rows last.
        CASE WHEN EXISTS (SELECT FROM workflow.queue_settings q WHERE q.name = f.name)
-                 AND EXISTS (SELECT FROM workflow.runs r
-                              WHERE r.name = f.name AND (r.status = 'running') IS TRUE
-                                AND r.lease_expires_at <= clock_timestamp())
+                 AND (SELECT r.lease_expires_at FROM workflow.runs r
+                       WHERE r.name = f.name AND (r.status = 'running') IS TRUE
+                         AND r.lease_expires_at <= (SELECT clock_timestamp())
+                       ORDER BY r.lease_expires_at LIMIT 1) IS NOT NULL
             THEN f.name END AS queued
   FROM finished f;

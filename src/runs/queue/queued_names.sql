@@ -3,7 +3,9 @@
 -- name at a time, and no name's turn always comes last.
 SELECT q.name FROM workflow.queue_settings q
  WHERE (NOT $1 OR EXISTS (SELECT FROM workflow.handlers h WHERE h.name = q.name))
-   AND EXISTS (SELECT FROM workflow.runs r
-                WHERE r.name = q.name AND (r.status = 'running') IS TRUE
-                  AND r.lease_expires_at <= clock_timestamp())
+   -- The oldest expiry in runs_claimable's order, not an EXISTS (see finish/finish.sql).
+   AND (SELECT r.lease_expires_at FROM workflow.runs r
+         WHERE r.name = q.name AND (r.status = 'running') IS TRUE
+           AND r.lease_expires_at <= (SELECT clock_timestamp())
+         ORDER BY r.lease_expires_at LIMIT 1) IS NOT NULL
  ORDER BY random();

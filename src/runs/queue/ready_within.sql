@@ -40,10 +40,11 @@ room AS MATERIALIZED (
 -- limit, checked with a probe and a count of its leases); a walk ends once it found room
 -- tenants to take from.
 after (tenant, free, turn, served) AS (
-    SELECT x.tenant, CASE WHEN NOT EXISTS (SELECT FROM workflow.runs r
-                                WHERE r.name = $1 AND (r.status = 'running') IS TRUE
-                                  AND coalesce(r.tenant, '') = x.tenant
-                                  AND r.lease_expires_at <= clock_timestamp())
+    SELECT x.tenant, CASE WHEN (SELECT r.lease_expires_at FROM workflow.runs r
+                  WHERE r.name = $1 AND (r.status = 'running') IS TRUE
+                    AND coalesce(r.tenant, '') = x.tenant
+                    AND r.lease_expires_at <= (SELECT clock_timestamp())
+                  ORDER BY r.lease_expires_at LIMIT 1) IS NULL
                  THEN 0
                  WHEN (SELECT max_running_per_tenant FROM q) IS NULL THEN (SELECT n FROM room)
                  ELSE (SELECT max_running_per_tenant FROM q) - (
@@ -56,10 +57,11 @@ after (tenant, free, turn, served) AS (
                       ORDER BY coalesce(r.tenant, '') LIMIT 1) AS tenant) x
      WHERE (SELECT n FROM room) > 0
     UNION ALL
-    SELECT x.tenant, CASE WHEN NOT EXISTS (SELECT FROM workflow.runs r
-                                WHERE r.name = $1 AND (r.status = 'running') IS TRUE
-                                  AND coalesce(r.tenant, '') = x.tenant
-                                  AND r.lease_expires_at <= clock_timestamp())
+    SELECT x.tenant, CASE WHEN (SELECT r.lease_expires_at FROM workflow.runs r
+                  WHERE r.name = $1 AND (r.status = 'running') IS TRUE
+                    AND coalesce(r.tenant, '') = x.tenant
+                    AND r.lease_expires_at <= (SELECT clock_timestamp())
+                  ORDER BY r.lease_expires_at LIMIT 1) IS NULL
                  THEN 0
                  WHEN (SELECT max_running_per_tenant FROM q) IS NULL THEN (SELECT n FROM room)
                  ELSE (SELECT max_running_per_tenant FROM q) - (
@@ -74,10 +76,11 @@ after (tenant, free, turn, served) AS (
                       ORDER BY coalesce(r.tenant, '') LIMIT 1) AS tenant) x
      WHERE a.tenant IS NOT NULL AND a.served + (a.free > 0)::int < (SELECT n FROM room)),
 from_first (tenant, free, turn, served) AS (
-    SELECT x.tenant, CASE WHEN NOT EXISTS (SELECT FROM workflow.runs r
-                                WHERE r.name = $1 AND (r.status = 'running') IS TRUE
-                                  AND coalesce(r.tenant, '') = x.tenant
-                                  AND r.lease_expires_at <= clock_timestamp())
+    SELECT x.tenant, CASE WHEN (SELECT r.lease_expires_at FROM workflow.runs r
+                  WHERE r.name = $1 AND (r.status = 'running') IS TRUE
+                    AND coalesce(r.tenant, '') = x.tenant
+                    AND r.lease_expires_at <= (SELECT clock_timestamp())
+                  ORDER BY r.lease_expires_at LIMIT 1) IS NULL
                  THEN 0
                  WHEN (SELECT max_running_per_tenant FROM q) IS NULL THEN (SELECT n FROM room)
                  ELSE (SELECT max_running_per_tenant FROM q) - (
@@ -90,10 +93,11 @@ from_first (tenant, free, turn, served) AS (
                       ORDER BY coalesce(r.tenant, '') LIMIT 1) AS tenant) x
      WHERE (SELECT n FROM room) > 0
     UNION ALL
-    SELECT x.tenant, CASE WHEN NOT EXISTS (SELECT FROM workflow.runs r
-                                WHERE r.name = $1 AND (r.status = 'running') IS TRUE
-                                  AND coalesce(r.tenant, '') = x.tenant
-                                  AND r.lease_expires_at <= clock_timestamp())
+    SELECT x.tenant, CASE WHEN (SELECT r.lease_expires_at FROM workflow.runs r
+                  WHERE r.name = $1 AND (r.status = 'running') IS TRUE
+                    AND coalesce(r.tenant, '') = x.tenant
+                    AND r.lease_expires_at <= (SELECT clock_timestamp())
+                  ORDER BY r.lease_expires_at LIMIT 1) IS NULL
                  THEN 0
                  WHEN (SELECT max_running_per_tenant FROM q) IS NULL THEN (SELECT n FROM room)
                  ELSE (SELECT max_running_per_tenant FROM q) - (
@@ -128,7 +132,7 @@ candidates AS MATERIALIZED (
              FROM workflow.runs r
             WHERE r.name = $1 AND (r.status = 'running') IS TRUE
               AND coalesce(r.tenant, '') = t.tenant
-              AND r.lease_expires_at <= clock_timestamp()
+              AND r.lease_expires_at <= (SELECT clock_timestamp())
               AND ($3::bigint IS NULL OR r.written_in = $3)
             ORDER BY r.lease_expires_at
             LIMIT greatest(0, least((SELECT n FROM room), t.free))) c),
@@ -137,7 +141,7 @@ picked AS MATERIALIZED (
 locked AS MATERIALIZED (
     SELECT r.id FROM workflow.runs r
      WHERE r.id = ANY (ARRAY(SELECT id FROM picked))
-       AND r.status = 'running' AND r.lease_expires_at <= clock_timestamp()
+       AND r.status = 'running' AND r.lease_expires_at <= (SELECT clock_timestamp())
        FOR NO KEY UPDATE SKIP LOCKED),
 chosen AS MATERIALIZED (
     SELECT p.id, p.tenant, p.k, p.turn FROM picked p WHERE p.id IN (SELECT id FROM locked)),
