@@ -67,11 +67,15 @@ fn refuse(console: &Console, headers: &HeaderMap, form_key: &str) -> Option<Resp
 async fn act(
     console: &Console,
     headers: &HeaderMap,
+    form_key: &str,
     sql: &str,
     args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     back: &str,
     done: String,
 ) -> Response {
+    if let Some(refused) = refuse(console, headers, form_key) {
+        return refused;
+    }
     let client = match open(console, headers, back).await {
         Ok(client) => client,
         Err(response) => return response,
@@ -93,12 +97,10 @@ pub async fn retry(
     headers: HeaderMap,
     Form(form): Form<Message>,
 ) -> Response {
-    if let Some(refused) = refuse(&console, &headers, &form.form_key) {
-        return refused;
-    }
     act(
         &console,
         &headers,
+        &form.form_key,
         "SELECT wf_retry($1)",
         &[&form.id],
         "/messages?status=dead",
@@ -112,12 +114,10 @@ pub async fn cancel(
     headers: HeaderMap,
     Form(form): Form<Message>,
 ) -> Response {
-    if let Some(refused) = refuse(&console, &headers, &form.form_key) {
-        return refused;
-    }
     act(
         &console,
         &headers,
+        &form.form_key,
         "SELECT wf_cancel_message($1)",
         &[&form.id],
         "/messages",
@@ -131,12 +131,10 @@ pub async fn replay(
     headers: HeaderMap,
     Form(form): Form<Replay>,
 ) -> Response {
-    if let Some(refused) = refuse(&console, &headers, &form.form_key) {
-        return refused;
-    }
     act(
         &console,
         &headers,
+        &form.form_key,
         "SELECT wf_replay($1, $2::text::timestamptz, nullif($3, '')::timestamptz)",
         &[&form.endpoint, &form.since, &form.until],
         "/messages?status=dead",
@@ -153,17 +151,18 @@ pub async fn endpoint(
     headers: HeaderMap,
     Form(form): Form<Endpoint>,
 ) -> Response {
-    if let Some(refused) = refuse(&console, &headers, &form.form_key) {
-        return refused;
-    }
     let sql = match form.action.as_str() {
         "enable" => "SELECT wf_endpoint_enable($1)",
         "disable" => "SELECT wf_endpoint_disable($1, 'disabled from the console')",
-        _ => return Redirect::to("/endpoints").into_response(),
+        _ => {
+            return refuse(&console, &headers, &form.form_key)
+                .unwrap_or_else(|| Redirect::to("/endpoints").into_response());
+        }
     };
     act(
         &console,
         &headers,
+        &form.form_key,
         sql,
         &[&form.name],
         "/endpoints",
