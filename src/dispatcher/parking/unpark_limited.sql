@@ -44,6 +44,16 @@ freed AS MATERIALIZED (
            last AS (
                SELECT (SELECT c.tenant FROM unnest($6::text[], $7::text[]) AS c(destination, tenant)
                         WHERE c.destination = r.destination LIMIT 1) AS tenant),
+           -- Messages of one tenant only (the first tenant is the last: two probes): its
+           -- oldest due ones, as before tenants, without a walk.
+           single AS (
+               SELECT (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
+                        WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                        ORDER BY coalesce(m.tenant, '') LIMIT 1)
+                      IS NOT DISTINCT FROM
+                      (SELECT coalesce(m.tenant, '') FROM workflow.outbox m
+                        WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                        ORDER BY coalesce(m.tenant, '') DESC LIMIT 1) AS one),
            -- Each step is the next tenant with a parked message (one probe) and whether
            -- one of them is due (another); a walk ends once it found room tenants with one.
            after (tenant, due, turn, served) AS (
@@ -55,7 +65,7 @@ freed AS MATERIALIZED (
                         WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
                           AND coalesce(m.tenant, '') > (SELECT tenant FROM last)
                         ORDER BY coalesce(m.tenant, '') LIMIT 1) AS tenant) x
-                WHERE r.n > 0
+                WHERE r.n > 0 AND NOT (SELECT one FROM single)
                UNION ALL
                SELECT x.tenant, EXISTS (SELECT FROM workflow.outbox m
                              WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
@@ -76,7 +86,7 @@ freed AS MATERIALIZED (
                         WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
                           AND coalesce(m.tenant, '') >= ''
                         ORDER BY coalesce(m.tenant, '') LIMIT 1) AS tenant) x
-                WHERE r.n > 0
+                WHERE r.n > 0 AND NOT (SELECT one FROM single)
                UNION ALL
                SELECT x.tenant, EXISTS (SELECT FROM workflow.outbox m
                              WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
@@ -105,7 +115,16 @@ freed AS MATERIALIZED (
                          AND coalesce(m.tenant, '') = t.tenant
                          AND m.next_attempt_at <= (SELECT clock_timestamp())
                        ORDER BY m.next_attempt_at
-                       LIMIT r.n) c),
+                       LIMIT r.n) c
+               UNION ALL
+               SELECT o.id, o.tenant, row_number() OVER (ORDER BY o.next_attempt_at), 1
+                 FROM (SELECT m.id, coalesce(m.tenant, '') AS tenant, m.next_attempt_at
+                         FROM workflow.outbox m
+                        WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                          AND m.next_attempt_at <= (SELECT clock_timestamp())
+                        ORDER BY m.next_attempt_at
+                        LIMIT r.n) o
+                WHERE r.n > 0 AND (SELECT one FROM single)),
            picked AS MATERIALIZED (
                SELECT id, tenant, k, turn FROM candidates ORDER BY k, turn LIMIT r.n),
            -- Locked by key from the array, never by a join (see claim/claim.sql); the
