@@ -2146,7 +2146,14 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         run("INSERT INTO workflow.runs (name, owner, lease_duration, lease_expires_at)
              SELECT 'stale', 'me', '1 minute', now() + interval '1 minute' FROM generate_series(1, 2000)");
         let id = "'00000000-0000-0000-0000-000000000001'";
-        let statements: [(&crate::db::Statement, &str, String); 11] = [
+        let statements: [(&crate::db::Statement, &str, String); 12] = [
+            (
+                &crate::api::outbox::ENQUEUE,
+                "text, text, jsonb, jsonb, text, timestamptz, uuid, text, text, text, text, int4, int4, int4",
+                "'https://example.com/', NULL, '{}', NULL, NULL, NULL, NULL, NULL, NULL, 'acme',
+                 'https://example.com:443', 40, 16, 2"
+                    .into(),
+            ),
             (
                 &crate::dispatcher::record::RECORD,
                 "text[]",
@@ -2262,6 +2269,52 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
                 "the scan of outbox_finished is not bounded by the cut-off: {plan:#}"
             );
         }
+    }
+
+    /// A transaction's messages due now to one destination beyond what it may have
+    /// outstanding (its concurrency × the lease generations, or a second of its rate) are
+    /// parked as they are inserted, and so is every later one while some are parked; a
+    /// delayed message and a disabled endpoint's are not.
+    #[pg_test]
+    fn a_flood_in_one_transaction_parks_itself_beyond_its_destinations_room() {
+        run("SELECT wf_endpoint('three', 'https://three.example.com/hook', max_concurrency => 3)");
+        run(
+            "SELECT wf_endpoint('paced', 'https://paced.example.com/hook', rate_per_second => 2.5)",
+        );
+        run("SELECT wf_endpoint('off', 'https://off.example.com/hook')");
+        run("UPDATE workflow.endpoint_settings SET disabled_at = now() WHERE name = 'off'");
+        run("SELECT wf_enqueue('three', '{}') FROM generate_series(1, 10)");
+        run("SELECT wf_enqueue('paced', '{}') FROM generate_series(1, 5)");
+        run("SELECT wf_enqueue('off', '{}') FROM generate_series(1, 100)");
+        run("SELECT wf_enqueue('https://url.example.com/a', '{}') FROM generate_series(1, 100)");
+        run("SELECT wf_enqueue('https://url.example.com/b', '{}', deliver_at => now() + interval '1 hour')
+               FROM generate_series(1, 100)");
+        let parked = |target: &str| {
+            one::<i64>(&format!(
+                "SELECT count(*) FROM workflow.outbox
+                  WHERE coalesce(endpoint, url) LIKE '{target}%' AND parked = 'limit'"
+            ))
+            .unwrap()
+        };
+        assert_eq!(parked("three"), 10 - 3 * 2);
+        assert_eq!(parked("paced"), 5 - 3);
+        assert_eq!(
+            parked("off"),
+            0,
+            "a disabled endpoint's messages wait for its enable"
+        );
+        let per_destination =
+            one::<i32>("SELECT current_setting('workflow.max_concurrency_per_destination')::int")
+                .unwrap() as i64;
+        assert_eq!(
+            parked("https://url.example.com/a"),
+            100 - per_destination * 2
+        );
+        assert_eq!(
+            parked("https://url.example.com/b"),
+            0,
+            "delayed messages are not due"
+        );
     }
 
     /// A claim parks what it finds blocked, so that no later claim walks it again, and

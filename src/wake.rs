@@ -53,6 +53,9 @@ pub(crate) struct Slot {
     /// Committed transactions that left an unpark flag (see `parking`), counted after each
     /// commit: the dispatcher runs its unpark when this grows, not every round.
     flags_raised: AtomicU64,
+    /// Committed transactions that enqueued messages parked at their destination's limit
+    /// (see `api::crowding`): the dispatcher looks for such destinations when this grows.
+    parked_at_enqueue: AtomicU64,
     /// The earliest timer (a sleep's end, a wait's deadline) committed since the dispatcher
     /// last took it, as a `TimestampTz`; 0: none. The dispatcher announces the workflows a
     /// timer makes ready (see `ready`), and looks at it then.
@@ -105,6 +108,8 @@ thread_local! {
     static EARLIEST_DUE: Cell<i64> = const { Cell::new(i64::MAX) };
     /// Whether this transaction leaves an unpark flag.
     static RAISES_FLAG: Cell<bool> = const { Cell::new(false) };
+    /// Whether this transaction enqueued a message parked at its destination's limit.
+    static PARKS: Cell<bool> = const { Cell::new(false) };
     /// The earliest timer this transaction set (a `TimestampTz`).
     static EARLIEST_TIMER: Cell<i64> = const { Cell::new(i64::MAX) };
 }
@@ -260,6 +265,15 @@ pub fn flag_on_commit() {
     on_commit();
 }
 
+/// Like [`on_commit`], for a transaction that enqueued a message parked at its
+/// destination's limit: the commit also counts in its dispatcher's slot, so that the next
+/// round looks for the destinations with parked messages (it may have stopped tracking
+/// this one since the enqueue's snapshot was taken).
+pub fn parked_on_commit() {
+    PARKS.with(|parks| parks.set(true));
+    on_commit();
+}
+
 /// Like [`on_commit_for`], for a transaction that sets a workflow timer ending at `at`: the
 /// commit also leaves it in its dispatcher's slot, so that the dispatcher announces the
 /// workflow when it is ready, not up to a poll interval later.
@@ -279,6 +293,13 @@ pub(crate) fn take_timer(slot: usize) -> Option<pg_sys::TimestampTz> {
 /// visible to it.
 pub(crate) fn flags_raised(slot: usize) -> Option<u64> {
     self::slot(slot).map(|slot| slot.flags_raised.load(Ordering::Acquire))
+}
+
+/// How many committed transactions enqueued parked messages in slot `slot`'s database so
+/// far. Read before the statement that looks for them: every commit counted by then is
+/// visible to it.
+pub(crate) fn parked_at_enqueue(slot: usize) -> Option<u64> {
+    self::slot(slot).map(|slot| slot.parked_at_enqueue.load(Ordering::Acquire))
 }
 
 /// What a slot reported since the dispatcher last looked: the values counted since
@@ -394,9 +415,10 @@ pub fn on_commit_for(due: pg_sys::TimestampTz) {
     register_xact_callback(PgXactCallbackEvent::Commit, || {
         let due = EARLIEST_DUE.with(Cell::get);
         let flagged = RAISES_FLAG.with(Cell::get);
+        let parked = PARKS.with(Cell::get);
         let timer = EARLIEST_TIMER.with(Cell::get);
         disarm();
-        wake_dispatcher(due, flagged, timer);
+        wake_dispatcher(due, flagged, parked, timer);
     });
     register_xact_callback(PgXactCallbackEvent::Abort, disarm);
     // A prepared transaction commits later, elsewhere; the poll delivers it.
@@ -407,13 +429,22 @@ fn disarm() {
     ARMED.with(|armed| armed.set(false));
     EARLIEST_DUE.with(|earliest| earliest.set(i64::MAX));
     RAISES_FLAG.with(|raises| raises.set(false));
+    PARKS.with(|parks| parks.set(false));
     EARLIEST_TIMER.with(|earliest| earliest.set(i64::MAX));
 }
 
-fn wake_dispatcher(due: pg_sys::TimestampTz, flagged: bool, timer: pg_sys::TimestampTz) {
+fn wake_dispatcher(
+    due: pg_sys::TimestampTz,
+    flagged: bool,
+    parked: bool,
+    timer: pg_sys::TimestampTz,
+) {
     serving_slots(|slot| {
         if flagged {
             slot.flags_raised.fetch_add(1, Ordering::AcqRel);
+        }
+        if parked {
+            slot.parked_at_enqueue.fetch_add(1, Ordering::AcqRel);
         }
         if timer != i64::MAX {
             // The earlier of the one left there and ours (a timer is never at 0, 2000-01-01).

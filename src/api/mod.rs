@@ -2,6 +2,7 @@
 //! errors. All are SECURITY DEFINER with a pinned `search_path`, so an application role
 //! needs only EXECUTE (through `workflow_user`), never rights on the tables.
 
+mod crowding;
 mod dispatch;
 mod endpoints;
 mod handlers;

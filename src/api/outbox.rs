@@ -2,6 +2,8 @@
 //! after commit. Enqueue validates everything it can at once, so a message that commits
 //! can be sent.
 
+use super::crowding;
+use crate::config;
 use crate::db::{self, Statement, first_value, required};
 use crate::delivery::target;
 use crate::document::Document;
@@ -9,7 +11,7 @@ use crate::error::{OrRaise, WfError};
 use crate::wake;
 use crate::workflow::validate;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
-use pgrx::pg_sys::{INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
+use pgrx::pg_sys::{INT4OID, INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
@@ -77,12 +79,16 @@ const ENQUEUE_ARGS: &[pgrx::pg_sys::Oid] = &[
     TEXTOID,
     TEXTOID,
     TEXTOID,
+    TEXTOID,
+    INT4OID,
+    INT4OID,
+    INT4OID,
 ];
 
 /// Without an idempotency key nothing can conflict, and a plain insert skips the
 /// speculative insertion `ON CONFLICT` always costs (a lock on a speculative token, a probe
 /// of the arbiter index and a second WAL record to confirm the row).
-static ENQUEUE: Statement = Statement {
+pub(crate) static ENQUEUE: Statement = Statement {
     sql: include_str!("outbox/enqueue.sql"),
     args: ENQUEUE_ARGS,
 };
@@ -196,7 +202,7 @@ fn wf_enqueue(
     let ordering_key = validate::message_key("ordering_key", ordering_key).or_raise();
     let tenant = validate::optional_name("tenant", tenant).or_raise();
 
-    let id = super::write("wf_enqueue", |client| {
+    let (id, parked) = super::write("wf_enqueue", |client| {
         let (url, endpoint) = match target {
             Target::Url(url) => (Some(url), None),
             Target::Endpoint(name) => {
@@ -217,14 +223,18 @@ fn wf_enqueue(
                 // A durable step is enqueued once, whatever the key (G4).
                 let args: [DatumWithOid; 2] = [id.into(), step.into()];
                 if let Some(existing) = db::execute(client, &FIND_STEP, &args, first_value)? {
-                    return Ok(existing);
+                    return Ok((existing, false));
                 }
             }
         }
         if let Some(key) = ordering_key {
             lock_ordering_key(key);
         }
-        let args: [DatumWithOid; 10] = [
+        let destination = match (endpoint, url) {
+            (Some(name), _) => name.to_string(),
+            (None, url) => url.and_then(target::origin).unwrap_or_default(),
+        };
+        let args: [DatumWithOid; 14] = [
             url.into(),
             endpoint.into(),
             payload.into(),
@@ -235,24 +245,45 @@ fn wf_enqueue(
             step.into(),
             ordering_key.into(),
             tenant.into(),
+            destination.as_str().into(),
+            crowding::enqueued_before(&destination).into(),
+            (config::max_concurrency_per_destination().min(i32::MAX as usize) as i32).into(),
+            crate::dispatcher::claim::LEASE_GENERATIONS.into(),
         ];
         let enqueue = if key.is_some() {
             &ENQUEUE_KEYED
         } else {
             &ENQUEUE
         };
-        if let Some(id) = db::execute(client, enqueue, &args, first_value::<i64>)? {
-            return Ok(id);
+        if let Some((id, parked)) = db::execute(client, enqueue, &args, id_and_parked)? {
+            if !parked && deliver_at.is_none() {
+                crowding::enqueued(&destination);
+            }
+            return Ok((id, parked));
         }
         // Only a keyed enqueue can conflict, and the first one has committed by now.
         db::execute(client, &FIND_BY_KEY, &[key.into()], first_value::<i64>)?
+            .map(|id| (id, false))
             .ok_or(WfError::StartRace)
     });
     match deliver_at {
         Some(due) => wake::on_commit_for(due.into_inner()),
+        None if parked => wake::parked_on_commit(),
         None => wake::on_commit(),
     }
     id
+}
+
+/// The id of the message an enqueue inserted, and whether it was parked at its limit.
+fn id_and_parked(rows: pgrx::spi::SpiTupleTable<'_>) -> pgrx::spi::SpiResult<Option<(i64, bool)>> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let row = rows.first();
+    Ok(Some((
+        required(row.get::<i64>(1)?)?,
+        row.get::<bool>(2)? == Some(true),
+    )))
 }
 
 /// Where one message's delivery stands.

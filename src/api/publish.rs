@@ -62,6 +62,8 @@ fn wf_publish(
     let ordering_key = validate::message_key("ordering_key", ordering_key).or_raise();
     let tenant = validate::optional_name("tenant", tenant).or_raise();
 
+    // Whether a message was parked at its subscriber's limit (see `crowding`).
+    let mut parked = false;
     let ids = super::write("wf_publish", |client| {
         let subscribers: Vec<String> =
             db::execute(client, &SUBSCRIBERS, &[event_type.into()], |rows| {
@@ -85,7 +87,21 @@ fn wf_publish(
             subscribers.clone().into(),
             tenant.into(),
         ];
-        let mut found = db::execute(client, &PUBLISH, &args, by_endpoint)?;
+        let published = db::execute(client, &PUBLISH, &args, |rows| {
+            let mut found = Vec::new();
+            for row in rows {
+                let parked = row.get::<bool>(3)? == Some(true);
+                if let (Some(id), Some(endpoint)) = (row.get::<i64>(1)?, row.get::<String>(2)?) {
+                    found.push((id, endpoint, parked));
+                }
+            }
+            Ok(found)
+        })?;
+        parked = published.iter().any(|(_, _, parked)| *parked);
+        let mut found: Vec<(i64, String)> = published
+            .into_iter()
+            .map(|(id, endpoint, _)| (id, endpoint))
+            .collect();
         if found.len() < subscribers.len() {
             // Only keyed messages conflict, and the publish that made them has committed.
             let args: [DatumWithOid; 2] = [key.into(), subscribers.clone().into()];
@@ -105,6 +121,7 @@ fn wf_publish(
     if !ids.is_empty() {
         match deliver_at {
             Some(due) => wake::on_commit_for(due.into_inner()),
+            None if parked => wake::parked_on_commit(),
             None => wake::on_commit(),
         }
     }

@@ -102,6 +102,9 @@ pub struct Job {
     pub unsendable: Option<String>,
     /// Where the per-destination limits count it: its endpoint, or its URL's origin.
     pub destination: Arc<str>,
+    /// Who the message is for ('' for none): a busy destination's slots go round-robin
+    /// by tenant (see `limits`).
+    pub tenant: Arc<str>,
     /// The destination's limits: requests in flight at once, and per second.
     pub concurrency: usize,
     pub rate_per_second: Option<f64>,
@@ -209,6 +212,7 @@ pub fn claim(
             replaces_attempt,
             parked,
             destination,
+            tenant,
             concurrency,
             rate_per_second,
             retry_schedule_ms,
@@ -235,6 +239,7 @@ pub fn claim(
                 "replaces_attempt",
                 "parked",
                 "destination",
+                "tenant",
                 "concurrency",
                 "rate_per_second",
                 "retry_schedule_ms",
@@ -279,6 +284,7 @@ pub fn claim(
                 lease_deadline: claimed_at + timeout * LEASE_GENERATIONS as u32 + LEASE_MARGIN,
                 unsendable: bad_secret.or(bad_headers),
                 destination: row.get::<String>(destination)?.unwrap_or_default().into(),
+                tenant: row.get::<String>(tenant)?.unwrap_or_default().into(),
                 concurrency: row.get::<i32>(concurrency)?.unwrap_or(1).max(1) as usize,
                 rate_per_second: row.get::<f64>(rate_per_second)?.filter(|rate| *rate > 0.0),
                 retry_schedule: schedule(row.get::<Vec<Option<f64>>>(retry_schedule_ms)?),

@@ -2,11 +2,17 @@
 //! endpoint, or a URL origin) has in flight, and how fast they start. The claim already
 //! keeps each destination's outstanding requests within its limits (see `claim`); this
 //! is where the requests themselves wait their turn.
+//!
+//! The claim takes up to two generations of a destination's requests (see
+//! `claim::LEASE_GENERATIONS`), so at a busy destination a claimed request waits for a
+//! generation ahead of it. Those waiting get their slot round-robin by tenant, like the
+//! claim's turns: another tenant's request waits for the next slot that frees, not behind
+//! a whole generation of one tenant's flood.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 /// A rate limit lets through this share of a second's requests at once (at least one):
 /// 2 of 20 a second, 200 of 2,000.
@@ -21,13 +27,90 @@ pub struct Limits {
 }
 
 pub struct Destination {
-    permits: Arc<Semaphore>,
+    slots: Arc<Mutex<Slots>>,
     state: Mutex<State>,
 }
 
 struct State {
-    concurrency: usize,
     pace: Option<Pace>,
+}
+
+/// The destination's requests in flight, and those waiting for a slot, by tenant.
+struct Slots {
+    limit: usize,
+    in_flight: usize,
+    waiting: BTreeMap<Arc<str>, VecDeque<Waiter>>,
+    /// The tenant given the last slot: the next goes to the tenant after it.
+    served_last: Option<Arc<str>>,
+    next_ticket: u64,
+}
+
+struct Waiter {
+    ticket: u64,
+    granted: oneshot::Sender<()>,
+}
+
+/// A request's slot at its destination, given back when dropped.
+pub struct Slot {
+    slots: Arc<Mutex<Slots>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.in_flight -= 1;
+        slots.grant();
+    }
+}
+
+impl Slots {
+    /// Gives free slots to those waiting, a tenant at a time, round-robin. A waiter that
+    /// gave up (its task ended) is passed over.
+    fn grant(&mut self) {
+        while self.in_flight < self.limit {
+            let after = self.served_last.clone();
+            let tenant = after
+                .as_ref()
+                .and_then(|last| {
+                    self.waiting
+                        .range::<str, _>((
+                            std::ops::Bound::Excluded(&**last),
+                            std::ops::Bound::Unbounded,
+                        ))
+                        .next()
+                })
+                .or_else(|| self.waiting.iter().next())
+                .map(|(tenant, _)| Arc::clone(tenant));
+            let Some(tenant) = tenant else {
+                return;
+            };
+            let queue = self.waiting.get_mut(&tenant).expect("a waiting tenant");
+            let waiter = queue.pop_front().expect("a tenant waits with a request");
+            if queue.is_empty() {
+                self.waiting.remove(&tenant);
+            }
+            if waiter.granted.send(()).is_ok() {
+                self.in_flight += 1;
+                self.served_last = Some(tenant);
+            }
+        }
+    }
+
+    /// Takes back a waiter that gave up at its deadline; false if it was granted a slot
+    /// meanwhile (which the caller then gives back).
+    fn withdraw(&mut self, tenant: &Arc<str>, ticket: u64) -> bool {
+        let Some(queue) = self.waiting.get_mut(tenant) else {
+            return false;
+        };
+        let Some(at) = queue.iter().position(|w| w.ticket == ticket) else {
+            return false;
+        };
+        queue.remove(at);
+        if queue.is_empty() {
+            self.waiting.remove(tenant);
+        }
+        true
+    }
 }
 
 /// A rate limit as a virtual schedule (GCRA): `next` is when the next request would start
@@ -39,13 +122,7 @@ struct Pace {
 
 impl Limits {
     /// The destination's limits, made to match the ones the claim read.
-    pub fn get(
-        &self,
-        runtime: &tokio::runtime::Handle,
-        name: &Arc<str>,
-        concurrency: usize,
-        rate: Option<f64>,
-    ) -> Arc<Destination> {
+    pub fn get(&self, name: &Arc<str>, concurrency: usize, rate: Option<f64>) -> Arc<Destination> {
         let mut destinations = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
         if destinations.len() > REMEMBERED {
             destinations.retain(|_, d| Arc::strong_count(d) > 1);
@@ -54,36 +131,34 @@ impl Limits {
             .entry(Arc::clone(name))
             .or_insert_with(|| {
                 Arc::new(Destination {
-                    permits: Arc::new(Semaphore::new(concurrency)),
-                    state: Mutex::new(State {
-                        concurrency,
-                        pace: None,
-                    }),
+                    slots: Arc::new(Mutex::new(Slots {
+                        limit: concurrency,
+                        in_flight: 0,
+                        waiting: BTreeMap::new(),
+                        served_last: None,
+                        next_ticket: 0,
+                    })),
+                    state: Mutex::new(State { pace: None }),
                 })
             })
             .clone();
         drop(destinations);
-        destination.update(runtime, concurrency, rate);
+        destination.update(concurrency, rate);
         destination
     }
 }
 
 impl Destination {
-    fn update(&self, runtime: &tokio::runtime::Handle, concurrency: usize, rate: Option<f64>) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if concurrency > state.concurrency {
-            self.permits.add_permits(concurrency - state.concurrency);
-        } else if concurrency < state.concurrency {
-            // Take the surplus permits as requests in flight return them, and keep them.
-            let permits = Arc::clone(&self.permits);
-            let surplus = (state.concurrency - concurrency) as u32;
-            runtime.spawn(async move {
-                if let Ok(taken) = permits.acquire_many(surplus).await {
-                    taken.forget();
-                }
-            });
+    fn update(&self, concurrency: usize, rate: Option<f64>) {
+        {
+            // A lower limit takes effect as requests in flight return their slots.
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if slots.limit != concurrency {
+                slots.limit = concurrency;
+                slots.grant();
+            }
         }
-        state.concurrency = concurrency;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.pace = match (rate, state.pace.take()) {
             (None, _) => None,
             (Some(rate), Some(pace)) => Some(Pace { rate, ..pace }),
@@ -94,11 +169,45 @@ impl Destination {
         };
     }
 
-    /// One of the destination's requests in flight; waits for it until `deadline`.
-    pub async fn permit(&self, deadline: Instant) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let waited =
-            tokio::time::timeout_at(deadline.into(), Arc::clone(&self.permits).acquire_owned());
-        waited.await.ok()?.ok()
+    /// A slot for one of `tenant`'s requests; waits for it until `deadline`, served
+    /// round-robin by tenant with the other requests waiting.
+    pub async fn slot(&self, tenant: &Arc<str>, deadline: Instant) -> Option<Slot> {
+        let (ticket, granted) = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if slots.in_flight < slots.limit && slots.waiting.is_empty() {
+                slots.in_flight += 1;
+                slots.served_last = Some(Arc::clone(tenant));
+                return Some(Slot {
+                    slots: Arc::clone(&self.slots),
+                });
+            }
+            let ticket = slots.next_ticket;
+            slots.next_ticket += 1;
+            let (granted, wait) = oneshot::channel();
+            slots
+                .waiting
+                .entry(Arc::clone(tenant))
+                .or_default()
+                .push_back(Waiter { ticket, granted });
+            (ticket, wait)
+        };
+        let slot = || Slot {
+            slots: Arc::clone(&self.slots),
+        };
+        match tokio::time::timeout_at(deadline.into(), granted).await {
+            Ok(Ok(())) => Some(slot()),
+            // Dropped unsent: no slot was counted for us.
+            Ok(Err(_)) => None,
+            Err(_) => {
+                let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+                if !slots.withdraw(tenant, ticket) {
+                    // Granted as the deadline passed: the slot goes to the next.
+                    slots.in_flight -= 1;
+                    slots.grant();
+                }
+                None
+            }
+        }
     }
 
     /// When the next request may start under the rate limit (now without one), and takes
@@ -128,15 +237,106 @@ mod tests {
 
     fn destination(rate: f64) -> Destination {
         Destination {
-            permits: Arc::new(Semaphore::new(1)),
+            slots: Arc::new(Mutex::new(Slots {
+                limit: 1,
+                in_flight: 0,
+                waiting: BTreeMap::new(),
+                served_last: None,
+                next_ticket: 0,
+            })),
             state: Mutex::new(State {
-                concurrency: 1,
                 pace: Some(Pace {
                     rate,
                     next: Instant::now(),
                 }),
             }),
         }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    /// A destination with room for one request, one held by tenant "a" whose four more
+    /// then wait, and one of "b" after them: "b" gets the second slot, not the sixth.
+    #[test]
+    fn waiting_requests_get_their_slots_round_robin_by_tenant() {
+        let rt = runtime();
+        let limits = Limits::default();
+        let d = limits.get(&Arc::from("d"), 1, None);
+        let far = Instant::now() + Duration::from_secs(60);
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        rt.block_on(async {
+            let held = d.slot(&a, far).await.expect("a free slot");
+            let mut waiting = Vec::new();
+            for (n, tenant) in [&a, &a, &a, &a, &b].into_iter().enumerate() {
+                let (d, tenant, order) = (Arc::clone(&d), Arc::clone(tenant), Arc::clone(&order));
+                waiting.push(tokio::spawn(async move {
+                    let _slot = d.slot(&tenant, far).await.expect("a slot in time");
+                    order.lock().unwrap().push(format!("{tenant}{n}"));
+                    tokio::task::yield_now().await;
+                }));
+                tokio::task::yield_now().await;
+            }
+            drop(held);
+            for task in waiting {
+                task.await.unwrap();
+            }
+        });
+        assert_eq!(*order.lock().unwrap(), ["b4", "a0", "a1", "a2", "a3"]);
+    }
+
+    /// A request that gives up at its deadline leaves no slot taken.
+    #[test]
+    fn a_request_past_its_deadline_gives_its_place_back() {
+        let rt = runtime();
+        let limits = Limits::default();
+        let d = limits.get(&Arc::from("d"), 1, None);
+        let tenant: Arc<str> = Arc::from("");
+        rt.block_on(async {
+            let held = d
+                .slot(&tenant, Instant::now() + Duration::from_secs(60))
+                .await;
+            let soon = Instant::now() + Duration::from_millis(20);
+            assert!(
+                d.slot(&tenant, soon).await.is_none(),
+                "no slot while one is held"
+            );
+            drop(held);
+            let now = Instant::now() + Duration::from_millis(1);
+            assert!(
+                d.slot(&tenant, now).await.is_some(),
+                "the slot is free again"
+            );
+        });
+    }
+
+    /// A lower limit holds back new requests until enough in flight have returned.
+    #[test]
+    fn a_lower_limit_takes_effect_as_requests_return() {
+        let rt = runtime();
+        let limits = Limits::default();
+        let name: Arc<str> = Arc::from("d");
+        let tenant: Arc<str> = Arc::from("");
+        let far = Instant::now() + Duration::from_secs(60);
+        rt.block_on(async {
+            let d = limits.get(&name, 2, None);
+            let first = d.slot(&tenant, far).await;
+            let second = d.slot(&tenant, far).await;
+            let d = limits.get(&name, 1, None);
+            drop(first);
+            let soon = Instant::now() + Duration::from_millis(20);
+            assert!(
+                d.slot(&tenant, soon).await.is_none(),
+                "one in flight is the limit"
+            );
+            drop(second);
+            assert!(d.slot(&tenant, far).await.is_some());
+        });
     }
 
     #[test]

@@ -198,12 +198,9 @@ impl Sender {
         let client = self.client.clone();
         let allow_private = self.allow_private.load(Ordering::Relaxed);
         let permits = Arc::clone(&self.permits);
-        let destination = self.limits.get(
-            self.runtime.handle(),
-            &job.destination,
-            job.concurrency,
-            job.rate_per_second,
-        );
+        let destination = self
+            .limits
+            .get(&job.destination, job.concurrency, job.rate_per_second);
         let report = Report {
             fallback: Some(Outcome::released(&job)),
             results: self.results_tx.clone(),
@@ -218,7 +215,7 @@ impl Sender {
                 .unwrap_or_else(Instant::now);
             // The destination's slot first, so that a job waiting for its destination
             // holds none of the slots the other destinations share.
-            let Some(_slot) = destination.permit(latest_start).await else {
+            let Some(_slot) = destination.slot(&job.tenant, latest_start).await else {
                 return report.deliver(Outcome::released(&job));
             };
             // Its turn under a rate limit next, waited for without a shared slot too.

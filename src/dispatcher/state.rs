@@ -116,10 +116,12 @@ pub struct Parking {
     flagged_by_record: bool,
     /// The destinations with messages parked at their limit, and whether room may have
     /// freed since the last unpark (one of their requests came back). Only this dispatcher
-    /// parks them, so after `limited_known` (a look at the outbox since the schema was last
-    /// checked) the map names every one.
+    /// and enqueues park them (see `api::crowding`), and an enqueue that parked counts its
+    /// commit; so after `limited_known` (a look at the outbox since the schema was last
+    /// checked), with no such commit counted since `parks_seen`, the map names every one.
     limited: HashMap<Arc<str>, bool>,
     limited_known: bool,
+    parks_seen: Option<u64>,
     /// The tenant each destination with parked messages served last: its next unpark
     /// starts with the tenant after it (round-robin).
     turns: HashMap<Arc<str>, String>,
@@ -134,6 +136,7 @@ impl Parking {
             flagged_by_record: false,
             limited: HashMap::new(),
             limited_known: false,
+            parks_seen: None,
             turns: HashMap::new(),
         }
     }
@@ -175,8 +178,10 @@ impl Parking {
         }
     }
 
-    pub fn limited_known(&self) -> bool {
-        self.limited_known
+    /// Whether the map names every destination with parked messages, given how many
+    /// commits of enqueues that parked the slot has counted (`parks`).
+    pub fn limited_known(&self, parks: Option<u64>) -> bool {
+        self.limited_known && parks == self.parks_seen
     }
 
     /// Whether messages of `destination` wait parked at its limit.
@@ -218,12 +223,15 @@ impl Parking {
             .collect()
     }
 
-    /// After a round's look at `looked`: what the unpark left parked is all that is.
+    /// After a round's look at `looked`: what the unpark left parked is all that is. `found`
+    /// when the round also looked for every destination with parked messages, with the
+    /// count of parking commits read before it.
     pub fn looked(
         &mut self,
         looked: &[Arc<str>],
         still_limited: Vec<String>,
         served_last: Vec<(String, String)>,
+        found: Option<Option<u64>>,
     ) {
         for destination in looked {
             self.limited.remove(destination);
@@ -238,7 +246,10 @@ impl Parking {
         let limited = &self.limited;
         self.turns
             .retain(|destination, _| limited.contains_key(destination));
-        self.limited_known = true;
+        if let Some(parks) = found {
+            self.limited_known = true;
+            self.parks_seen = parks;
+        }
     }
 
     /// After a failed round: the next looks at the outbox again.

@@ -120,6 +120,8 @@ struct LimitsSeen {
     smallest_room: Option<usize>,
     /// The tenant each destination it let messages go for served last.
     served_last: Vec<(String, String)>,
+    /// Whether it looked for every destination with parked messages.
+    found: bool,
 }
 
 /// What one round's transaction did, for the worker to keep once it committed.
@@ -355,6 +357,7 @@ fn max_outstanding() -> usize {
 fn record_and_claim(state: &mut State) -> Round {
     state.collect();
     let flags = wake::flags_raised(state.slot);
+    let parks = wake::parked_at_enqueue(state.slot);
     let records_keyed = state.record_due() && state.outcomes.any_ordered();
     let plan = plan_round(&RoundInputs {
         record_due: state.record_due(),
@@ -363,7 +366,7 @@ fn record_and_claim(state: &mut State) -> Round {
         batch_size: config::batch_size(),
         byte_budget_rows: claim::rows_within_byte_budget(config::max_payload_bytes()),
         unpark_due: state.parking.unpark_due(flags, records_keyed),
-        limited_known: state.parking.limited_known(),
+        limited_known: state.parking.limited_known(parks),
         failing_known: state.destinations.failing_known(),
         smallest_room: state.destinations.smallest_room(),
         most_outstanding: state.destinations.most_outstanding(),
@@ -424,7 +427,7 @@ fn record_and_claim(state: &mut State) -> Round {
     } else {
         done.next_due
     };
-    state.keep_round(done, outcomes, &looked, flags, records_keyed);
+    state.keep_round(done, outcomes, &looked, (flags, parks), records_keyed);
     // A full walk, or unparked messages the claim may not have reached: more is due now;
     // or no room to claim at all.
     state.backlog = claimed_a_full_batch || (plan.claim == 0 && state.paused.is_none());
@@ -488,6 +491,8 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
     let mut limited: Vec<String> = work.limited.iter().map(|d| d.to_string()).collect();
     if plan.find_limited {
         limited.extend(parking::limited_destinations(client)?);
+        limited.sort_unstable();
+        limited.dedup();
     }
     let per_destination = work.settings.concurrency_per_destination;
     let unparked_limited = if limited.is_empty() {
@@ -535,11 +540,13 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
                 still_limited: u.still_limited,
                 smallest_room,
                 served_last: u.served_last,
+                found: plan.find_limited,
             },
             None => LimitsSeen {
                 still_limited: Vec::new(),
                 smallest_room,
                 served_last: Vec::new(),
+                found: plan.find_limited,
             },
         }),
         health,
@@ -577,7 +584,7 @@ impl State {
         done: RoundDone,
         outcomes: Vec<Outcome>,
         looked: &[Arc<str>],
-        flags: Option<u64>,
+        (flags, parks): (Option<u64>, Option<u64>),
         records_keyed: bool,
     ) {
         let RoundDone {
@@ -620,8 +627,12 @@ impl State {
             if let Some(room) = seen.smallest_room {
                 self.destinations.set_smallest_room(room);
             }
-            self.parking
-                .looked(looked, seen.still_limited, seen.served_last);
+            self.parking.looked(
+                looked,
+                seen.still_limited,
+                seen.served_last,
+                seen.found.then_some(parks),
+            );
         }
         for destination in claimed.limited {
             self.parking.parked(destination.into());

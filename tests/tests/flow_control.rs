@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 use workflow_tests::receiver::Receiver;
-use workflow_tests::{Cluster, dispatch_cluster, dispatcher_pid, eventually, sqlstate, unique};
+use workflow_tests::{
+    Cluster, dispatch_cluster, dispatcher_pid, eventually, message_reaches, sqlstate, unique,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const CLAIMERS: usize = 8;
@@ -531,6 +533,64 @@ async fn a_small_tenants_messages_are_not_stuck_behind_a_big_ones_backlog() {
         big_before < 120,
         "the small tenant's last message arrived after {big_before} of the big one's"
     );
+}
+
+/// A tenant's flood enqueued in one transaction, then another tenant's message: the message
+/// goes out within a turn or two, not after the claim has walked the whole flood (which it
+/// did, a batch a round, before a flood parked itself as it was enqueued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_after_another_tenants_flood_goes_out_within_a_few_turns() {
+    let cluster = dispatch_cluster();
+    let client = cluster.connect().await;
+    dispatcher_pid(&client, DEADLINE).await;
+    let receiver = Receiver::start().await;
+    let path = format!("/{}", unique("after-flood"));
+    receiver.always(
+        &path,
+        workflow_tests::receiver::Reply::After(Duration::from_millis(10), 200),
+    );
+    let endpoint = unique("after-flood");
+    client
+        .execute(
+            "SELECT wf_endpoint($1, $2, max_concurrency => 2)",
+            &[&endpoint, &receiver.url(&path)],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "SELECT wf_enqueue($1, jsonb_build_object('tenant', 'flood'), tenant => 'flood')
+               FROM generate_series(1, 10000)",
+            &[&endpoint],
+        )
+        .await
+        .unwrap();
+    let next: i64 = client
+        .query_one(
+            "SELECT wf_enqueue($1, jsonb_build_object('tenant', 'next'), tenant => 'next')",
+            &[&endpoint],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    message_reaches(&client, next, "delivered", DEADLINE).await;
+    let flood_before = receiver
+        .received(&path)
+        .iter()
+        .take_while(|r| !String::from_utf8_lossy(&r.body).contains("next"))
+        .count();
+    // The destination's room is 2 × 2: the flood's first four, then a turn each.
+    assert!(
+        flood_before <= 12,
+        "the next tenant's message arrived after {flood_before} of the flood's"
+    );
+    client
+        .execute(
+            "SELECT wf_cancel_message(id) FROM workflow.outbox WHERE endpoint = $1 AND status = 'pending'",
+            &[&endpoint],
+        )
+        .await
+        .unwrap();
 }
 
 /// A tenant at its own limit is stepped over: a claim of one takes another tenant's ready

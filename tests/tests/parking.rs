@@ -256,3 +256,83 @@ async fn a_next_message_locked_by_an_application_is_freed_after_its_rollback() {
     assert_eq!(receiver.received(&fast).len(), 1);
     assert_invariants(&client).await;
 }
+
+/// A message enqueued while its destination has messages parked at its limit is parked
+/// with them. Here the enqueue's snapshot (REPEATABLE READ) predates the delivery of the
+/// last of them, after which the dispatcher no longer tracks the destination: the commit
+/// itself must tell the dispatcher to look, or the message would wait for its restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_parked_by_an_enqueue_from_an_old_snapshot_still_goes_out() {
+    let (client, receiver) = setup().await;
+    let endpoint = unique("old-snapshot-park");
+    let path = format!("/{endpoint}");
+    receiver.always(&path, Reply::After(Duration::from_millis(20), 200));
+    client
+        .execute(
+            "SELECT wf_endpoint($1, $2, max_concurrency => 1)",
+            &[&endpoint, &receiver.url(&path)],
+        )
+        .await
+        .unwrap();
+    // One transaction beyond the endpoint's room: all but the first few are parked as
+    // they are inserted.
+    let flood: Vec<i64> = client
+        .query(
+            "SELECT wf_enqueue($1, jsonb_build_object('n', n)) FROM generate_series(1, 10) n",
+            &[&endpoint],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let parked = parked_count(&client, &flood, "limit").await;
+    assert!(parked > 0, "a flood in one transaction parks itself");
+
+    let mut late = dispatch_cluster().connect().await;
+    let old = late
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .unwrap();
+    let seen: i64 = old
+        .query_one(
+            "SELECT count(*) FROM workflow.outbox WHERE endpoint = $1 AND parked = 'limit'",
+            &[&endpoint],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(seen > 0);
+    receiver.wait_for(&path, flood.len(), DEADLINE).await;
+    eventually("nothing parked for the endpoint", DEADLINE, || async {
+        (parked_count(&client, &flood, "limit").await == 0).then_some(())
+    })
+    .await;
+
+    let id: i64 = old
+        .query_one(
+            "SELECT wf_enqueue($1, jsonb_build_object('n', 11))",
+            &[&endpoint],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let parked: Option<String> = old
+        .query_one(
+            "SELECT parked::text FROM workflow.outbox WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        parked.as_deref(),
+        Some("limit"),
+        "the old snapshot saw parked messages, so the enqueue parked"
+    );
+    old.commit().await.unwrap();
+    message_reaches(&client, id, "delivered", DEADLINE).await;
+    assert_invariants(&client).await;
+}

@@ -3,13 +3,27 @@
 -- workflow $7 if they are given, under the ordering key $9, for the tenant $10 (NULL: the
 -- workflow's). The row says it is written in
 -- this database (`written_in = workflow.database_identity()`, see identity.rs). Returns
--- the message's id; a key used before inserts nothing and returns no row, and the caller
+-- the message's id and whether it was parked at its destination's limit ($11 to $14, as
+-- in enqueue.sql); a key used before inserts nothing and returns no row, and the caller
 -- looks the first message up (find_by_key.sql).
 INSERT INTO workflow.outbox AS m
     (url, endpoint, payload, headers, idempotency_key, next_attempt_at, workflow_id, step, ordering_key,
-     written_in, tenant)
+     written_in, tenant, parked)
 VALUES ($1, $2, $3, $4, $5, COALESCE($6, statement_timestamp()), $7, $8, $9,
         workflow.database_identity(),
-        coalesce($10, (SELECT r.tenant FROM workflow.runs r WHERE r.id = $7)))
+        coalesce($10, (SELECT r.tenant FROM workflow.runs r WHERE r.id = $7)),
+        CASE WHEN ($6 IS NULL OR $6 <= statement_timestamp())
+                  AND (EXISTS (SELECT FROM workflow.outbox p
+                                WHERE coalesce(p.endpoint, p.origin) = $11 AND p.parked = 'limit')
+                       OR CASE WHEN $12 = 0 THEN false
+                               ELSE $12 >= coalesce(
+                                   (SELECT CASE WHEN e.disabled_at IS NOT NULL THEN 2147483647
+                                                ELSE least(coalesce(e.max_concurrency, $13) * $14,
+                                                           CASE WHEN e.rate_per_second IS NULL THEN 2147483647
+                                                                ELSE greatest(1, ceil(e.rate_per_second))::int END)
+                                           END
+                                      FROM workflow.endpoint_settings e WHERE e.name = $2),
+                                   $13 * $14) END)
+             THEN 'limit'::workflow.park_reason END)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING m.id;
+RETURNING m.id, m.parked IS NOT NULL AS parked;

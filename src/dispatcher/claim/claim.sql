@@ -114,7 +114,8 @@ claimed AS (
                               WHERE id <> ALL (ARRAY(SELECT id FROM limited))))
     RETURNING m.id, m.attempts, m.url, m.endpoint, m.payload, m.headers,
               m.idempotency_key, m.webhook_id, m.step, m.ordering_key,
-              m.last_started_at, coalesce(m.endpoint, m.origin) AS destination)
+              m.last_started_at, coalesce(m.endpoint, m.origin) AS destination,
+              coalesce(m.tenant, '') AS tenant)
 SELECT c.id, c.attempts AS attempt, COALESCE(e.url, c.url) AS url, c.payload::text AS body,
        e.headers::text AS endpoint_headers, c.headers::text AS message_headers,
        -- A published message's key is its publish's, per endpoint (see wf_publish).
@@ -129,7 +130,7 @@ SELECT c.id, c.attempts AS attempt, COALESCE(e.url, c.url) AS url, c.payload::te
        (extract(epoch FROM COALESCE(e.timeout, $2)) * 1000)::bigint AS timeout_ms,
        c.step IS NOT NULL AS durable_step, c.endpoint IS NOT NULL AS named_endpoint,
        c.ordering_key IS NOT NULL AS ordered, c.last_started_at IS NOT NULL AS replaces_attempt,
-       p.n AS parked, c.destination,
+       p.n AS parked, c.destination, c.tenant,
        coalesce(e.max_concurrency, $6) AS concurrency, e.rate_per_second,
        CASE WHEN e.retry_schedule IS NOT NULL
             THEN ARRAY(SELECT (extract(epoch FROM d) * 1000)::float8 FROM unnest(e.retry_schedule) d)

@@ -106,16 +106,20 @@ freed AS MATERIALIZED (
                 WHERE tenant IS NOT NULL AND due
                   AND ((SELECT tenant FROM last) IS NULL OR tenant <= (SELECT tenant FROM last))),
            candidates AS MATERIALIZED (
+               -- Numbered after the LIMIT: a window over the index scan itself reads every
+               -- peer of the current row, and a flood enqueued by one statement shares one
+               -- due time (all of it, every round).
                SELECT c.id, t.tenant, c.k, t.turn
                  FROM tenants t
                 CROSS JOIN LATERAL (
-                      SELECT m.id, row_number() OVER (ORDER BY m.next_attempt_at) AS k
-                        FROM workflow.outbox m
-                       WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
-                         AND coalesce(m.tenant, '') = t.tenant
-                         AND m.next_attempt_at <= (SELECT clock_timestamp())
-                       ORDER BY m.next_attempt_at
-                       LIMIT r.n) c
+                      SELECT l.id, row_number() OVER (ORDER BY l.next_attempt_at) AS k
+                        FROM (SELECT m.id, m.next_attempt_at
+                                FROM workflow.outbox m
+                               WHERE coalesce(m.endpoint, m.origin) = r.destination AND m.parked = 'limit'
+                                 AND coalesce(m.tenant, '') = t.tenant
+                                 AND m.next_attempt_at <= (SELECT clock_timestamp())
+                               ORDER BY m.next_attempt_at
+                               LIMIT r.n) l) c
                UNION ALL
                SELECT o.id, o.tenant, row_number() OVER (ORDER BY o.next_attempt_at), 1
                  FROM (SELECT m.id, coalesce(m.tenant, '') AS tenant, m.next_attempt_at
