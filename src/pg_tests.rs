@@ -2084,9 +2084,9 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     }
 
     const CLAIM_TYPES: &str =
-        "int4, interval, interval, int4, int4, int4, text[], int4[], bool, int8";
-    const CLAIM_ARGS: &str = "64, '10s', '10s', 10, 2, 16, '{https://example.com}', '{3}', true, workflow.database_identity()";
-    const CLAIM_ARGS_UNRANKED: &str = "64, '10s', '10s', 10, 2, 16, '{https://example.com}', '{3}', false, workflow.database_identity()";
+        "int4, interval, interval, int4, int4, int4, text[], int4[], bool, int8, text[], text[]";
+    const CLAIM_ARGS: &str = "64, '10s', '10s', 10, 2, 16, '{https://example.com}', '{3}', true, workflow.database_identity(), '{https://example.com}', '{acme}'";
+    const CLAIM_ARGS_UNRANKED: &str = "64, '10s', '10s', 10, 2, 16, '{https://example.com}', '{3}', false, workflow.database_identity(), '{https://example.com}', '{acme}'";
 
     #[pg_test]
     fn the_claim_walks_the_due_index_and_stops_at_the_batch() {
@@ -2341,9 +2341,17 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             concurrency_per_destination: 16,
         };
         let claim = || {
-            let claimed =
-                Spi::connect_mut(|c| claim::claim(c, 10, &settings, &Default::default(), true))
-                    .unwrap();
+            let claimed = Spi::connect_mut(|c| {
+                claim::claim(
+                    c,
+                    10,
+                    &settings,
+                    &Default::default(),
+                    &Default::default(),
+                    true,
+                )
+            })
+            .unwrap();
             let mut ids: Vec<i64> = claimed.jobs.iter().map(|j| j.id).collect();
             ids.sort();
             (ids, claimed.parked)
@@ -2423,9 +2431,17 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             max_attempts: 5,
             concurrency_per_destination: 16,
         };
-        let claimed =
-            Spi::connect_mut(|c| claim::claim(c, 10, &settings, &Default::default(), true))
-                .unwrap();
+        let claimed = Spi::connect_mut(|c| {
+            claim::claim(
+                c,
+                10,
+                &settings,
+                &Default::default(),
+                &Default::default(),
+                true,
+            )
+        })
+        .unwrap();
         assert_eq!((claimed.jobs.len(), claimed.parked), (0, 2));
         run("SELECT wf_endpoint_enable('flaky')");
         run("UPDATE workflow.endpoint_settings SET disabled_at = now() WHERE name = 'flaky'");

@@ -1,11 +1,15 @@
 //! A flood parks itself. A message due now is inserted parked at its destination's limit
-//! (`parked = 'limit'`, see `dispatcher::parking`) when its destination already has
-//! messages parked there, or when this transaction already enqueued as many to it as the
-//! destination may have outstanding. Otherwise one tenant's 10,000 messages sit in the due
-//! path ahead of every other tenant's, and the claim, which walks that path oldest first,
+//! (`parked = 'limit'`, see `dispatcher::parking`) when its tenant already has messages
+//! parked there, or when this transaction already enqueued as many to the destination as
+//! it may have outstanding. Otherwise one tenant's 10,000 messages sit in the due path
+//! ahead of every other tenant's, and the claim, which walks that path oldest first,
 //! reaches the others only once it has parked the flood a batch at a time
 //! (bench/NOTES.md, eleventh and twelfth sessions). Parked, messages are let go
 //! round-robin by tenant as the destination's requests come back.
+//!
+//! Another tenant's message is not parked for the flood: it stays in the due path, which
+//! the flood has left, and the claim takes it at once if its tenant has nothing outstanding
+//! there (`dispatcher/claim/claim.sql`, newcomers), or parks it to wait its turn.
 //!
 //! Only the dispatcher's unpark lets such messages go, so it must know their destination:
 //! a commit that parked one counts in its slot (`wake::parked_on_commit`), and its next

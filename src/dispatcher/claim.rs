@@ -45,6 +45,8 @@ pub static CLAIM: Statement = Statement {
         INT4ARRAYOID,
         BOOLOID,
         INT8OID,
+        TEXTARRAYOID,
+        TEXTARRAYOID,
     ],
 };
 
@@ -169,12 +171,17 @@ pub fn claim(
     limit: usize,
     settings: &Settings,
     outstanding: &HashMap<Arc<str>, usize>,
+    tenants: &HashMap<(Arc<str>, Arc<str>), usize>,
     ranked: bool,
 ) -> SpiResult<Claimed> {
     // Earlier than the database's clock_timestamp() in the claim: the deadline errs early.
     let claimed_at = Instant::now();
     let (busy, counts) = db_arrays(outstanding);
-    let args: [DatumWithOid; 10] = [
+    let (busy_at, busy_tenants): (Vec<String>, Vec<String>) = tenants
+        .keys()
+        .map(|(destination, tenant)| (destination.to_string(), tenant.to_string()))
+        .unzip();
+    let args: [DatumWithOid; 12] = [
         (limit.min(i32::MAX as usize) as i32).into(),
         interval(settings.request_timeout).into(),
         interval(LEASE_MARGIN).into(),
@@ -185,6 +192,8 @@ pub fn claim(
         counts.into(),
         ranked.into(),
         crate::identity::current().into(),
+        busy_at.into(),
+        busy_tenants.into(),
     ];
     db::execute(client, &CLAIM, &args, |rows| {
         let mut claimed = Claimed {

@@ -501,6 +501,7 @@ mod tests {
             headers: None,
             released: false,
             destination: Arc::from("orders"),
+            tenant: Arc::from(""),
             retry_schedule: None,
             endpoint_failing: false,
         }

@@ -47,6 +47,7 @@ pub struct Outcome {
     /// attempt not counted.
     pub released: bool,
     pub destination: Arc<str>,
+    pub tenant: Arc<str>,
     pub retry_schedule: Option<Arc<[Duration]>>,
     pub endpoint_failing: bool,
 }
@@ -72,6 +73,7 @@ impl Outcome {
             headers: None,
             released: false,
             destination: Arc::clone(&job.destination),
+            tenant: Arc::clone(&job.tenant),
             retry_schedule: job.retry_schedule.clone(),
             endpoint_failing: job.endpoint_failing,
         }

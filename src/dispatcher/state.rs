@@ -264,6 +264,9 @@ impl Parking {
 pub struct Destinations {
     /// Claimed and not yet back, per destination (a destination's room, `claim/claim.sql`).
     pub outstanding: HashMap<Arc<str>, usize>,
+    /// The same by destination and tenant: a tenant with none outstanding at a destination
+    /// may have one request claimed beyond its room (see `claim/claim.sql`).
+    pub tenants: HashMap<(Arc<str>, Arc<str>), usize>,
     /// The failing ones and when each may be probed next, as stored when `failing_known`
     /// (read again at the next unpark otherwise), and the healthy ones with unreachable
     /// requests in a row.
@@ -275,15 +278,26 @@ pub struct Destinations {
 }
 
 impl Destinations {
-    pub fn sent(&mut self, destination: &Arc<str>) {
+    pub fn sent(&mut self, destination: &Arc<str>, tenant: &Arc<str>) {
         *self.outstanding.entry(Arc::clone(destination)).or_insert(0) += 1;
+        *self
+            .tenants
+            .entry((Arc::clone(destination), Arc::clone(tenant)))
+            .or_insert(0) += 1;
     }
 
-    pub fn returned(&mut self, destination: &Arc<str>) {
+    pub fn returned(&mut self, destination: &Arc<str>, tenant: &Arc<str>) {
         if let Some(n) = self.outstanding.get_mut(destination) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 self.outstanding.remove(destination);
+            }
+        }
+        let key = (Arc::clone(destination), Arc::clone(tenant));
+        if let Some(n) = self.tenants.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.tenants.remove(&key);
             }
         }
     }

@@ -106,6 +106,8 @@ struct RoundWork<'a> {
     settings: Settings,
     known: &'a destinations::Known,
     outstanding: &'a HashMap<Arc<str>, usize>,
+    /// The same by destination and tenant.
+    tenants: &'a HashMap<(Arc<str>, Arc<str>), usize>,
     /// The destinations with messages parked at their limit that the round looks at.
     limited: &'a [Arc<str>],
     /// The tenant each limited destination served last.
@@ -243,7 +245,8 @@ impl State {
         }
         self.outstanding = self.outstanding.saturating_sub(arrived.len());
         for outcome in &arrived {
-            self.destinations.returned(&outcome.destination);
+            self.destinations
+                .returned(&outcome.destination, &outcome.tenant);
             self.parking.returned(&outcome.destination);
         }
         self.keep(arrived);
@@ -406,6 +409,7 @@ fn record_and_claim(state: &mut State) -> Round {
         },
         known: &state.destinations.health,
         outstanding: &state.destinations.outstanding,
+        tenants: &state.destinations.tenants,
         limited: &looked,
         turns: state.parking.turns(),
     };
@@ -513,7 +517,14 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
     };
     // A destination that turned failing in this round's record has room for one.
     let ranked = plan.ranked || !health.is_empty();
-    let claimed = claim::claim(client, plan.claim, &work.settings, work.outstanding, ranked)?;
+    let claimed = claim::claim(
+        client,
+        plan.claim,
+        &work.settings,
+        work.outstanding,
+        work.tenants,
+        ranked,
+    )?;
     // A message written in another database: this one is a copy, and nothing was claimed.
     let dispatch = if claimed.copied {
         Some(Dispatch::Paused(identity::pause_copy(client)?))
@@ -645,7 +656,7 @@ impl State {
         self.outstanding += claimed.jobs.len();
         // Committed: the HTTP side may start.
         for job in claimed.jobs {
-            self.destinations.sent(&job.destination);
+            self.destinations.sent(&job.destination, &job.tenant);
             self.sender.send(job);
         }
     }

@@ -6,7 +6,7 @@
 -- it was parked.
 --
 -- A message due now to the destination $11 (the endpoint, or the URL's origin) is parked
--- at its limit when the destination has messages parked there, or when this transaction
+-- at its limit when its tenant has messages parked there, or when this transaction
 -- already enqueued $12 to it and that is its room ($13 requests in flight by default, $14
 -- lease generations: the claim's room, without what is outstanding; a disabled endpoint's
 -- messages are its enable's business, parked by the claim): see api/crowding.rs.
@@ -22,7 +22,9 @@ VALUES ($1, $2, $3, $4, $5, COALESCE($6, statement_timestamp()), $7, $8, $9,
         coalesce($10, (SELECT r.tenant FROM workflow.runs r WHERE r.id = $7)),
         CASE WHEN ($6 IS NULL OR $6 <= statement_timestamp())
                   AND (EXISTS (SELECT FROM workflow.outbox p
-                                WHERE coalesce(p.endpoint, p.origin) = $11 AND p.parked = 'limit')
+                                WHERE coalesce(p.endpoint, p.origin) = $11 AND p.parked = 'limit'
+                                  AND coalesce(p.tenant, '')
+                                      = coalesce($10, (SELECT r.tenant FROM workflow.runs r WHERE r.id = $7), ''))
                        OR CASE WHEN $12 = 0 THEN false
                                ELSE $12 >= coalesce(
                                    (SELECT CASE WHEN e.disabled_at IS NOT NULL THEN 2147483647

@@ -10,7 +10,8 @@
 -- message; the ordering key $6 likewise orders each subscriber's messages apart, so that
 -- one failing subscriber holds back only its own.
 --
--- A message due now to a subscriber with messages parked at its limit is parked with them
+-- A message due now to a subscriber where its tenant has messages parked at the limit is
+-- parked with them
 -- (see api/crowding.rs), and the caller tells the dispatcher so at commit.
 INSERT INTO workflow.outbox AS m
        (endpoint, payload, headers, idempotency_key, next_attempt_at, ordering_key, written_in,
@@ -24,7 +25,8 @@ SELECT s.name,
        workflow.database_identity(), $8,
        CASE WHEN ($5 IS NULL OR $5 <= statement_timestamp())
                  AND EXISTS (SELECT FROM workflow.outbox p
-                              WHERE coalesce(p.endpoint, p.origin) = s.name AND p.parked = 'limit')
+                              WHERE coalesce(p.endpoint, p.origin) = s.name AND p.parked = 'limit'
+                                AND coalesce(p.tenant, '') = coalesce($8, ''))
             THEN 'limit'::workflow.park_reason END
   FROM unnest($7::text[]) AS s(name)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING

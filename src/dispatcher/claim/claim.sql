@@ -15,7 +15,8 @@
 -- the destinations with requests outstanding and how many, $9 whether a destination's
 -- room can bind this round: when false the ranking below is skipped (a one-time filter),
 -- which saves a sort and a window per claim (bench/NOTES.md, ninth session); $10 this
--- database's identity (see identity.rs).
+-- database's identity (see identity.rs); $11/$12 the destinations and tenants with
+-- requests outstanding there (pairs).
 --
 -- A message written in another database (restored from a dump, or copied with a
 -- template: its written_in is not $10) stops the claim: it claims and parks nothing, and
@@ -66,33 +67,59 @@ sendable AS (
 -- Within a destination, round-robin across tenants: each tenant's first due message, then
 -- each one's second, so that what is beyond the room (parked) is the big backlogs' tail.
 turns AS MATERIALIZED (
-    SELECT s.id, s.destination, s.next_attempt_at,
+    SELECT s.id, s.destination, s.tenant, s.next_attempt_at,
            row_number() OVER (PARTITION BY s.destination, s.tenant
                               ORDER BY s.next_attempt_at, s.id) AS turn
       FROM sendable s
      WHERE $9),
-ranked AS (
+ranked AS MATERIALIZED (
     SELECT t.id, t.destination,
-           row_number() OVER (PARTITION BY t.destination ORDER BY t.turn, t.next_attempt_at, t.id) AS rank
+           row_number() OVER (PARTITION BY t.destination ORDER BY t.turn, t.next_attempt_at, t.id) AS rank,
+           -- A tenant with no request outstanding at the destination: its first message
+           -- may go beyond the room (see `beyond`).
+           t.turn = 1 AND NOT EXISTS (
+               SELECT FROM unnest($11::text[], $12::text[]) AS b(destination, tenant)
+                WHERE b.destination = t.destination AND b.tenant = t.tenant) AS newcomer
       FROM turns t),
-rooms AS (
-    SELECT d.destination,
-           least(coalesce((SELECT CASE WHEN coalesce(s.next_probe_at, '-infinity') <= clock_timestamp()
-                                       THEN 1 ELSE 0 END
-                             FROM workflow.destinations s
-                            WHERE s.destination = d.destination AND s.state = 'failing'), 2147483647),
-                 coalesce((SELECT least(coalesce(e.max_concurrency, $6) * $5,
-                                        CASE WHEN e.rate_per_second IS NULL THEN 2147483647
-                                             ELSE greatest(1, ceil(e.rate_per_second))::int END)
-                             FROM workflow.endpoint_settings e WHERE e.name = d.destination),
-                          $6 * $5))
-           - coalesce((SELECT b.n FROM unnest($7::text[], $8::int4[]) AS b(destination, n)
-                        WHERE b.destination = d.destination), 0) AS room
-      FROM (SELECT DISTINCT destination FROM ranked) d),
-limited AS MATERIALIZED (
-    SELECT k.id, k.destination
+rooms AS MATERIALIZED (
+    SELECT d.destination, c.failing, c.cap, c.concurrency,
+           least(coalesce(c.failing, 2147483647), c.cap) - d.outstanding AS room,
+           d.outstanding
+      FROM (SELECT x.destination,
+                   coalesce((SELECT b.n FROM unnest($7::text[], $8::int4[]) AS b(destination, n)
+                              WHERE b.destination = x.destination), 0) AS outstanding
+              FROM (SELECT DISTINCT destination FROM ranked) x) d
+     CROSS JOIN LATERAL (
+           SELECT (SELECT CASE WHEN coalesce(s.next_probe_at, '-infinity') <= clock_timestamp()
+                               THEN 1 ELSE 0 END
+                     FROM workflow.destinations s
+                    WHERE s.destination = d.destination AND s.state = 'failing') AS failing,
+                  coalesce((SELECT least(coalesce(e.max_concurrency, $6) * $5,
+                                         CASE WHEN e.rate_per_second IS NULL THEN 2147483647
+                                              ELSE greatest(1, ceil(e.rate_per_second))::int END)
+                              FROM workflow.endpoint_settings e WHERE e.name = d.destination),
+                           $6 * $5) AS cap,
+                  coalesce((SELECT coalesce(e.max_concurrency, $6)
+                              FROM workflow.endpoint_settings e WHERE e.name = d.destination),
+                           $6) AS concurrency) c),
+-- Beyond the room, a newcomer's first message is claimed all the same, up to one more
+-- generation of the destination's requests in all: it waits on the HTTP side, where the
+-- destination's slots go round-robin by tenant (dispatcher/limits.rs), for the next slot
+-- that frees, instead of parked behind a backlog's claimed generation. Never for a failing
+-- destination (its probe is one request).
+beyond AS MATERIALIZED (
+    SELECT k.id, k.destination, k.newcomer, k.rank,
+           CASE WHEN r.failing IS NULL
+                THEN greatest(0, least(r.concurrency, r.cap + r.concurrency - r.outstanding))
+                ELSE 0 END AS extra
       FROM ranked k JOIN rooms r ON r.destination = k.destination
      WHERE k.rank > r.room),
+limited AS MATERIALIZED (
+    SELECT b.id, b.destination
+      FROM (SELECT b.id, b.destination, b.newcomer, b.extra,
+                   row_number() OVER (PARTITION BY b.destination, b.newcomer ORDER BY b.rank) AS n
+              FROM beyond b) b
+     WHERE NOT (b.newcomer AND b.n <= b.extra)),
 parked AS (
     UPDATE workflow.outbox m
        SET parked = CASE WHEN m.id = ANY (ARRAY(SELECT id FROM due WHERE behind_endpoint))
