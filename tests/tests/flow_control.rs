@@ -14,6 +14,23 @@ use workflow_tests::{
 const DEADLINE: Duration = Duration::from_secs(60);
 const CLAIMERS: usize = 8;
 
+/// Cancels what is still pending for `endpoint`; a message delivered meanwhile is left be.
+async fn cancel_pending(client: &Client, endpoint: &str) {
+    let pending = client
+        .query(
+            "SELECT id FROM workflow.outbox WHERE endpoint = $1 AND status = 'pending'",
+            &[&endpoint],
+        )
+        .await
+        .unwrap();
+    for row in pending {
+        let id: i64 = row.get(0);
+        if let Err(error) = client.execute("SELECT wf_cancel_message($1)", &[&id]).await {
+            assert_eq!(sqlstate(&error), "55000", "{error}");
+        }
+    }
+}
+
 async fn start_many(client: &Client, name: &str, tenant: &str, n: i32) {
     client
         .execute(
@@ -584,13 +601,69 @@ async fn a_message_after_another_tenants_flood_goes_out_within_a_few_turns() {
         flood_before <= 12,
         "the next tenant's message arrived after {flood_before} of the flood's"
     );
+    cancel_pending(&client, &endpoint).await;
+}
+
+/// A destination busy with one tenant's backlog, its requests answered in lock-step: another
+/// tenant's message takes the next slot that frees, not one after the backlog's requests
+/// already claimed behind those in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_takes_the_next_free_slot_of_a_busy_destination() {
+    let cluster = dispatch_cluster();
+    let client = cluster.connect().await;
+    dispatcher_pid(&client, DEADLINE).await;
+    let receiver = Receiver::start().await;
+    let path = format!("/{}", unique("newcomer"));
+    receiver.always(
+        &path,
+        workflow_tests::receiver::Reply::After(Duration::from_millis(300), 200),
+    );
+    let endpoint = unique("newcomer");
     client
         .execute(
-            "SELECT wf_cancel_message(id) FROM workflow.outbox WHERE endpoint = $1 AND status = 'pending'",
+            "SELECT wf_endpoint($1, $2, max_concurrency => 2)",
+            &[&endpoint, &receiver.url(&path)],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "SELECT wf_enqueue($1, jsonb_build_object('tenant', 'busy'), tenant => 'busy')
+               FROM generate_series(1, 40)",
             &[&endpoint],
         )
         .await
         .unwrap();
+    // Two in flight, two more claimed behind them.
+    receiver.wait_for(&path, 2, DEADLINE).await;
+    let next: i64 = client
+        .query_one(
+            "SELECT wf_enqueue($1, jsonb_build_object('tenant', 'next'), tenant => 'next')",
+            &[&endpoint],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    message_reaches(&client, next, "delivered", DEADLINE).await;
+    // By the requests' own start times: within one batch the receiver sees them in any order.
+    let (first_batch, newcomer): (f64, f64) = {
+        let row = client
+            .query_one(
+                "SELECT extract(epoch FROM min(last_started_at))::float8,
+                        extract(epoch FROM max(last_started_at) FILTER (WHERE tenant = 'next'))::float8
+                   FROM workflow.outbox WHERE endpoint = $1",
+                &[&endpoint],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let waited = newcomer - first_batch;
+    assert!(
+        waited < 0.45,
+        "the newcomer started {waited:.3} s after the first batch, not with the second (0.3 s)"
+    );
+    cancel_pending(&client, &endpoint).await;
 }
 
 /// A tenant at its own limit is stepped over: a claim of one takes another tenant's ready
