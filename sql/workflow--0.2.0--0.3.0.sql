@@ -615,3 +615,38 @@ $$;
 CREATE OR REPLACE VIEW workflow.workflow_metrics AS SELECT * FROM workflow.workflow_metrics_rows();
 REVOKE ALL ON FUNCTION workflow.workflow_metrics_rows() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION workflow.workflow_metrics_rows() TO workflow_user;
+
+-- The newest workflows first, a page at a time (the console's list): without it a page of
+-- the unfiltered list sorted every run kept.
+CREATE INDEX runs_created ON workflow.runs (created_at, id);
+
+-- The attempts started since `since`, for charts of recent failures (the console's
+-- overview): what workflow.attempts shows, read through indexes only. The attempts moved to
+-- the log by their start; a pending message's last attempt through the due and parked
+-- indexes (the backlog, not the history); a finished message's through the finished index,
+-- since an attempt started since then finished since then too. A filter on the view's
+-- started_at finds no index for the messages' last attempts, and read all of them.
+CREATE FUNCTION workflow.attempts_since(since timestamptz)
+    RETURNS TABLE (message_id bigint, endpoint text, started_at timestamptz, status_code integer)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    SET max_parallel_workers_per_gather = 0
+    SET jit = off
+AS $$
+    SELECT a.message_id, (SELECT m.endpoint FROM workflow.outbox m WHERE m.id = a.message_id),
+           a.started_at, a.status_code
+      FROM workflow.delivery_attempts a
+     WHERE a.started_at >= since
+    UNION ALL
+    SELECT id, endpoint, last_started_at, last_status_code FROM workflow.outbox
+     WHERE (status = 'pending') IS TRUE AND parked IS NULL AND last_started_at >= since
+    UNION ALL
+    SELECT id, endpoint, last_started_at, last_status_code FROM workflow.outbox
+     WHERE parked IS NOT NULL AND last_started_at >= since
+    UNION ALL
+    SELECT id, endpoint, last_started_at, last_status_code FROM workflow.outbox
+     WHERE (status <> 'pending') IS TRUE AND finished_at >= since AND last_started_at >= since
+$$;
+REVOKE ALL ON FUNCTION workflow.attempts_since(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION workflow.attempts_since(timestamptz) TO workflow_user;

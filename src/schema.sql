@@ -102,6 +102,9 @@ CREATE TABLE workflow.runs (
 CREATE INDEX runs_claimable ON workflow.runs (name, lease_expires_at) WHERE (status = 'running') IS TRUE;
 -- Shaped like the retention scan.
 CREATE INDEX runs_finished ON workflow.runs (finished_at) WHERE (status <> 'running') IS TRUE;
+-- The newest workflows first, a page at a time (the console's list): without it a page of
+-- the unfiltered list sorted every run kept.
+CREATE INDEX runs_created ON workflow.runs (created_at, id);
 -- A run's children, for the cancel that cascades to them.
 CREATE INDEX runs_children ON workflow.runs (parent) WHERE parent IS NOT NULL;
 -- The session-bound leases, for the dispatcher's look for sessions that ended.
@@ -718,6 +721,36 @@ CREATE VIEW workflow.workflow_metrics AS SELECT * FROM workflow.workflow_metrics
 COMMENT ON VIEW workflow.workflow_metrics IS 'Running workflows by state, and the last minute''s finished ones, per name';
 GRANT SELECT ON workflow.workflow_metrics TO workflow_user;
 GRANT EXECUTE ON FUNCTION workflow.workflow_metrics_rows() TO workflow_user;
+
+-- The attempts started since `since`, for charts of recent failures (the console's
+-- overview): what workflow.attempts shows, read through indexes only. The attempts moved to
+-- the log by their start; a pending message's last attempt through the due and parked
+-- indexes (the backlog, not the history); a finished message's through the finished index,
+-- since an attempt started since then finished since then too. A filter on the view's
+-- started_at finds no index for the messages' last attempts, and read all of them.
+CREATE FUNCTION workflow.attempts_since(since timestamptz)
+    RETURNS TABLE (message_id bigint, endpoint text, started_at timestamptz, status_code integer)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    SET max_parallel_workers_per_gather = 0
+    SET jit = off
+AS $$
+    SELECT a.message_id, (SELECT m.endpoint FROM workflow.outbox m WHERE m.id = a.message_id),
+           a.started_at, a.status_code
+      FROM workflow.delivery_attempts a
+     WHERE a.started_at >= since
+    UNION ALL
+    SELECT id, endpoint, last_started_at, last_status_code FROM workflow.outbox
+     WHERE (status = 'pending') IS TRUE AND parked IS NULL AND last_started_at >= since
+    UNION ALL
+    SELECT id, endpoint, last_started_at, last_status_code FROM workflow.outbox
+     WHERE parked IS NOT NULL AND last_started_at >= since
+    UNION ALL
+    SELECT id, endpoint, last_started_at, last_status_code FROM workflow.outbox
+     WHERE (status <> 'pending') IS TRUE AND finished_at >= since AND last_started_at >= since
+$$;
+GRANT EXECUTE ON FUNCTION workflow.attempts_since(timestamptz) TO workflow_user;
 
 -- Backups keep everything (G9): pg_dump dumps the rows of these tables, and the positions of
 -- their identity sequences, with the database; CREATE EXTENSION on restore makes the rest.

@@ -88,7 +88,7 @@ async fn act(
             html! { h1 { "Done" } p { (done) } p { a href=(back) { "Back" } } },
         )
         .into_response(),
-        Err(e) => refused_by_postgres(console, back, &crate::db::Failure::from(e).0),
+        Err(e) => refused_by_postgres(console, back, &crate::db::Failure::from(e)),
     }
 }
 

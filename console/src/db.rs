@@ -1,21 +1,41 @@
 //! One connection per request, as the console's role: what it may see and do is what
 //! Postgres grants that role. Without `--allow-actions` every transaction is read-only.
 //! Times are read and written in ISO format and UTC, whatever the role's settings, so a
-//! page's keyset reads back the time it wrote. Connections are plain (no TLS): connect
+//! page's keyset reads back the time it wrote. JIT is off: the charts' estimates are large
+//! enough to compile them, which took longer than running them. Connections are plain (no TLS): connect
 //! over a Unix socket, to localhost, or through a tunnel.
 
 use crate::Console;
 use tokio_postgres::{Client, NoTls};
 
 /// A query's failure as the page shows it: Postgres' own message and SQLSTATE.
-pub struct Failure(pub String);
+pub struct Failure {
+    pub message: String,
+    pub sqlstate: Option<String>,
+}
+
+impl Failure {
+    /// Whether Postgres refused the request's own input (a filter that is not a time, say)
+    /// rather than failed or refused the role.
+    pub fn bad_input(&self) -> bool {
+        self.sqlstate
+            .as_deref()
+            .is_some_and(|code| code.starts_with("22"))
+    }
+}
 
 impl From<tokio_postgres::Error> for Failure {
     fn from(e: tokio_postgres::Error) -> Failure {
-        Failure(match e.as_db_error() {
-            Some(db) => format!("{} ({})", db.message(), db.code().code()),
-            None => e.to_string(),
-        })
+        match e.as_db_error() {
+            Some(db) => Failure {
+                message: format!("{} ({})", db.message(), db.code().code()),
+                sqlstate: Some(db.code().code().to_string()),
+            },
+            None => Failure {
+                message: e.to_string(),
+                sqlstate: None,
+            },
+        }
     }
 }
 
@@ -31,6 +51,7 @@ pub async fn connect(console: &Console) -> Result<Client, Failure> {
              SET statement_timeout = '10s';
              SET DateStyle = 'ISO';
              SET TimeZone = 'UTC';
+             SET jit = off;
              SET default_transaction_read_only = {read_only};"
         ))
         .await?;

@@ -388,6 +388,20 @@ async fn the_console_end_to_end() {
         "the two pages are the newest hundred, none skipped"
     );
 
+    // A filter Postgres cannot read is the request's fault, said as such.
+    let (status, _, body) = request(
+        &acting,
+        "GET",
+        "/messages?since=yesterday-ish",
+        Some(&acting_cookie),
+        None,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("22007"),
+        "Postgres' SQLSTATE is shown: {body}"
+    );
+
     // Every page, with all that kept.
     let mut timings = Vec::new();
     for path in [

@@ -25,7 +25,7 @@ pub async fn page(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
     };
     let rows = match client.query(ENDPOINTS, &[]).await {
         Ok(rows) => rows,
-        Err(e) => return refused_by_postgres(&console, here, &crate::db::Failure::from(e).0),
+        Err(e) => return refused_by_postgres(&console, here, &crate::db::Failure::from(e)),
     };
     layout::page(
         &console,

@@ -71,7 +71,7 @@ pub async fn list(
         .await
     {
         Ok(rows) => rows,
-        Err(e) => return refused_by_postgres(&console, here, &crate::db::Failure::from(e).0),
+        Err(e) => return refused_by_postgres(&console, here, &crate::db::Failure::from(e)),
     };
     let more = rows.len() as i64 > PAGE;
     let shown = &rows[..rows.len().min(PAGE as usize)];

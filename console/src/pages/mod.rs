@@ -22,15 +22,17 @@ pub async fn open(console: &Console, headers: &HeaderMap, here: &str) -> Result<
     }
     db::connect(console)
         .await
-        .map_err(|db::Failure(message)| refused_by_postgres(console, here, &message))
+        .map_err(|failure| refused_by_postgres(console, here, &failure))
 }
 
-pub fn refused_by_postgres(console: &Console, here: &str, message: &str) -> Response {
-    (
-        StatusCode::BAD_GATEWAY,
-        layout::failure(console, here, message),
-    )
-        .into_response()
+/// Postgres' refusal as a page: 400 when it refused the request's input, 502 otherwise.
+pub fn refused_by_postgres(console: &Console, here: &str, failure: &db::Failure) -> Response {
+    let status = if failure.bad_input() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    (status, layout::failure(console, here, &failure.message)).into_response()
 }
 
 /// A cell for an optional text.

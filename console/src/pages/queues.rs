@@ -20,7 +20,7 @@ pub async fn page(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
     };
     let rows = match client.query(QUEUES, &[]).await {
         Ok(rows) => rows,
-        Err(e) => return refused_by_postgres(&console, here, &crate::db::Failure::from(e).0),
+        Err(e) => return refused_by_postgres(&console, here, &crate::db::Failure::from(e)),
     };
     let limit = |n: Option<i32>| n.map_or("—".to_string(), |n| n.to_string());
     layout::page(

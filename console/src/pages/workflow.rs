@@ -67,7 +67,7 @@ pub async fn page(
     );
     let (run, timeline, children) = match found {
         Ok(found) => found,
-        Err(e) => return refused_by_postgres(&console, here, &crate::db::Failure::from(e).0),
+        Err(e) => return refused_by_postgres(&console, here, &crate::db::Failure::from(e)),
     };
     let Some(run) = run else {
         return (

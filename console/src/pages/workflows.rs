@@ -24,14 +24,17 @@ pub struct Filters {
     before_id: Option<String>,
 }
 
+/// Newest first through `runs_created`. The ORDER BY names the view's columns (`w.`): bare,
+/// they would name this list's text columns of the same names, and sort every run by text.
 const LIST: &str = "
-SELECT id::text, name, status, tenant, idempotency_key, steps_done, last_step,
-       to_char(created_at, 'YYYY-MM-DD HH24:MI:SS.MS'), created_at::text, coalesce(error, waiting_for)
-  FROM workflow.workflows
- WHERE ($1::text IS NULL OR name = $1) AND ($2::text IS NULL OR status = $2)
-   AND ($3::text IS NULL OR tenant = $3) AND ($4::text IS NULL OR idempotency_key = $4)
-   AND ($5::text IS NULL OR (created_at, id) < ($5::text::timestamptz, $6::uuid))
- ORDER BY created_at DESC, id DESC
+SELECT w.id::text, w.name, w.status, w.tenant, w.idempotency_key, w.steps_done, w.last_step,
+       to_char(w.created_at, 'YYYY-MM-DD HH24:MI:SS.MS'), w.created_at::text,
+       coalesce(w.error, w.waiting_for)
+  FROM workflow.workflows w
+ WHERE ($1::text IS NULL OR w.name = $1) AND ($2::text IS NULL OR w.status = $2)
+   AND ($3::text IS NULL OR w.tenant = $3) AND ($4::text IS NULL OR w.idempotency_key = $4)
+   AND ($5::text IS NULL OR (w.created_at, w.id) < ($5::text::timestamptz, $6::uuid))
+ ORDER BY w.created_at DESC, w.id DESC
  LIMIT $7";
 
 pub async fn list(
@@ -65,7 +68,7 @@ pub async fn list(
     {
         Ok(rows) => rows,
         Err(e) => {
-            return refused_by_postgres(&console, "/workflows", &crate::db::Failure::from(e).0);
+            return refused_by_postgres(&console, "/workflows", &crate::db::Failure::from(e));
         }
     };
     let more = rows.len() as i64 > PAGE;
