@@ -619,6 +619,11 @@ GRANT EXECUTE ON FUNCTION workflow.workflow_metrics_rows() TO workflow_user;
 -- The newest workflows first, a page at a time (the console's list): without it a page of
 -- the unfiltered list sorted every run kept.
 CREATE INDEX runs_created ON workflow.runs (created_at, id);
+-- The failed ones, newest first: a rare status, found without walking the others.
+CREATE INDEX runs_failed ON workflow.runs (created_at, id) WHERE status = 'failed';
+-- The dead letters, newest first (the console's list of them): a rare status, found
+-- without walking the delivered history.
+CREATE INDEX outbox_dead ON workflow.outbox (id) WHERE status = 'dead';
 
 -- The attempts started since `since`, for charts of recent failures (the console's
 -- overview): what workflow.attempts shows, read through indexes only. The attempts moved to

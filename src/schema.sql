@@ -105,6 +105,8 @@ CREATE INDEX runs_finished ON workflow.runs (finished_at) WHERE (status <> 'runn
 -- The newest workflows first, a page at a time (the console's list): without it a page of
 -- the unfiltered list sorted every run kept.
 CREATE INDEX runs_created ON workflow.runs (created_at, id);
+-- The failed ones, newest first: a rare status, found without walking the others.
+CREATE INDEX runs_failed ON workflow.runs (created_at, id) WHERE status = 'failed';
 -- A run's children, for the cancel that cascades to them.
 CREATE INDEX runs_children ON workflow.runs (parent) WHERE parent IS NOT NULL;
 -- The session-bound leases, for the dispatcher's look for sessions that ended.
@@ -365,6 +367,9 @@ CREATE INDEX outbox_unpark_successor ON workflow.outbox (ordering_key) WHERE unp
 -- The head of each ordering key: the lowest pending id.
 CREATE INDEX outbox_ordering ON workflow.outbox (ordering_key, id)
     WHERE status = 'pending' AND ordering_key IS NOT NULL;
+-- The dead letters, newest first (the console's list of them): a rare status, found
+-- without walking the delivered history.
+CREATE INDEX outbox_dead ON workflow.outbox (id) WHERE status = 'dead';
 CREATE UNIQUE INDEX outbox_idempotency ON workflow.outbox (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 -- Retention and the statistics of the last minute.

@@ -1,5 +1,5 @@
 //! The benchmark runner: `workflow-bench` (see `bench/run.sh`) starts a throwaway cluster
-//! and receivers, runs B1–B13, B5c and B15, prints one table and rewrites `BENCHMARKS.md`.
+//! and receivers, runs B1–B13, B5c, B15 and B16, prints one table and rewrites `BENCHMARKS.md`.
 //!
 //! Every figure is a median of several runs, and every ratio compares two things measured
 //! in the same run on the same machine. Subcommands `receiver`, `bare-client` and `holder`
@@ -8,6 +8,7 @@
 mod bare;
 mod blocked;
 mod concurrent;
+mod console_pages;
 mod crash;
 mod fairness;
 mod outage;
@@ -698,6 +699,34 @@ async fn run_all(sizes: Sizes, quick: bool, only: Only) {
             0.90,
             true,
         ));
+    }
+    if only.wants("B16") {
+        eprintln!(
+            "B16: the console's pages with {} messages and workflows kept, against 10,000",
+            if quick { "200,000" } else { "1,000,000" }
+        );
+        let pages = console_pages::b16(&cluster, &client, quick).await;
+        let slowest = pages
+            .iter()
+            .max_by(|a, b| median(a.large.clone()).total_cmp(&median(b.large.clone())))
+            .expect("pages");
+        for (name, page) in [
+            ("B16 the overview (charts of the last hour)", &pages[0]),
+            ("B16 the workflow list, newest first", &pages[1]),
+            (
+                &*format!("B16 the slowest page ({})", slowest.path),
+                slowest,
+            ),
+        ] {
+            report.ratio(Figure::new(
+                name,
+                "ms",
+                page.large.clone(),
+                page.small.clone(),
+                2.0,
+                false,
+            ));
+        }
     }
     if only.wants("B15") {
         eprintln!("B15: a worker holding a workflow's lease is killed → another worker's wf_claim");
