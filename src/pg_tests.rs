@@ -2315,6 +2315,10 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             0,
             "delayed messages are not due"
         );
+        // A time given is the caller's, even now: such a message is left to the claim, whose
+        // parking the dispatcher tracks (an enqueue's parking it learns of at the commit).
+        run("SELECT wf_enqueue('three', '{}', deliver_at => now())");
+        assert_eq!(parked("three"), 10 - 3 * 2);
     }
 
     /// A claim parks what it finds blocked, so that no later claim walks it again, and

@@ -421,7 +421,8 @@ pub fn on_commit_for(due: pg_sys::TimestampTz) {
         wake_dispatcher(due, flagged, parked, timer);
     });
     register_xact_callback(PgXactCallbackEvent::Abort, disarm);
-    // A prepared transaction commits later, elsewhere; the poll delivers it.
+    // A prepared transaction commits later, elsewhere; the poll delivers it (the messages
+    // it parked too: the dispatcher looks for parked ones each poll interval).
     register_xact_callback(PgXactCallbackEvent::Prepare, disarm);
 }
 

@@ -15,12 +15,11 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// Whether Postgres refused the request's own input (a filter that is not a time, say)
-    /// rather than failed or refused the role.
+    /// Whether Postgres refused the request's own input (a filter that is not a time or
+    /// not a number: invalid datetime format or field, invalid text representation) rather
+    /// than failed or refused the role. Other data exceptions may come from stored rows.
     pub fn bad_input(&self) -> bool {
-        self.sqlstate
-            .as_deref()
-            .is_some_and(|code| code.starts_with("22"))
+        matches!(self.sqlstate.as_deref(), Some("22007" | "22008" | "22P02"))
     }
 }
 

@@ -1,7 +1,8 @@
 //! A flood parks itself. A message due now is inserted parked at its destination's limit
 //! (`parked = 'limit'`, see `dispatcher::parking`) when its tenant already has messages
-//! parked there, or when this transaction already enqueued as many to the destination as
-//! it may have outstanding. Otherwise one tenant's 10,000 messages sit in the due path
+//! parked there, or, for `wf_enqueue`, when this transaction already enqueued as many to
+//! the destination as it may have outstanding (`wf_publish` parks only behind the tenant's
+//! parked messages). A message with `deliver_at` is never parked here. Otherwise one tenant's 10,000 messages sit in the due path
 //! ahead of every other tenant's, and the claim, which walks that path oldest first,
 //! reaches the others only once it has parked the flood a batch at a time
 //! (bench/NOTES.md, eleventh and twelfth sessions). Parked, messages are let go

@@ -57,13 +57,21 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.in_flight -= 1;
-        slots.grant();
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release();
     }
 }
 
 impl Slots {
+    /// A slot given back: the next waiter gets it.
+    fn release(&mut self) {
+        debug_assert!(self.in_flight > 0, "a slot given back that was not counted");
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.grant();
+    }
+
     /// Gives free slots to those waiting, a tenant at a time, round-robin. A waiter that
     /// gave up (its task ended) is passed over.
     fn grant(&mut self) {
@@ -172,7 +180,7 @@ impl Destination {
     /// A slot for one of `tenant`'s requests; waits for it until `deadline`, served
     /// round-robin by tenant with the other requests waiting.
     pub async fn slot(&self, tenant: &Arc<str>, deadline: Instant) -> Option<Slot> {
-        let (ticket, granted) = {
+        let (ticket, mut granted) = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             if slots.in_flight < slots.limit && slots.waiting.is_empty() {
                 slots.in_flight += 1;
@@ -191,19 +199,18 @@ impl Destination {
                 .push_back(Waiter { ticket, granted });
             (ticket, wait)
         };
-        let slot = || Slot {
-            slots: Arc::clone(&self.slots),
-        };
-        match tokio::time::timeout_at(deadline.into(), granted).await {
-            Ok(Ok(())) => Some(slot()),
+        // The receiver outlives the timeout, so that a slot granted as the deadline passes
+        // is counted, found below and given back.
+        match tokio::time::timeout_at(deadline.into(), &mut granted).await {
+            Ok(Ok(())) => Some(Slot {
+                slots: Arc::clone(&self.slots),
+            }),
             // Dropped unsent: no slot was counted for us.
             Ok(Err(_)) => None,
             Err(_) => {
                 let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-                if !slots.withdraw(tenant, ticket) {
-                    // Granted as the deadline passed: the slot goes to the next.
-                    slots.in_flight -= 1;
-                    slots.grant();
+                if !slots.withdraw(tenant, ticket) && granted.try_recv().is_ok() {
+                    slots.release();
                 }
                 None
             }
@@ -313,6 +320,39 @@ mod tests {
                 "the slot is free again"
             );
         });
+    }
+
+    /// Requests giving up at their deadlines while slots free on other threads: whatever
+    /// the interleaving, every slot is accounted for once they are all done.
+    #[test]
+    fn slots_stay_counted_when_deadlines_race_releases() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let limits = Limits::default();
+        let d = limits.get(&Arc::from("d"), 2, None);
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for n in 0..400u64 {
+                let d = Arc::clone(&d);
+                tasks.push(tokio::spawn(async move {
+                    let tenant: Arc<str> = Arc::from(if n % 2 == 0 { "a" } else { "b" });
+                    let deadline = Instant::now() + Duration::from_micros(200 + (n % 7) * 150);
+                    if let Some(slot) = d.slot(&tenant, deadline).await {
+                        tokio::time::sleep(Duration::from_micros(300)).await;
+                        drop(slot);
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        let slots = d.slots.lock().unwrap();
+        assert_eq!(slots.in_flight, 0, "every slot given back");
+        assert!(slots.waiting.is_empty(), "nobody left waiting");
     }
 
     /// A lower limit holds back new requests until enough in flight have returned.

@@ -119,9 +119,12 @@ pub struct Parking {
     /// and enqueues park them (see `api::crowding`), and an enqueue that parked counts its
     /// commit; so after `limited_known` (a look at the outbox since the schema was last
     /// checked), with no such commit counted since `parks_seen`, the map names every one.
+    /// A prepared transaction's commit counts nothing (it commits elsewhere, later), so
+    /// the look is taken again each poll interval too (`found_at`).
     limited: HashMap<Arc<str>, bool>,
     limited_known: bool,
     parks_seen: Option<u64>,
+    found_at: Option<Instant>,
     /// The tenant each destination with parked messages served last: its next unpark
     /// starts with the tenant after it (round-robin).
     turns: HashMap<Arc<str>, String>,
@@ -137,6 +140,7 @@ impl Parking {
             limited: HashMap::new(),
             limited_known: false,
             parks_seen: None,
+            found_at: None,
             turns: HashMap::new(),
         }
     }
@@ -179,9 +183,12 @@ impl Parking {
     }
 
     /// Whether the map names every destination with parked messages, given how many
-    /// commits of enqueues that parked the slot has counted (`parks`).
-    pub fn limited_known(&self, parks: Option<u64>) -> bool {
-        self.limited_known && parks == self.parks_seen
+    /// commits of enqueues that parked the slot has counted (`parks`), and that a look
+    /// older than `poll` is looked at again.
+    pub fn limited_known(&self, parks: Option<u64>, poll: Duration) -> bool {
+        self.limited_known
+            && parks == self.parks_seen
+            && self.found_at.is_some_and(|at| at.elapsed() < poll)
     }
 
     /// Whether messages of `destination` wait parked at its limit.
@@ -249,6 +256,7 @@ impl Parking {
         if let Some(parks) = found {
             self.limited_known = true;
             self.parks_seen = parks;
+            self.found_at = Some(Instant::now());
         }
     }
 

@@ -369,7 +369,7 @@ fn record_and_claim(state: &mut State) -> Round {
         batch_size: config::batch_size(),
         byte_budget_rows: claim::rows_within_byte_budget(config::max_payload_bytes()),
         unpark_due: state.parking.unpark_due(flags, records_keyed),
-        limited_known: state.parking.limited_known(parks),
+        limited_known: state.parking.limited_known(parks, config::poll_interval()),
         failing_known: state.destinations.failing_known(),
         smallest_room: state.destinations.smallest_room(),
         most_outstanding: state.destinations.most_outstanding(),

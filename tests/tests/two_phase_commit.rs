@@ -252,3 +252,35 @@ async fn a_prepared_sleep_until_a_past_time_commits_and_is_announced() {
         "(recovery attempts, sleep recorded): the end of a sleep is no recovery"
     );
 }
+
+/// A prepared transaction's flood to one endpoint, parked as it is enqueued beyond the
+/// endpoint's room: its `COMMIT PREPARED` counts nothing in the dispatcher's slot, and the
+/// destination has nothing the dispatcher parked itself. Its look for parked messages each
+/// poll interval lets them go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_flood_parked_as_it_was_enqueued_is_delivered() {
+    let (client, _listener) = setup().await;
+    let receiver = Receiver::start().await;
+    let endpoint = unique("prepared-flood");
+    let path = format!("/{endpoint}");
+    receiver.always(&path, workflow_tests::receiver::Reply::Status(200));
+    client
+        .execute(
+            "SELECT wf_endpoint($1, $2, max_concurrency => 1)",
+            &[&endpoint, &receiver.url(&path)],
+        )
+        .await
+        .unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "SELECT wf_enqueue($1, jsonb_build_object('n', n)) FROM generate_series(1, 20) n",
+            &[&endpoint],
+        )
+        .await
+        .unwrap();
+    prepare_and_commit(&client, || async {}).await;
+    receiver
+        .wait_for(&path, 20, ANNOUNCED_WITHIN + Duration::from_secs(15))
+        .await;
+}

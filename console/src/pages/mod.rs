@@ -25,7 +25,8 @@ pub async fn open(console: &Console, headers: &HeaderMap, here: &str) -> Result<
         .map_err(|failure| refused_by_postgres(console, here, &failure))
 }
 
-/// Postgres' refusal as a page: 400 when it refused the request's input, 502 otherwise.
+/// Postgres' refusal as a page: 400 when it refused the request's input (see
+/// `db::Failure::bad_input`), 502 otherwise.
 pub fn refused_by_postgres(console: &Console, here: &str, failure: &db::Failure) -> Response {
     let status = if failure.bad_input() {
         StatusCode::BAD_REQUEST

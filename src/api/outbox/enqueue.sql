@@ -5,7 +5,7 @@
 -- workflow.database_identity()`, see identity.rs). Returns the message's id, and whether
 -- it was parked.
 --
--- A message due now to the destination $11 (the endpoint, or the URL's origin) is parked
+-- A message due now ($6 NULL) to the destination $11 (the endpoint, or the URL's origin) is parked
 -- at its limit when its tenant has messages parked there, or when this transaction
 -- already enqueued $12 to it and that is its room ($13 requests in flight by default, $14
 -- lease generations: the claim's room, without what is outstanding; a disabled endpoint's
@@ -20,7 +20,7 @@ INSERT INTO workflow.outbox AS m
 VALUES ($1, $2, $3, $4, $5, COALESCE($6, statement_timestamp()), $7, $8, $9,
         workflow.database_identity(),
         coalesce($10, (SELECT r.tenant FROM workflow.runs r WHERE r.id = $7)),
-        CASE WHEN ($6 IS NULL OR $6 <= statement_timestamp())
+        CASE WHEN $6 IS NULL
                   AND (EXISTS (SELECT FROM workflow.outbox p
                                 WHERE coalesce(p.endpoint, p.origin) = $11 AND p.parked = 'limit'
                                   AND coalesce(p.tenant, '')

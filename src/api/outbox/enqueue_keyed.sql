@@ -12,7 +12,7 @@ INSERT INTO workflow.outbox AS m
 VALUES ($1, $2, $3, $4, $5, COALESCE($6, statement_timestamp()), $7, $8, $9,
         workflow.database_identity(),
         coalesce($10, (SELECT r.tenant FROM workflow.runs r WHERE r.id = $7)),
-        CASE WHEN ($6 IS NULL OR $6 <= statement_timestamp())
+        CASE WHEN $6 IS NULL
                   AND (EXISTS (SELECT FROM workflow.outbox p
                                 WHERE coalesce(p.endpoint, p.origin) = $11 AND p.parked = 'limit'
                                   AND coalesce(p.tenant, '')

@@ -10,7 +10,7 @@
 -- message; the ordering key $6 likewise orders each subscriber's messages apart, so that
 -- one failing subscriber holds back only its own.
 --
--- A message due now to a subscriber where its tenant has messages parked at the limit is
+-- A message due now ($5 NULL) to a subscriber where its tenant has messages parked at the limit is
 -- parked with them
 -- (see api/crowding.rs), and the caller tells the dispatcher so at commit.
 INSERT INTO workflow.outbox AS m
@@ -23,7 +23,7 @@ SELECT s.name,
        COALESCE($5, statement_timestamp()),
        'workflow.publish:' || s.name || ':' || $6,
        workflow.database_identity(), $8,
-       CASE WHEN ($5 IS NULL OR $5 <= statement_timestamp())
+       CASE WHEN $5 IS NULL
                  AND EXISTS (SELECT FROM workflow.outbox p
                               WHERE coalesce(p.endpoint, p.origin) = s.name AND p.parked = 'limit'
                                 AND coalesce(p.tenant, '') = coalesce($8, ''))

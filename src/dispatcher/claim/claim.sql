@@ -82,7 +82,7 @@ ranked AS MATERIALIZED (
                 WHERE b.destination = t.destination AND b.tenant = t.tenant) AS newcomer
       FROM turns t),
 rooms AS MATERIALIZED (
-    SELECT d.destination, c.failing, c.cap, c.concurrency,
+    SELECT d.destination, c.failing, c.cap, c.concurrency, c.rated,
            least(coalesce(c.failing, 2147483647), c.cap) - d.outstanding AS room,
            d.outstanding
       FROM (SELECT x.destination,
@@ -101,15 +101,18 @@ rooms AS MATERIALIZED (
                            $6 * $5) AS cap,
                   coalesce((SELECT coalesce(e.max_concurrency, $6)
                               FROM workflow.endpoint_settings e WHERE e.name = d.destination),
-                           $6) AS concurrency) c),
+                           $6) AS concurrency,
+                  EXISTS (SELECT FROM workflow.endpoint_settings e
+                           WHERE e.name = d.destination AND e.rate_per_second IS NOT NULL) AS rated) c),
 -- Beyond the room, a newcomer's first message is claimed all the same, up to one more
 -- generation of the destination's requests in all: it waits on the HTTP side, where the
 -- destination's slots go round-robin by tenant (dispatcher/limits.rs), for the next slot
 -- that frees, instead of parked behind a backlog's claimed generation. Never for a failing
--- destination (its probe is one request).
+-- destination (its probe is one request), nor under a rate limit, whose room is already a
+-- second of its rate: more would wait for their turns past their leases, and go back.
 beyond AS MATERIALIZED (
     SELECT k.id, k.destination, k.newcomer, k.rank,
-           CASE WHEN r.failing IS NULL
+           CASE WHEN r.failing IS NULL AND NOT r.rated
                 THEN greatest(0, least(r.concurrency, r.cap + r.concurrency - r.outstanding))
                 ELSE 0 END AS extra
       FROM ranked k JOIN rooms r ON r.destination = k.destination
