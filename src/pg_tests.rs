@@ -2083,10 +2083,9 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         }
     }
 
-    const CLAIM_TYPES: &str =
-        "int4, interval, interval, int4, int4, int4, text[], int4[], bool, int8, text[], text[]";
-    const CLAIM_ARGS: &str = "64, '10s', '10s', 10, 2, 16, '{https://example.com}', '{3}', true, workflow.database_identity(), '{https://example.com}', '{acme}'";
-    const CLAIM_ARGS_UNRANKED: &str = "64, '10s', '10s', 10, 2, 16, '{https://example.com}', '{3}', false, workflow.database_identity(), '{https://example.com}', '{acme}'";
+    const CLAIM_TYPES: &str = "int4, interval, interval, int4, int4, int4, text[], int4[], bool, int8, text[], text[], int4[]";
+    const CLAIM_ARGS: &str = "64, '10s', '10s', 10, 2, 16, '{https://example.com}', '{3}', true, workflow.database_identity(), '{https://example.com}', '{acme}', '{3}'";
+    const CLAIM_ARGS_UNRANKED: &str = "64, '10s', '10s', 10, 2, 16, '{https://example.com}', '{3}', false, workflow.database_identity(), '{https://example.com}', '{acme}', '{3}'";
 
     #[pg_test]
     fn the_claim_walks_the_due_index_and_stops_at_the_batch() {

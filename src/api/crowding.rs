@@ -9,8 +9,9 @@
 //! round-robin by tenant as the destination's requests come back.
 //!
 //! Another tenant's message is not parked for the flood: it stays in the due path, which
-//! the flood has left, and the claim takes it at once if its tenant has nothing outstanding
-//! there (`dispatcher/claim/claim.sql`, newcomers), or parks it to wait its turn.
+//! the flood has left, and the claim takes it at once if its tenant has fewer than two
+//! requests outstanding there (`dispatcher/claim/claim.sql`, light tenants), or parks it
+//! to wait its turn.
 //!
 //! Only the dispatcher's unpark lets such messages go, so it must know their destination:
 //! a commit that parked one counts in its slot (`wake::parked_on_commit`), and its next

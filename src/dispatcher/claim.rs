@@ -47,6 +47,7 @@ pub static CLAIM: Statement = Statement {
         INT8OID,
         TEXTARRAYOID,
         TEXTARRAYOID,
+        INT4ARRAYOID,
     ],
 };
 
@@ -177,11 +178,15 @@ pub fn claim(
     // Earlier than the database's clock_timestamp() in the claim: the deadline errs early.
     let claimed_at = Instant::now();
     let (busy, counts) = db_arrays(outstanding);
-    let (busy_at, busy_tenants): (Vec<String>, Vec<String>) = tenants
-        .keys()
-        .map(|(destination, tenant)| (destination.to_string(), tenant.to_string()))
-        .unzip();
-    let args: [DatumWithOid; 12] = [
+    let mut busy_at = Vec::with_capacity(tenants.len());
+    let mut busy_tenants = Vec::with_capacity(tenants.len());
+    let mut busy_counts = Vec::with_capacity(tenants.len());
+    for ((destination, tenant), n) in tenants {
+        busy_at.push(destination.to_string());
+        busy_tenants.push(tenant.to_string());
+        busy_counts.push((*n).min(i32::MAX as usize) as i32);
+    }
+    let args: [DatumWithOid; 13] = [
         (limit.min(i32::MAX as usize) as i32).into(),
         interval(settings.request_timeout).into(),
         interval(LEASE_MARGIN).into(),
@@ -194,6 +199,7 @@ pub fn claim(
         crate::identity::current().into(),
         busy_at.into(),
         busy_tenants.into(),
+        busy_counts.into(),
     ];
     db::execute(client, &CLAIM, &args, |rows| {
         let mut claimed = Claimed {

@@ -272,8 +272,8 @@ impl Parking {
 pub struct Destinations {
     /// Claimed and not yet back, per destination (a destination's room, `claim/claim.sql`).
     pub outstanding: HashMap<Arc<str>, usize>,
-    /// The same by destination and tenant: a tenant with none outstanding at a destination
-    /// may have one request claimed beyond its room (see `claim/claim.sql`).
+    /// The same by destination and tenant: a tenant with fewer than two outstanding at a
+    /// destination may have requests claimed beyond its room (see `claim/claim.sql`).
     pub tenants: HashMap<(Arc<str>, Arc<str>), usize>,
     /// The failing ones and when each may be probed next, as stored when `failing_known`
     /// (read again at the next unpark otherwise), and the healthy ones with unreachable

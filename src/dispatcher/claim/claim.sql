@@ -15,8 +15,8 @@
 -- the destinations with requests outstanding and how many, $9 whether a destination's
 -- room can bind this round: when false the ranking below is skipped (a one-time filter),
 -- which saves a sort and a window per claim (bench/NOTES.md, ninth session); $10 this
--- database's identity (see identity.rs); $11/$12 the destinations and tenants with
--- requests outstanding there (pairs).
+-- database's identity (see identity.rs); $11/$12/$13 the destinations, the tenants with
+-- requests outstanding there, and how many.
 --
 -- A message written in another database (restored from a dump, or copied with a
 -- template: its written_in is not $10) stops the claim: it claims and parks nothing, and
@@ -75,11 +75,12 @@ turns AS MATERIALIZED (
 ranked AS MATERIALIZED (
     SELECT t.id, t.destination,
            row_number() OVER (PARTITION BY t.destination ORDER BY t.turn, t.next_attempt_at, t.id) AS rank,
-           -- A tenant with no request outstanding at the destination: its first message
-           -- may go beyond the room (see `beyond`).
-           t.turn = 1 AND NOT EXISTS (
-               SELECT FROM unnest($11::text[], $12::text[]) AS b(destination, tenant)
-                WHERE b.destination = t.destination AND b.tenant = t.tenant) AS newcomer
+           -- A light tenant: fewer than two requests outstanding at the destination. Its
+           -- messages up to two outstanding may go beyond the room (see `beyond`).
+           t.turn + coalesce((SELECT b.n FROM unnest($11::text[], $12::text[], $13::int4[])
+                                           AS b(destination, tenant, n)
+                               WHERE b.destination = t.destination AND b.tenant = t.tenant), 0)
+               <= 2 AS newcomer
       FROM turns t),
 rooms AS MATERIALIZED (
     SELECT d.destination, c.failing, c.cap, c.concurrency, c.rated,
@@ -104,7 +105,7 @@ rooms AS MATERIALIZED (
                            $6) AS concurrency,
                   EXISTS (SELECT FROM workflow.endpoint_settings e
                            WHERE e.name = d.destination AND e.rate_per_second IS NOT NULL) AS rated) c),
--- Beyond the room, a newcomer's first message is claimed all the same, up to one more
+-- Beyond the room, a light tenant's message is claimed all the same, up to one more
 -- generation of the destination's requests in all: it waits on the HTTP side, where the
 -- destination's slots go round-robin by tenant (dispatcher/limits.rs), for the next slot
 -- that frees, instead of parked behind a backlog's claimed generation. Never for a failing
