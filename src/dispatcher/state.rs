@@ -478,3 +478,51 @@ impl Timers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLL: Duration = Duration::from_secs(10);
+
+    /// When a round must look for every destination with parked messages again: before
+    /// any look, after a commit that parked at enqueue, after a failed round, and once the
+    /// look is a poll interval old (a prepared transaction's parking counts nothing).
+    #[test]
+    fn the_parked_destinations_are_looked_for_when_they_may_have_changed() {
+        let mut parking = Parking::new();
+        assert!(!parking.limited_known(Some(3), POLL), "never looked");
+
+        parking.looked(&[], Vec::new(), Vec::new(), None);
+        assert!(
+            !parking.limited_known(Some(3), POLL),
+            "a round that did not look for them"
+        );
+
+        parking.looked(&[], vec!["d".into()], Vec::new(), Some(Some(3)));
+        assert!(
+            parking.limited_known(Some(3), POLL),
+            "looked, nothing since"
+        );
+        assert!(
+            !parking.limited_known(Some(4), POLL),
+            "an enqueue that parked committed since"
+        );
+        assert!(
+            !parking.limited_known(Some(3), Duration::ZERO),
+            "the look is a poll interval old"
+        );
+
+        parking.looked(&[], Vec::new(), Vec::new(), None);
+        assert!(
+            parking.limited_known(Some(3), POLL),
+            "a round without a look keeps the last one"
+        );
+
+        parking.forget();
+        assert!(
+            !parking.limited_known(Some(3), POLL),
+            "after a failed round"
+        );
+    }
+}
