@@ -14,6 +14,42 @@ use workflow_tests::{
 const DEADLINE: Duration = Duration::from_secs(60);
 const CLAIMERS: usize = 8;
 
+/// A client of the dispatching cluster, a receiver answering after `answer`, and an
+/// endpoint for it that takes two requests at once; returns them with the endpoint's name
+/// and the receiver's path.
+async fn endpoint_of_two(prefix: &str, answer: Duration) -> (Client, Receiver, String, String) {
+    let client = dispatch_cluster().connect().await;
+    dispatcher_pid(&client, DEADLINE).await;
+    let receiver = Receiver::start().await;
+    let endpoint = unique(prefix);
+    let path = format!("/{endpoint}");
+    receiver.always(&path, workflow_tests::receiver::Reply::After(answer, 200));
+    client
+        .execute(
+            "SELECT wf_endpoint($1, $2, max_concurrency => 2)",
+            &[&endpoint, &receiver.url(&path)],
+        )
+        .await
+        .unwrap();
+    (client, receiver, endpoint, path)
+}
+
+/// Enqueues `n` messages of `tenant` to `endpoint` in one transaction, each naming its
+/// tenant in its body; returns their ids.
+async fn enqueue_for(client: &Client, endpoint: &str, tenant: &str, n: i32) -> Vec<i64> {
+    client
+        .query(
+            "SELECT wf_enqueue($1, jsonb_build_object('tenant', $2::text), tenant => $2)
+               FROM generate_series(1, $3)",
+            &[&endpoint, &tenant, &n],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 /// Cancels what is still pending for `endpoint`; a message delivered meanwhile is left be.
 async fn cancel_pending(client: &Client, endpoint: &str) {
     let pending = client
@@ -505,32 +541,10 @@ async fn messages_carry_their_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_tenants_messages_are_not_stuck_behind_a_big_ones_backlog() {
-    let cluster = dispatch_cluster();
-    let client = cluster.connect().await;
-    dispatcher_pid(&client, DEADLINE).await;
-    let receiver = Receiver::start().await;
-    let path = format!("/{}", unique("fair-messages"));
-    receiver.always(
-        &path,
-        workflow_tests::receiver::Reply::After(Duration::from_millis(10), 200),
-    );
-    let endpoint = unique("fair");
-    client
-        .execute(
-            "SELECT wf_endpoint($1, $2, max_concurrency => 2)",
-            &[&endpoint, &receiver.url(&path)],
-        )
-        .await
-        .unwrap();
+    let (client, receiver, endpoint, path) =
+        endpoint_of_two("fair", Duration::from_millis(10)).await;
     for (tenant, n) in [("big", 500), ("small", 20)] {
-        client
-            .execute(
-                "SELECT wf_enqueue($1, jsonb_build_object('tenant', $2::text), tenant => $2)
-                   FROM generate_series(1, $3)",
-                &[&endpoint, &tenant, &n],
-            )
-            .await
-            .unwrap();
+        enqueue_for(&client, &endpoint, tenant, n).await;
     }
     let tenant_of = |body: &[u8]| -> String {
         let body: serde_json::Value = serde_json::from_slice(body).unwrap();
@@ -557,39 +571,10 @@ async fn a_small_tenants_messages_are_not_stuck_behind_a_big_ones_backlog() {
 /// did, a batch a round, before a flood parked itself as it was enqueued).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_after_another_tenants_flood_goes_out_within_a_few_turns() {
-    let cluster = dispatch_cluster();
-    let client = cluster.connect().await;
-    dispatcher_pid(&client, DEADLINE).await;
-    let receiver = Receiver::start().await;
-    let path = format!("/{}", unique("after-flood"));
-    receiver.always(
-        &path,
-        workflow_tests::receiver::Reply::After(Duration::from_millis(10), 200),
-    );
-    let endpoint = unique("after-flood");
-    client
-        .execute(
-            "SELECT wf_endpoint($1, $2, max_concurrency => 2)",
-            &[&endpoint, &receiver.url(&path)],
-        )
-        .await
-        .unwrap();
-    client
-        .execute(
-            "SELECT wf_enqueue($1, jsonb_build_object('tenant', 'flood'), tenant => 'flood')
-               FROM generate_series(1, 10000)",
-            &[&endpoint],
-        )
-        .await
-        .unwrap();
-    let next: i64 = client
-        .query_one(
-            "SELECT wf_enqueue($1, jsonb_build_object('tenant', 'next'), tenant => 'next')",
-            &[&endpoint],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let (client, receiver, endpoint, path) =
+        endpoint_of_two("after-flood", Duration::from_millis(10)).await;
+    enqueue_for(&client, &endpoint, "flood", 10000).await;
+    let next = enqueue_for(&client, &endpoint, "next", 1).await[0];
     message_reaches(&client, next, "delivered", DEADLINE).await;
     let flood_before = receiver
         .received(&path)
@@ -609,41 +594,12 @@ async fn a_message_after_another_tenants_flood_goes_out_within_a_few_turns() {
 /// already claimed behind those in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newcomer_takes_the_next_free_slot_of_a_busy_destination() {
-    let cluster = dispatch_cluster();
-    let client = cluster.connect().await;
-    dispatcher_pid(&client, DEADLINE).await;
-    let receiver = Receiver::start().await;
-    let path = format!("/{}", unique("newcomer"));
-    receiver.always(
-        &path,
-        workflow_tests::receiver::Reply::After(Duration::from_millis(300), 200),
-    );
-    let endpoint = unique("newcomer");
-    client
-        .execute(
-            "SELECT wf_endpoint($1, $2, max_concurrency => 2)",
-            &[&endpoint, &receiver.url(&path)],
-        )
-        .await
-        .unwrap();
-    client
-        .execute(
-            "SELECT wf_enqueue($1, jsonb_build_object('tenant', 'busy'), tenant => 'busy')
-               FROM generate_series(1, 40)",
-            &[&endpoint],
-        )
-        .await
-        .unwrap();
+    let (client, receiver, endpoint, path) =
+        endpoint_of_two("newcomer", Duration::from_millis(300)).await;
+    enqueue_for(&client, &endpoint, "busy", 40).await;
     // Two in flight, two more claimed behind them.
     receiver.wait_for(&path, 2, DEADLINE).await;
-    let next: i64 = client
-        .query_one(
-            "SELECT wf_enqueue($1, jsonb_build_object('tenant', 'next'), tenant => 'next')",
-            &[&endpoint],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let next = enqueue_for(&client, &endpoint, "next", 1).await[0];
     message_reaches(&client, next, "delivered", DEADLINE).await;
     // By the requests' own start times: within one batch the receiver sees them in any order.
     let (first_batch, newcomer): (f64, f64) = {
