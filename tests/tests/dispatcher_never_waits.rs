@@ -1,10 +1,12 @@
-//! The dispatcher never waits on an application, never commits half a round, and never
-//! sends one message twice while healthy.
+//! The dispatcher never waits on an application (for a table lock, a tenth of a second at
+//! most), never commits half a round, and never sends one message twice while healthy.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use workflow_tests::receiver::{Receiver, Reply};
-use workflow_tests::{Cluster, dispatch_cluster, dispatcher_pid, message_reaches, unique};
+use workflow_tests::{
+    Cluster, dispatch_cluster, dispatcher_pid, eventually, message_reaches, unique,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -47,6 +49,57 @@ async fn an_application_holding_a_message_locked_for_10_s_does_not_stall_deliver
         1
     );
     assert_eq!(receiver.received(&slow).len(), 1);
+}
+
+/// Autovacuum, truncating a table's empty tail, holds the table's exclusive lock until it
+/// sees someone waiting for it. A round that only tried its tables' locks was never seen:
+/// every round during the truncation failed, and delivery stalled for a back-off of 100 ms
+/// or more each time. A round now waits for a locked table, briefly, as a waiter in
+/// `pg_locks` (what vacuum looks for), and carries on once the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_waits_for_a_locked_table_where_vacuum_can_see_it() {
+    // Its own cluster: a table locked in the shared one would hold up the other tests.
+    let cluster = Cluster::start(workflow_tests::DISPATCHER_SETTINGS);
+    let client = cluster.connect().await;
+    let pid = dispatcher_pid(&client, DEADLINE).await;
+    let receiver = Receiver::start().await;
+    let path = format!("/{}", unique("behind-lock"));
+
+    // A table the enqueue does not touch, locked as a truncating vacuum locks it.
+    let app = cluster.connect().await;
+    app.batch_execute("BEGIN; LOCK TABLE workflow.handlers IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let id = workflow_tests::enqueue(&client, &receiver.url(&path)).await;
+    eventually(
+        "the dispatcher to wait for the locked table",
+        DEADLINE,
+        || async {
+            client
+                .query_one(
+                    "SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND NOT granted
+                                   AND relation = 'workflow.handlers'::regclass)",
+                    &[&pid],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        receiver.received(&path).is_empty(),
+        "nothing is sent while a round cannot lock its tables"
+    );
+
+    app.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(message_reaches(&client, id, "delivered", DEADLINE).await, 1);
+    assert_eq!(
+        dispatcher_pid(&client, DEADLINE).await,
+        pid,
+        "the dispatcher waited and timed out, it did not crash"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
