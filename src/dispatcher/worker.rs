@@ -23,7 +23,7 @@ use super::ready;
 use super::record;
 use super::send::{Outcome, Sender};
 use super::state::{Destinations, HELD_RETRY, Outcomes, Parking, Timers};
-use super::statistics;
+use super::statistics::{self, Deferral};
 use super::transaction::{self, Failure};
 use super::waiting::Waiter;
 use crate::config;
@@ -76,6 +76,8 @@ struct State {
     parking: Parking,
     destinations: Destinations,
     timers: Timers,
+    /// Whether rounds without outcomes have left an outgrown table unanalyzed.
+    statistics: Deferral,
     /// Whether this database has the extension at this library's version. Checked in a
     /// transaction of its own, so the claim that follows starts after `CREATE EXTENSION`
     /// committed and sees its tables; checked again after a failed round (a `DROP
@@ -112,6 +114,8 @@ struct RoundWork<'a> {
     limited: &'a [Arc<str>],
     /// The tenant each limited destination served last.
     turns: &'a HashMap<Arc<str>, String>,
+    /// Whether hot tables that outgrew their statistics are analyzed in this round.
+    analyze_due: bool,
 }
 
 /// What a round that claimed saw of the destinations' limits.
@@ -146,6 +150,8 @@ struct RoundDone {
     failing_now: Option<HashMap<Arc<str>, Failing>>,
     /// Whether delivery is paused, when the round read it (or paused a copy).
     dispatch: Option<Dispatch>,
+    /// Whether the round left a table that outgrew its statistics unanalyzed.
+    statistics_deferred: bool,
 }
 
 pub fn run(slot: usize) {
@@ -168,6 +174,7 @@ pub fn run(slot: usize) {
         parking: Parking::new(),
         destinations: Destinations::default(),
         timers: Timers::new(),
+        statistics: Deferral::default(),
         installed: false,
         reported_version: None,
         failed_rounds: 0,
@@ -412,6 +419,7 @@ fn record_and_claim(state: &mut State) -> Round {
         tenants: &state.destinations.tenants,
         limited: &looked,
         turns: state.parking.turns(),
+        analyze_due: state.statistics.due(!outcomes.is_empty()),
     };
     let result = transaction::run_round(|| Spi::connect_mut(|client| round(client, &work)));
     state.note(&result);
@@ -444,7 +452,7 @@ fn record_and_claim(state: &mut State) -> Round {
 /// The round's transaction: record, unpark, push, claim, as the plan says.
 fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, Failure> {
     let plan = &work.plan;
-    statistics::refresh_if_grown(client)?;
+    let statistics_deferred = statistics::refresh_if_grown(client, work.analyze_due)?;
     let skipped = record::record(client, work.outcomes, work.keep_delivered)?;
     let recorded: Vec<&Outcome> = work
         .outcomes
@@ -475,6 +483,7 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
             health,
             failing_now,
             dispatch,
+            statistics_deferred,
             ..RoundDone::default()
         });
     }
@@ -563,6 +572,7 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
         health,
         failing_now,
         dispatch,
+        statistics_deferred,
     })
 }
 
@@ -608,7 +618,9 @@ impl State {
             health,
             failing_now,
             dispatch,
+            statistics_deferred,
         } = done;
+        self.statistics.note(statistics_deferred);
         if let Some(dispatch) = dispatch {
             self.keep_dispatch(dispatch);
         }
