@@ -18,24 +18,21 @@
 //! committed transactions reported to the statistics system are compared too.
 //!
 //! The plans that went wrong were the record's, which meet the backlog once per outcome.
-//! So a round with outcomes to record analyzes first, and a round without them (the claim
-//! right after a burst commits) leaves it to a later round, for [`DEFER`] at most: an
-//! ANALYZE of 10,000 messages takes about 13 ms, which the first round after the burst
-//! would otherwise add to the wait of everything enqueued just after it, while the
-//! burst's own first requests are not yet sent (bench/NOTES.md, thirteenth session).
+//! So a round with outcomes analyzes before it records them, and a round without them
+//! analyzes at its end, and only if it sent nothing: an ANALYZE of 10,000 messages takes
+//! about 13 ms, which the claim right after a burst commits would otherwise add to the
+//! wait of everything enqueued just after the burst, whose own first requests are not yet
+//! sent (bench/NOTES.md, thirteenth session). The burst's first outcomes come back a
+//! request later, and their round analyzes.
 
 use pgrx::pg_sys;
 use pgrx::spi::{SpiClient, SpiResult};
 use std::ffi::CStr;
-use std::time::{Duration, Instant};
 
 /// Small tables are cheap to scan whatever the plan: no ANALYZE below this many pages, or
 /// rows.
 const SLACK_PAGES: i64 = 8;
 const SLACK_ROWS: i64 = 500;
-
-/// How long rounds with nothing to record may leave an outgrown table unanalyzed.
-const DEFER: Duration = Duration::from_millis(100);
 
 /// The hot tables, and the statement that refreshes each one's statistics.
 const TABLES: [(&CStr, &str); 2] = [
@@ -43,84 +40,45 @@ const TABLES: [(&CStr, &str); 2] = [
     (c"delivery_attempts", "ANALYZE workflow.delivery_attempts"),
 ];
 
-/// Whether rounds have been leaving an outgrown table unanalyzed, and since when.
-#[derive(Default)]
-pub struct Deferral {
-    since: Option<Instant>,
-}
-
-impl Deferral {
-    /// Whether the next round analyzes what has outgrown its statistics: it `records`
-    /// outcomes, or rounds have deferred that for [`DEFER`].
-    pub fn due(&self, records: bool) -> bool {
-        records || self.since.is_some_and(|since| since.elapsed() >= DEFER)
-    }
-
-    /// What a committed round did: it `deferred` an outgrown table, or left none behind.
-    pub fn note(&mut self, deferred: bool) {
-        match (deferred, self.since) {
-            (true, None) => self.since = Some(Instant::now()),
-            (false, Some(_)) => self.since = None,
-            _ => {}
-        }
-    }
-}
-
-/// Analyzes the hot tables whose statistics have fallen behind if `due` (see
-/// [`Deferral::due`]); returns whether it left one unanalyzed because it was not. Call in
+/// Analyzes the hot tables whose statistics have fallen behind; returns how many. Call in
 /// a transaction.
 ///
 /// A table that autovacuum is working on is left alone (its statistics are on their way):
 /// the ANALYZE's lock is taken here, without waiting, before the ANALYZE asks for it.
 /// (`ANALYZE (SKIP_LOCKED)` would do the same but log a WARNING for every round that
 /// finds the lock taken, which during a long vacuum is hundreds a second.)
-pub fn refresh_if_grown(client: &mut SpiClient<'_>, due: bool) -> SpiResult<bool> {
-    let mut deferred = false;
+pub fn refresh_if_grown(client: &mut SpiClient<'_>) -> SpiResult<usize> {
+    let mut analyzed = 0;
     for (table, analyze) in TABLES {
-        let Some(relid) = outgrown(table) else {
-            continue;
-        };
-        if !due {
-            deferred = true;
-        } else if lock_for_analyze(relid) {
+        if outgrown(table) {
             client.update(analyze, None, &[])?;
+            analyzed += 1;
         }
     }
-    Ok(deferred)
+    Ok(analyzed)
 }
 
-/// Takes the lock ANALYZE needs, without waiting; this transaction then holds it until it
-/// ends. False if autovacuum (or anyone) holds it.
-fn lock_for_analyze(relid: pg_sys::Oid) -> bool {
-    // SAFETY: a lock request inside a transaction, on the main thread.
-    unsafe {
-        pg_sys::ConditionalLockRelationOid(
-            relid,
-            pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,
-        )
-    }
-}
-
-/// `workflow.<table>` if it holds more than twice the pages or the live rows its
-/// statistics were taken at. Costs a few catalog-cache lookups, one `lseek` and one
+/// Whether `workflow.<table>` holds more than twice the pages or the live rows its
+/// statistics were taken at, and this transaction could take the lock ANALYZE needs (it
+/// then holds it until it ends). Costs a few catalog-cache lookups, one `lseek` and one
 /// statistics-entry lookup, no statement.
-fn outgrown(table: &CStr) -> Option<pg_sys::Oid> {
+fn outgrown(table: &CStr) -> bool {
     // SAFETY: on the main thread inside a transaction; a missing schema or table (the
     // extension being dropped) reads as "not outgrown", and the relation is closed before
     // returning.
     unsafe {
         let namespace = pg_sys::get_namespace_oid(c"workflow".as_ptr(), true);
         if namespace == pg_sys::InvalidOid {
-            return None;
+            return false;
         }
         let relid = pg_sys::get_relname_relid(table.as_ptr(), namespace);
         if relid == pg_sys::InvalidOid {
-            return None;
+            return false;
         }
         let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
         let rel = pg_sys::try_relation_open(relid, lock);
         if rel.is_null() {
-            return None;
+            return false;
         }
         let pages =
             pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) as i64;
@@ -135,6 +93,9 @@ fn outgrown(table: &CStr) -> Option<pg_sys::Oid> {
             (*counted).n_live_tuples
         };
         (pages > 2 * described_pages + SLACK_PAGES || live_rows > 2 * described_rows + SLACK_ROWS)
-            .then_some(relid)
+            && pg_sys::ConditionalLockRelationOid(
+                relid,
+                pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,
+            )
     }
 }

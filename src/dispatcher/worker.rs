@@ -23,7 +23,7 @@ use super::ready;
 use super::record;
 use super::send::{Outcome, Sender};
 use super::state::{Destinations, HELD_RETRY, Outcomes, Parking, Timers};
-use super::statistics::{self, Deferral};
+use super::statistics;
 use super::transaction::{self, Failure};
 use super::waiting::Waiter;
 use crate::config;
@@ -76,8 +76,6 @@ struct State {
     parking: Parking,
     destinations: Destinations,
     timers: Timers,
-    /// Whether rounds without outcomes have left an outgrown table unanalyzed.
-    statistics: Deferral,
     /// Whether this database has the extension at this library's version. Checked in a
     /// transaction of its own, so the claim that follows starts after `CREATE EXTENSION`
     /// committed and sees its tables; checked again after a failed round (a `DROP
@@ -114,8 +112,6 @@ struct RoundWork<'a> {
     limited: &'a [Arc<str>],
     /// The tenant each limited destination served last.
     turns: &'a HashMap<Arc<str>, String>,
-    /// Whether hot tables that outgrew their statistics are analyzed in this round.
-    analyze_due: bool,
 }
 
 /// What a round that claimed saw of the destinations' limits.
@@ -150,8 +146,6 @@ struct RoundDone {
     failing_now: Option<HashMap<Arc<str>, Failing>>,
     /// Whether delivery is paused, when the round read it (or paused a copy).
     dispatch: Option<Dispatch>,
-    /// Whether the round left a table that outgrew its statistics unanalyzed.
-    statistics_deferred: bool,
 }
 
 pub fn run(slot: usize) {
@@ -174,7 +168,6 @@ pub fn run(slot: usize) {
         parking: Parking::new(),
         destinations: Destinations::default(),
         timers: Timers::new(),
-        statistics: Deferral::default(),
         installed: false,
         reported_version: None,
         failed_rounds: 0,
@@ -419,7 +412,6 @@ fn record_and_claim(state: &mut State) -> Round {
         tenants: &state.destinations.tenants,
         limited: &looked,
         turns: state.parking.turns(),
-        analyze_due: state.statistics.due(!outcomes.is_empty()),
     };
     let result = transaction::run_round(|| Spi::connect_mut(|client| round(client, &work)));
     state.note(&result);
@@ -452,7 +444,11 @@ fn record_and_claim(state: &mut State) -> Round {
 /// The round's transaction: record, unpark, push, claim, as the plan says.
 fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, Failure> {
     let plan = &work.plan;
-    let statistics_deferred = statistics::refresh_if_grown(client, work.analyze_due)?;
+    // Before recording: the record's plans are the ones stale statistics hurt.
+    let records = !work.outcomes.is_empty();
+    if records {
+        statistics::refresh_if_grown(client)?;
+    }
     let skipped = record::record(client, work.outcomes, work.keep_delivered)?;
     let recorded: Vec<&Outcome> = work
         .outcomes
@@ -478,12 +474,14 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
     let paused = matches!(dispatch, Some(Dispatch::Paused(_)));
     if plan.claim == 0 || paused {
         let failing_now = read_failing(client)?;
+        if !records {
+            statistics::refresh_if_grown(client)?;
+        }
         return Ok(RoundDone {
             skipped,
             health,
             failing_now,
             dispatch,
-            statistics_deferred,
             ..RoundDone::default()
         });
     }
@@ -549,6 +547,10 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
     } else {
         claim::next_due(client)?
     };
+    // Last, and only when nothing waits to be sent: see `statistics`.
+    if !records && claimed.jobs.is_empty() && unparked_messages == 0 {
+        statistics::refresh_if_grown(client)?;
+    }
     Ok(RoundDone {
         claimed,
         next_due,
@@ -572,7 +574,6 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
         health,
         failing_now,
         dispatch,
-        statistics_deferred,
     })
 }
 
@@ -618,9 +619,7 @@ impl State {
             health,
             failing_now,
             dispatch,
-            statistics_deferred,
         } = done;
-        self.statistics.note(statistics_deferred);
         if let Some(dispatch) = dispatch {
             self.keep_dispatch(dispatch);
         }

@@ -103,7 +103,7 @@ async fn a_burst_analyzed_before_its_commit_is_analyzed_again_after() {
 
 /// A burst is sent before it is analyzed: the first rounds after it have no outcomes to
 /// record, so they claim at once and leave the ANALYZE (13 ms for 10,000 messages) to the
-/// first round that records, or to one 100 ms later. Messages enqueued just after the
+/// first round that records, or that sends nothing. Messages enqueued just after the
 /// burst no longer wait for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_is_sent_before_the_dispatcher_analyzes_it() {
