@@ -17,6 +17,7 @@ pub(crate) mod parking;
 mod plan;
 mod ready;
 pub mod record;
+mod replan;
 pub mod send;
 mod state;
 mod statistics;
@@ -64,6 +65,7 @@ pub extern "C-unwind" fn workflow_dispatcher_main(arg: pg_sys::Datum) {
     // which cost a tenth of the dispatcher's CPU. The statements are written to be safe as
     // generic plans (see `claim::CLAIM`), and `statistics` keeps the plans current.
     set_session_option(c"plan_cache_mode", c"force_generic_plan");
+    replan::watch();
     log!("workflow dispatcher started for database \"{database}\"");
     worker::run(slot);
     // The launcher starts a new dispatcher if the database is still listed.

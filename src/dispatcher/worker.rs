@@ -21,6 +21,7 @@ use super::parking;
 use super::plan::{RoundInputs, RoundPlan, plan_round};
 use super::ready;
 use super::record;
+use super::replan;
 use super::send::{Outcome, Sender};
 use super::state::{Destinations, HELD_RETRY, Outcomes, Parking, Timers};
 use super::statistics;
@@ -547,9 +548,10 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
     } else {
         claim::next_due(client)?
     };
-    // Last, and only when nothing waits to be sent: see `statistics`.
+    // Last, and only when nothing waits to be sent: see `statistics` and `replan`.
     if !records && claimed.jobs.is_empty() && unparked_messages == 0 {
         statistics::refresh_if_grown(client)?;
+        replan::if_stale(client, &work.settings)?;
     }
     Ok(RoundDone {
         claimed,
