@@ -252,14 +252,20 @@ pub async fn count(client: &Client, sql: &str) -> i64 {
 /// Enqueues `n` messages that are not due yet, in batches, then makes them all due at once
 /// and wakes the dispatcher. Returns when they are due.
 async fn preload(client: &Client, url: &str, n: usize) {
+    preload_for(client, url, n, 0).await;
+}
+
+/// `preload`, the messages spread round-robin over `tenants` tenants (none if 0).
+async fn preload_for(client: &Client, url: &str, n: usize, tenants: i32) {
     let mut left = n;
     while left > 0 {
         let batch = left.min(10_000) as i32;
         client
             .execute(
-                "SELECT wf_enqueue($1, jsonb_build_object('bench', 'drain', 'n', n), deliver_at => now() + interval '1 day')
+                "SELECT wf_enqueue($1, jsonb_build_object('bench', 'drain', 'n', n), deliver_at => now() + interval '1 day',
+                                   tenant => CASE WHEN $3 > 0 THEN 't' || n % $3 END)
                    FROM generate_series(1, $2) n",
-                &[&url, &batch],
+                &[&url, &batch, &tenants],
             )
             .await
             .expect("preload");
@@ -545,6 +551,21 @@ async fn run_all(sizes: Sizes, quick: bool, only: Only) {
         );
         b3_b7(&client, dispatcher, &fast_url, sizes, &mut report).await;
     }
+    if only.wants("B3t") {
+        eprintln!(
+            "B3t: drain {} messages of {DRAIN_TENANTS} tenants, against without tenants",
+            sizes.drain_messages
+        );
+        let (with, without) = b3_tenants(&client, &fast_url, sizes).await;
+        report.ratio(Figure::new(
+            "B3t dispatch throughput, messages of 10 tenants (fair claiming not binding) vs none",
+            "deliveries/s",
+            with,
+            without,
+            0.95,
+            true,
+        ));
+    }
     if only.wants("B4") {
         eprintln!(
             "B4: drain {} messages, receiver answers after 20 ms",
@@ -782,6 +803,44 @@ async fn b3_b7(client: &Client, dispatcher: i32, url: &str, sizes: Sizes, report
         3.0,
         false,
     ));
+}
+
+/// How many tenants B3t's messages are spread over.
+const DRAIN_TENANTS: i32 = 10;
+
+/// B3t: B3's drain with its messages spread over `DRAIN_TENANTS` tenants, whose fair
+/// claiming then ranks every walk by tenant turns, at an endpoint whose limit does not
+/// bind; against the same drain without tenants, alternating which goes first. Returns
+/// deliveries/s with tenants and without.
+async fn b3_tenants(client: &Client, url: &str, sizes: Sizes) -> (Vec<f64>, Vec<f64>) {
+    let n = sizes.drain_messages;
+    client
+        .execute(
+            "SELECT wf_endpoint('drain', $1, max_concurrency => $2)",
+            &[&url, &(CONCURRENCY as i32)],
+        )
+        .await
+        .expect("the drain's endpoint");
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for run in 0..sizes.runs {
+        for tenants in if run % 2 == 0 {
+            [DRAIN_TENANTS, 0]
+        } else {
+            [0, DRAIN_TENANTS]
+        } {
+            clear_outbox(client).await;
+            preload_for(client, "drain", n, tenants).await;
+            let rate = (n + 1) as f64 / release_and_drain(client, "drain").await.as_secs_f64();
+            eprintln!("  run {run}, {tenants} tenants: {rate:.0} deliveries/s");
+            if tenants > 0 {
+                with.push(rate)
+            } else {
+                without.push(rate)
+            }
+        }
+    }
+    clear_outbox(client).await;
+    (with, without)
 }
 
 async fn b4(client: &Client, dispatcher: i32, url: &str, sizes: Sizes, report: &mut Report) {
