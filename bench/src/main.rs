@@ -831,6 +831,12 @@ async fn b3_tenants(client: &Client, url: &str, sizes: Sizes) -> (Vec<f64>, Vec<
             clear_outbox(client).await;
             preload_for(client, "drain", n, tenants).await;
             let rate = (n + 1) as f64 / release_and_drain(client, "drain").await.as_secs_f64();
+            let lost = count(
+                client,
+                "SELECT count(*) FROM workflow.outbox WHERE status <> 'delivered'",
+            )
+            .await;
+            assert_eq!(lost, 0, "every message must be delivered");
             eprintln!("  run {run}, {tenants} tenants: {rate:.0} deliveries/s");
             if tenants > 0 {
                 with.push(rate)

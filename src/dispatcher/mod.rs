@@ -1,10 +1,11 @@
 //! The webhook dispatcher: one background worker per database in `workflow.databases`,
 //! started by the `launcher`.
 //!
-//! A round is one short transaction — analyze a hot table that has outgrown its statistics,
-//! record finished outcomes, claim due messages with a lease — then the claimed messages go
-//! to the HTTP threads, and the worker sleeps until woken by a commit that enqueued, by an
-//! HTTP completion, or by the next due time. No transaction is ever open across HTTP.
+//! A round is one short transaction — record finished outcomes (first analyzing a hot
+//! table that has outgrown its statistics), claim due messages with a lease — then the
+//! claimed messages go to the HTTP threads, and the worker sleeps until woken by a commit
+//! that enqueued, by an HTTP completion, or by the next due time. No transaction is ever
+//! open across HTTP.
 //! Follow one message: `wake` → `claim` → `send` → `record`.
 
 pub mod claim;

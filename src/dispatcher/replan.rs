@@ -3,14 +3,15 @@
 //!
 //! The round's statements are kept as generic plans, which Postgres makes again at their
 //! next use once something invalidated them: an ANALYZE (the dispatcher's own, or
-//! autovacuum's), DDL, an endpoint's settings changing. The claim and the let-go of
+//! autovacuum's), a VACUUM, DDL. The claim and the let-go of
 //! messages parked at their destination's limit take 2 and 3.5 ms to plan on an idle
 //! machine, about twice that under load, and their next use is typically the round right
 //! after a burst commits: it sends the burst's first requests that much later, and what
 //! another tenant enqueues just after the burst then waits for those requests to come back
 //! (bench/NOTES.md, thirteenth session). So an invalidation of any relation marks the
 //! plans stale, and a round that sends nothing runs the two with nothing to do, which makes
-//! their plans again there.
+//! their plans again there. (Invalidations of other catalogs, such as a function's, also
+//! reset kept plans and are not watched: DDL on the extension's functions is rare.)
 
 use super::claim::{self, Settings};
 use super::parking;
@@ -31,14 +32,19 @@ pub fn watch() {
     unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(invalidated), pg_sys::Datum::from(0)) };
 }
 
+/// A round that failed may have lost its planning with it: plan again at the next chance.
+pub fn after_a_failed_round() {
+    STALE.with(|stale| stale.set(true));
+}
+
 /// Called by Postgres, on the main thread, for each relcache invalidation it processes.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn invalidated(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
     STALE.with(|stale| stale.set(true));
 }
 
-/// Plans the claim and the let-go again if a relation was invalidated since they last ran
-/// here; call inside a round that sends nothing (both run with nothing to do).
+/// Plans the claim and the let-go again if a relation was invalidated since the last time
+/// this ran; call inside a round that sends nothing (both run with nothing to do).
 pub fn if_stale(client: &mut SpiClient<'_>, settings: &Settings) -> SpiResult<()> {
     if !STALE.with(|stale| stale.replace(false)) {
         return Ok(());

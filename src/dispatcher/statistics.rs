@@ -6,10 +6,10 @@
 //! the delivered messages and vacuum truncated the table — expects one row, and a burst of
 //! messages then meets nested loops that walk the whole outbox once per outcome
 //! (bench/NOTES.md). Autovacuum analyzes such a table
-//! within `autovacuum_naptime`, a minute by default; the dispatcher does not wait. Before
-//! each round it compares each hot table's size with the size its statistics describe, the
-//! same two numbers the planner reads, and analyzes a table that has more than doubled. The
-//! ANALYZE invalidates the kept plans of every backend, so the round's own statements are
+//! within `autovacuum_naptime`, a minute by default; the dispatcher does not wait. A round
+//! compares each hot table's size with the size its statistics describe, the same two
+//! numbers the planner reads, and analyzes a table that has more than doubled. The ANALYZE
+//! invalidates the kept plans of every backend, so the statements that run after it are
 //! planned again with the new numbers.
 //!
 //! Pages alone are not enough: an ANALYZE while a large enqueueing transaction is still
@@ -19,7 +19,8 @@
 //!
 //! The plans that went wrong were the record's, which meet the backlog once per outcome.
 //! So a round with outcomes analyzes before it records them, and a round without them
-//! analyzes at its end, and only if it sent nothing: an ANALYZE of 10,000 messages takes
+//! analyzes at its end, and only if it sent nothing and nothing was committed for it
+//! meanwhile: an ANALYZE of 10,000 messages takes
 //! about 13 ms, which the claim right after a burst commits would otherwise add to the
 //! wait of everything enqueued just after the burst, whose own first requests are not yet
 //! sent (bench/NOTES.md, thirteenth session). The burst's first outcomes come back a

@@ -1,35 +1,36 @@
-//! The dispatcher's transactions: all or nothing, and never waiting for anyone.
+//! The dispatcher's transactions: all or nothing, and never waiting long for anyone.
 //!
 //! pgrx's `BackgroundWorker::transaction` commits whatever its closure returns, and an
 //! ERROR inside it ends the worker. Here a round either commits everything it did or rolls
 //! everything back: an `Err` or an ERROR aborts the transaction, and the worker lives on
 //! to try again (its outcomes are kept by the caller).
 //!
-//! A round first takes its tables' locks, as pg_net does (`is_extension_locked`), but
-//! waits for one at most [`TABLE_LOCK_WAIT`]: while `DROP EXTENSION`, `TRUNCATE` or
-//! `VACUUM FULL` holds one, the round does nothing, so the dispatcher never stalls behind
-//! them for long, and they wait for it no longer than that. The wait is what lets
-//! autovacuum go first and then step aside: truncating a table's empty tail, it holds an
-//! exclusive lock until it sees that someone waits for the table (it looks every 20 ms),
-//! and a dispatcher that only tried the lock was never seen, so every round during a
-//! truncation failed and the next came after a back-off (bench/NOTES.md, thirteenth
-//! session). Row locks held by applications are skipped by the statements themselves
-//! (`SKIP LOCKED`); `lock_timeout` (see `mod.rs`) bounds any other wait.
+//! A round first takes its tables' locks. pg_net only tries its lock
+//! (`is_extension_locked`); a round also waits, [`TABLE_LOCK_WAIT`] in all, but never
+//! while it holds any of its tables: at a table that is not free it lets go of those it
+//! took, waits for that one alone, and tries them all again. So while `DROP EXTENSION`,
+//! `TRUNCATE`, `VACUUM FULL` or an application's `LOCK TABLE` holds a table, the round
+//! gives up after at most that long, and no wait for one table can close a cycle with
+//! theirs for another. The wait is what lets autovacuum go first and then step aside:
+//! truncating a table's empty tail, it holds an exclusive lock until it sees that someone
+//! waits for the table (it looks every 20 ms), and a dispatcher that only tried the lock
+//! was never seen, so every round during a truncation failed and the next came after a
+//! back-off (bench/NOTES.md, thirteenth session). Row locks held by applications are
+//! skipped by the statements themselves (`SKIP LOCKED`); `lock_timeout` (see `mod.rs`)
+//! bounds any other wait.
 
 use pgrx::PgSqlErrorCode;
 use pgrx::pg_sys::{self, PgTryBuilder, panic::CaughtError};
 use std::cell::Cell;
 use std::ffi::CStr;
 use std::panic::{RefUnwindSafe, UnwindSafe};
+use std::time::{Duration, Instant};
 
-/// How long a round waits for a table's lock before it gives up (as `Busy`). Shorter than
-/// `deadlock_timeout` (1 s by default): a `DROP EXTENSION` that holds one of the tables
-/// and waits for another that the round already locked is let through by this timeout,
-/// not by the deadlock detector cancelling one of the two.
-const TABLE_LOCK_WAIT: &CStr = c"100ms";
+/// How long a round waits for its tables' locks in all before it gives up (as `Busy`).
+const TABLE_LOCK_WAIT: Duration = Duration::from_millis(100);
 
 thread_local! {
-    /// Set while the round waits for its tables' locks: a lock timeout then means `Busy`.
+    /// Set while the round waits for a table's lock: a lock timeout then means `Busy`.
     static LOCKING_TABLES: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -93,7 +94,7 @@ pub fn run<T>(
     let result = PgTryBuilder::new(body)
         .catch_others(|error| {
             let locking = LOCKING_TABLES.with(|locking| locking.replace(false));
-            if locking && timed_out_on_a_lock(&error) {
+            if locking && ended_a_lock_wait(&error) {
                 Err(Failure::Busy)
             } else {
                 Err(Failure::Error(describe(&error)))
@@ -127,53 +128,120 @@ pub fn run_round<T>(
     })
 }
 
-/// Takes `RowExclusiveLock` on every table a round uses, each at once if it is free, else
-/// waiting for it up to [`TABLE_LOCK_WAIT`] (which raises a lock timeout, read as `Busy`).
-/// Returns false if a table does not exist.
+/// Takes `RowExclusiveLock` on every table a round uses. At a table that is not free it
+/// lets go of the ones it took, waits for that table (a lock timeout at the deadline is
+/// read as `Busy`), then tries them all again. Returns false if a table does not exist, or
+/// the deadline passed.
 fn lock_tables() -> bool {
-    let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
-    // SAFETY: catalog lookups and lock requests inside a transaction, on the main thread;
-    // locks taken are released at the transaction's end, and the setting's nest level is
-    // popped below, or by the abort of a round whose wait timed out.
-    unsafe {
-        let namespace = pg_sys::get_namespace_oid(c"workflow".as_ptr(), true);
-        if namespace == pg_sys::InvalidOid {
+    let deadline = Instant::now() + TABLE_LOCK_WAIT;
+    // The table last waited for, held (and no other) while the next sweep tries the rest.
+    let mut waited = None;
+    loop {
+        let busy = match try_every_table() {
+            Sweep::AllTaken => return true,
+            Sweep::Gone => None,
+            Sweep::Busy(relid) => Some(relid),
+        };
+        if let Some(relid) = waited.take() {
+            release(relid);
+        }
+        let Some(relid) = busy else {
+            return false;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return false;
         }
-        for table in TABLES {
-            let relid = pg_sys::get_relname_relid(table.as_ptr(), namespace);
-            if relid == pg_sys::InvalidOid {
-                return false;
-            }
-            if pg_sys::ConditionalLockRelationOid(relid, lock) {
-                continue;
-            }
-            let level = pg_sys::NewGUCNestLevel();
-            pg_sys::set_config_option(
-                c"lock_timeout".as_ptr(),
-                TABLE_LOCK_WAIT.as_ptr(),
-                pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-            LOCKING_TABLES.with(|locking| locking.set(true));
-            pg_sys::LockRelationOid(relid, lock);
-            LOCKING_TABLES.with(|locking| locking.set(false));
-            pg_sys::AtEOXact_GUC(true, level);
-        }
-        true
+        wait_for(relid, left);
+        waited = Some(relid);
     }
 }
 
-/// Whether `error` is a lock wait that ran out of time (`lock_not_available`).
-fn timed_out_on_a_lock(error: &CaughtError) -> bool {
-    match error {
-        CaughtError::PostgresError(report) => {
-            report.sql_error_code() == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
+enum Sweep {
+    AllTaken,
+    /// A table is locked by someone else: the ones taken before it were let go.
+    Busy(pg_sys::Oid),
+    /// The schema or a table does not exist (the extension being dropped).
+    Gone,
+}
+
+/// Tries every table's lock without waiting; at the first that is not free, lets go of
+/// the ones it took.
+fn try_every_table() -> Sweep {
+    let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+    let mut taken = Vec::with_capacity(TABLES.len());
+    // SAFETY: catalog lookups and lock requests inside a transaction, on the main thread;
+    // nothing has been read under the locks let go here.
+    unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"workflow".as_ptr(), true);
+        let mut sweep = Sweep::AllTaken;
+        for table in TABLES {
+            let relid = if namespace == pg_sys::InvalidOid {
+                pg_sys::InvalidOid
+            } else {
+                pg_sys::get_relname_relid(table.as_ptr(), namespace)
+            };
+            if relid == pg_sys::InvalidOid {
+                sweep = Sweep::Gone;
+                break;
+            }
+            if !pg_sys::ConditionalLockRelationOid(relid, lock) {
+                sweep = Sweep::Busy(relid);
+                break;
+            }
+            taken.push(relid);
         }
+        if !matches!(sweep, Sweep::AllTaken) {
+            for relid in taken {
+                pg_sys::UnlockRelationOid(relid, lock);
+            }
+        }
+        sweep
+    }
+}
+
+/// Waits for one table's lock, up to `left`; raises a lock timeout past it.
+fn wait_for(relid: pg_sys::Oid, left: Duration) {
+    let timeout = std::ffi::CString::new(format!("{}ms", left.as_millis().max(1)))
+        .expect("a number has no NUL");
+    // SAFETY: on the main thread inside a transaction; the setting's nest level is popped
+    // below, or by the abort of a round whose wait timed out.
+    unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"lock_timeout".as_ptr(),
+            timeout.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        LOCKING_TABLES.with(|locking| locking.set(true));
+        pg_sys::LockRelationOid(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        // A timeout that fired as the lock was granted is raised here, still as `Busy`.
+        pgrx::check_for_interrupts!();
+        LOCKING_TABLES.with(|locking| locking.set(false));
+        pg_sys::AtEOXact_GUC(true, level);
+    }
+}
+
+fn release(relid: pg_sys::Oid) {
+    // SAFETY: lets go of one hold of a lock this transaction took, on the main thread.
+    unsafe { pg_sys::UnlockRelationOid(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+}
+
+/// Whether `error` ended a wait for a lock: it ran out of time (`lock_not_available`), or
+/// the deadlock detector chose this wait (which holding nothing while waiting should rule
+/// out).
+fn ended_a_lock_wait(error: &CaughtError) -> bool {
+    match error {
+        CaughtError::PostgresError(report) => matches!(
+            report.sql_error_code(),
+            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
+                | PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED
+        ),
         _ => false,
     }
 }

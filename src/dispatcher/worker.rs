@@ -293,6 +293,7 @@ impl State {
                 }
                 self.failed_rounds = self.failed_rounds.saturating_add(1);
                 self.installed = false;
+                replan::after_a_failed_round();
                 self.parking.forget();
                 self.destinations.forget();
             }
@@ -548,8 +549,9 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
     } else {
         claim::next_due(client)?
     };
-    // Last, and only when nothing waits to be sent: see `statistics` and `replan`.
-    if !records && claimed.jobs.is_empty() && unparked_messages == 0 {
+    // Last, and only when nothing waits to be sent, nor was committed for us since the
+    // round began: see `statistics` and `replan`.
+    if !records && claimed.jobs.is_empty() && unparked_messages == 0 && !woken() {
         statistics::refresh_if_grown(client)?;
         replan::if_stale(client, &work.settings)?;
     }
@@ -577,6 +579,12 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
         failing_now,
         dispatch,
     })
+}
+
+/// Whether a commit (or a signal) has set the latch since the worker last slept.
+fn woken() -> bool {
+    // SAFETY: MyLatch is this process's own latch; reading its flag is what WaitLatch does.
+    unsafe { (*pg_sys::MyLatch).is_set != 0 }
 }
 
 /// Whether delivery may go on: a copy not yet paused is paused now.

@@ -2,7 +2,7 @@
 //! most), never commits half a round, and never sends one message twice while healthy.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use workflow_tests::receiver::{Receiver, Reply};
 use workflow_tests::{
     Cluster, dispatch_cluster, dispatcher_pid, eventually, message_reaches, unique,
@@ -54,46 +54,62 @@ async fn an_application_holding_a_message_locked_for_10_s_does_not_stall_deliver
 /// Autovacuum, truncating a table's empty tail, holds the table's exclusive lock until it
 /// sees someone waiting for it. A round that only tried its tables' locks was never seen:
 /// every round during the truncation failed, and delivery stalled for a back-off of 100 ms
-/// or more each time. A round now waits for a locked table, briefly, as a waiter in
-/// `pg_locks` (what vacuum looks for), and carries on once the lock goes.
+/// or more each time. A round now waits for a locked table, as a waiter in `pg_locks` (what
+/// vacuum looks for), holding none of its other tables (no wait-for cycle with DDL that
+/// locks them in another order), for 100 ms; and carries on once the lock goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_waits_for_a_locked_table_where_vacuum_can_see_it() {
     // Its own cluster: a table locked in the shared one would hold up the other tests.
-    // Logging at LOG shows a round that failed with an error.
-    let mut settings = workflow_tests::DISPATCHER_SETTINGS.to_vec();
-    settings.push("log_min_messages = log");
-    let cluster = Cluster::start(&settings);
+    let cluster = Cluster::start(workflow_tests::DISPATCHER_SETTINGS);
     let client = cluster.connect().await;
     let pid = dispatcher_pid(&client, DEADLINE).await;
     let receiver = Receiver::start().await;
     let path = format!("/{}", unique("behind-lock"));
 
-    // A table the enqueue does not touch, locked as a truncating vacuum locks it.
+    // A table the enqueue does not touch, late in the round's order, locked as a
+    // truncating vacuum locks it.
     let app = cluster.connect().await;
     app.batch_execute("BEGIN; LOCK TABLE workflow.handlers IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
     let id = workflow_tests::enqueue(&client, &receiver.url(&path)).await;
-    eventually(
+    // When the dispatcher's current wait began, and how many of the extension's tables it
+    // holds meanwhile.
+    let waiting = || async {
+        client
+            .query_opt(
+                "SELECT w.waitstart,
+                        (SELECT count(*) FROM pg_locks h JOIN pg_class c ON c.oid = h.relation
+                          WHERE h.pid = $1 AND h.granted
+                            AND c.relnamespace = 'workflow'::regnamespace)
+                   FROM pg_locks w
+                  WHERE w.pid = $1 AND NOT w.granted
+                    AND w.relation = 'workflow.handlers'::regclass",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .map(|row| (row.get::<_, SystemTime>(0), row.get::<_, i64>(1)))
+    };
+    let (first, held) = eventually(
         "the dispatcher to wait for the locked table",
         DEADLINE,
-        || async {
-            client
-                .query_one(
-                    "SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND NOT granted
-                                   AND relation = 'workflow.handlers'::regclass)",
-                    &[&pid],
-                )
-                .await
-                .unwrap()
-                .get::<_, bool>(0)
-                .then_some(())
-        },
+        waiting,
     )
     .await;
-    // Held for a second: the round's wait times out (as `Busy`, no ERROR that ends the
-    // worker) and the next round waits again.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(held, 0, "the round waits holding none of its tables");
+    // The wait gives up (as `Busy`: no error is logged, the worker lives on), and a later
+    // round waits again: well within the dispatcher's own lock_timeout of 1 s.
+    let (next, held) = eventually("the dispatcher to wait again", DEADLINE, || async {
+        waiting().await.filter(|(started, _)| *started != first)
+    })
+    .await;
+    assert_eq!(held, 0, "the round waits holding none of its tables");
+    let apart = next.duration_since(first).unwrap();
+    assert!(
+        apart < Duration::from_millis(800),
+        "the waits began {apart:?} apart: 100 ms of waiting and a back-off expected"
+    );
     assert!(
         receiver.received(&path).is_empty(),
         "nothing is sent while a round cannot lock its tables"
@@ -106,6 +122,7 @@ async fn a_round_waits_for_a_locked_table_where_vacuum_can_see_it() {
         pid,
         "the dispatcher waited and timed out, it did not crash"
     );
+    // (The cluster logs at WARNING and above, which includes LOG: a failed round shows.)
     let log = cluster.server_log();
     assert!(
         !log.contains("lock timeout"),
