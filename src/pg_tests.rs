@@ -2422,6 +2422,36 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         assert_eq!(unpark(), (0, 0));
     }
 
+    /// The planning a round with nothing to send does (see `dispatcher::replan`) runs the
+    /// claim and the let-go with nothing to do: beside a due message and one parked at its
+    /// destination's limit, no row is claimed, parked, let go or written at all.
+    #[pg_test]
+    fn planning_again_claims_parks_and_unparks_nothing() {
+        use crate::dispatcher::{claim, replan};
+        let due = one::<i64>(&format!("SELECT wf_enqueue('{HOOK}', '{{}}')")).unwrap();
+        let parked = one::<i64>(&format!("SELECT wf_enqueue('{HOOK}', '{{}}')")).unwrap();
+        run(&format!(
+            "UPDATE workflow.outbox SET parked = 'limit' WHERE id = {parked}"
+        ));
+        let rows = || {
+            one::<String>(
+                "SELECT string_agg(id || ' ' || ctid || ' ' || attempts || ' '
+                                   || coalesce(parked, '-') || ' '
+                                   || coalesce(leased_until::text, '-'), ', ' ORDER BY id)
+                   FROM workflow.outbox",
+            )
+        };
+        let before = rows();
+        let settings = claim::Settings {
+            request_timeout: std::time::Duration::from_secs(10),
+            max_attempts: 5,
+            concurrency_per_destination: 16,
+        };
+        replan::after_a_failed_round();
+        Spi::connect_mut(|c| replan::if_stale(c, &settings)).unwrap();
+        assert_eq!(rows(), before, "rows {due} and {parked} are untouched");
+    }
+
     /// An endpoint disabled again before its messages were let go keeps them parked.
     #[pg_test]
     fn an_endpoint_disabled_again_keeps_its_messages_parked() {

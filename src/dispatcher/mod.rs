@@ -18,7 +18,7 @@ pub(crate) mod parking;
 mod plan;
 mod ready;
 pub mod record;
-mod replan;
+pub(crate) mod replan;
 pub mod send;
 mod state;
 mod statistics;
