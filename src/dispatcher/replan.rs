@@ -3,15 +3,15 @@
 //!
 //! The round's statements are kept as generic plans, which Postgres makes again at their
 //! next use once something invalidated them: an ANALYZE (the dispatcher's own, or
-//! autovacuum's), a VACUUM, DDL. The claim and the let-go of
-//! messages parked at their destination's limit take 2 and 3.5 ms to plan on an idle
-//! machine, about twice that under load, and their next use is typically the round right
-//! after a burst commits: it sends the burst's first requests that much later, and what
-//! another tenant enqueues just after the burst then waits for those requests to come back
-//! (bench/NOTES.md, thirteenth session). So an invalidation of any relation marks the
-//! plans stale, and a round that sends nothing runs the two with nothing to do, which makes
-//! their plans again there. (Invalidations of other catalogs, such as a function's, also
-//! reset kept plans and are not watched: DDL on the extension's functions is rare.)
+//! autovacuum's), a VACUUM, DDL. The claim and the let-go of messages parked at their
+//! destination's limit cost more to plan than to run, and their next use is typically the
+//! round right after a burst commits: it would send the burst's first requests that much
+//! later, and what another tenant enqueues just after the burst would then wait for those
+//! requests to come back (bench/NOTES.md, thirteenth session). So an invalidation of any
+//! relation marks the plans stale, and a round that sends nothing runs the two with nothing
+//! to do, which makes their plans again there. (Invalidations of other catalogs, such as a
+//! function's, also reset kept plans and are not watched: DDL on the extension's functions
+//! is rare.)
 
 use super::claim::{self, Settings};
 use super::parking;

@@ -20,11 +20,10 @@
 //! The plans that went wrong were the record's, which meet the backlog once per outcome.
 //! So a round with outcomes analyzes before it records them, and a round without them
 //! analyzes at its end, and only if it sent nothing and nothing was committed for it
-//! meanwhile: an ANALYZE of 10,000 messages takes
-//! about 13 ms, which the claim right after a burst commits would otherwise add to the
-//! wait of everything enqueued just after the burst, whose own first requests are not yet
-//! sent (bench/NOTES.md, thirteenth session). The burst's first outcomes come back a
-//! request later, and their round analyzes.
+//! meanwhile: an ANALYZE of a burst in the claim right after its commit would delay the
+//! burst's first requests, and everything enqueued just after the burst would wait for
+//! those requests too (bench/NOTES.md, thirteenth session). The burst's first outcomes
+//! come back a request later, and their round analyzes.
 
 use pgrx::pg_sys;
 use pgrx::spi::{SpiClient, SpiResult};
