@@ -89,12 +89,15 @@ pub fn plan_round(inputs: &RoundInputs) -> RoundPlan {
         find_limited: claim > 0 && !inputs.limited_known,
         read_smallest_room: claim > 0 && (inputs.unpark_due || inputs.smallest_room.is_none()),
         push: claim > 0 && inputs.pushing,
-        // Unless no destination can reach its room within this walk: the destination with
-        // most outstanding, given every row of the walk, against the smallest room of any.
-        ranked: inputs
-            .smallest_room
-            .is_none_or(|room| inputs.most_outstanding + claim > room),
+        ranked: ranks(inputs.smallest_room, inputs.most_outstanding, claim),
     }
+}
+
+/// Whether a claim of `claim` rows ranks its walk by destination: unless no destination can
+/// reach its room within this walk (the destination with `most_outstanding`, given every
+/// row of the walk, against the smallest room of any). Unknown rooms rank.
+pub fn ranks(smallest_room: Option<usize>, most_outstanding: usize, claim: usize) -> bool {
+    smallest_room.is_none_or(|room| most_outstanding + claim > room)
 }
 
 #[cfg(test)]

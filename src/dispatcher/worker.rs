@@ -18,7 +18,7 @@ use super::database;
 use super::destinations::{self, Failing};
 use super::housekeeping;
 use super::parking;
-use super::plan::{RoundInputs, RoundPlan, plan_round};
+use super::plan::{self, RoundInputs, RoundPlan, plan_round};
 use super::ready;
 use super::record;
 use super::replan;
@@ -113,6 +113,8 @@ struct RoundWork<'a> {
     limited: &'a [Arc<str>],
     /// The tenant each limited destination served last.
     turns: &'a HashMap<Arc<str>, String>,
+    /// The most requests any destination has outstanding.
+    most_outstanding: usize,
 }
 
 /// What a round that claimed saw of the destinations' limits.
@@ -414,6 +416,7 @@ fn record_and_claim(state: &mut State) -> Round {
         tenants: &state.destinations.tenants,
         limited: &looked,
         turns: state.parking.turns(),
+        most_outstanding: state.destinations.most_outstanding(),
     };
     let result = transaction::run_round(|| Spi::connect_mut(|client| round(client, &work)));
     state.note(&result);
@@ -524,8 +527,12 @@ fn round(client: &mut SpiClient<'_>, work: &RoundWork<'_>) -> Result<RoundDone, 
     } else {
         None
     };
-    // A destination that turned failing in this round's record has room for one.
-    let ranked = plan.ranked || !health.is_empty();
+    // A destination that turned failing in this round's record has room for one; rooms
+    // read again in this round (an endpoint's limits changed) rank by what they say now.
+    let ranked = plan.ranked
+        || !health.is_empty()
+        || smallest_room
+            .is_some_and(|room| plan::ranks(Some(room), work.most_outstanding, plan.claim));
     let claimed = claim::claim(
         client,
         plan.claim,

@@ -622,6 +622,55 @@ async fn a_newcomer_takes_the_next_free_slot_of_a_busy_destination() {
     cancel_pending(&client, &endpoint).await;
 }
 
+/// An endpoint created (or its limit lowered) in the transaction that floods it: the first
+/// round after it reads the endpoint's room again, and claims within it. It ranked by the
+/// room it knew before, which no destination could reach, and claimed the whole due
+/// batch, a generation and more beyond the room: another tenant's message then waited
+/// behind all of it (seen as a rare failure of the newcomer test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_round_after_a_limit_is_set_claims_within_it() {
+    // Its own cluster: the smallest room the dispatcher knows is the default's.
+    let cluster = Cluster::start(workflow_tests::DISPATCHER_SETTINGS);
+    let client = cluster.connect().await;
+    dispatcher_pid(&client, DEADLINE).await;
+    let receiver = Receiver::start().await;
+    // A first delivery: the dispatcher has read the rooms, all the default's.
+    let warm = workflow_tests::enqueue(&client, &receiver.url("/warm")).await;
+    message_reaches(&client, warm, "delivered", DEADLINE).await;
+
+    let path = format!("/{}", unique("limited-at-once"));
+    receiver.always(
+        &path,
+        workflow_tests::receiver::Reply::After(Duration::from_millis(500), 200),
+    );
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "SELECT wf_endpoint('limited', $1, max_concurrency => 2)",
+            &[&receiver.url(&path)],
+        )
+        .await
+        .unwrap();
+    enqueue_for(&client, "limited", "busy", 40).await;
+    client.batch_execute("COMMIT").await.unwrap();
+    receiver.wait_for(&path, 2, DEADLINE).await;
+    // Room for 2 in flight and 2 behind them, and the light tenant's 2 beyond.
+    let leased = client
+        .query_one(
+            "SELECT count(*) FROM workflow.outbox
+              WHERE endpoint = 'limited' AND leased_until > now() AND status = 'pending'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert!(
+        leased <= 6,
+        "{leased} claimed for an endpoint with room for 4 (and 2)"
+    );
+    cancel_pending(&client, "limited").await;
+}
+
 /// A tenant at its own limit is stepped over: a claim of one takes another tenant's ready
 /// workflow, however the round-robin stands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
