@@ -30,6 +30,15 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         Spi::get_one::<T>(query).unwrap_or_else(|e| panic!("{query}: {e}"))
     }
 
+    /// The dispatcher's settings the claim tests run with.
+    fn claim_settings() -> crate::dispatcher::claim::Settings {
+        crate::dispatcher::claim::Settings {
+            request_timeout: std::time::Duration::from_secs(10),
+            max_attempts: 5,
+            concurrency_per_destination: 16,
+        }
+    }
+
     fn run(query: &str) {
         Spi::run(query).unwrap_or_else(|e| panic!("{query}: {e}"))
     }
@@ -2338,11 +2347,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             })
             .collect();
         let free = one::<i64>(&format!("SELECT wf_enqueue('{HOOK}', '{{}}')")).unwrap();
-        let settings = claim::Settings {
-            request_timeout: std::time::Duration::from_secs(10),
-            max_attempts: 5,
-            concurrency_per_destination: 16,
-        };
+        let settings = claim_settings();
         let claim = || {
             let claimed = Spi::connect_mut(|c| {
                 claim::claim(
@@ -2427,7 +2432,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
     /// destination's limit, no row is claimed, parked, let go or written at all.
     #[pg_test]
     fn planning_again_claims_parks_and_unparks_nothing() {
-        use crate::dispatcher::{claim, replan};
+        use crate::dispatcher::replan;
         let due = one::<i64>(&format!("SELECT wf_enqueue('{HOOK}', '{{}}')")).unwrap();
         let parked = one::<i64>(&format!("SELECT wf_enqueue('{HOOK}', '{{}}')")).unwrap();
         run(&format!(
@@ -2442,11 +2447,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
             )
         };
         let before = rows();
-        let settings = claim::Settings {
-            request_timeout: std::time::Duration::from_secs(10),
-            max_attempts: 5,
-            concurrency_per_destination: 16,
-        };
+        let settings = claim_settings();
         replan::after_a_failed_round();
         Spi::connect_mut(|c| replan::if_stale(c, &settings)).unwrap();
         assert_eq!(rows(), before, "rows {due} and {parked} are untouched");
@@ -2459,11 +2460,7 @@ GRANT USAGE ON SCHEMA tests TO PUBLIC;
         run("SELECT wf_endpoint('flaky', 'https://flaky.example.com/hook')");
         run("UPDATE workflow.endpoint_settings SET disabled_at = now() WHERE name = 'flaky'");
         run("SELECT wf_enqueue('flaky', '{}') FROM generate_series(1, 2)");
-        let settings = claim::Settings {
-            request_timeout: std::time::Duration::from_secs(10),
-            max_attempts: 5,
-            concurrency_per_destination: 16,
-        };
+        let settings = claim_settings();
         let claimed = Spi::connect_mut(|c| {
             claim::claim(
                 c,

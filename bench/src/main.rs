@@ -340,6 +340,27 @@ async fn commits(client: &Client) -> i64 {
     .await
 }
 
+/// The drains' endpoint: it asks for the bare client's concurrency, since a URL target's
+/// default cap is at most half of workflow.max_concurrency (0.3.0).
+async fn drain_endpoint(client: &Client, url: &str) {
+    client
+        .execute(
+            "SELECT wf_endpoint('drain', $1, max_concurrency => $2)",
+            &[&url, &(CONCURRENCY as i32)],
+        )
+        .await
+        .expect("the drain's endpoint");
+}
+
+async fn all_delivered(client: &Client) {
+    let lost = count(
+        client,
+        "SELECT count(*) FROM workflow.outbox WHERE status <> 'delivered'",
+    )
+    .await;
+    assert_eq!(lost, 0, "every message must be delivered");
+}
+
 /// B3/B4 and B7: drain a preloaded outbox against the bare client, same receiver.
 async fn drain(
     client: &Client,
@@ -348,15 +369,7 @@ async fn drain(
     sizes: Sizes,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
     let n = sizes.drain_messages;
-    // The dispatcher sends to an endpoint that asks for the bare client's concurrency: a
-    // URL target's default cap is at most half of workflow.max_concurrency (0.3.0).
-    client
-        .execute(
-            "SELECT wf_endpoint('drain', $1, max_concurrency => $2)",
-            &[&url, &(CONCURRENCY as i32)],
-        )
-        .await
-        .expect("the drain's endpoint");
+    drain_endpoint(client, url).await;
     let (mut ours, mut bare, mut our_cpu, mut bare_cpu) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 1..=sizes.runs {
@@ -366,12 +379,7 @@ async fn drain(
         let cpu_before = cpu_of_pid(dispatcher);
         let elapsed = release_and_drain(client, "drain").await;
         let cpu = cpu_of_pid(dispatcher) - cpu_before;
-        let lost = count(
-            client,
-            "SELECT count(*) FROM workflow.outbox WHERE status <> 'delivered'",
-        )
-        .await;
-        assert_eq!(lost, 0, "every message must be delivered");
+        all_delivered(client).await;
         // Attempts that a later one replaced: a failed request, retried.
         let retried = count(client, "SELECT count(*) FROM workflow.delivery_attempts").await;
         let (bare_elapsed, bare_cpu_used) = bare_client(url, n);
@@ -814,13 +822,7 @@ const DRAIN_TENANTS: i32 = 10;
 /// deliveries/s with tenants and without.
 async fn b3_tenants(client: &Client, url: &str, sizes: Sizes) -> (Vec<f64>, Vec<f64>) {
     let n = sizes.drain_messages;
-    client
-        .execute(
-            "SELECT wf_endpoint('drain', $1, max_concurrency => $2)",
-            &[&url, &(CONCURRENCY as i32)],
-        )
-        .await
-        .expect("the drain's endpoint");
+    drain_endpoint(client, url).await;
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for run in 0..sizes.runs {
         for tenants in if run % 2 == 0 {
@@ -831,12 +833,7 @@ async fn b3_tenants(client: &Client, url: &str, sizes: Sizes) -> (Vec<f64>, Vec<
             clear_outbox(client).await;
             preload_for(client, "drain", n, tenants).await;
             let rate = (n + 1) as f64 / release_and_drain(client, "drain").await.as_secs_f64();
-            let lost = count(
-                client,
-                "SELECT count(*) FROM workflow.outbox WHERE status <> 'delivered'",
-            )
-            .await;
-            assert_eq!(lost, 0, "every message must be delivered");
+            all_delivered(client).await;
             eprintln!("  run {run}, {tenants} tenants: {rate:.0} deliveries/s");
             if tenants > 0 {
                 with.push(rate)
