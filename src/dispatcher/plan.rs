@@ -104,6 +104,42 @@ pub fn ranks(smallest_room: Option<usize>, most_outstanding: usize, claim: usize
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_claim_ranks_unless_no_destination_can_reach_its_room() {
+        let cases = [
+            ("rooms not read yet", None, 0, 64, true),
+            (
+                "the walk cannot fill the smallest room",
+                Some(128),
+                0,
+                64,
+                false,
+            ),
+            (
+                "the busiest destination and the walk can",
+                Some(128),
+                70,
+                64,
+                true,
+            ),
+            // The worker's case: a room read again in the round, smaller than the walk.
+            (
+                "an endpoint just limited to 2 (room 4)",
+                Some(4),
+                0,
+                32,
+                true,
+            ),
+        ];
+        for (what, smallest_room, most_outstanding, claim, ranked) in cases {
+            assert_eq!(
+                ranks(smallest_room, most_outstanding, claim),
+                ranked,
+                "{what}"
+            );
+        }
+    }
+
     /// A dispatcher in steady state: room to claim, nothing known missing.
     fn steady() -> RoundInputs {
         RoundInputs {
